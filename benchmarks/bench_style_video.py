@@ -1,0 +1,192 @@
+"""Video style transfer benchmark (issue #6): speed, memory and flicker in one run.
+
+    DATA_DIR=../shared/data python benchmarks/bench_style_video.py [--frames 96] [--rounds 3]
+
+1. speed: the whole pipeline (decode + stylize + encode, frames forced to 384x384, the TF Lite
+   size) with backend=torch and backend=tflite on the same frames, rounds interleaved so both see
+   the same machine load; frames/s (best and median round) and model ms/frame.
+2. memory: peak RSS (getrusage maxrss of a fresh subprocess) stylizing the clip and the clip
+   looped 3x (stream-copied, so the same frames three times) with the torch backend.
+3. flicker on the real clip: mean |S_t - S_t-1| / mean |X_t - X_t-1| without and with the temporal
+   options, and PSNR of each smoothed video against the per-frame one (how much it changes).
+Prints a table and writes benchmarks/results_style_video.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+os.environ.setdefault("DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve()))
+CLIP = Path(os.environ["DATA_DIR"]) / "video" / "big_buck_bunny_23s.mp4"
+STYLE = "starry_night.jpg"
+
+
+def run_pipeline(inp, out, backend="torch", data=None, model=None) -> dict:
+    from hybridlearn.models.style import stylize
+
+    t0 = time.perf_counter()
+    res = stylize(inp, STYLE, out, overwrite=True, data=data or {}, model={"backend": backend, **(model or {})},
+                  writer={"preview": False, "progress": False}, progress=False)
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def loop_clip(src: Path, dst: Path, times: int = 3) -> Path:
+    """Stream-copy `src` `times` times back to back (video and audio timestamps shifted)."""
+    import av
+
+    with av.open(str(src)) as probe:
+        v = probe.streams.video[0]
+        span_s = float(v.duration * v.time_base)
+    with av.open(str(dst), "w") as out:
+        outs = {}
+        for k in range(times):
+            with av.open(str(src)) as c:
+                streams = [c.streams.video[0]] + ([c.streams.audio[0]] if c.streams.audio else [])
+                if not outs:
+                    outs = {s.index: out.add_stream_from_template(s) for s in streams}
+                for pkt in c.demux(*streams):
+                    if pkt.dts is None:
+                        continue
+                    off = round(k * span_s / pkt.time_base)
+                    pkt.pts = None if pkt.pts is None else pkt.pts + off
+                    pkt.dts += off
+                    pkt.stream = outs[pkt.stream.index]
+                    out.mux(pkt)
+    return dst
+
+
+def peak_rss_mb(inp: Path, out: Path, max_side: int) -> tuple[float, dict]:
+    code = (
+        "import json,resource,sys; sys.path.insert(0, %r)\n"
+        "from hybridlearn.models.style import stylize\n"
+        "r = stylize(%r, %r, %r, overwrite=True, data={'max_side': %d}, writer={'preview': False, 'progress': False}, progress=False)\n"
+        "print('RESULT', json.dumps({'rss_mb': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'frames': r['frames_written'], 'fps': r['fps_pipeline']}))\n"
+    ) % (str(ROOT / "src"), str(inp), STYLE, str(out), max_side)
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
+    line = [x for x in p.stdout.splitlines() if x.startswith("RESULT")]
+    if p.returncode or not line:
+        raise RuntimeError(p.stderr[-2000:])
+    r = json.loads(line[0][7:])
+    return r["rss_mb"], r
+
+
+def psnr_between(a: Path, b: Path) -> float:
+    import av
+    import numpy as np
+
+    se, n = 0.0, 0
+    with av.open(str(a)) as ca, av.open(str(b)) as cb:
+        for fa, fb in zip(ca.decode(video=0), cb.decode(video=0)):
+            x = fa.to_ndarray(format="rgb24").astype(np.float32)
+            y = fb.to_ndarray(format="rgb24").astype(np.float32)
+            se += float(((x - y) ** 2).mean())
+            n += 1
+    mse = se / max(n, 1)
+    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--frames", type=int, default=96, help="frames of the clip for the speed runs")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per backend")
+    ap.add_argument("--batch-size", type=int, default=4)
+    ap.add_argument("--mem-max-side", type=int, default=160, help="frame size of the memory runs (full length)")
+    ap.add_argument("--flicker-max-side", type=int, default=384)
+    ap.add_argument("--flicker-frames", type=int, default=None, help="default: the whole clip")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "memory", "flicker"])
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_style_video.md"))
+    args = ap.parse_args()
+
+    import torch
+
+    tmp = Path(tempfile.mkdtemp(prefix="bench_style_"))
+    lines = ["# Video style transfer: benchmark results", "",
+             f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores visible, torch {torch.__version__}, "
+             f"threads {torch.get_num_threads()}, GPU: {'yes' if torch.cuda.is_available() else 'none'}. "
+             f"Load average at start: {os.getloadavg()[0]:.1f} (the machine is shared; rounds are interleaved).",
+             f"Command: `python benchmarks/bench_style_video.py {' '.join(sys.argv[1:])}`", ""]
+
+    if "speed" not in args.skip:
+        data = {"size": [384, 384], "max_frames": args.frames, "batch_size": args.batch_size}
+        runs = {"torch": [], "tflite": []}
+        for r in range(args.rounds):
+            for backend in ("torch", "tflite"):
+                res = run_pipeline(CLIP, tmp / f"speed_{backend}.mp4", backend, data)
+                runs[backend].append(res)
+                print(f"round {r} {backend}: {res['fps_pipeline']:.2f} frames/s, model {res['ms_per_frame_model']:.1f} ms/frame", flush=True)
+        rows = {}
+        for b, rs in runs.items():
+            fps = [x["fps_pipeline"] for x in rs]
+            ms = [x["ms_per_frame_model"] for x in rs]
+            rows[b] = (max(fps), statistics.median(fps), min(ms), statistics.median(ms))
+        ratio_best = rows["torch"][0] / rows["tflite"][0]
+        ratio_med = rows["torch"][1] / rows["tflite"][1]
+        lines += ["## Speed: decode + stylize + encode, 384x384 frames", "",
+                  f"{args.frames} frames of big_buck_bunny_23s.mp4 resized to 384x384, starry_night, batch {args.batch_size}, "
+                  f"{args.rounds} interleaved rounds.", "",
+                  "| backend | pipeline frames/s (best) | (median) | model ms/frame (best) | (median) |",
+                  "| --- | --- | --- | --- | --- |"]
+        for b, (fb, fm, mb, mm) in rows.items():
+            lines.append(f"| {b} | {fb:.2f} | {fm:.2f} | {mb:.1f} | {mm:.1f} |")
+        lines += ["", f"torch / tflite pipeline speed: **{ratio_best:.2f}x** (best rounds), {ratio_med:.2f}x (medians).", ""]
+
+    if "memory" not in args.skip:
+        looped = loop_clip(CLIP, tmp / "clip_x3.mp4", 3)
+        rss1, r1 = peak_rss_mb(CLIP, tmp / "m1.mp4", args.mem_max_side)
+        rss3, r3 = peak_rss_mb(looped, tmp / "m3.mp4", args.mem_max_side)
+        print(f"memory: clip {rss1:.0f} MB ({r1['frames']} frames), x3 {rss3:.0f} MB ({r3['frames']} frames)", flush=True)
+        lines += ["## Memory: peak RSS of a fresh process, torch backend", "",
+                  f"Frames resized to max side {args.mem_max_side} so the full-length runs stay short.", "",
+                  "| input | frames | peak RSS MB | frames/s |", "| --- | --- | --- | --- |",
+                  f"| clip (23 s) | {r1['frames']} | {rss1:.0f} | {r1['fps']:.2f} |",
+                  f"| clip looped 3x (69 s) | {r3['frames']} | {rss3:.0f} | {r3['fps']:.2f} |", "",
+                  f"Ratio x3 / x1: **{rss3 / rss1:.3f}** (streaming: no frame list is kept).", ""]
+
+    if "flicker" not in args.skip:
+        data = {"max_side": args.flicker_max_side, "batch_size": args.batch_size}
+        if args.flicker_frames:
+            data["max_frames"] = args.flicker_frames
+        configs = [("per frame (default)", {}), ("temporal_momentum=0.9", {"temporal_momentum": 0.9}),
+                   ("temporal_blend=0.6", {"temporal_blend": 0.6}),
+                   ("momentum 0.9 + blend 0.6", {"temporal_momentum": 0.9, "temporal_blend": 0.6})]
+        lines += ["## Flicker on the real clip", "",
+                  f"big_buck_bunny_23s.mp4 ({'all' if not args.flicker_frames else args.flicker_frames} frames, max side "
+                  f"{args.flicker_max_side}), starry_night. Flicker ratio = mean |S_t - S_t-1| / mean |X_t - X_t-1| "
+                  "(stylized vs input frames, both in [0,1]); PSNR against the per-frame video measures how much the "
+                  "option changes the frames.", "",
+                  "| option | flicker ratio | mean abs frame diff (output) | PSNR vs per-frame dB | frames/s |",
+                  "| --- | --- | --- | --- | --- |"]
+        base = None
+        for name, model in configs:
+            out = tmp / f"flicker_{len(lines)}.mp4"
+            res = run_pipeline(CLIP, out, "torch", data, model)
+            psnr = "-" if base is None else f"{psnr_between(base, out):.1f}"
+            base = base or out
+            print(f"flicker {name}: ratio {res['flicker_ratio']:.3f} psnr {psnr}", flush=True)
+            lines.append(f"| {name} | {res['flicker_ratio']:.3f} | {res['flicker_output']:.4f} | {psnr} | {res['fps_pipeline']:.2f} |")
+        lines.append(f"\nInput mean abs frame difference: {res['flicker_input']:.4f}.\n")
+
+    text = "\n".join(lines) + "\n"
+    print(text)
+    from hybridlearn.utils.io import write_text_atomic
+
+    write_text_atomic(args.out, text)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

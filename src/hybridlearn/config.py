@@ -1,0 +1,52 @@
+"""Early config checks: every run is validated before any data is read or any model built."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from hybridlearn.errors import ConfigError
+
+# Keys that must be strictly positive wherever they appear (model, data, ...).
+POSITIVE_KEYS = ("lr", "learning_rate", "batch_size", "eval_batch_size")
+TASKS = ("fit", "predict", "test")
+
+
+def _walk(node: Any, prefix: str):
+    if isinstance(node, (Mapping, DictConfig)):
+        for k, v in node.items():
+            yield from _walk(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, (Sequence, ListConfig)) and not isinstance(node, str):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, node
+
+
+def _is_positive_key(path: str) -> bool:
+    leaf = path.rsplit(".", 1)[-1].split("[", 1)[0]
+    return leaf in POSITIVE_KEYS or leaf.endswith("_lr")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first bad key."""
+    missing = OmegaConf.missing_keys(cfg)
+    if missing:
+        raise ConfigError(f"missing required config value(s): {', '.join(sorted(missing))}; set them on the command line")
+    if cfg.get("task", "fit") not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)} (got {cfg.task!r})")
+    if not isinstance(cfg.get("seed"), int) and cfg.get("seed") is not None:
+        raise ConfigError(f"seed must be an integer or null (got {cfg.seed!r})")
+    for group in ("model", "data"):
+        for path, value in _walk(cfg.get(group) or {}, group):
+            if _is_positive_key(path) and value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"{path} must be a positive number (got {value!r})")
+                if value <= 0:
+                    raise ConfigError(f"{path} must be > 0 (got {value})")
+    trainer = cfg.get("trainer") or {}
+    max_epochs = trainer.get("max_epochs")
+    if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < -1 or max_epochs == 0):
+        raise ConfigError(f"trainer.max_epochs must be a positive integer or -1 (got {max_epochs!r})")

@@ -1,0 +1,531 @@
+"""GOM study models (paper section on autoencoders + MLP regressors of music origin).
+
+- `SigmoidMLP`: L hidden layers of l sigmoid neurons, sigmoid output, weights U[-1,1], full-batch
+  gradient descent on the instant energy E = 1/2 sum_k e_k^2.
+- `Autoencoder`: one hidden sigmoid layer, reconstructs the 68 scaled features.
+- `GomHybrid`: a (pre-trained, frozen) autoencoder's code -> sigmoid MLP regressor of latitude and
+  longitude.
+
+Authors' code quirks are named switches (paper text is the default):
+  grad_reduction: mean | sum   gradient of the average energy (paper) or of the summed energy
+  bias: true | false           bias terms (the authors' networks had none)
+  input_layer: false | true    an extra n_in -> n_in sigmoid layer in front (authors' "input layer")
+(and in the data config: target_scaling per_column | joint, n_features 68 | 67).
+
+Logged per epoch, train and val: `energy` (average instant energy, mean over samples of
+1/2 sum_k e_k^2) and `delta` (mean local output gradient delta_k = e_k * phi'(v_k), averaged over
+samples and output neurons; `delta_abs` is the mean of |delta_k|).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from hybridlearn.errors import ConfigError
+
+EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
+
+
+# --------------------------------------------------------------------------------------- metrics
+def haversine_km(lat1, lon1, lat2, lon2):
+    """Great-circle distance in km between points given in degrees (torch tensors or numpy arrays)."""
+    xp = torch if isinstance(lat1, torch.Tensor) else np
+    lat1, lon1, lat2, lon2 = (xp.deg2rad(v) for v in (lat1, lon1, lat2, lon2))
+    a = xp.sin((lat2 - lat1) / 2) ** 2 + xp.cos(lat1) * xp.cos(lat2) * xp.sin((lon2 - lon1) / 2) ** 2
+    a = xp.clip(a, 0.0, 1.0)
+    return 2 * EARTH_RADIUS_KM * xp.arcsin(xp.sqrt(a))
+
+
+def r2_score(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Coefficient of determination per column."""
+    ss_res = ((true - pred) ** 2).sum(0)
+    ss_tot = ((true - true.mean(0)) ** 2).sum(0)
+    return 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0)
+
+
+def geo_metrics(pred_deg, true_deg, prefix: str = "") -> dict[str, float]:
+    """km (mean/median great-circle error) and R^2 of latitude, longitude (and their mean)."""
+    p = np.asarray(pred_deg, dtype=np.float64)
+    t = np.asarray(true_deg, dtype=np.float64)
+    km = haversine_km(p[:, 0], p[:, 1], t[:, 0], t[:, 1])
+    r2 = r2_score(p, t)
+    return {f"{prefix}km": float(km.mean()), f"{prefix}km_median": float(np.median(km)),
+            f"{prefix}r2_lat": float(r2[0]), f"{prefix}r2_lon": float(r2[1]), f"{prefix}r2": float(r2.mean())}
+
+
+def knn_predict(x_train: np.ndarray, y_train_deg: np.ndarray, x_query: np.ndarray, k: int) -> np.ndarray:
+    """k-nearest-neighbour regression (Euclidean in scaled feature space); neighbours' positions are
+    averaged as unit vectors on the sphere (so 179E and 179W average to 180, not 0)."""
+    d = torch.cdist(torch.as_tensor(x_query, dtype=torch.float64), torch.as_tensor(x_train, dtype=torch.float64))
+    idx = d.topk(k, largest=False).indices.numpy()
+    lat, lon = np.deg2rad(y_train_deg[:, 0]), np.deg2rad(y_train_deg[:, 1])
+    v = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], 1)
+    m = v[idx].mean(1)
+    out_lat = np.rad2deg(np.arctan2(m[:, 2], np.hypot(m[:, 0], m[:, 1])))
+    out_lon = np.rad2deg(np.arctan2(m[:, 1], m[:, 0]))
+    return np.stack([out_lat, out_lon], 1)
+
+
+def baselines(d: dict[str, Any], ks: Sequence[int] = (1, 3, 5, 10, 20, 40)) -> dict[str, float]:
+    """Test-set km of the training-mean predictor and of k-NN (k chosen on the validation split)."""
+    x_tr, x_va, x_te = (d[f"x_{p}"].double().numpy() for p in ("train", "val", "test"))
+    y_tr, y_va, y_te = (d[f"yd_{p}"].numpy() for p in ("train", "val", "test"))
+    out = {}
+    mean_pred = np.broadcast_to(y_tr.mean(0), y_te.shape)
+    out.update(geo_metrics(mean_pred, y_te, "baseline_mean_"))
+    val_km = {k: float(haversine_km(*knn_predict(x_tr, y_tr, x_va, k).T, *y_va.T).mean()) for k in ks}
+    best_k = min(val_km, key=val_km.get)
+    out.update(geo_metrics(knn_predict(x_tr, y_tr, x_te, best_k), y_te, "baseline_knn_"))
+    out["baseline_knn_k"] = best_k
+    return out
+
+
+# ---------------------------------------------------------------------------------------- checks
+def check_int(key: str, v: Any, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ConfigError(f"{key} must be an integer in [{lo}, {hi}] (got {v!r})")
+    return v
+
+
+def check_float(key: str, v: Any, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo < v <= hi):
+        raise ConfigError(f"{key} must be a number in ({lo}, {hi}] (got {v!r})")
+    return float(v)
+
+
+def check_choice(key: str, v: Any, choices: Sequence[str]) -> str:
+    if v not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)} (got {v!r})")
+    return v
+
+
+MAX_DEPTH, MAX_WIDTH, MAX_LR = 16, 4096, 10.0
+
+
+# ---------------------------------------------------------------------------------- sigmoid nets
+def init_sigmoid_params(
+    sizes: Sequence[int], seed: int, bias: bool, init_range: float = 1.0, dtype: torch.dtype = torch.float32
+) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+    """Weights (and biases) ~ U[-r, r], drawn layer by layer from a private generator seeded with
+    `seed`: the same network gets the same start whether trained alone or inside a vectorized grid."""
+    g = torch.Generator().manual_seed(int(seed))
+    params = []
+    for fan_in, fan_out in zip(sizes[:-1], sizes[1:]):
+        w = (torch.rand(fan_out, fan_in, generator=g, dtype=torch.float64) * 2 - 1) * init_range
+        b = (torch.rand(fan_out, generator=g, dtype=torch.float64) * 2 - 1) * init_range if bias else None
+        params.append((w.to(dtype), None if b is None else b.to(dtype)))
+    return params
+
+
+class SigmoidNet(nn.Module):
+    """Fully connected, sigmoid after every layer (output included)."""
+
+    def __init__(self, sizes: Sequence[int], seed: int, bias: bool = True, init_range: float | None = 1.0):
+        super().__init__()
+        self.sizes = list(sizes)
+        self.layers = nn.ModuleList(nn.Linear(i, o, bias=bias) for i, o in zip(sizes[:-1], sizes[1:]))
+        if init_range is not None:
+            with torch.no_grad():
+                for lin, (w, b) in zip(self.layers, init_sigmoid_params(sizes, seed, bias, init_range)):
+                    lin.weight.copy_(w)
+                    if b is not None:
+                        lin.bias.copy_(b)
+
+    def forward(self, x: torch.Tensor, upto: int | None = None) -> torch.Tensor:
+        for lin in self.layers[:upto]:
+            x = torch.sigmoid(lin(x))
+        return x
+
+
+def energy_and_delta(y: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-sample instant energy E_n = 1/2 sum_k e_k^2, mean delta_k = e_k y_k (1 - y_k), mean |delta_k|."""
+    e = t - y
+    delta = e * y * (1 - y)
+    return (e * e).sum(-1).mul(0.5), delta.mean(), delta.abs().mean()
+
+
+class _GomBase(L.LightningModule):
+    """Scalers as buffers (saved in checkpoints), per-epoch histories, km/R^2 test metrics."""
+
+    n_outputs = 2
+
+    def _init_common(self, n_inputs: int, n_outputs: int) -> None:
+        for name, n in (("x_lo", n_inputs), ("x_span", n_inputs), ("y_lo", n_outputs), ("y_span", n_outputs)):
+            self.register_buffer(name, torch.zeros(n, dtype=torch.float64))
+        self.history: dict[str, list[float]] = {k: [] for k in (
+            "train_energy", "train_delta", "train_delta_abs", "val_energy", "val_delta", "val_delta_abs")}
+        self.extra_results: dict[str, Any] = {}
+        self._acc: dict[str, list] = {}
+        self._test_pred: list[torch.Tensor] = []
+        self._test_true: list[torch.Tensor] = []
+
+    # ---- data hooks
+    def _dm_data(self) -> dict[str, Any] | None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(dm, "d", None)
+
+    def setup(self, stage: str) -> None:
+        d = self._dm_data()
+        if d is not None and stage == "fit":
+            xs, ys = d["x_scaler"], d["y_scaler"]
+            if len(xs.lo) != len(self.x_lo):
+                raise ConfigError(
+                    f"model.n_inputs={len(self.x_lo)} but the data has {len(xs.lo)} feature columns "
+                    f"(data.n_features); set model.n_inputs=${{data.n_features}}")
+            with torch.no_grad():
+                self.x_lo.copy_(torch.as_tensor(xs.lo)); self.x_span.copy_(torch.as_tensor(xs.span))
+                self.y_lo.copy_(torch.as_tensor(ys.lo)); self.y_span.copy_(torch.as_tensor(ys.span))
+
+    def to_degrees(self, y_scaled: torch.Tensor) -> torch.Tensor:
+        return y_scaled.double() * self.y_span + self.y_lo
+
+    def scale_features(self, x_raw: torch.Tensor) -> torch.Tensor:
+        return (x_raw.double() - self.x_lo) / self.x_span
+
+    # ---- logging helpers
+    def _log_pair(self, split: str, energy: torch.Tensor, delta: torch.Tensor, delta_abs: torch.Tensor, bs: int):
+        self.log(f"{split}/energy", energy, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log(f"{split}/delta", delta, on_step=False, on_epoch=True, batch_size=bs)
+        self.log(f"{split}/delta_abs", delta_abs, on_step=False, on_epoch=True, batch_size=bs)
+        if split in ("train", "val") and not self.trainer.sanity_checking:
+            acc = self._acc.setdefault(split, [0.0, 0.0, 0.0, 0])
+            for i, v in enumerate((energy, delta, delta_abs)):
+                acc[i] += float(v) * bs
+            acc[3] += bs
+
+    def _flush(self, split: str) -> float | None:
+        acc = self._acc.pop(split, None)
+        if not acc or not acc[3]:
+            return None
+        n = acc[3]
+        for i, name in enumerate(("energy", "delta", "delta_abs")):
+            self.history[f"{split}_{name}"].append(acc[i] / n)
+        return acc[0] / n
+
+    def on_train_epoch_start(self) -> None:
+        self._acc.pop("train", None)
+
+    def on_train_epoch_end(self) -> None:
+        e = self._flush("train")
+        stop = getattr(self.hparams, "stop_energy", None)
+        if stop and e is not None and e < stop:
+            self.trainer.should_stop = True
+        self._summarize()
+
+    def on_validation_epoch_start(self) -> None:
+        self._acc.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._flush("val")
+            self._summarize()
+
+    def _summarize(self) -> None:
+        h = self.history
+        if h["val_energy"]:
+            best = int(np.argmin(h["val_energy"]))
+            self.extra_results.update(best_val_energy=h["val_energy"][best], best_epoch=best + 1)
+        self.extra_results.update(epochs_run=len(h["train_energy"]),
+                                  final_train_energy=h["train_energy"][-1] if h["train_energy"] else None,
+                                  history=h)
+
+    # ---- test: km and R^2 in degrees, plus baselines
+    def on_test_epoch_start(self) -> None:
+        self._test_pred, self._test_true = [], []
+
+    def _collect_test(self, y_scaled_pred: torch.Tensor, y_deg: torch.Tensor) -> None:
+        self._test_pred.append(self.to_degrees(y_scaled_pred.detach()).cpu())
+        self._test_true.append(y_deg.detach().double().cpu())
+
+    def on_test_epoch_end(self) -> None:
+        if not self._test_pred:
+            return
+        pred, true = torch.cat(self._test_pred).numpy(), torch.cat(self._test_true).numpy()
+        res = geo_metrics(pred, true, "test/")
+        d = self._dm_data()
+        if d is not None:
+            res.update({f"test/{k}": v for k, v in baselines(d).items()})
+        for k, v in res.items():
+            self.log(k, float(v))
+        self.extra_results.update(res)
+        self.extra_results["test_predictions_deg"] = pred.round(4).tolist()
+        self.extra_results["test_true_deg"] = true.round(4).tolist()
+
+
+class _FullBatchSigmoid(_GomBase):
+    """Shared training step of SigmoidMLP and Autoencoder: gradient descent on the energy."""
+
+    def _targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        x, y, _ = batch
+        t = self._targets(x, y)
+        out = self.net(x)
+        e_n, delta, delta_abs = energy_and_delta(out, t)
+        energy = e_n.mean()
+        self._log_pair(split, energy, delta, delta_abs, len(x))
+        if split == "val":
+            self.log("val/loss", energy, on_step=False, on_epoch=True, batch_size=len(x))
+        return e_n.sum() if self.hparams.grad_reduction == "sum" else energy
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+class SigmoidMLP(_FullBatchSigmoid):
+    """depth hidden layers of `width` sigmoid neurons -> 2 sigmoid outputs (scaled lat, lon)."""
+
+    def __init__(
+        self,
+        depth: int = 1,
+        width: int = 3,
+        lr: float = 0.01,
+        n_inputs: int = 68,
+        n_outputs: int = 2,
+        bias: bool = True,
+        grad_reduction: str = "mean",
+        input_layer: bool = False,
+        init_range: float = 1.0,
+        stop_energy: float | None = 0.01,
+        seed: int = 0,
+    ):
+        super().__init__()
+        check_int("model.depth", depth, 1, MAX_DEPTH)
+        check_int("model.width", width, 1, MAX_WIDTH)
+        check_float("model.lr", lr, 0.0, MAX_LR)
+        check_int("model.n_inputs", n_inputs, 1, 68)
+        check_choice("model.grad_reduction", grad_reduction, ("mean", "sum"))
+        check_float("model.init_range", init_range, 0.0, 100.0)
+        self.save_hyperparameters()
+        self.sizes = mlp_sizes(n_inputs, depth, width, n_outputs, input_layer)
+        self.net = SigmoidNet(self.sizes, seed, bias, init_range)
+        self._init_common(n_inputs, n_outputs)
+
+    def test_step(self, batch, batch_idx):
+        x, y, yd = batch
+        out = self.net(x)
+        e_n, delta, delta_abs = energy_and_delta(out, y)
+        self._log_pair("test", e_n.mean(), delta, delta_abs, len(x))
+        self._collect_test(out, yd)
+
+    def predict_step(self, batch, batch_idx):
+        return self.to_degrees(self.net(batch[0]))
+
+
+def mlp_sizes(n_inputs: int, depth: int, width: int, n_outputs: int = 2, input_layer: bool = False) -> list[int]:
+    return [n_inputs] + ([n_inputs] if input_layer else []) + [width] * depth + [n_outputs]
+
+
+def ae_sizes(n_inputs: int, hidden: int, input_layer: bool = False) -> list[int]:
+    return [n_inputs] + ([n_inputs] if input_layer else []) + [hidden, n_inputs]
+
+
+class Autoencoder(_FullBatchSigmoid):
+    """n_inputs -> hidden (sigmoid) -> n_inputs (sigmoid); hidden < n_inputs reduces (M1),
+    hidden > n_inputs extracts (M2)."""
+
+    def __init__(
+        self,
+        hidden: int = 19,
+        lr: float = 0.1,
+        n_inputs: int = 68,
+        bias: bool = True,
+        grad_reduction: str = "mean",
+        input_layer: bool = False,
+        init_range: float = 1.0,
+        stop_energy: float | None = 0.01,
+        seed: int = 0,
+    ):
+        super().__init__()
+        check_int("model.hidden", hidden, 1, MAX_WIDTH)
+        check_float("model.lr", lr, 0.0, MAX_LR)
+        check_int("model.n_inputs", n_inputs, 1, 68)
+        check_choice("model.grad_reduction", grad_reduction, ("mean", "sum"))
+        check_float("model.init_range", init_range, 0.0, 100.0)
+        self.save_hyperparameters()
+        self.sizes = ae_sizes(n_inputs, hidden, input_layer)
+        self.net = SigmoidNet(self.sizes, seed, bias, init_range)
+        self._init_common(n_inputs, 2)
+
+    def _targets(self, x, y):
+        return x
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, upto=-1)
+
+    def test_step(self, batch, batch_idx):
+        x = batch[0]
+        e_n, delta, delta_abs = energy_and_delta(self.net(x), x)
+        self._log_pair("test", e_n.mean(), delta, delta_abs, len(x))
+
+    def predict_step(self, batch, batch_idx):
+        return self.encode(batch[0])
+
+
+# ------------------------------------------------------------------------------------------ hybrid
+class GomHybrid(_GomBase):
+    """Autoencoder code -> sigmoid MLP regressor of (scaled) latitude and longitude.
+
+    The autoencoder (`ae_*`) is trained first, at fit start, with the same full-batch gradient
+    descent as `Autoencoder` (vectorized engine, G=1, identical numbers); its weights at the
+    epoch of lowest validation energy become a frozen encoder (buffers, saved in checkpoints).
+    The regressor is then trained by Lightning with `optimizer`/`loss` on minibatches.
+
+    Paper/authors: regressor [3] sigmoid, Adam(0.01), MAE, 500 epochs, batch 50.
+    Modern preset (experiment=gom_hybrid_modern): bias, mean loss, early stopping on val energy.
+    """
+
+    def __init__(
+        self,
+        ae_hidden: int = 19,
+        ae_lr: float = 0.1,
+        ae_epochs: int = 100,
+        ae_grad_reduction: str = "mean",
+        ae_bias: bool = True,
+        ae_input_layer: bool = False,
+        ae_stop_energy: float | None = 0.01,
+        hidden: Sequence[int] = (3,),
+        lr: float = 0.01,
+        optimizer: str = "adam",
+        loss: str = "mae",
+        bias: bool = True,
+        init_range: float | None = 1.0,
+        weight_decay: float = 0.0,
+        include_features: bool = False,
+        early_stop_patience: int = 0,
+        n_inputs: int = 68,
+        seed: int = 0,
+    ):
+        super().__init__()
+        check_int("model.ae_hidden", ae_hidden, 1, MAX_WIDTH)
+        check_float("model.ae_lr", ae_lr, 0.0, MAX_LR)
+        check_int("model.ae_epochs", ae_epochs, 1, 100_000)
+        check_choice("model.ae_grad_reduction", ae_grad_reduction, ("mean", "sum"))
+        check_float("model.lr", lr, 0.0, MAX_LR)
+        check_choice("model.optimizer", optimizer, ("adam", "sgd"))
+        check_choice("model.loss", loss, ("mae", "energy", "mse"))
+        check_int("model.early_stop_patience", early_stop_patience, 0, 100_000)
+        hidden = list(hidden)
+        check_int("model.hidden (number of layers)", len(hidden), 0, MAX_DEPTH)
+        for i, w in enumerate(hidden):
+            check_int(f"model.hidden[{i}]", w, 1, MAX_WIDTH)
+        self.save_hyperparameters()
+        self.ae_sizes = ae_sizes(n_inputs, ae_hidden, ae_input_layer)
+        enc_sizes = self.ae_sizes[:-1]
+        for i, (a, b) in enumerate(zip(enc_sizes[:-1], enc_sizes[1:])):
+            self.register_buffer(f"enc_w{i}", torch.zeros(b, a))
+            self.register_buffer(f"enc_b{i}", torch.zeros(b))
+        self.n_enc = len(enc_sizes) - 1
+        self.register_buffer("ae_trained", torch.zeros((), dtype=torch.bool))
+        code = ae_hidden + (n_inputs if include_features else 0)
+        self.reg = SigmoidNet([code] + hidden + [2], seed + 1, bias, init_range)
+        self._init_common(n_inputs, 2)
+        self._best_val = math.inf
+        self._bad_epochs = 0
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for i in range(self.n_enc):
+            h = torch.sigmoid(h @ getattr(self, f"enc_w{i}").T + getattr(self, f"enc_b{i}"))
+        return torch.cat([h, x], 1) if self.hparams.include_features else h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.reg(self.encode(x))
+
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        d = self._dm_data()
+        if stage == "fit" and d is not None and not bool(self.ae_trained):
+            self.pretrain_autoencoder(d)
+
+    def pretrain_autoencoder(self, d: dict[str, Any]) -> None:
+        from hybridlearn.models.gom_grid import NetSpec, train_sigmoid_grid
+
+        h = self.hparams
+        spec = NetSpec(tuple(self.ae_sizes), h.ae_lr, h.seed, {"hidden": h.ae_hidden})
+        res = train_sigmoid_grid(
+            [spec], d["x_train"], d["x_train"], d["x_val"], d["x_val"], epochs=h.ae_epochs,
+            grad_reduction=h.ae_grad_reduction, bias=h.ae_bias, stop_energy=h.ae_stop_energy,
+        )
+        params = res.best_params[0]
+        with torch.no_grad():
+            for i in range(self.n_enc):
+                w, b = params[i]
+                getattr(self, f"enc_w{i}").copy_(w)
+                getattr(self, f"enc_b{i}").copy_(b if b is not None else torch.zeros_like(getattr(self, f"enc_b{i}")))
+            self.ae_trained.fill_(True)
+        self.extra_results.update(
+            ae_best_val_energy=float(res.best_val[0]), ae_best_epoch=int(res.best_epoch[0]),
+            ae_epochs_run=int(res.epochs_run[0]),
+            ae_history={"train_energy": res.train_energy[0].tolist(), "val_energy": res.val_energy[0].tolist()},
+        )
+
+    def _loss(self, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        if self.hparams.loss == "mae":
+            return (out - t).abs().mean()
+        if self.hparams.loss == "mse":
+            return ((out - t) ** 2).mean()
+        return 0.5 * ((out - t) ** 2).sum(1).mean()
+
+    def training_step(self, batch, batch_idx):
+        x, y, _ = batch
+        out = self(x)
+        e_n, delta, delta_abs = energy_and_delta(out, y)
+        self._log_pair("train", e_n.mean(), delta, delta_abs, len(x))
+        loss = self._loss(out, y)
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y, yd = batch
+        out = self(x)
+        e_n, delta, delta_abs = energy_and_delta(out, y)
+        self._log_pair("val", e_n.mean(), delta, delta_abs, len(x))
+        self.log("val/loss", self._loss(out, y), on_step=False, on_epoch=True, batch_size=len(x))
+        km = haversine_km(*self.to_degrees(out).T, *yd.double().T).mean()
+        self.log("val/km", km, on_step=False, on_epoch=True, batch_size=len(x))
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        p = self.hparams.early_stop_patience
+        if self.trainer.sanity_checking or not p or not self.history["val_energy"]:
+            return
+        v = self.history["val_energy"][-1]
+        if v < self._best_val:
+            self._best_val, self._bad_epochs = v, 0
+        else:
+            self._bad_epochs += 1
+            if self._bad_epochs >= p:
+                self.trainer.should_stop = True
+
+    def test_step(self, batch, batch_idx):
+        x, y, yd = batch
+        out = self(x)
+        e_n, delta, delta_abs = energy_and_delta(out, y)
+        self._log_pair("test", e_n.mean(), delta, delta_abs, len(x))
+        self._collect_test(out, yd)
+
+    def predict_step(self, batch, batch_idx):
+        return self.to_degrees(self(batch[0]))
+
+    def configure_optimizers(self):
+        h = self.hparams
+        if h.optimizer == "adam":
+            return torch.optim.Adam(self.reg.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+        return torch.optim.SGD(self.reg.parameters(), lr=h.lr, weight_decay=h.weight_decay)

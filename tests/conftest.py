@@ -1,0 +1,64 @@
+"""Shared fixtures: the real data folder, and running the Hydra app in-process or as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+os.environ.setdefault("DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve()))
+os.environ.setdefault("WANDB_SILENT", "true")
+DATA_DIR = Path(os.environ["DATA_DIR"]).resolve()
+
+
+@pytest.fixture(scope="session")
+def data_dir() -> Path:
+    if not (DATA_DIR / "mnist").exists():
+        pytest.fail(f"DATA_DIR={DATA_DIR} does not hold the shared data (set DATA_DIR=../shared/data)")
+    return DATA_DIR
+
+
+def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose conf/train.yaml like `python train.py <overrides>` would, writing into output_dir."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=list(overrides), return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir)
+        del cfg["hydra"]
+    return cfg
+
+
+@pytest.fixture
+def run_train(tmp_path: Path) -> Callable[..., dict]:
+    """run_train(overrides, name="run") -> results.json of an in-process run in tmp_path/name."""
+    from hybridlearn.cli import run
+
+    def _run(overrides: list[str], name: str = "run") -> dict:
+        out = tmp_path / name
+        cfg = compose_cfg(overrides, out)
+        run(cfg)
+        results = json.loads((out / "results.json").read_text())
+        results["_dir"] = str(out)
+        return results
+
+    return _run
+
+
+def train_cli(args: list[str], cwd: Path = ROOT, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
+    """Run `python train.py <args>` as a user would; returns the completed process (text output)."""
+    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **popen)

@@ -1,0 +1,123 @@
+"""Whole-run behaviour: W&B offline, joblib multirun + summary, resume after SIGKILL."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import struct
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, train_cli
+
+QUICK = ["experiment=lenet_mnist", "data.train_subset=3000", "data.test_subset=1000", "trainer.enable_progress_bar=false"]
+
+
+def read_wandb_records(path: Path):
+    """Parse an offline .wandb file (LevelDB-style log of protobuf records) without wandb's service."""
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", "not a W&B transaction log"
+    block, pos, buf, out = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # block trailer padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk  # FULL/FIRST start a record
+        if kind in (1, 4):  # FULL/LAST end it
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            out.append(rec)
+            buf = b""
+    return out
+
+
+def test_wandb_offline_run_has_metrics(run_train, data_dir, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    res = run_train([*QUICK, "debug=limit", "logger=wandb"])
+    assert res["status"] == "completed"
+    runs = list((Path(res["_dir"]) / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1
+    deadline = time.time() + 60  # wandb-core writes the log asynchronously after finish()
+    while True:
+        recs = read_wandb_records(runs[0])
+        if any(r.WhichOneof("record_type") == "exit" for r in recs):
+            break
+        assert time.time() < deadline, "the offline run never got its exit record"
+        time.sleep(0.5)
+    logged = {}
+    for rec in recs:
+        if rec.WhichOneof("record_type") == "history":
+            logged.update({it.key or "/".join(it.nested_key): json.loads(it.value_json) for it in rec.history.item})
+    for key in ("train/loss_epoch", "val/acc", "test/acc"):
+        assert key in logged, sorted(logged)
+    assert logged["test/acc"] == pytest.approx(res["metrics"]["test/acc"])
+
+
+def test_joblib_multirun_writes_summary_and_marks_failures(tmp_path, data_dir):
+    sweep = tmp_path / "sweep"
+    # three jobs, two at a time; the third has a bad learning rate and must be marked failed
+    p = train_cli(["-m", *QUICK, "trainer.max_epochs=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
+                   "model.lr=0.002,0.005,-1", f"hydra.sweep.dir={sweep}"], timeout=600)
+    assert p.returncode == 1, p.stderr[-3000:]
+    assert "failed" in p.stderr
+    rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
+    assert set(rows) == {"0", "1", "2"}
+    assert rows["0"]["status"] == rows["1"]["status"] == "completed"
+    assert rows["2"]["status"] == "failed" and "model.lr must be > 0" in rows["2"]["error"]
+    assert "model.lr=0.005" in rows["1"]["overrides"]
+    for job in ("0", "1"):
+        res = json.loads((sweep / job / "results.json").read_text())
+        assert float(rows[job]["test/acc"]) == pytest.approx(res["metrics"]["test/acc"])
+        assert res["metrics"]["test/acc"] > 0.5
+    md = (sweep / "summary.md").read_text()
+    assert md.startswith("| job | status | overrides") and md.count("\n") == 5
+
+
+def _final_state(run_dir: Path) -> dict:
+    return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
+
+
+def test_resume_after_sigkill_matches_uninterrupted(tmp_path, data_dir):
+    args = [*QUICK, "data.train_subset=8000", "trainer.max_epochs=3", "seed=7", "callbacks.model_checkpoint.save_top_k=-1"]
+    full = train_cli([*args, f"hydra.run.dir={tmp_path}/full"])
+    assert full.returncode == 0, full.stderr[-2000:]
+
+    killed_dir = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={killed_dir}"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    first = killed_dir / "checkpoints" / "epoch_000.ckpt"
+    deadline = time.time() + 300
+    while not first.exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.3)  # into epoch 1
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
+    assert not (killed_dir / "results.json").exists()
+    last = killed_dir / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["epoch"] < 2
+
+    resumed = train_cli([*args, f"hydra.run.dir={tmp_path}/resumed", f"ckpt_path={last}"])
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "resumed")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    ra = json.loads((tmp_path / "full" / "results.json").read_text())["metrics"]
+    rb = json.loads((tmp_path / "resumed" / "results.json").read_text())["metrics"]
+    assert ra["test/acc"] == rb["test/acc"] and ra["test/loss"] == rb["test/loss"]

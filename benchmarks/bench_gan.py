@@ -1,5 +1,6 @@
 """Steady-state training throughput of the MLP GAN: a bare PyTorch loop vs `experiment=gan_mnist`.
 
+    DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_gan.py --paired   # the recorded table
     DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_gan.py [--steps 12 --warmup 3 --rounds 2]
 
 Both sides run the same model and the same algorithm (D step on real + fake at batch 512, then G
@@ -8,6 +9,8 @@ real experiment config (Hydra-composed, MNIST in memory, CSV + TensorBoard logge
 off) with FID switched off during the timed steps: its per-epoch cost is measured separately.
 Variants are interleaved over `rounds` so drifting machine load hits every variant alike; the table
 shows the median img/s per variant and the ratio to the bare loop of the same round.
+`--paired` (use this on a shared machine): one bare-loop step runs right after every Lightning
+step, timed apart, and the ratio is the median of per-step ratios, so load swings cancel out.
 """
 
 from __future__ import annotations
@@ -40,7 +43,41 @@ def bare_nets():
     return g, d
 
 
-def bare_loop(steps: int, warmup: int, fused: bool = False) -> float:
+class BareStepper:
+    """One bare-loop step at a time (so it can run interleaved with Lightning's steps)."""
+
+    def __init__(self, fused: bool = False):
+        torch.manual_seed(0)
+        self.g, self.d = bare_nets()
+        kw = {"fused": True} if fused else {}
+        self.opt_g = torch.optim.Adam(self.g.parameters(), lr=2e-4, betas=(0.5, 0.999), **kw)
+        self.opt_d = torch.optim.Adam(self.d.parameters(), lr=2e-4, betas=(0.5, 0.999), **kw)
+        self.data = torch.rand(8, BATCH, 1, 28, 28) * 2 - 1
+        self.ones, self.zeros = torch.ones(BATCH, 1), torch.zeros(BATCH, 1)
+        self.i = 0
+
+    def step(self) -> None:
+        g, d = self.g, self.d
+        real = self.data[self.i % len(self.data)]
+        self.i += 1
+        with torch.no_grad():
+            fake = g(torch.randn(BATCH, LATENT)).view(BATCH, 1, 28, 28)
+        p = d(torch.cat([real, fake]).flatten(1))
+        loss_d = F.binary_cross_entropy(p, torch.cat([self.ones, self.zeros]))
+        self.opt_d.zero_grad(set_to_none=True)
+        loss_d.backward()
+        self.opt_d.step()
+        for q in d.parameters():
+            q.requires_grad_(False)
+        loss_g = F.binary_cross_entropy(d(g(torch.randn(BATCH, LATENT))), self.ones)
+        self.opt_g.zero_grad(set_to_none=True)
+        loss_g.backward()
+        self.opt_g.step()
+        for q in d.parameters():
+            q.requires_grad_(True)
+
+
+def bare_loop(steps: int, warmup: int, fused: bool = False) -> tuple[float, float]:
     """Plain PyTorch, sigmoid + BCELoss as in the paper; returns img/s over the steps after warmup."""
     torch.manual_seed(0)
     g, d = bare_nets()
@@ -67,11 +104,18 @@ def bare_loop(steps: int, warmup: int, fused: bool = False) -> float:
         opt_g.step()
         for q in d.parameters():
             q.requires_grad_(True)
-        stamps.append(time.perf_counter())
-    return BATCH * (steps - warmup) / (stamps[-1] - stamps[warmup - 1])
+        stamps.append((time.perf_counter(), time.process_time()))
+    return rates(stamps, warmup)
 
 
-def lightning_run(steps: int, warmup: int, overrides: list[str]) -> float:
+def rates(stamps: list[tuple[float, float]], warmup: int) -> tuple[float, float]:
+    """(img/s wall clock, img per CPU-second of this process) over the steps after warmup."""
+    n = BATCH * (len(stamps) - warmup)
+    (w0, c0), (w1, c1) = stamps[warmup - 1], stamps[-1]
+    return n / (w1 - w0), n / (c1 - c0)
+
+
+def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = False):
     import lightning as L
     from hydra import compose, initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
@@ -82,11 +126,26 @@ def lightning_run(steps: int, warmup: int, overrides: list[str]) -> float:
     from hybridlearn.cli import _instantiate_group
 
     class Stamps(L.Callback):
+        """Wall/CPU stamps per Lightning step; with `paired`, one bare-loop step after each
+        Lightning step, timed apart, so both see the same machine load (ratio per step)."""
+
         def __init__(self):
-            self.t: list[float] = []
+            self.t: list[tuple[float, float]] = []
+            self.bare = BareStepper() if paired else None
+            self.pairs: list[tuple[float, float]] = []  # (lightning s, bare s)
+            self._bare_s = 0.0
 
         def on_train_batch_end(self, *a, **k):
-            self.t.append(time.perf_counter())
+            now = time.perf_counter()
+            if self.t and self.bare is not None:
+                self.pairs.append((now - self.t[-1][0] - self._bare_s, 0.0))
+            self.t.append((now, time.process_time()))
+            if self.bare is not None:
+                b0 = time.perf_counter()
+                self.bare.step()
+                self._bare_s = time.perf_counter() - b0
+                if self.pairs:
+                    self.pairs[-1] = (self.pairs[-1][0], self._bare_s)
 
     out = Path(tempfile.mkdtemp(prefix="bench_gan_"))
     GlobalHydra.instance().clear()
@@ -108,8 +167,10 @@ def lightning_run(steps: int, warmup: int, overrides: list[str]) -> float:
     trainer = instantiate(cfg.trainer, callbacks=[*_instantiate_group(cfg.callbacks), stamps],
                           logger=_instantiate_group(cfg.logger) or False, default_root_dir=str(out))
     trainer.fit(model, datamodule=dm)
-    t = stamps.t
-    return BATCH * (len(t) - warmup) / (t[-1] - t[warmup - 1])
+    if paired:
+        pairs = stamps.pairs[warmup:]
+        return [(BATCH / lt, BATCH / bt) for lt, bt in pairs]
+    return rates(stamps.t, warmup)
 
 
 def fid_cost(n: int = 10000) -> float:
@@ -131,11 +192,30 @@ def fid_cost(n: int = 10000) -> float:
 
 VARIANTS = {
     "lightning (default: fused Adam)": [],
-    "lightning foreach Adam": ["model.optimizer_impl=foreach"],
     "lightning for-loop Adam": ["model.optimizer_impl=forloop"],
-    "lightning fused + reuse_fake": ["model.reuse_fake=true"],
-    "lightning fused + torch.compile": ["model.compile=true"],
+    "lightning foreach Adam": ["model.optimizer_impl=foreach"],
+    "lightning + reuse_fake": ["model.reuse_fake=true"],
+    "lightning + torch.compile": ["model.compile=true"],
 }
+
+
+def paired_table(names: list[str], args) -> None:
+    med = statistics.median
+    rows = []
+    for n in names:
+        pairs = []
+        for _ in range(args.rounds):
+            pairs += lightning_run(args.steps, args.warmup, VARIANTS[n], paired=True)
+        rows.append((n, med(b for _, b in pairs), med(l for l, _ in pairs), med(l / b for l, b in pairs), len(pairs)))
+        print(f"{n}: {rows[-1]}", flush=True)
+    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}; each Lightning step "
+          f"is followed by one bare-loop step (for-loop Adam) timed apart; medians over steps\n")
+    print("| variant | steps | bare loop img/s | Lightning img/s | ratio (median of per-step ratios) |")
+    print("|---|---|---|---|---|")
+    for n, b, l, r, k in rows:
+        print(f"| {n} | {k} | {b:.0f} | {l:.0f} | {r:.2f}x |")
+    if not args.no_fid:
+        print(f"\nend-of-epoch evaluation (10k samples: LeNet-FID + class histogram): {fid_cost():.1f} s")
 
 
 def main() -> None:
@@ -145,10 +225,14 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--variants", default="all", help="comma-separated names from VARIANTS, or all")
     ap.add_argument("--no-fid", action="store_true")
+    ap.add_argument("--paired", action="store_true",
+                    help="interleave one bare step after every Lightning step (robust on a shared machine)")
     args = ap.parse_args()
     names = list(VARIANTS) if args.variants == "all" else [n for n in VARIANTS if any(k in n for k in args.variants.split(","))]
-    res: dict[str, list[float]] = {"bare loop (for-loop Adam)": [], "bare loop, fused Adam": []}
-    ratios: dict[str, list[float]] = {}
+    if args.paired:
+        return paired_table(names, args)
+    res: dict[str, list[tuple[float, float]]] = {"bare loop (for-loop Adam)": [], "bare loop, fused Adam": []}
+    ratios: dict[str, list[tuple[float, float]]] = {}
     for r in range(args.rounds):
         bare = bare_loop(args.steps, args.warmup)
         res["bare loop (for-loop Adam)"].append(bare)
@@ -156,16 +240,17 @@ def main() -> None:
         for n in names:
             v = lightning_run(args.steps, args.warmup, VARIANTS[n])
             res.setdefault(n, []).append(v)
-            ratios.setdefault(n, []).append(v / bare)
-        print(f"round {r + 1}: " + ", ".join(f"{k}={v[-1]:.0f}" for k, v in res.items()), flush=True)
+        for k, v in res.items():
+            ratios.setdefault(k, []).append((v[-1][0] / bare[0], v[-1][1] / bare[1]))
+        print(f"round {r + 1}: " + ", ".join(f"{k}={v[-1][0]:.0f}/{v[-1][1]:.0f}" for k, v in res.items()), flush=True)
+    med = statistics.median
     print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, "
-          f"{args.steps - args.warmup} timed steps x {args.rounds} rounds (median)\n")
-    print("| variant | img/s | s/step | vs bare loop |")
-    print("|---|---|---|---|")
+          f"{args.steps - args.warmup} timed steps x {args.rounds} rounds (median of rounds; ratios per round)\n")
+    print("| variant | img/s (wall) | vs bare (wall) | img per CPU-s | vs bare (CPU) |")
+    print("|---|---|---|---|---|")
     for k, v in res.items():
-        m = statistics.median(v)
-        ratio = statistics.median(ratios[k]) if k in ratios else m / statistics.median(res["bare loop (for-loop Adam)"])
-        print(f"| {k} | {m:.0f} | {BATCH / m:.3f} | {ratio:.2f}x |")
+        print(f"| {k} | {med(x[0] for x in v):.0f} | {med(x[0] for x in ratios[k]):.2f}x "
+              f"| {med(x[1] for x in v):.0f} | {med(x[1] for x in ratios[k]):.2f}x |")
     if not args.no_fid:
         print(f"\nend-of-epoch evaluation (10k samples: LeNet-FID + class histogram): {fid_cost():.1f} s")
 

@@ -97,3 +97,11 @@ def test_missing_data_one_line_error(tmp_path):
     assert len(err) == 1
     assert f"{tmp_path}/empty/mnist" in err[0] and "train-images-idx3-ubyte.gz" in err[0] and "DATA_DIR" in err[0]
     assert "Traceback" not in p.stderr
+
+
+def test_constructor_config_error_is_one_line(tmp_path):
+    # raised inside MNISTDataModule.__init__, i.e. wrapped by Hydra's instantiate
+    p = train_cli(["experiment=lenet_mnist", f"hydra.run.dir={tmp_path}/r", "data.value_range=bogus"], timeout=120)
+    assert p.returncode == 2
+    assert "error: data.value_range must be one of unit, tanh, standard (got 'bogus')" in p.stderr
+    assert "Traceback" not in p.stderr

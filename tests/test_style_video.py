@@ -223,3 +223,21 @@ def test_stylize_cli_one_line_error(data_dir, tmp_path):
                        timeout=300)
     assert p.returncode == 2
     assert "error: " in p.stderr and "bad.mp4" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_decode_in_a_worker_process(data_dir, clip, tmp_path, cache_dir):
+    res = run(clip, tmp_path / "o.mp4", cache_dir, data={"num_workers": 1, "batch_size": 5})
+    assert res["frames_written"] == 12 and probe(tmp_path / "o.mp4")["frames"] == 12
+
+
+@pytest.mark.slow
+def test_compiled_transformer_matches_eager(data_dir, clip, tmp_path, cache_dir):
+    """torch.compile (about a minute on 2 CPU cores): same frames as eager, odd last batch included."""
+    x = torch.rand(5, 3, 36, 52)
+    outs = []
+    for comp in (False, True):
+        m = StyleTransfer(style_image=STYLE, data_dir=str(data_dir), cache_dir=cache_dir, compile=comp)
+        with torch.inference_mode():
+            m.set_style(None)
+            outs.append(torch.cat([m.stylize_tensor(x[:3]), m.stylize_tensor(x[3:])]))
+    assert (outs[0] - outs[1]).abs().max() < 1e-4

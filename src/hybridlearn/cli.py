@@ -104,6 +104,16 @@ def _standard_flow(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+def _root_error(e: BaseException) -> BaseException:
+    """Hydra wraps errors raised in a constructor (InstantiationException): surface ours."""
+    cause = e
+    while cause is not None:
+        if isinstance(cause, HybridlearnError):
+            return cause
+        cause = cause.__cause__
+    return e
+
+
 def run(cfg: DictConfig) -> dict[str, Any] | None:
     """Run one job described by `cfg`; write `<output_dir>/results.json`; return its metrics."""
     output_dir = Path(cfg.paths.output_dir)
@@ -120,6 +130,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         entry = cfg.get("entry")
         metrics = load_entry(entry)(cfg, output_dir) if entry else _standard_flow(cfg, output_dir)
     except (Exception, KeyboardInterrupt) as e:
+        e = _root_error(e)
         msg = str(e) if isinstance(e, HybridlearnError) else f"{type(e).__name__}: {e}"
         write_results(output_dir, status="failed", error=msg, duration_s=time.time() - started, **record)
         if _is_multirun() and isinstance(e, Exception):

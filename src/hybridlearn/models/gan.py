@@ -53,6 +53,18 @@ class Generator(nn.Module):
         return self.net(z).view(z.shape[0], *self.img_shape)
 
 
+class GenDropout(nn.Dropout):
+    """nn.Dropout drawing its masks from `self.generator` (the GAN's private RNG) when one is set."""
+
+    generator: torch.Generator | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0 or self.generator is None:
+            return super().forward(x)
+        mask = torch.empty_like(x).bernoulli_(1 - self.p, generator=self.generator).mul_(1 / (1 - self.p))
+        return x * mask
+
+
 class Discriminator(nn.Module):
     def __init__(self, img_shape: Sequence[int] = (1, 28, 28), hidden: Sequence[int] = (1024, 512, 256),
                  negative_slope: float = 0.2, dropout: float = 0.3):
@@ -62,7 +74,7 @@ class Discriminator(nn.Module):
         for h in hidden:
             layers += [nn.Linear(d, h), nn.LeakyReLU(negative_slope, inplace=True)]
             if dropout > 0:
-                layers.append(nn.Dropout(dropout))
+                layers.append(GenDropout(dropout))
             d = h
         layers.append(nn.Linear(d, 1))
         self.net = nn.Sequential(*layers)
@@ -150,6 +162,12 @@ class MLPGAN(L.LightningModule):
         # The grid's latent vectors: a buffer, so checkpoints carry it and resumes reuse it.
         g = torch.Generator().manual_seed(fixed_seed)
         self.register_buffer("fixed_noise", torch.randn(num_fixed, latent_dim, generator=g))
+        # Training noise and dropout masks come from a private generator whose state is saved in
+        # checkpoints: the global RNG is also drawn by DataLoader iterators, at points that differ
+        # between a fresh epoch and a resumed one, so it cannot make resumes exact on its own.
+        self._rng_seed = int(torch.randint(0, 2**62, (1,)).item())  # seeded by seed_everything
+        self._rng: torch.Generator | None = None
+        self._rng_pending: dict[str, Any] | None = None
         self.evaluator = None  # hybridlearn.gan_metrics.GANEvaluator, built at fit/test start
         self.extra_results: dict[str, Any] = {}
 
@@ -161,6 +179,36 @@ class MLPGAN(L.LightningModule):
     def sample_fixed(self) -> torch.Tensor:
         """Images of the fixed latent vectors, in [-1, 1]."""
         return self.generator(self.fixed_noise)
+
+    # ---------------------------------------------------------------- private RNG
+    def rng(self) -> torch.Generator:
+        device = self.fixed_noise.device
+        if self._rng is None or self._rng.device != device:
+            g = torch.Generator(device=device)
+            g.manual_seed(self._rng_seed)
+            p, self._rng_pending = self._rng_pending, None
+            if p is not None:
+                if p["device"] == device.type:
+                    g.set_state(p["state"].cpu())
+                else:
+                    log.warning("GAN RNG state saved on %s, now on %s: reseeded", p["device"], device.type)
+            self._rng = g
+            for m in self.discriminator.modules():
+                if isinstance(m, GenDropout):
+                    m.generator = g
+        return self._rng
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        g = self.rng()
+        checkpoint["gan_rng"] = {"state": g.get_state(), "device": g.device.type}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if "gan_rng" in checkpoint:
+            self._rng_pending, self._rng = checkpoint["gan_rng"], None
+
+    def noise(self, n: int) -> torch.Tensor:
+        return torch.randn(n, self.hparams.latent_dim, device=self.fixed_noise.device,
+                           dtype=self.fixed_noise.dtype, generator=self.rng())
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self):
@@ -193,7 +241,7 @@ class MLPGAN(L.LightningModule):
         """Discriminator update on real (label 1) + fake (label 0). Returns (loss, fake, D(x), D(G(z)))."""
         b = real.shape[0]
         if z is None:
-            z = torch.randn(b, self.hparams.latent_dim, device=real.device, dtype=real.dtype)
+            z = self.noise(b).to(real.dtype)
         if self.hparams.reuse_fake:
             fake = self.generator(z)
             fake_in = fake.detach()
@@ -215,8 +263,7 @@ class MLPGAN(L.LightningModule):
     def g_step(self, b: int, opt_g: torch.optim.Optimizer, fake: torch.Tensor | None = None):
         """Generator update through the frozen discriminator (labels 1). Returns the loss."""
         if fake is None or not fake.requires_grad:
-            z = torch.randn(b, self.hparams.latent_dim, device=self.fixed_noise.device, dtype=self.fixed_noise.dtype)
-            fake = self.generator(z)
+            fake = self.generator(self.noise(b))
         with frozen(self.discriminator):
             logits = self.discriminator.logits(fake)
             loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
@@ -229,6 +276,7 @@ class MLPGAN(L.LightningModule):
     def training_step(self, batch, batch_idx):
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
         opt_g, opt_d = self.optimizers()
+        self.rng()  # binds the dropout layers to the private generator
         d_loss, fake, d_real, d_fake = self.d_step(real, opt_d)
         g_loss = self.g_step(real.shape[0], opt_g, fake if self.hparams.reuse_fake else None)
         self.log_dict({"train/d_loss": d_loss, "train/g_loss": g_loss}, on_step=True, on_epoch=True,

@@ -182,6 +182,13 @@ class _GomBase(L.LightningModule):
                 self.x_lo.copy_(torch.as_tensor(xs.lo)); self.x_span.copy_(torch.as_tensor(xs.span))
                 self.y_lo.copy_(torch.as_tensor(ys.lo)); self.y_span.copy_(torch.as_tensor(ys.span))
 
+    def on_fit_start(self) -> None:
+        d = self._dm_data()
+        pdt = next((p.dtype for p in self.parameters()), torch.float32)
+        if d is not None and d["x_train"].dtype != pdt:
+            raise ConfigError(f"data.dtype={str(d['x_train'].dtype).replace('torch.', '')} but the model is "
+                              f"{str(pdt).replace('torch.', '')}; use trainer.precision=64-true with data.dtype=float64")
+
     def to_degrees(self, y_scaled: torch.Tensor) -> torch.Tensor:
         return y_scaled.double() * self.y_span + self.y_lo
 
@@ -380,15 +387,19 @@ class Autoencoder(_FullBatchSigmoid):
 
 # ------------------------------------------------------------------------------------------ hybrid
 class GomHybrid(_GomBase):
-    """Autoencoder code -> sigmoid MLP regressor of (scaled) latitude and longitude.
+    """Autoencoder code -> MLP regressor of (scaled) latitude and longitude.
 
     The autoencoder (`ae_*`) is trained first, at fit start, with the same full-batch gradient
     descent as `Autoencoder` (vectorized engine, G=1, identical numbers); its weights at the
     epoch of lowest validation energy become a frozen encoder (buffers, saved in checkpoints).
     The regressor is then trained by Lightning with `optimizer`/`loss` on minibatches.
 
-    Paper/authors: regressor [3] sigmoid, Adam(0.01), MAE, 500 epochs, batch 50.
-    Modern preset (experiment=gom_hybrid_modern): bias, mean loss, early stopping on val energy.
+    head: regression (paper): sigmoid outputs = scaled (lat, lon), loss mae | energy | mse | km
+            (km = mean great-circle distance, the evaluation metric itself).
+          locations: softmax over the distinct origin locations of the training split (at most
+            `max_locations`), cross-entropy loss; the prediction is the training location that
+            minimises the expected great-circle distance under the predicted distribution.
+    Paper/authors: regression head [3] sigmoid, Adam(0.01), MAE, 500 epochs, batch 50.
     """
 
     def __init__(
@@ -404,11 +415,16 @@ class GomHybrid(_GomBase):
         lr: float = 0.01,
         optimizer: str = "adam",
         loss: str = "mae",
+        head: str = "regression",
         bias: bool = True,
         init_range: float | None = 1.0,
         weight_decay: float = 0.0,
+        dropout: float = 0.0,
         include_features: bool = False,
+        use_code: bool = True,
         early_stop_patience: int = 0,
+        early_stop_on: str = "energy",
+        max_locations: int = 64,
         n_inputs: int = 68,
         seed: int = 0,
     ):
@@ -419,9 +435,16 @@ class GomHybrid(_GomBase):
         check_choice("model.ae_grad_reduction", ae_grad_reduction, ("mean", "sum"))
         check_float("model.lr", lr, 0.0, MAX_LR)
         check_choice("model.optimizer", optimizer, ("adam", "sgd"))
-        check_choice("model.loss", loss, ("mae", "energy", "mse"))
+        check_choice("model.head", head, ("regression", "locations"))
+        if head == "regression":
+            check_choice("model.loss", loss, ("mae", "energy", "mse", "km"))
+        check_choice("model.early_stop_on", early_stop_on, ("energy", "loss", "km"))
         check_int("model.early_stop_patience", early_stop_patience, 0, 100_000)
-        hidden = list(hidden)
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ConfigError(f"model.dropout must be in [0, 1) (got {dropout!r})")
+        if not use_code and not include_features:
+            raise ConfigError("model.use_code=false needs model.include_features=true (the regressor needs an input)")
+        hidden = [int(w) for w in hidden]
         check_int("model.hidden (number of layers)", len(hidden), 0, MAX_DEPTH)
         for i, w in enumerate(hidden):
             check_int(f"model.hidden[{i}]", w, 1, MAX_WIDTH)
@@ -433,26 +456,67 @@ class GomHybrid(_GomBase):
             self.register_buffer(f"enc_b{i}", torch.zeros(b))
         self.n_enc = len(enc_sizes) - 1
         self.register_buffer("ae_trained", torch.zeros((), dtype=torch.bool))
-        code = ae_hidden + (n_inputs if include_features else 0)
-        self.reg = SigmoidNet([code] + hidden + [2], seed + 1, bias, init_range)
+        code = (ae_hidden if use_code else 0) + (n_inputs if include_features else 0)
+        if head == "regression":
+            self.reg = SigmoidNet([code] + hidden + [2], seed + 1, bias, init_range)
+            self.drop = nn.Identity()
+        else:
+            self.reg = SigmoidNet([code] + hidden, seed + 1, bias, init_range) if hidden else nn.Identity()
+            self.drop = nn.Dropout(dropout)
+            self.logits = nn.Linear(hidden[-1] if hidden else code, max_locations)
+            self.register_buffer("locs", torch.zeros(max_locations, 2, dtype=torch.float64))
+            self.register_buffer("loc_valid", torch.zeros(max_locations, dtype=torch.bool))
         self._init_common(n_inputs, 2)
         self._best_val = math.inf
         self._bad_epochs = 0
 
+    # ---- network
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for i in range(self.n_enc):
             h = torch.sigmoid(h @ getattr(self, f"enc_w{i}").T + getattr(self, f"enc_b{i}"))
-        return torch.cat([h, x], 1) if self.hparams.include_features else h
+        parts = ([h] if self.hparams.use_code else []) + ([x] if self.hparams.include_features else [])
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.logits(self.drop(self.reg(self.encode(x))))
+        return z.masked_fill(~self.loc_valid, float("-inf"))
+
+    def predict_scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled (lat, lon) prediction in [0, 1] for either head."""
+        if self.hparams.head == "regression":
+            return self.reg(self.encode(x))
+        p = self._logits(x).softmax(1).double()  # [N, C]
+        L = self.locs
+        D = haversine_km(L[:, None, 0], L[:, None, 1], L[None, :, 0], L[None, :, 1])  # [C, C]
+        cost = (p @ D).masked_fill(~self.loc_valid, float("inf"))
+        deg = L[cost.argmin(1)]
+        return ((deg - self.y_lo) / self.y_span).to(x.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.reg(self.encode(x))
+        return self.predict_scaled(x)
 
+    # ---- fit start: scalers, autoencoder, location table
     def setup(self, stage: str) -> None:
         super().setup(stage)
         d = self._dm_data()
         if stage == "fit" and d is not None and not bool(self.ae_trained):
-            self.pretrain_autoencoder(d)
+            if self.hparams.use_code:
+                self.pretrain_autoencoder(d)
+            if self.hparams.head == "locations":
+                locs = np.unique(np.round(d["yd_train"].numpy(), 4), axis=0)
+                if len(locs) > self.hparams.max_locations:
+                    raise ConfigError(f"model.max_locations={self.hparams.max_locations} but the training split has "
+                                      f"{len(locs)} distinct locations; raise model.max_locations")
+                with torch.no_grad():
+                    self.locs[: len(locs)] = torch.as_tensor(locs)
+                    self.loc_valid[: len(locs)] = True
+            self.ae_trained.fill_(True)
+
+    def _loc_index(self, yd: torch.Tensor) -> torch.Tensor:
+        d = (yd.double()[:, None, :] - self.locs[None]).abs().sum(-1)
+        d = d.masked_fill(~self.loc_valid, float("inf"))
+        return d.argmin(1)
 
     def pretrain_autoencoder(self, d: dict[str, Any]) -> None:
         from hybridlearn.models.gom_grid import NetSpec, train_sigmoid_grid
@@ -469,44 +533,68 @@ class GomHybrid(_GomBase):
                 w, b = params[i]
                 getattr(self, f"enc_w{i}").copy_(w)
                 getattr(self, f"enc_b{i}").copy_(b if b is not None else torch.zeros_like(getattr(self, f"enc_b{i}")))
-            self.ae_trained.fill_(True)
         self.extra_results.update(
             ae_best_val_energy=float(res.best_val[0]), ae_best_epoch=int(res.best_epoch[0]),
             ae_epochs_run=int(res.epochs_run[0]),
             ae_history={"train_energy": res.train_energy[0].tolist(), "val_energy": res.val_energy[0].tolist()},
         )
 
-    def _loss(self, out: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        if self.hparams.loss == "mae":
-            return (out - t).abs().mean()
-        if self.hparams.loss == "mse":
-            return ((out - t) ** 2).mean()
-        return 0.5 * ((out - t) ** 2).sum(1).mean()
+    # ---- steps
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, yd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training loss, scaled prediction)."""
+        if self.hparams.head == "locations":
+            z = self._logits(x)
+            loss = nn.functional.cross_entropy(z, self._loc_index(yd))
+            with torch.no_grad():
+                out = self.predict_scaled(x)
+            return loss, out
+        out = self.reg(self.encode(x))
+        kind = self.hparams.loss
+        if kind == "mae":
+            loss = (out - y).abs().mean()
+        elif kind == "mse":
+            loss = ((out - y) ** 2).mean()
+        elif kind == "km":
+            deg = out * self.y_span.to(out.dtype) + self.y_lo.to(out.dtype)
+            loss = haversine_km(deg[:, 0], deg[:, 1], yd[:, 0].to(out.dtype), yd[:, 1].to(out.dtype)).mean() / 1000
+        else:
+            loss = 0.5 * ((out - y) ** 2).sum(1).mean()
+        return loss, out
 
     def training_step(self, batch, batch_idx):
-        x, y, _ = batch
-        out = self(x)
-        e_n, delta, delta_abs = energy_and_delta(out, y)
+        x, y, yd = batch
+        loss, out = self._loss(x, y, yd)
+        e_n, delta, delta_abs = energy_and_delta(out.detach(), y)
         self._log_pair("train", e_n.mean(), delta, delta_abs, len(x))
-        loss = self._loss(out, y)
         self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
         return loss
 
     def validation_step(self, batch, batch_idx):
         x, y, yd = batch
-        out = self(x)
+        loss, out = self._loss(x, y, yd)
         e_n, delta, delta_abs = energy_and_delta(out, y)
         self._log_pair("val", e_n.mean(), delta, delta_abs, len(x))
-        self.log("val/loss", self._loss(out, y), on_step=False, on_epoch=True, batch_size=len(x))
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
         km = haversine_km(*self.to_degrees(out).T, *yd.double().T).mean()
         self.log("val/km", km, on_step=False, on_epoch=True, batch_size=len(x))
+        if not self.trainer.sanity_checking:
+            self._val_acc = getattr(self, "_val_acc", [0.0, 0.0, 0])
+            self._val_acc[0] += float(loss) * len(x)
+            self._val_acc[1] += float(km) * len(x)
+            self._val_acc[2] += len(x)
 
     def on_validation_epoch_end(self) -> None:
         super().on_validation_epoch_end()
+        acc, self._val_acc = getattr(self, "_val_acc", None), [0.0, 0.0, 0]
         p = self.hparams.early_stop_patience
-        if self.trainer.sanity_checking or not p or not self.history["val_energy"]:
+        if self.trainer.sanity_checking or not acc or not acc[2]:
             return
-        v = self.history["val_energy"][-1]
+        self.history.setdefault("val_loss", []).append(acc[0] / acc[2])
+        self.history.setdefault("val_km", []).append(acc[1] / acc[2])
+        if not p:
+            return
+        v = {"energy": self.history["val_energy"][-1], "loss": acc[0] / acc[2], "km": acc[1] / acc[2]}[
+            self.hparams.early_stop_on]
         if v < self._best_val:
             self._best_val, self._bad_epochs = v, 0
         else:
@@ -516,16 +604,17 @@ class GomHybrid(_GomBase):
 
     def test_step(self, batch, batch_idx):
         x, y, yd = batch
-        out = self(x)
+        out = self.predict_scaled(x)
         e_n, delta, delta_abs = energy_and_delta(out, y)
         self._log_pair("test", e_n.mean(), delta, delta_abs, len(x))
         self._collect_test(out, yd)
 
     def predict_step(self, batch, batch_idx):
-        return self.to_degrees(self(batch[0]))
+        return self.to_degrees(self.predict_scaled(batch[0]))
 
     def configure_optimizers(self):
         h = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
         if h.optimizer == "adam":
-            return torch.optim.Adam(self.reg.parameters(), lr=h.lr, weight_decay=h.weight_decay)
-        return torch.optim.SGD(self.reg.parameters(), lr=h.lr, weight_decay=h.weight_decay)
+            return torch.optim.Adam(params, lr=h.lr, weight_decay=h.weight_decay)
+        return torch.optim.SGD(params, lr=h.lr, weight_decay=h.weight_decay)

@@ -188,29 +188,34 @@ def train_sigmoid_grid(
     buckets = make_buckets(specs, bias, init_range, dtype)
     with torch.no_grad():
         for bk in buckets:
-            idx = np.asarray(bk.idx)
-            active = torch.ones(bk.G, dtype=torch.bool)
-            bval = torch.full((bk.G,), math.inf, dtype=torch.float64)
+            idx = torch.as_tensor(bk.idx)
+            G = bk.G
+            active = torch.ones(G, dtype=torch.bool)
+            bval = torch.full((G,), math.inf, dtype=torch.float64)
+            bep = torch.zeros(G, dtype=torch.int64)
+            nrun = torch.zeros(G, dtype=torch.int64)
+            H = torch.full((6, G, E), math.nan, dtype=torch.float64)
+            zero = torch.zeros_like(bk.lr)
             for ep in range(E):
-                lr_eff = torch.where(active, bk.lr, torch.zeros_like(bk.lr))
+                lr_eff = torch.where(active, bk.lr, zero)
                 te, td, tda = bk.step(x_train, y_train, coef, lr_eff)
                 ve, vd, vda = bk.evaluate(x_val, y_val)
-                act = active.numpy()
-                rows = idx[act]
-                for key, v in (("te", te), ("td", td), ("tda", tda), ("ve", ve), ("vd", vd), ("vda", vda)):
-                    hist[key][rows, ep] = v.double().numpy()[act]
-                epochs_run[rows] = ep + 1
-                ved = ve.double()
+                stats = torch.stack([te, td, tda, ve, vd, vda]).double()
+                H[:, :, ep] = torch.where(active, stats, math.nan)
+                nrun += active
+                ved = stats[3]
                 improved = active & (ved < bval)
-                if improved.any():
-                    bval = torch.where(improved, ved, bval)
-                    best_epoch[idx[improved.numpy()]] = ep + 1
-                    bk.save_best(improved)
+                bval = torch.where(improved, ved, bval)
+                bep = torch.where(improved, ep + 1, bep)
+                bk.save_best(improved)
                 if stop_energy:
-                    active = active & ~(te.double() < stop_energy)
-                if not active.any():
-                    break
-            best_val[idx] = bval.numpy()
+                    active = active & ~(stats[0] < stop_energy)
+                    if (ep % 5 == 4 or ep == E - 1) and not bool(active.any()):
+                        break
+            i = idx.numpy()
+            for key, row in zip(("te", "td", "tda", "ve", "vd", "vda"), H.numpy()):
+                hist[key][i] = row
+            epochs_run[i], best_val[i], best_epoch[i] = nrun.numpy(), bval.numpy(), bep.numpy()
             if progress:
                 progress(bk)
     best_params: list = [None] * M

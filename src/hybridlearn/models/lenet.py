@@ -143,7 +143,7 @@ class LeNet5(L.LightningModule):
         self.augment = augment
         if compile:
             self.net = torch.compile(self.net)
-        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro") for s in ("train_", "val_", "test_")})
+        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in ("train_", "val_", "test_")})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -153,7 +153,7 @@ class LeNet5(L.LightningModule):
         logits = self(x)
         loss = F.cross_entropy(logits, y)
         acc = self.acc[stage + "_"]
-        acc(logits, y)
+        acc.update(logits.detach(), y)  # accumulate only; computed once per epoch when logged
         on_step = stage == "train"
         self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
         self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))

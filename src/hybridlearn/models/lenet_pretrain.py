@@ -29,8 +29,9 @@ def mnist_lenet_weights(
     value_range: str = "standard",
     augment: bool = True,
     seed: int = 0,
+    subset: int | None = None,
 ) -> dict[str, torch.Tensor]:
-    """State dict of a copy of `net` trained on the 60k MNIST training images.
+    """State dict of a copy of `net` trained on the 60k MNIST training images (or the first `subset`).
 
     Cached as `<cache_dir>/lenet5_mnist_<key>.pt`, the key hashing the architecture and these
     settings, so every later run (and every seed of a study) reuses it.
@@ -39,7 +40,7 @@ def mnist_lenet_weights(
     from hybridlearn.data.mnist import load_mnist, to_float
 
     settings = {"arch": repr(net), "epochs": epochs, "lr": lr, "batch_size": batch_size,
-                "value_range": value_range, "augment": augment, "seed": seed, "v": 1}
+                "value_range": value_range, "augment": augment, "seed": seed, "subset": subset, "v": 1}
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir).expanduser() / f"lenet5_mnist_{key}.pt"
     if path.is_file():
@@ -51,6 +52,8 @@ def mnist_lenet_weights(
     raw = load_mnist(data_dir)
     x, y = to_float(raw["train_x"], value_range), raw["train_y"]
     tx, ty = to_float(raw["test_x"], value_range), raw["test_y"]
+    if subset:  # quick pretraining (tests): the first `subset` training images
+        x, y = x[:subset], y[:subset]
     model = copy.deepcopy(net)
     g = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng():

@@ -27,6 +27,9 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the user's usual mode
     try:
         yield tmp_path
         os.replace(tmp_path, path)

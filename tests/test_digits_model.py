@@ -1,0 +1,162 @@
+"""LeNet-5 on the digit sheets: the paper setup, transfer learning, predict.py."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from hybridlearn.cli import run
+from hybridlearn.data.digits import cell_bounds
+from hybridlearn.errors import ConfigError, DataError
+from hybridlearn.models.lenet import LeNet5
+
+from conftest import ROOT, compose_cfg, train_cli
+
+if str(ROOT) not in sys.path:  # predict.py lives at the repo root
+    sys.path.insert(0, str(ROOT))
+
+QUIET = ["logger=none", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
+
+
+def _run(overrides: list[str], out: Path) -> dict:
+    run(compose_cfg(overrides, out))
+    return json.loads((out / "results.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def digit_runs(data_dir, tmp_path_factory):
+    """A from-scratch paper-setup run and a short transfer run on the same split (seed 0)."""
+    tmp = tmp_path_factory.mktemp("digits")
+    common = [f"paths.cache_dir={tmp / 'cache'}", "seed=0", *QUIET]
+    scratch = _run(["experiment=lenet_digits", "trainer.max_epochs=5", *common], tmp / "scratch")
+    transfer = _run(["experiment=lenet_digits_transfer", "trainer.max_epochs=5",
+                     "model.pretrain.epochs=1", "model.pretrain.subset=6000", *common], tmp / "transfer")
+    return {"scratch": scratch, "transfer": transfer, "tmp": tmp}
+
+
+def test_paper_setup_runs_and_plots_curves(digit_runs):
+    r = digit_runs["scratch"]
+    assert r["status"] == "completed"
+    out = Path(r["output_dir"])
+    assert (out / "curves.png").stat().st_size > 10_000
+    assert 0.1 < r["metrics"]["test/acc"] < 0.95  # the paper's model after 5 epochs: far from solved
+    ckpt = torch.load(r["metrics"]["last_ckpt"], weights_only=True)
+    assert ckpt["hyper_parameters"]["activation"] == "tanh" and ckpt["hyper_parameters"]["pool"] == "avg"
+    assert ckpt["datamodule_hyper_parameters"]["size"] == 32
+
+
+def test_short_fine_tune_beats_from_scratch(digit_runs):
+    s, t = digit_runs["scratch"]["metrics"], digit_runs["transfer"]["metrics"]
+    assert t["test/acc"] > s["test/acc"] + 0.1
+    assert t["test/acc"] > 0.75
+    assert list((digit_runs["tmp"] / "cache").glob("lenet5_mnist_*.pt")), "pretrained weights are cached"
+
+
+def _save_cells(sheet: Path, rows: int, cols: int, cells, out: Path, mode: str) -> list[Path]:
+    from PIL import Image
+
+    im = Image.open(sheet)
+    w, h = im.size
+    paths = []
+    for r, c in cells:
+        (y0, y1), (x0, x1) = cell_bounds(rows, h)[r], cell_bounds(cols, w)[c]
+        p = out / f"{sheet.stem}_{r}_{c}.png"
+        im.crop((x0, y0, x1, y1)).convert(mode).save(p)
+        paths.append(p)
+    return paths
+
+
+def test_predict_on_sliced_cells(digit_runs, data_dir, tmp_path, capsys):
+    import predict
+
+    ckpt = digit_runs["transfer"]["metrics"]["last_ckpt"]
+    digits = data_dir / "digits"
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    # dark ink on white (RGBA), light ink on black (grey), 3 cells each
+    _save_cells(digits / "JuanRengifo.png", 10, 10, [(0, 0), (3, 4), (7, 2)], folder, "RGBA")
+    _save_cells(digits / "jpossaz2.png", 10, 10, [(1, 1), (4, 4), (2, 6)], folder, "L")
+    assert predict.main([ckpt, str(folder)]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 6
+    got = {Path(l.split(":")[0]).stem: int(l.split(": ")[1].split()[0]) for l in lines}
+    want = {"JuanRengifo_0_0": 0, "JuanRengifo_3_4": 3, "JuanRengifo_7_2": 7,
+            "jpossaz2_1_1": 1, "jpossaz2_4_4": 4, "jpossaz2_2_6": 6}
+    assert sum(got[k] == v for k, v in want.items()) >= 5, got
+    assert all("confidence 0." in l or "confidence 1." in l for l in lines)
+
+    # a whole sheet with a grid: the same preprocessing as training, so it reads the sheet
+    assert predict.main([ckpt, str(digits / "JuanRengifo.png"), "--grid", "10x10"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    grid = [list(map(int, l.split())) for l in out[-10:]]
+    assert np.mean([d == r for r, row in enumerate(grid) for d in row]) >= 0.7
+
+
+def test_predict_bad_input(digit_runs, tmp_path, capsys):
+    import predict
+
+    ckpt = digit_runs["transfer"]["metrics"]["last_ckpt"]
+    (tmp_path / "x.png").write_text("nope")
+    assert predict.main([ckpt, str(tmp_path / "x.png")]) == 2
+    assert capsys.readouterr().err.startswith("error: ")
+    assert predict.main([str(tmp_path / "none.ckpt"), str(tmp_path)]) == 2
+    assert "checkpoint" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        predict.main([ckpt, str(tmp_path), "--grid", "ten"])
+
+
+def test_lenet_extensions_are_backward_compatible(tmp_path, digit_runs):
+    m = LeNet5()
+    assert m.hparams.init == "torch" and m.augment is None
+    k = LeNet5(in_size=32, activation="tanh", pool="avg", init="keras", freeze="features")
+    assert all(float(b.abs().sum()) == 0 for n, b in k.net.named_parameters() if n.endswith("bias"))
+    assert not any(p.requires_grad for p in k.net.features.parameters())
+    # pretrained from a Lightning checkpoint and from a plain state_dict
+    ckpt = digit_runs["transfer"]["metrics"]["last_ckpt"]
+    p = LeNet5(pretrained=ckpt)
+    sd = torch.load(ckpt, weights_only=True)["state_dict"]
+    assert torch.equal(p.net.head.weight, sd["net.head.weight"])
+    torch.save(p.net.state_dict(), tmp_path / "w.pt")
+    assert torch.equal(LeNet5(pretrained=str(tmp_path / "w.pt")).net.head.weight, sd["net.head.weight"])
+    assert "pretrained" not in p.hparams
+    with pytest.raises(ConfigError, match="do not fit"):
+        LeNet5(in_size=32, pretrained=ckpt)
+    with pytest.raises(ConfigError, match="not a file"):
+        LeNet5(pretrained=str(tmp_path / "none.ckpt"))
+    (tmp_path / "bad.ckpt").write_text("x")
+    with pytest.raises(DataError, match="cannot load"):
+        LeNet5(pretrained=str(tmp_path / "bad.ckpt"))
+    with pytest.raises(ConfigError, match="model.init"):
+        LeNet5(init="he")
+
+
+def test_cli_bad_manifest_is_one_line(tmp_path):
+    (tmp_path / "m.yaml").write_text("sheets:\n  - {file: gone.png, rows: 2, cols: 10, labels: columns}\n")
+    p = train_cli(["experiment=lenet_digits", f"data.manifest={tmp_path / 'm.yaml'}", f"hydra.run.dir={tmp_path / 'run'}",
+                   "logger=none"], timeout=300)
+    assert p.returncode == 2
+    err = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+    assert len(err) == 1 and "sheet gone.png" in err[0], p.stderr[-2000:]
+
+
+@pytest.mark.slow
+def test_transfer_reaches_98_percent(tmp_path, data_dir):
+    r = _run(["experiment=lenet_digits_transfer", "seed=0", *QUIET], tmp_path / "t")
+    assert r["metrics"]["test/acc"] >= 0.98
+
+
+def test_study_entry_writes_tables(digit_runs, tmp_path):
+    cache = digit_runs["tmp"] / "cache"
+    r = _run(["experiment=digits_study", f"paths.cache_dir={cache}", "study.seeds=[0]", "study.paper_epochs=[1,2]",
+              "study.transfer_epochs=1", "study.ablations=[]", "study.lowo_seeds=[0]",
+              'study.extra_overrides=["++model.pretrain.epochs=1","++model.pretrain.subset=6000"]', *QUIET], tmp_path / "s")
+    assert r["status"] == "completed", r.get("error")
+    md = (tmp_path / "s" / "study.md").read_text()
+    assert "| 2 | n/a |" in md and "| cossio | 310 |" in md and "no fine-tuning" in md
+    assert (tmp_path / "s" / "curves_paper.png").exists()
+    assert 0 <= r["metrics"]["lowo/cossio/transfer"] <= 1

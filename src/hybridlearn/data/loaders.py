@@ -59,7 +59,11 @@ def tensor_loader(
     ds = TensorBatches(*tensors)
     sampler = EpochBatchSampler(len(ds), batch_size, shuffle, seed, drop_last)
     # batch_size=None: the sampler already yields whole batches.
-    return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=0, pin_memory=pin_memory)
+    # A private generator: creating the iterator draws a base seed from it, not from the global
+    # RNG, so resuming (which creates the iterator at a different moment) leaves the global
+    # stream, i.e. dropout masks and noise, exactly as in an uninterrupted run.
+    return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=0, pin_memory=pin_memory,
+                      generator=torch.Generator().manual_seed(seed))
 
 
 def seeded_split(n: int, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:

@@ -3,7 +3,10 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+# extras to install: `make test EXTRAS=dev,tf` adds TensorFlow (TF-Hub / TFLite style backends)
+EXTRAS ?= dev
+COMMA := ,
+STAMP := $(VENV)/.installed-$(subst $(COMMA),-,$(EXTRAS))
 export DATA_DIR ?= ./data
 
 .PHONY: help install train test test-all sweep bench clean
@@ -14,7 +17,7 @@ help:  ## list targets
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[$(EXTRAS)]'
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package with its dev extra (idempotent)
@@ -37,4 +40,5 @@ bench: $(STAMP)  ## benchmarks (see benchmarks/RESULTS.md)
 
 clean:  ## remove run outputs and caches (keeps .venv and data)
 	rm -rf lightning_logs/*/ outputs multirun .pytest_cache
+	@echo "kept: .venv, data/, and ~/.cache/hybridlearn (converted style weights, pretrained LeNets)"
 	find . -name __pycache__ -not -path './.venv/*' -prune -exec rm -rf {} +

@@ -17,7 +17,8 @@ from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-os.environ.setdefault("DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve()))
+# Absolute, so subprocesses started from other folders see the same data (CI passes a relative path).
+os.environ["DATA_DIR"] = str(Path(os.environ.get("DATA_DIR", ROOT / ".." / "shared" / "data")).resolve())
 os.environ.setdefault("WANDB_SILENT", "true")
 DATA_DIR = Path(os.environ["DATA_DIR"]).resolve()
 

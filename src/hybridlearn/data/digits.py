@@ -37,7 +37,7 @@ import torch.nn.functional as F
 import yaml
 
 from hybridlearn.data.download import ensure_files
-from hybridlearn.data.loaders import seeded_split, tensor_loader
+from hybridlearn.data.loaders import SplitLoaders, seeded_split, tensor_loader
 from hybridlearn.data.mnist import MNIST_MEAN, MNIST_STD
 from hybridlearn.errors import ConfigError, DataError
 
@@ -366,7 +366,7 @@ def _plain(v: Any) -> Any:
     return v
 
 
-class DigitSheetsDataModule(L.LightningDataModule):
+class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
     """The scanned digit sheets as in-memory tensors with a seeded train/val/test split.
 
     Split (the paper's): `test_fraction` (0.2) of all digits for test, `val_fraction` (0.1) of the
@@ -459,18 +459,6 @@ class DigitSheetsDataModule(L.LightningDataModule):
             raise ConfigError(f"the {split} split of the digit sheets is empty; raise data.val_fraction or add sheets")
         return tensor_loader(x, y, batch_size=bs, shuffle=train, seed=self.hparams.shuffle_seed,
                              drop_last=train and self.drop_last)
-
-    def train_dataloader(self):
-        return self._loader("train", True)
-
-    def val_dataloader(self):
-        return self._loader("val", False)
-
-    def test_dataloader(self):
-        return self._loader("test", False)
-
-    def predict_dataloader(self):
-        return self._loader("test", False)
 
 
 # ----------------------------------------------------------------------------- contact sheet

@@ -16,6 +16,8 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import lightning as L
+
+from hybridlearn.data.loaders import SplitLoaders
 import numpy as np
 import torch
 
@@ -211,7 +213,7 @@ def prepare_gom(
 
 
 # ------------------------------------------------------------------------------------------- module
-class GomDataModule(L.LightningDataModule):
+class GomDataModule(SplitLoaders, L.LightningDataModule):
     """Batches (x, y, y_degrees) of the scaled GOM data.
 
     batch_size: null = full batch (the paper's gradient descent); an int = minibatches (hybrid).
@@ -267,15 +269,3 @@ class GomDataModule(L.LightningDataModule):
         bs = self.hparams.batch_size if train and self.hparams.batch_size else len(x)
         return tensor_loader(x, y, yd, batch_size=bs, shuffle=train and self.hparams.shuffle and bs < len(x),
                              seed=self.hparams.seed)
-
-    def train_dataloader(self):
-        return self._loader("train", True)
-
-    def val_dataloader(self):
-        return self._loader("val", False)
-
-    def test_dataloader(self):
-        return self._loader("test", False)
-
-    def predict_dataloader(self):
-        return self._loader("test", False)

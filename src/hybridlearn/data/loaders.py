@@ -72,3 +72,23 @@ def seeded_split(n: int, fractions: Sequence[float], seed: int) -> list[torch.Te
     sizes = [int(round(f * n)) for f in fractions[:-1]]
     sizes.append(n - sum(sizes))
     return list(torch.split(order, sizes))
+
+
+class SplitLoaders:
+    """Mixin for a LightningDataModule: the four dataloaders from one `_loader(split, train)`
+    (predict uses the test split). Put it before LightningDataModule in the bases."""
+
+    def _loader(self, split: str, train: bool) -> DataLoader:
+        raise NotImplementedError
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False)

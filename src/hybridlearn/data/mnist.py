@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from hybridlearn.data.download import ensure_files
-from hybridlearn.data.loaders import seeded_split, tensor_loader
+from hybridlearn.data.loaders import SplitLoaders, seeded_split, tensor_loader
 from hybridlearn.errors import ConfigError, DataError
 
 MNIST_FILES = {
@@ -69,7 +69,7 @@ def to_float(images: torch.Tensor, value_range: str) -> torch.Tensor:
     raise ConfigError(f"data.value_range must be one of unit, tanh, standard (got {value_range!r})")
 
 
-class MNISTDataModule(L.LightningDataModule):
+class MNISTDataModule(SplitLoaders, L.LightningDataModule):
     """MNIST with a seeded train/val split of the 60k training images; the 10k test set is kept apart.
 
     `train_subset` / `test_subset` take the first N images (after the seeded split) so tests and
@@ -129,15 +129,3 @@ class MNISTDataModule(L.LightningDataModule):
         seed = self.hparams.shuffle_seed
         bs = self.batch_size if train else self.eval_batch_size
         return tensor_loader(*self.tensors[split], batch_size=bs, shuffle=train, seed=seed, drop_last=train and self.drop_last)
-
-    def train_dataloader(self):
-        return self._loader("train", True)
-
-    def val_dataloader(self):
-        return self._loader("val", False)
-
-    def test_dataloader(self):
-        return self._loader("test", False)
-
-    def predict_dataloader(self):
-        return self._loader("test", False)

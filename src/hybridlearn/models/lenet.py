@@ -143,21 +143,32 @@ class LeNet5(L.LightningModule):
         self.augment = augment
         if compile:
             self.net = torch.compile(self.net)
-        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in ("train_", "val_", "test_")})
+        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in ("val_", "test_")})
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def _step(self, batch, stage: str) -> torch.Tensor:
+    def _step(self, batch, stage: str, batch_idx: int = 0) -> torch.Tensor:
         x, y = batch
         logits = self(x)
         loss = F.cross_entropy(logits, y)
+        if stage == "train":
+            # Each self.log call costs ~0.5 ms in Lightning (bench_lenet): count correct answers
+            # here and log the epoch's accuracy once, at its last batch (so callbacks see it).
+            self._train_counts += torch.stack([(logits.detach().argmax(1) == y).sum(), y.new_tensor(len(y))])
+            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+            if batch_idx + 1 >= self.trainer.num_training_batches:
+                correct, seen = self._train_counts.tolist()
+                self.log("train/acc", correct / seen, on_epoch=True, prog_bar=True)
+            return loss
         acc = self.acc[stage + "_"]
         acc.update(logits.detach(), y)  # accumulate only; computed once per epoch when logged
-        on_step = stage == "train"
-        self.log(f"{stage}/loss", loss, on_step=on_step, on_epoch=True, prog_bar=True, batch_size=len(y))
-        self.log(f"{stage}/acc", acc, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(y))
+        self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
+
+    def on_train_epoch_start(self) -> None:
+        self._train_counts = torch.zeros(2, dtype=torch.long, device=self.device)  # correct, seen
 
     def training_step(self, batch, batch_idx):
         if self.augment is not None:
@@ -165,7 +176,7 @@ class LeNet5(L.LightningModule):
             with torch.no_grad():
                 x = self.augment(x)
             batch = (x, y)
-        return self._step(batch, "train")
+        return self._step(batch, "train", batch_idx)
 
     def validation_step(self, batch, batch_idx):
         self._step(batch, "val")

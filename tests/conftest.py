@@ -26,7 +26,15 @@ DATA_DIR = Path(os.environ["DATA_DIR"]).resolve()
 @pytest.fixture(scope="session")
 def data_dir() -> Path:
     if not (DATA_DIR / "mnist").exists():
-        pytest.fail(f"DATA_DIR={DATA_DIR} does not hold the shared data (set DATA_DIR=../shared/data)")
+        # A fresh machine with internet: fetch MNIST now (md5-checked); the other data sets are
+        # fetched by their data modules on first use.
+        from hybridlearn.data.mnist import load_mnist
+        from hybridlearn.errors import DataError
+
+        try:
+            load_mnist(DATA_DIR)
+        except DataError as e:
+            pytest.fail(f"DATA_DIR={DATA_DIR} holds no data and downloading failed ({e}); set DATA_DIR=../shared/data")
     return DATA_DIR
 
 

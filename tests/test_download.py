@@ -76,3 +76,23 @@ def test_missing_files_name_folder_and_data_dir(tmp_path):
     msg = str(e.value)
     assert str(tmp_path / "nowhere" / "mnist") in msg and "DATA_DIR" in msg
     assert all(name in msg for name in MNIST_FILES)
+
+
+def test_atomic_output_has_usual_mode_and_refuses_overwrite(tmp_path):
+    import os
+
+    from hybridlearn.errors import ConfigError
+    from hybridlearn.utils.io import atomic_output
+
+    umask = os.umask(0o022)
+    try:
+        target = tmp_path / "out.txt"
+        with atomic_output(target) as tmp:
+            tmp.write_text("x")
+        assert target.stat().st_mode & 0o777 == 0o644  # not mkstemp's 0600
+        with pytest.raises(ConfigError, match="already exists"):
+            with atomic_output(target, overwrite=False):
+                pass
+        assert target.read_text() == "x" and len(list(tmp_path.iterdir())) == 1
+    finally:
+        os.umask(umask)

@@ -4,7 +4,6 @@ GIF of them, and the same grids as images in TensorBoard / W&B when those logger
 from __future__ import annotations
 
 import logging
-import os
 import re
 from pathlib import Path
 from typing import Sequence
@@ -28,18 +27,10 @@ def to_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tens
     return grid.mul(255).round().to(torch.uint8)
 
 
-def _readable(path: Path) -> Path:
-    """atomic_output's temp files are 0600 (mkstemp); give the result the usual umask mode."""
-    mask = os.umask(0)
-    os.umask(mask)
-    os.chmod(path, 0o666 & ~mask)
-    return path
-
-
 def save_png(grid: torch.Tensor, path: Path) -> Path:
     with atomic_output(path, overwrite=True) as tmp:
         Image.fromarray(grid.permute(1, 2, 0).numpy()).save(tmp, format="PNG")
-    return _readable(path)
+    return path
 
 
 def write_gif(frames: Sequence[Path], path: Path, duration_ms: int = 300, last_ms: int = 1500,
@@ -60,7 +51,7 @@ def write_gif(frames: Sequence[Path], path: Path, duration_ms: int = 300, last_m
     durations = [duration_ms] * (len(images) - 1) + [last_ms]
     with atomic_output(path, overwrite=True) as tmp:
         images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
-    return _readable(path)
+    return path
 
 
 class GANSampleGrid(L.Callback):

@@ -315,10 +315,7 @@ class SigmoidMLP(_FullBatchSigmoid):
         super().__init__()
         check_int("model.depth", depth, 1, MAX_DEPTH)
         check_int("model.width", width, 1, MAX_WIDTH)
-        check_float("model.lr", lr, 0.0, MAX_LR)
-        check_int("model.n_inputs", n_inputs, 1, 68)
-        check_choice("model.grad_reduction", grad_reduction, ("mean", "sum"))
-        check_float("model.init_range", init_range, 0.0, 100.0)
+        _check_training_args(lr, n_inputs, grad_reduction, init_range)
         self.save_hyperparameters()
         self.sizes = mlp_sizes(n_inputs, depth, width, n_outputs, input_layer)
         self.net = SigmoidNet(self.sizes, seed, bias, init_range)
@@ -333,6 +330,14 @@ class SigmoidMLP(_FullBatchSigmoid):
 
     def predict_step(self, batch, batch_idx):
         return self.to_degrees(self.net(batch[0]))
+
+
+def _check_training_args(lr: float, n_inputs: int, grad_reduction: str, init_range: float) -> None:
+    """Range checks shared by SigmoidMLP and Autoencoder."""
+    check_float("model.lr", lr, 0.0, MAX_LR)
+    check_int("model.n_inputs", n_inputs, 1, 68)
+    check_choice("model.grad_reduction", grad_reduction, ("mean", "sum"))
+    check_float("model.init_range", init_range, 0.0, 100.0)
 
 
 def mlp_sizes(n_inputs: int, depth: int, width: int, n_outputs: int = 2, input_layer: bool = False) -> list[int]:
@@ -361,10 +366,7 @@ class Autoencoder(_FullBatchSigmoid):
     ):
         super().__init__()
         check_int("model.hidden", hidden, 1, MAX_WIDTH)
-        check_float("model.lr", lr, 0.0, MAX_LR)
-        check_int("model.n_inputs", n_inputs, 1, 68)
-        check_choice("model.grad_reduction", grad_reduction, ("mean", "sum"))
-        check_float("model.init_range", init_range, 0.0, 100.0)
+        _check_training_args(lr, n_inputs, grad_reduction, init_range)
         self.save_hyperparameters()
         self.sizes = ae_sizes(n_inputs, hidden, input_layer)
         self.net = SigmoidNet(self.sizes, seed, bias, init_range)

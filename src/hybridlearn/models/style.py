@@ -639,12 +639,6 @@ class StylizedVideoWriter(BasePredictionWriter):
             self._abort(err)
             raise err
         stack, self._stack = self._stack, None
-        try:  # mkstemp makes 0600 files; give the output the usual permissions
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)
-        except OSError:
-            pass
         stack.close()  # closes the containers, then renames the temp file onto the output
         if self._bar is not None:
             self._bar.close()

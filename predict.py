@@ -68,6 +68,7 @@ def load_model(ckpt: str):
         "size": int(dm.get("size", in_size)),
         "value_range": dm.get("value_range", "standard"),
         "border": float(dm.get("border", 0.08)),
+        "despeckle": float(dm.get("despeckle", 0.0)),
     }
     if prep["size"] != in_size:
         prep["size"] = in_size
@@ -103,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
                 names = [f"{img} [{r},{c}]" for r in range(rows) for c in range(cols)]
             else:
                 cells, names = [grey], [str(img)]
-            x = torch.stack([preprocess_cell(c, prep["size"], invert, prep["preprocess"], prep["border"]) for c in cells])
+            x = torch.stack([preprocess_cell(c, prep["size"], invert, prep["preprocess"], prep["border"], prep["despeckle"]) for c in cells])
             x = to_range(x.unsqueeze(1), prep["value_range"])
             with torch.no_grad():
-                prob = torch.softmax(model(x), -1)
+                prob = torch.softmax(model.eval_logits(x), -1)  # with the checkpoint's test-time augmentation
             conf, digit = prob.max(-1)
             for name, d, c in zip(names, digit.tolist(), conf.tolist()):
                 print(f"{name}: {d} (confidence {c:.3f})")

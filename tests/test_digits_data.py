@@ -98,6 +98,24 @@ def test_clean_preprocessing_centres_like_mnist(sheets):
     assert (x[:, :2].amax((1, 2)) < 0.3).float().mean() > 0.95  # top rows empty (20x20 box)
 
 
+def test_despeckle_erases_small_blobs_only():
+    from hybridlearn.data.digits import mnist_like
+
+    cell = torch.zeros(40, 40)
+    cell[6:22, 18:21] = 1.0  # a "1": a vertical stroke
+    cell[34, 10] = 0.8  # a speck of dust below it (~2 % of the ink)
+    plain, clean = mnist_like(cell, 28), mnist_like(cell, 28, despeckle=0.03)
+    # the speck stretches the bounding box (the stroke comes out short); despeckled, the stroke
+    # alone fills the 20-pixel box like MNIST and nothing else is left
+    rows = lambda x: int((x.amax(1) > 0.2).sum())  # noqa: E731
+    assert rows(clean) >= 19 and rows(plain) < 15
+    assert torch.equal(mnist_like(cell, 28, despeckle=0.0), plain)
+    big = cell.clone()
+    big[34, 10] = 0.0
+    big[26:30, 4:12] = 1.0  # a second stroke with ~30 % of the ink is part of the digit: kept
+    assert torch.equal(mnist_like(big, 28, despeckle=0.03), mnist_like(big, 28))
+
+
 def test_split_sizes_and_seeds(data_dir):
     dm = DigitSheetsDataModule(str(data_dir), split_seed=0)
     dm.setup()
@@ -135,7 +153,8 @@ def test_writer_groups_and_leave_one_writer_out(data_dir):
 
 def test_config_errors(data_dir):
     for kw, key in (({"value_range": "x"}, "value_range"), ({"preprocess": "x"}, "preprocess"),
-                    ({"size": 4}, "size"), ({"test_fraction": 1.0}, "test_fraction")):
+                    ({"size": 4}, "size"), ({"test_fraction": 1.0}, "test_fraction"),
+                    ({"despeckle": 0.7}, "despeckle")):
         with pytest.raises(ConfigError, match=key):
             DigitSheetsDataModule(str(data_dir), **kw)
 

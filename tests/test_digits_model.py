@@ -135,6 +135,33 @@ def test_lenet_extensions_are_backward_compatible(tmp_path, digit_runs):
         LeNet5(init="he")
 
 
+def test_tta_identity_equals_plain_prediction_and_is_saved(digit_runs):
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 28, 28)
+    plain = LeNet5().eval()
+    for rotate in ([], [0.0]):  # the cell only, or the cell "rotated" by 0 degrees: no change
+        m = LeNet5(tta={"rotate": rotate, "value_range": "standard"}).eval()
+        m.net.load_state_dict(plain.net.state_dict())
+        with torch.no_grad():
+            assert torch.allclose(m.eval_logits(x).softmax(-1), plain(x).softmax(-1), atol=1e-5)
+    # real rotations change the probabilities but average them: still a distribution
+    m = LeNet5(tta={"rotate": [-8, 8], "value_range": "standard"}).eval()
+    m.net.load_state_dict(plain.net.state_dict())
+    with torch.no_grad():
+        p = m.eval_logits(x).exp()
+    assert torch.allclose(p.sum(-1), torch.ones(16), atol=1e-5) and not torch.allclose(p, plain(x).softmax(-1), atol=1e-3)
+    assert m.state_dict().keys() == plain.state_dict().keys()  # TTA holds no weights
+    # the transfer experiment's checkpoint carries its TTA and despeckling, so predict.py matches the test
+    import predict
+
+    model, prep = predict.load_model(digit_runs["transfer"]["metrics"]["last_ckpt"])
+    assert model.tta is not None and model.tta.rotate == [-8.0, 8.0] and prep["despeckle"] > 0
+    with pytest.raises(ConfigError, match="model.tta"):
+        LeNet5(tta={"angles": [5]})
+    with pytest.raises(ConfigError, match="model.tta"):
+        LeNet5(tta={"rotate": [90]})
+
+
 def test_cli_bad_manifest_is_one_line(tmp_path):
     (tmp_path / "m.yaml").write_text("sheets:\n  - {file: gone.png, rows: 2, cols: 10, labels: columns}\n")
     p = train_cli(["experiment=lenet_digits", f"data.manifest={tmp_path / 'm.yaml'}", f"hydra.run.dir={tmp_path / 'run'}",

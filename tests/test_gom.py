@@ -132,7 +132,7 @@ def test_one_gradient_step_vs_numpy(data_dir, reduction):
 
 
 def test_padding_does_not_change_numbers(data_dir):
-    """A network trained alone equals the same network inside a padded bucket of wider ones."""
+    """A network trained alone equals the same network inside a padded chunk of wider ones."""
     d = prepare_gom(data_dir, seed=0)
     specs = [NetSpec(tuple(mlp_sizes(68, 2, w)), lr, 0) for w in (1, 3, 5) for lr in (0.1, 0.9)]
     together = train_sigmoid_grid(specs, d["x_train"], d["y_train"], d["x_val"], d["y_val"], epochs=30)
@@ -141,6 +141,26 @@ def test_padding_does_not_change_numbers(data_dir):
         np.testing.assert_allclose(alone.val_energy[0], together.val_energy[i], atol=1e-6)
         for (w1, _), (w2, _) in zip(alone.final_params[0], together.final_params[i]):
             np.testing.assert_allclose(w1.numpy(), w2.numpy(), atol=1e-5)
+
+
+def test_workers_and_chunking_do_not_change_numbers(data_dir):
+    """Chunks trained on parallel threads give the numbers of one thread (each chunk is independent),
+    and splitting a grid into more, smaller chunks only changes float rounding."""
+    d = prepare_gom(data_dir, seed=0)
+    specs = [NetSpec((68, h, 68), lr, 0) for h in (2, 7, 19, 30) for lr in (0.01, 0.1)]
+    args = (d["x_train"], d["x_train"], d["x_val"], d["x_val"])
+    threads = torch.get_num_threads()
+    one = train_sigmoid_grid(specs, *args, epochs=12, workers=1)
+    two = train_sigmoid_grid(specs, *args, epochs=12, workers=2, chunk_units=1)  # one network per chunk
+    assert torch.get_num_threads() == threads  # the workers' 1-thread setting is undone
+    np.testing.assert_allclose(two.val_energy, one.val_energy, rtol=0, atol=1e-6)
+    np.testing.assert_allclose(two.train_delta_abs, one.train_delta_abs, rtol=0, atol=1e-7)
+    assert (two.best_epoch == one.best_epoch).all()
+    again = train_sigmoid_grid(specs, *args, epochs=12, workers=3, chunk_units=1)
+    np.testing.assert_array_equal(again.val_energy, two.val_energy)  # same chunks: bit-identical
+    for p1, p2 in zip(again.best_params, two.best_params):
+        for (w1, b1), (w2, b2) in zip(p1, p2):
+            assert torch.equal(w1, w2) and torch.equal(b1, b2)
 
 
 # ------------------------------------------------------------------ vectorized vs single runs

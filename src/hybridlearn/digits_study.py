@@ -20,6 +20,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
+from hybridlearn.errors import ConfigError
 from hybridlearn.utils.io import atomic_output, write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
@@ -99,7 +100,7 @@ def plot_curves(histories: list[list[dict]], path: str | Path, title: str = "",
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     was = model.training
     model.eval()
-    pred = torch.cat([model(x[i : i + 1024]).argmax(1) for i in range(0, len(x), 1024)])
+    pred = torch.cat([model.eval_logits(x[i : i + 1024]).argmax(1) for i in range(0, len(x), 1024)])
     model.train(was)
     return float((pred == y).float().mean())
 
@@ -182,7 +183,7 @@ def train_loop(model, dm, epochs: int, hist: EpochHistory, seed: int) -> None:
         if len(vy):
             model.eval()
             with torch.no_grad():
-                vl = model(vx)
+                vl = model.eval_logits(vx)  # with the model's test-time augmentation, as the test
             row.update(val_loss=float(F.cross_entropy(vl, vy)), val_acc=float((vl.argmax(1) == vy).float().mean()))
         hist.history.append(row)
         if row["epoch"] in hist.test_at:
@@ -220,6 +221,9 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     def fit(experiment, seed, epochs, base, extra=(), test_at=()):
         return fit_one(experiment, seed, epochs, base, [*pass_on, *extra], test_at)
 
+    unknown = [a for a in (st.ablations or []) if a not in ablation_runs("")]
+    if unknown:  # before any training
+        raise ConfigError(f"study.ablations: unknown {unknown}; choose from {', '.join(ablation_runs(''))}")
     seeds, lowo_seeds = list(st.seeds), list(st.lowo_seeds)
     started = time.time()
     out: dict[str, Any] = {"seeds": seeds, "lowo_seeds": lowo_seeds}
@@ -253,8 +257,7 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     # 2. The fix: MNIST-pretrained LeNet-5, MNIST-like cells, handwriting augmentation.
     variants = [("transfer (pretrained + augmentation)", st.transfer_experiment, [])]
-    ablations = {"no_augment": ("pretrained, no augmentation", st.transfer_experiment, ["~model.augment"]),
-                 "from_scratch": ("from scratch + augmentation (same pipeline)", st.transfer_experiment, ["model.pretrained=null"])}
+    ablations = ablation_runs(st.transfer_experiment)
     variants += [ablations[a] for a in (st.ablations or [])]
     zero = [fit(st.transfer_experiment, s, 0, cfg)["test_acc"] for s in seeds] if st.get("zero_shot", True) else None
     md += ["", "## The fix: transfer learning + augmentation (28x28 MNIST-like cells)", "",
@@ -316,6 +319,16 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     return metrics
 
 
+def ablation_runs(experiment: str) -> dict[str, tuple[str, str, list[str]]]:
+    """{study.ablations name: (table label, experiment, overrides)}: the transfer run with one part off."""
+    return {"no_augment": ("pretrained, no augmentation", experiment, ["~model.augment"]),
+            "from_scratch": ("from scratch + augmentation (same pipeline)", experiment, ["model.pretrained=null"]),
+            "no_tta": ("transfer, no test-time augmentation", experiment, ["model.tta=null"]),
+            "no_despeckle": ("transfer, no despeckling", experiment, ["data.despeckle=0"]),
+            "no_tta_no_despeckle": ("transfer, neither (the earlier settings)", experiment,
+                                    ["model.tta=null", "data.despeckle=0"])}
+
+
 def fit_writers(cfg: DictConfig) -> dict[str, int]:
     """{writer group: number of digits} of the transfer experiment's data."""
     c = _compose([f"experiment={cfg.study.transfer_experiment}", f"paths.data_dir={cfg.paths.data_dir}"])
@@ -329,7 +342,7 @@ def misclassified(r: dict[str, Any]) -> list[dict[str, Any]]:
     idx = dm.indices["test"]
     model.eval()
     with torch.no_grad():
-        pred = model(x).argmax(1)
+        pred = model.eval_logits(x).argmax(1)
     d = dm.digits
     out = []
     for j in torch.nonzero(pred != y).flatten().tolist():

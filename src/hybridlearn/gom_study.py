@@ -15,6 +15,7 @@ import io
 import json
 import logging
 import math
+import os
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -100,8 +101,13 @@ def _grid_options(g: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     stop = g.get("stop_energy", 0.01)
     if stop is not None:
         check_float("grid.stop_energy", stop, 0.0, 1e9)
+    workers = g.get("workers", "auto")
+    if workers == "auto":  # one chunk of networks per core this process may run on
+        workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     return {"epochs": int(epochs), "grad_reduction": red, "bias": bool(g.get("bias", True)), "stop_energy": stop,
-            "init_range": check_float("grid.init_range", g.get("init_range", 1.0), 0.0, 100.0)}
+            "init_range": check_float("grid.init_range", g.get("init_range", 1.0), 0.0, 100.0),
+            "workers": check_int("grid.workers", workers, 1, 4096),
+            "chunk_units": check_int("grid.chunk_units", g.get("chunk_units", 1024), 1, 1 << 30)}
 
 
 def _set_threads(g: DictConfig) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,3 +67,39 @@ class HandwritingAugment(nn.Module):
     def extra_repr(self) -> str:
         return (f"rotate={self.rotate}, shear={self.shear}, scale={self.scale}, translate={self.translate}, "
                 f"thickness={self.thickness}, p={self.p}")
+
+
+class TestTimeAugment(nn.Module):
+    """Test-time augmentation: the mean softmax of a model over the image and fixed small
+    rotations of it (`rotate`, degrees; an empty list = the image only, i.e. plain prediction).
+
+    Fixed, symmetric views rather than random ones, so predictions are deterministic. Rotation is
+    about the image centre, where MNIST-like cells have their centre of mass, and fills with the
+    background of `value_range`. It smooths the decision over the small slants a writer's hand
+    varies by (the training augmentation's range), which matters on ambiguous digits.
+    """
+
+    def __init__(self, rotate: Sequence[float] = (-8.0, 8.0), value_range: str = "unit"):
+        super().__init__()
+        from hybridlearn.data.digits import background_value
+
+        self.rotate = [float(r) for r in rotate]
+        if any(abs(r) > 45 for r in self.rotate):
+            raise ConfigError(f"model.tta.rotate must be small angles in degrees, |angle| <= 45 (got {self.rotate})")
+        self.bg = background_value(value_range)
+
+    def views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = [x]
+        for deg in self.rotate:
+            r = math.radians(deg)
+            theta = x.new_tensor([[math.cos(r), -math.sin(r), 0.0], [math.sin(r), math.cos(r), 0.0]]).expand(len(x), 2, 3)
+            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+            out.append(F.grid_sample(x - self.bg, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + self.bg)
+        return out
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Mean class probabilities [N, classes] of `model` (which returns logits) over the views."""
+        return torch.stack([F.softmax(model(v), -1) for v in self.views(x)]).mean(0)
+
+    def extra_repr(self) -> str:
+        return f"rotate={self.rotate}"

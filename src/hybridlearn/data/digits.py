@@ -15,8 +15,9 @@ Preprocessing (`preprocess`):
   - `paper` (default, the reproduction): equal cells, resized to `size` x `size`, RGB averaged to
     grey, scaled to [0, 1], inverted where the manifest says so. Nothing else.
   - `clean`: as `paper`, then `border` of each cell cropped (ruled lines, neighbours' strokes),
-    the paper's grey background subtracted and the contrast stretched, and the digit fitted into
-    a 20/28 box and centred by its centre of mass, like MNIST.
+    the paper's grey background subtracted and the contrast stretched, specks erased
+    (`despeckle`), and the digit fitted into a 20/28 box and centred by its centre of mass, like
+    MNIST.
 
 `python -m hybridlearn.data.digits --contact-sheet out.png` draws every sliced cell with its label.
 """
@@ -128,12 +129,31 @@ def paper_cell(cell: np.ndarray, size: int, invert: bool) -> torch.Tensor:
     return 1 - x if invert else x
 
 
-def mnist_like(x: torch.Tensor, size: int, border: float = 0.08, box: float = 20 / 28) -> torch.Tensor:
+def drop_specks(x: torch.Tensor, min_mass: float) -> torch.Tensor:
+    """Erase the blobs of ink (8-connected pixels > 0.2, with their faint rims) that hold less
+    than `min_mass` of the cell's ink: dust, pen dots and the tips of a neighbour's strokes. Left
+    in, they stretch the bounding box, so the digit comes out small and off-centre."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label((x > 0.2).numpy(), structure=np.ones((3, 3)))
+    if n < 2:
+        return x
+    mass = np.asarray(ndimage.sum(x.numpy(), lab, range(1, n + 1)))
+    small = np.nonzero(mass < min_mass * mass.sum())[0] + 1
+    if len(small) == 0:
+        return x
+    rim = ndimage.binary_dilation(np.isin(lab, small), structure=np.ones((3, 3))) & (lab == 0) | np.isin(lab, small)
+    return x.masked_fill(torch.from_numpy(rim), 0.0)
+
+
+def mnist_like(x: torch.Tensor, size: int, border: float = 0.08, box: float = 20 / 28,
+               despeckle: float = 0.0) -> torch.Tensor:
     """Light-ink cell [H, W] in [0, 1] -> [size, size] the way MNIST digits were made.
 
     Crop `border` (a fraction of each side), subtract the background (the median, i.e. paper
-    grey) and stretch the ink to 1, fit the ink's bounding box into `box`*size keeping the aspect
-    ratio, and put its centre of mass at the centre.
+    grey) and stretch the ink to 1, erase specks holding less than `despeckle` of the ink (0 =
+    keep all), fit the ink's bounding box into `box`*size keeping the aspect ratio, and put its
+    centre of mass at the centre.
     """
     h, w = x.shape
     bh, bw = int(round(border * h)), int(round(border * w))
@@ -145,6 +165,8 @@ def mnist_like(x: torch.Tensor, size: int, border: float = 0.08, box: float = 20
         return torch.zeros(size, size)
     x = (x / peak).clamp_(0, 1)
     x = torch.where(x < 0.1, torch.zeros_like(x), x)  # speckle and paper texture
+    if despeckle > 0:
+        x = drop_specks(x, despeckle)
     ys, xs = torch.nonzero(x > 0.2, as_tuple=True)
     if len(ys) == 0:
         return torch.zeros(size, size)
@@ -164,14 +186,16 @@ def mnist_like(x: torch.Tensor, size: int, border: float = 0.08, box: float = 20
     return canvas[off : off + size, off : off + size].contiguous()
 
 
-def preprocess_cell(cell: np.ndarray, size: int, invert: bool, preprocess: str = "paper", border: float = 0.08) -> torch.Tensor:
-    """One cell (grey [H, W] in [0, 1]) -> float [size, size] in [0, 1], light ink on black."""
+def preprocess_cell(cell: np.ndarray, size: int, invert: bool, preprocess: str = "paper", border: float = 0.08,
+                    despeckle: float = 0.0) -> torch.Tensor:
+    """One cell (grey [H, W] in [0, 1]) -> float [size, size] in [0, 1], light ink on black.
+    `border` and `despeckle` apply to preprocess=clean (see `mnist_like`)."""
     if preprocess == "paper":
         return paper_cell(cell, size, invert)
     if preprocess == "clean":
         x = torch.from_numpy(np.ascontiguousarray(cell))
         x = 1 - x if invert else x
-        return mnist_like(x, size, border)
+        return mnist_like(x, size, border, despeckle=despeckle)
     raise ConfigError(f"data.preprocess must be one of {', '.join(PREPROCESS)} (got {preprocess!r})")
 
 
@@ -306,7 +330,8 @@ class DigitSet:
         return list(dict.fromkeys(self.writer))
 
 
-def load_sheet(sheet: Sheet, size: int, preprocess: str = "paper", border: float = 0.08) -> tuple[torch.Tensor, bool]:
+def load_sheet(sheet: Sheet, size: int, preprocess: str = "paper", border: float = 0.08,
+               despeckle: float = 0.0) -> tuple[torch.Tensor, bool]:
     """One sheet -> (float [rows*cols, size, size] in [0, 1], inverted?)."""
     if not sheet.file.is_file():
         raise DataError(f"sheet {sheet.name}: image file {sheet.file} not found; fix 'file' in the manifest")
@@ -314,18 +339,18 @@ def load_sheet(sheet: Sheet, size: int, preprocess: str = "paper", border: float
     if grey.shape[0] < sheet.rows or grey.shape[1] < sheet.cols:
         raise DataError(f"sheet {sheet.name}: a {grey.shape[1]}x{grey.shape[0]} image cannot hold a {sheet.rows}x{sheet.cols} grid")
     invert = dark_ink(grey) if sheet.invert == "auto" else bool(sheet.invert)
-    cells = [preprocess_cell(c, size, invert, preprocess, border) for c in slice_grid(grey, sheet.rows, sheet.cols)]
+    cells = [preprocess_cell(c, size, invert, preprocess, border, despeckle) for c in slice_grid(grey, sheet.rows, sheet.cols)]
     return torch.stack(cells), invert
 
 
 def build_digits(sheets: Sequence[Sheet], size: int = 32, preprocess: str = "paper", border: float = 0.08,
-                 writer_groups: Mapping[str, str] | None = None) -> DigitSet:
+                 writer_groups: Mapping[str, str] | None = None, despeckle: float = 0.0) -> DigitSet:
     if preprocess not in PREPROCESS:
         raise ConfigError(f"data.preprocess must be one of {', '.join(PREPROCESS)} (got {preprocess!r})")
     xs, ys, sh, cells, writers = [], [], [], [], []
     groups = dict(writer_groups or {})
     for i, s in enumerate(sheets):
-        x, _ = load_sheet(s, size, preprocess, border)
+        x, _ = load_sheet(s, size, preprocess, border, despeckle)
         xs.append(x)
         ys.extend(s.labels)
         sh.extend([i] * len(s.labels))
@@ -383,6 +408,7 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
         size: int = 32,
         preprocess: str = "paper",
         border: float = 0.08,
+        despeckle: float = 0.0,
         value_range: str = "unit",
         batch_size: int = 32,
         eval_batch_size: int = 1024,
@@ -406,6 +432,8 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
             raise ConfigError(f"data.value_range must be one of {', '.join(VALUE_RANGES)} (got {value_range!r})")
         if not 0 <= border < 0.5:
             raise ConfigError(f"data.border must be in [0, 0.5) (got {border})")
+        if not 0 <= despeckle < 0.5:
+            raise ConfigError(f"data.despeckle must be in [0, 0.5): the ink fraction below which a blob is erased (got {despeckle})")
         if not 0 < test_fraction < 1 or not 0 <= val_fraction < 1:
             raise ConfigError(f"data.test_fraction must be in (0, 1) and data.val_fraction in [0, 1) "
                               f"(got {test_fraction}, {val_fraction})")
@@ -420,7 +448,7 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
         hp = self.hparams
         if self.digits is None:
             sheets = resolve_sheets(hp.data_dir, hp.manifest, hp.extra_manifests, self.timeout)
-            self.digits = build_digits(sheets, hp.size, hp.preprocess, hp.border, hp.writer_groups)
+            self.digits = build_digits(sheets, hp.size, hp.preprocess, hp.border, hp.writer_groups, hp.despeckle)
         return self.digits
 
     def prepare_data(self) -> None:
@@ -512,13 +540,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--preprocess", choices=PREPROCESS, default="paper")
     p.add_argument("--border", type=float, default=0.08)
+    p.add_argument("--despeckle", type=float, default=0.0, help="clean: erase blobs with less than this fraction of the ink")
     p.add_argument("--scale", type=int, default=2)
     a = p.parse_args(argv)
     from hybridlearn.errors import HybridlearnError
 
     try:
         sheets = resolve_sheets(a.data_dir, a.manifest, a.extra_manifest)
-        d = build_digits(sheets, a.size, a.preprocess, a.border)
+        d = build_digits(sheets, a.size, a.preprocess, a.border, despeckle=a.despeckle)
         out = contact_sheet(d, a.contact_sheet, scale=a.scale)
     except HybridlearnError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -198,3 +199,27 @@ def test_generate_cli(gan_run: Path, tmp_path):
     p = subprocess.run([sys.executable, str(ROOT / "generate.py"), str(tmp_path / "nope.ckpt"), "--out", "x.png"],
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 2 and "is not a file" in p.stderr
+
+
+def test_sample_grids_reach_wandb(tmp_path, fid_cache, monkeypatch):
+    """With logger=wandb (offline) every sample grid is logged as an image (a failing logger only
+    warns, so look for the files): media PNGs of the grid's size, one per grid, and the history key."""
+    from test_runs import read_wandb_records
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    out = tmp_path / "run"
+    r = run_gan(out, ["logger=wandb", "trainer.max_epochs=1", "test=false"], fid_cache)
+    assert r["status"] == "completed", r.get("error")
+    runs = list((out / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1
+    media = sorted((runs[0] / "files" / "media" / "images").rglob("*.png"))
+    assert len(media) == 2, media  # epoch 0 (untrained) and epoch 1
+    assert Image.open(media[0]).size == Image.open(out / "samples" / "epoch_0001.png").size
+    log = next(runs[0].glob("run-*.wandb"))
+    deadline = time.time() + 60  # wandb-core writes the log asynchronously after finish()
+    while not any(rec.WhichOneof("record_type") == "exit" for rec in read_wandb_records(log)):
+        assert time.time() < deadline, "the offline run never got its exit record"
+        time.sleep(0.5)
+    keys = {it.key or "/".join(it.nested_key) for rec in read_wandb_records(log)
+            if rec.WhichOneof("record_type") == "history" for it in rec.history.item}
+    assert any(k.startswith("samples/fixed_noise") for k in keys), sorted(keys)

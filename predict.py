@@ -86,7 +86,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="auto: as the checkpoint's training data; clean crops and centres the digit like MNIST")
     a = p.parse_args(argv)
 
-    from hybridlearn.data.digits import dark_ink, load_grey, preprocess_cell, slice_grid, to_range
+    from hybridlearn.data.digits import dark_ink, load_grey, preprocess_cell, slice_grid
+    from hybridlearn.data.mnist import to_range
     from hybridlearn.errors import HybridlearnError
 
     try:

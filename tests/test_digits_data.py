@@ -239,7 +239,7 @@ def test_augment_keeps_background_and_range():
     x = torch.zeros(16, 1, 28, 28)
     x[:, :, 8:20, 12:16] = 1.0
     for vr in ("unit", "standard", "tanh"):
-        from hybridlearn.data.digits import to_range
+        from hybridlearn.data.mnist import to_range
 
         xr = to_range(x, vr)
         aug = HandwritingAugment(value_range=vr)

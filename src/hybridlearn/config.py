@@ -14,6 +14,12 @@ POSITIVE_KEYS = ("lr", "learning_rate", "batch_size", "eval_batch_size")
 TASKS = ("fit", "predict", "test")
 
 
+def plain(v: Any) -> Any:
+    """DictConfig/ListConfig (from Hydra) -> dict/list, anything else unchanged: what a module
+    saves in its hparams must be plain, so checkpoints load with weights_only=True."""
+    return OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+
+
 def _walk(node: Any, prefix: str):
     if isinstance(node, (Mapping, DictConfig)):
         for k, v in node.items():

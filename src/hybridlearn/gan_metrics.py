@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from hybridlearn.data.mnist import MNIST_MEAN, MNIST_STD, load_mnist, to_float
+from hybridlearn.data.mnist import load_mnist, to_float, to_range
 from hybridlearn.errors import ConfigError
 from hybridlearn.models.lenet import LeNet5Net
 from hybridlearn.utils.io import atomic_output
@@ -30,7 +30,7 @@ CACHE_VERSION = 1
 
 def tanh_to_standard(x: torch.Tensor) -> torch.Tensor:
     """[-1, 1] images -> MNIST mean/std normalisation (what the LeNet-5 classifiers are trained on)."""
-    return ((x + 1) * 0.5 - MNIST_MEAN) / MNIST_STD
+    return to_range((x + 1) * 0.5, "standard", inplace=True)
 
 
 class LeNetFeatures(nn.Module):

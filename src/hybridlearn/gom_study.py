@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hybridlearn.data.gom import prepare_gom
+from hybridlearn.data.gom import GomDataModule
 from hybridlearn.errors import ConfigError
 from hybridlearn.models.gom import (
     MAX_DEPTH, MAX_LR, MAX_WIDTH, ae_sizes, baselines, check_choice, check_float, check_int, geo_metrics, mlp_sizes,
@@ -39,17 +39,23 @@ PAPER_AE_LRS = (0.001, 0.01, 0.1)
 
 
 # ------------------------------------------------------------------------------------------ config
-def data_kwargs(cfg: DictConfig) -> dict[str, Any]:
-    d = OmegaConf.to_container(cfg.data, resolve=True)
+def _kwargs(node: DictConfig, **over) -> dict[str, Any]:
+    """A config group (cfg.data, cfg.model) as constructor keyword arguments, with overrides."""
+    d = OmegaConf.to_container(node, resolve=True)
     d.pop("_target_", None)
+    d.update(over)
     return d
 
 
+def _datamodule(cfg: DictConfig, **over) -> GomDataModule:
+    return GomDataModule(**_kwargs(cfg.data, **over))
+
+
 def _prepare(cfg: DictConfig, **over) -> dict[str, Any]:
-    d = {**data_kwargs(cfg), **over}
-    return prepare_gom(d["data_dir"], d.get("seed", 0), d.get("split", (0.6, 0.2, 0.2)), d.get("n_features", 68),
-                       d.get("target_scaling", "per_column"), d.get("cv_folds", 0), d.get("fold", 0),
-                       getattr(torch, d.get("dtype", "float32")), path=d.get("file"))
+    """The GOM tensors exactly as the experiment's GomDataModule builds them."""
+    dm = _datamodule(cfg, **over)
+    dm.setup()
+    return dm.d
 
 
 def _int_list(key: str, v: Any, lo: int, hi: int) -> list[int]:
@@ -277,17 +283,16 @@ def run_grid(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ hybrid
-def fit_hybrid(data_kw: dict[str, Any], model_kw: dict[str, Any], max_epochs: int, out: Path,
+def fit_hybrid(dm: GomDataModule, model_kw: dict[str, Any], max_epochs: int, out: Path,
                monitor: str = "val/loss") -> dict[str, Any]:
-    """Train one GomHybrid with Lightning (best-by-val checkpoint), test it, return its results."""
+    """Train one GomHybrid on `dm` with Lightning (best-by-val checkpoint), test it, return its
+    results (`dm.d` then holds the data it used)."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
     from lightning.pytorch.loggers import CSVLogger
 
-    from hybridlearn.data.gom import GomDataModule
     from hybridlearn.models.gom import GomHybrid
 
-    dm = GomDataModule(**data_kw)
     model = GomHybrid(**model_kw)
     ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode="min", save_top_k=1)
     trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=CSVLogger(out, name="csv", version=""),
@@ -306,13 +311,6 @@ def _monitor(cfg: DictConfig) -> str:
         return str(cfg.callbacks.model_checkpoint.monitor)
     except Exception:  # callbacks=none
         return "val/loss"
-
-
-def _model_kwargs(cfg: DictConfig, **over) -> dict[str, Any]:
-    m = OmegaConf.to_container(cfg.model, resolve=True)
-    m.pop("_target_", None)
-    m.update(over)
-    return m
 
 
 def run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -343,8 +341,8 @@ def run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         else:
             h, lr = check_int(f"study.{fam.lower()}", choice, 1, MAX_WIDTH), st.get(f"{fam.lower()}_lr", 0.1)
         log.info("hybrid with %s* = %d hidden (lr %g)", fam, h, lr)
-        kw = _model_kwargs(cfg, ae_hidden=h, ae_lr=lr)
-        r = fit_hybrid(data_kwargs(cfg), kw, int(st.get("hybrid_epochs", cfg.trainer.max_epochs)), out / f"hybrid_{fam}",
+        kw = _kwargs(cfg.model, ae_hidden=h, ae_lr=lr)
+        r = fit_hybrid(_datamodule(cfg), kw, int(st.get("hybrid_epochs", cfg.trainer.max_epochs)), out / f"hybrid_{fam}",
                        monitor=_monitor(cfg))
         pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
         no = {"M1": ("fig10", "fig11"), "M2": ("fig17", "fig18")}[fam]
@@ -401,18 +399,17 @@ def run_cv(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     for checkpoint selection / early stopping), plus the training-mean and k-NN baselines."""
     out = Path(output_dir)
     _set_threads(cfg.get("cv") or {})
-    dk = data_kwargs(cfg)
-    k = int(dk.get("cv_folds") or 10)
+    k = int(cfg.data.get("cv_folds") or 10)
     check_int("data.cv_folds", k, 2, 1000)
     folds, pooled = [], {"model": [], "mean": [], "knn": []}
     from hybridlearn.models.gom import haversine_km, knn_predict
 
     for f in range(k):
-        kw = {**dk, "cv_folds": k, "fold": f}
-        r = fit_hybrid(kw, _model_kwargs(cfg), int(cfg.trainer.max_epochs), out / f"fold_{f}", monitor=_monitor(cfg))
+        dm = _datamodule(cfg, cv_folds=k, fold=f)
+        r = fit_hybrid(dm, _kwargs(cfg.model), int(cfg.trainer.max_epochs), out / f"fold_{f}", monitor=_monitor(cfg))
         pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
         pooled["model"].append(haversine_km(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]))
-        d = _prepare(cfg, cv_folds=k, fold=f)
+        d = dm.d  # the fold's data as the fit saw it
         mean_pred = d["yd_train"].numpy().mean(0)
         pooled["mean"].append(haversine_km(mean_pred[0], mean_pred[1], true[:, 0], true[:, 1]))
         kp = knn_predict(d["x_train"].double().numpy(), d["yd_train"].numpy(), d["x_test"].double().numpy(),
@@ -447,7 +444,7 @@ def report_multirun(sweep_dir: str | Path) -> Path:
             jobs.append(r)
     if not jobs:
         raise ConfigError(f"{sweep}: no completed gom_mlp / gom_autoencoder jobs with a history in */results.json")
-    kind = "autoencoder" if r.get("task_name", "").startswith("gom_autoencoder") else "mlp"
+    kind = "autoencoder" if jobs[0].get("task_name", "").startswith("gom_autoencoder") else "mlp"
     E = max(len(j["metrics"]["history"]["train_energy"]) for j in jobs)
     M = len(jobs)
 

@@ -12,6 +12,13 @@ from torch import nn
 from hybridlearn.errors import ConfigError
 
 
+def warp(z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Affine warp of [N, C, H, W] images by `theta` [N, 2, 3] (output -> input, grid units),
+    bilinear, filling with 0: callers shift their background to 0 first."""
+    grid = F.affine_grid(theta, list(z.shape), align_corners=False)
+    return F.grid_sample(z, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
 class HandwritingAugment(nn.Module):
     """Random small rotation, shear, scale and shift (one affine warp per image) and stroke
     thickness changes (grey dilation/erosion, blended by a random amount), for images with light
@@ -25,7 +32,8 @@ class HandwritingAugment(nn.Module):
     def __init__(self, rotate: float = 12.0, shear: float = 8.0, scale: tuple[float, float] = (0.85, 1.15),
                  translate: float = 0.1, thickness: float = 0.5, p: float = 1.0, value_range: str = "unit"):
         super().__init__()
-        from hybridlearn.data.digits import background_value, to_range
+        from hybridlearn.data.digits import background_value
+        from hybridlearn.data.mnist import to_range
 
         lo, hi = float(scale[0]), float(scale[1])
         if not 0 < lo <= hi:
@@ -54,8 +62,7 @@ class HandwritingAugment(nn.Module):
         theta = torch.cat([a, t.unsqueeze(-1)], -1)
         keep = torch.rand(n, device=dev) >= self.p
         theta[keep] = torch.eye(2, 3, device=dev)
-        grid = F.affine_grid(theta, list(z.shape), align_corners=False)
-        z = F.grid_sample(z, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+        z = warp(z, theta)
         if self.thickness > 0:
             dil = F.max_pool2d(z, 3, 1, 1)
             ero = -F.max_pool2d(-z, 3, 1, 1)
@@ -93,8 +100,7 @@ class TestTimeAugment(nn.Module):
         for deg in self.rotate:
             r = math.radians(deg)
             theta = x.new_tensor([[math.cos(r), -math.sin(r), 0.0], [math.sin(r), math.cos(r), 0.0]]).expand(len(x), 2, 3)
-            grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-            out.append(F.grid_sample(x - self.bg, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + self.bg)
+            out.append(warp(x - self.bg, theta) + self.bg)
         return out
 
     def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:

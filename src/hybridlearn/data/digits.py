@@ -39,7 +39,8 @@ import yaml
 
 from hybridlearn.data.download import ensure_files
 from hybridlearn.data.loaders import SplitLoaders, seeded_split, tensor_loader
-from hybridlearn.data.mnist import MNIST_MEAN, MNIST_STD
+from hybridlearn.data.mnist import VALUE_RANGES, to_range
+from hybridlearn.config import plain
 from hybridlearn.errors import ConfigError, DataError
 
 log = logging.getLogger(__name__)
@@ -64,7 +65,6 @@ BUILTIN_SHEETS: list[dict[str, Any]] = [
     {"file": "cossio.png", "rows": 31, "cols": 10, "labels": "csv", "labels_file": "cossio.csv", "invert": True,
      "writer": "cossio"},
 ]
-VALUE_RANGES = ("unit", "tanh", "standard")
 PREPROCESS = ("paper", "clean")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
@@ -197,17 +197,6 @@ def preprocess_cell(cell: np.ndarray, size: int, invert: bool, preprocess: str =
         x = 1 - x if invert else x
         return mnist_like(x, size, border, despeckle=despeckle)
     raise ConfigError(f"data.preprocess must be one of {', '.join(PREPROCESS)} (got {preprocess!r})")
-
-
-def to_range(x: torch.Tensor, value_range: str) -> torch.Tensor:
-    """Float images in [0, 1] -> the requested range (as MNISTDataModule's value_range)."""
-    if value_range == "unit":
-        return x
-    if value_range == "tanh":
-        return x * 2 - 1
-    if value_range == "standard":
-        return (x - MNIST_MEAN) / MNIST_STD
-    raise ConfigError(f"data.value_range must be one of {', '.join(VALUE_RANGES)} (got {value_range!r})")
 
 
 def background_value(value_range: str) -> float:
@@ -379,18 +368,6 @@ def resolve_sheets(data_dir: str | Path, manifest: str | None = "builtin", extra
 # ----------------------------------------------------------------------------- datamodule
 
 
-def _plain(v: Any) -> Any:
-    """DictConfig/ListConfig (from Hydra) -> dict/list, so hparams load with weights_only=True."""
-    try:
-        from omegaconf import DictConfig, ListConfig, OmegaConf
-
-        if isinstance(v, (DictConfig, ListConfig)):
-            return OmegaConf.to_container(v, resolve=True)
-    except ImportError:  # pragma: no cover
-        pass
-    return v
-
-
 class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
     """The scanned digit sheets as in-memory tensors with a seeded train/val/test split.
 
@@ -422,8 +399,8 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
         download_timeout: float = 30.0,
     ):
         super().__init__()
-        extra_manifests = list(_plain(extra_manifests) or [])
-        writer_groups = dict(_plain(writer_groups) or {})
+        extra_manifests = list(plain(extra_manifests) or [])
+        writer_groups = dict(plain(writer_groups) or {})
         if isinstance(size, bool) or not isinstance(size, int) or size < 8:
             raise ConfigError(f"data.size must be an integer >= 8 (got {size!r})")
         if preprocess not in PREPROCESS:
@@ -464,8 +441,7 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
             is_test = torch.tensor([w == hp.test_writer for w in d.writer])
             test, rest = torch.nonzero(is_test).flatten(), torch.nonzero(~is_test).flatten()
         else:
-            rest_part, test = seeded_split(n, [1 - hp.test_fraction, hp.test_fraction], hp.split_seed)
-            rest = rest_part
+            rest, test = seeded_split(n, [1 - hp.test_fraction, hp.test_fraction], hp.split_seed)
         # The validation split comes out of the training part (Keras' validation_split).
         order = rest[torch.randperm(len(rest), generator=torch.Generator().manual_seed(hp.split_seed + 1))]
         n_val = int(round(hp.val_fraction * len(rest)))

@@ -57,16 +57,23 @@ def load_mnist(
     return out
 
 
-def to_float(images: torch.Tensor, value_range: str) -> torch.Tensor:
-    """uint8 [N, H, W] -> float [N, 1, H, W] in the requested range."""
-    x = images.unsqueeze(1).float().div_(255.0)
+VALUE_RANGES = ("unit", "tanh", "standard")
+
+
+def to_range(x: torch.Tensor, value_range: str, inplace: bool = False) -> torch.Tensor:
+    """Float images in [0, 1] -> `value_range`: unit [0, 1] | tanh [-1, 1] (for GAN generators
+    with a tanh output) | standard (MNIST mean/std). `inplace` overwrites `x` (fresh tensors)."""
+    if value_range not in VALUE_RANGES:
+        raise ConfigError(f"data.value_range must be one of {', '.join(VALUE_RANGES)} (got {value_range!r})")
     if value_range == "unit":
         return x
-    if value_range == "tanh":  # [-1, 1], for GAN generators with a tanh output
-        return x.mul_(2).sub_(1)
-    if value_range == "standard":
-        return x.sub_(MNIST_MEAN).div_(MNIST_STD)
-    raise ConfigError(f"data.value_range must be one of unit, tanh, standard (got {value_range!r})")
+    x = x if inplace else x.clone()
+    return x.mul_(2).sub_(1) if value_range == "tanh" else x.sub_(MNIST_MEAN).div_(MNIST_STD)
+
+
+def to_float(images: torch.Tensor, value_range: str) -> torch.Tensor:
+    """uint8 [N, H, W] -> float [N, 1, H, W] in the requested range."""
+    return to_range(images.unsqueeze(1).float().div_(255.0), value_range, inplace=True)
 
 
 class MNISTDataModule(SplitLoaders, L.LightningDataModule):

@@ -180,13 +180,13 @@ def make_chunks(specs: Sequence[NetSpec], bias: bool, init_range: float, dtype: 
     for i, s in enumerate(specs):
         key = (len(s.sizes), s.sizes[0], s.sizes[-1]) + tuple(padded_width(w, bias) for w in s.sizes[1:-1])
         groups.setdefault(key, []).append(i)
-    chunks = []
+    specs, chunks = list(specs), []
     for key, idx in sorted(groups.items()):
         per_net = sum(key[3:]) + key[2]
         n = max(1, chunk_units // per_net)
         k = math.ceil(len(idx) / n)  # equal-sized chunks rather than full ones and a small tail
         size = math.ceil(len(idx) / k)
-        chunks += [_Chunk(idx[j: j + size], list(specs), bias, init_range, dtype) for j in range(0, len(idx), size)]
+        chunks += [_Chunk(idx[j: j + size], specs, bias, init_range, dtype) for j in range(0, len(idx), size)]
     return sorted(chunks, key=lambda c: -c.units())
 
 
@@ -256,7 +256,6 @@ def train_sigmoid_grid(
     init_range: float = 1.0,
     workers: int = 1,
     chunk_units: int = 1024,
-    progress: Any = None,
 ) -> GridResult:
     """Train every network in `specs` (full-batch gradient descent) and return per-epoch histories,
     epochs run, best validation energy (and its params) per network.
@@ -279,10 +278,7 @@ def train_sigmoid_grid(
 
     def work(ck: _Chunk) -> dict[str, torch.Tensor]:
         with torch.no_grad():
-            r = _train_chunk(ck, x, xT, tT, K, E, coef, stop_energy)
-        if progress:
-            progress(ck)
-        return r
+            return _train_chunk(ck, x, xT, tT, K, E, coef, stop_energy)
 
     workers = max(1, min(int(workers), len(chunks)))
     if workers == 1:

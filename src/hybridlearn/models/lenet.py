@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from hybridlearn.config import plain
 from hybridlearn.errors import ConfigError, DataError
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
@@ -135,10 +136,7 @@ class LeNet5(L.LightningModule):
             raise ConfigError(f"model.freeze must be null, features or all_but_head (got {freeze!r})")
         if tta is not None and not isinstance(tta, Mapping):
             raise ConfigError(f"model.tta must be null or a mapping like {{rotate: [-8, 8]}} (got {tta!r})")
-        if tta is not None:  # a plain dict in hparams, so checkpoints load with weights_only=True
-            from omegaconf import DictConfig, OmegaConf
-
-            tta = OmegaConf.to_container(tta, resolve=True) if isinstance(tta, DictConfig) else dict(tta)
+        tta = plain(tta)
         self.save_hyperparameters(ignore=["pretrained", "pretrain", "augment"])
         self.net = LeNet5Net(in_size, in_channels, num_classes, activation, pool, first_padding)
         if init == "keras":

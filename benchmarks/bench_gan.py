@@ -123,7 +123,7 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
     from hydra.utils import instantiate
     from omegaconf import open_dict
 
-    from hybridlearn.cli import _instantiate_group
+    from hybridlearn.core.cli import _instantiate_group
 
     class Stamps(L.Callback):
         """Wall/CPU stamps per Lightning step; with `paired`, one bare-loop step after each
@@ -175,9 +175,9 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
 
 def fid_cost(n: int = 10000) -> float:
     """Seconds for one end-of-epoch evaluation (n samples: FID + class histogram)."""
-    from hybridlearn.data.mnist import load_mnist, to_float
-    from hybridlearn.gan_metrics import GANEvaluator, cached_classifier
-    from hybridlearn.models.gan import Generator
+    from hybridlearn.gan.metrics import GANEvaluator, cached_classifier
+    from hybridlearn.gan.model import Generator
+    from hybridlearn.mnist.data import load_mnist, to_float
 
     cache = os.environ.get("HYBRIDLEARN_CACHE", str(Path.home() / ".cache" / "hybridlearn"))
     net, info = cached_classifier(cache, os.environ["DATA_DIR"], 60000, 1)

@@ -33,9 +33,9 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "tests"))
 os.environ.setdefault("DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve()))
 
-from hybridlearn.data.gom import prepare_gom  # noqa: E402
-from hybridlearn.models.gom import ae_sizes, mlp_sizes  # noqa: E402
-from hybridlearn.models.gom_grid import NetSpec, train_sigmoid_grid  # noqa: E402
+from hybridlearn.gom.data import prepare_gom  # noqa: E402
+from hybridlearn.gom.grid import NetSpec, train_sigmoid_grid  # noqa: E402
+from hybridlearn.gom.nets import ae_sizes, mlp_sizes  # noqa: E402
 
 MLP_LRS = [0.0001, 0.001, 0.01, 0.1, 0.2, 0.5, 0.9]
 AE_LRS = [0.001, 0.01, 0.1]
@@ -43,9 +43,11 @@ AE_HIDDEN = list(range(1, 68)) + list(range(69, 137))
 
 
 def one_at_a_time(overrides: list[list[str]], workdir: Path) -> list[float]:
-    from conftest import compose_cfg  # the same composition as `python train.py <overrides>`
+    from conftest import (
+        compose_cfg,  # the same composition as `python train.py <overrides>`
+    )
 
-    from hybridlearn.cli import run
+    from hybridlearn.core.cli import run
 
     times = []
     for i, ov in enumerate(overrides):

@@ -2,7 +2,7 @@
 
     DATA_DIR=../shared/data python benchmarks/bench_lenet.py [--repeats 3] [--batch-size 128]
 
-Both paths see the same in-memory batches (hybridlearn.data.loaders) and use Adam without a
+Both paths see the same in-memory batches (hybridlearn.core.loaders) and use Adam without a
 scheduler; the Lightning path also computes and logs torchmetrics accuracy every step, as
 `experiment=lenet_mnist` does. Runs alternate so machine noise hits both alike; the table
 reports the median epoch time of each and their ratio (goal: Lightning <= 1.2x bare).
@@ -20,9 +20,9 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 
-from hybridlearn.data.loaders import tensor_loader
-from hybridlearn.data.mnist import MNISTDataModule
-from hybridlearn.models.lenet import LeNet5
+from hybridlearn.core.loaders import tensor_loader
+from hybridlearn.mnist.data import MNISTDataModule
+from hybridlearn.mnist.lenet import LeNet5
 
 warnings.filterwarnings("ignore")
 

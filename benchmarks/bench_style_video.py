@@ -33,7 +33,7 @@ STYLE = "starry_night.jpg"
 
 
 def run_pipeline(inp, out, backend="torch", data=None, model=None) -> dict:
-    from hybridlearn.models.style import stylize
+    from hybridlearn.style.stylize import stylize
 
     t0 = time.perf_counter()
     res = stylize(inp, STYLE, out, overwrite=True, data=data or {}, model={"backend": backend, **(model or {})},
@@ -70,7 +70,7 @@ def loop_clip(src: Path, dst: Path, times: int = 3) -> Path:
 def peak_rss_mb(inp: Path, out: Path, max_side: int) -> tuple[float, dict]:
     code = (
         "import json,resource,sys; sys.path.insert(0, %r)\n"
-        "from hybridlearn.models.style import stylize\n"
+        "from hybridlearn.style.stylize import stylize\n"
         "r = stylize(%r, %r, %r, overwrite=True, data={'max_side': %d}, writer={'preview': False, 'progress': False}, progress=False)\n"
         "hwm = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024\n"
         "print('RESULT', json.dumps({'rss_mb': hwm, 'frames': r['frames_written'], 'fps': r['fps_pipeline']}))\n"
@@ -190,7 +190,7 @@ def main() -> int:
 
     text = "\n".join(lines) + "\n"
     print(text)
-    from hybridlearn.utils.io import write_text_atomic
+    from hybridlearn.core.io import write_text_atomic
 
     write_text_atomic(args.out, text)
     print(f"wrote {args.out}")

@@ -28,8 +28,8 @@ def data_dir() -> Path:
     if not (DATA_DIR / "mnist").exists():
         # A fresh machine with internet: fetch MNIST now (md5-checked); the other data sets are
         # fetched by their data modules on first use.
-        from hybridlearn.data.mnist import load_mnist
-        from hybridlearn.errors import DataError
+        from hybridlearn.core.errors import DataError
+        from hybridlearn.mnist.data import load_mnist
 
         try:
             load_mnist(DATA_DIR)
@@ -54,7 +54,7 @@ def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
 @pytest.fixture
 def run_train(tmp_path: Path) -> Callable[..., dict]:
     """run_train(overrides, name="run") -> results.json of an in-process run in tmp_path/name."""
-    from hybridlearn.cli import run
+    from hybridlearn.core.cli import run
 
     def _run(overrides: list[str], name: str = "run") -> dict:
         out = tmp_path / name

@@ -10,8 +10,8 @@ import pytest
 import torch
 import yaml
 
-from hybridlearn.data.augment import HandwritingAugment
-from hybridlearn.data.digits import (
+from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.digits.data import (
     BUILTIN_SHEETS,
     DigitSheetsDataModule,
     build_digits,
@@ -22,7 +22,7 @@ from hybridlearn.data.digits import (
     read_manifest,
     resolve_sheets,
 )
-from hybridlearn.errors import ConfigError, DataError
+from hybridlearn.mnist.augment import HandwritingAugment
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_clean_preprocessing_centres_like_mnist(sheets):
 
 
 def test_despeckle_erases_small_blobs_only():
-    from hybridlearn.data.digits import mnist_like
+    from hybridlearn.digits.data import mnist_like
 
     cell = torch.zeros(40, 40)
     cell[6:22, 18:21] = 1.0  # a "1": a vertical stroke
@@ -239,7 +239,7 @@ def test_augment_keeps_background_and_range():
     x = torch.zeros(16, 1, 28, 28)
     x[:, :, 8:20, 12:16] = 1.0
     for vr in ("unit", "standard", "tanh"):
-        from hybridlearn.data.mnist import to_range
+        from hybridlearn.mnist.data import to_range
 
         xr = to_range(x, vr)
         aug = HandwritingAugment(value_range=vr)

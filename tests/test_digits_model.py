@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import compose_cfg, train_cli
 
-from hybridlearn.cli import run
-from hybridlearn.data.digits import cell_bounds
-from hybridlearn.errors import ConfigError, DataError
-from hybridlearn.models.lenet import LeNet5
-
-from conftest import ROOT, compose_cfg, train_cli
-
-if str(ROOT) not in sys.path:  # predict.py lives at the repo root
-    sys.path.insert(0, str(ROOT))
+from hybridlearn.core.cli import run
+from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.digits import predict
+from hybridlearn.digits.data import cell_bounds
+from hybridlearn.mnist.lenet import LeNet5
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
 
@@ -72,7 +68,6 @@ def _save_cells(sheet: Path, rows: int, cols: int, cells, out: Path, mode: str) 
 
 
 def test_predict_on_sliced_cells(digit_runs, data_dir, tmp_path, capsys):
-    import predict
 
     ckpt = digit_runs["transfer"]["metrics"]["last_ckpt"]
     digits = data_dir / "digits"
@@ -98,7 +93,6 @@ def test_predict_on_sliced_cells(digit_runs, data_dir, tmp_path, capsys):
 
 
 def test_predict_bad_input(digit_runs, tmp_path, capsys):
-    import predict
 
     ckpt = digit_runs["transfer"]["metrics"]["last_ckpt"]
     (tmp_path / "x.png").write_text("nope")
@@ -152,7 +146,6 @@ def test_tta_identity_equals_plain_prediction_and_is_saved(digit_runs):
     assert torch.allclose(p.sum(-1), torch.ones(16), atol=1e-5) and not torch.allclose(p, plain(x).softmax(-1), atol=1e-3)
     assert m.state_dict().keys() == plain.state_dict().keys()  # TTA holds no weights
     # the transfer experiment's checkpoint carries its TTA and despeckling, so predict.py matches the test
-    import predict
 
     model, prep = predict.load_model(digit_runs["transfer"]["metrics"]["last_ckpt"])
     assert model.tta is not None and model.tta.rotate == [-8.0, 8.0] and prep["despeckle"] > 0

@@ -6,13 +6,12 @@ import functools
 import http.server
 import shutil
 import threading
-from pathlib import Path
 
 import pytest
 
-from hybridlearn.data.download import ensure_files, md5sum
-from hybridlearn.data.mnist import MNIST_FILES, load_mnist
-from hybridlearn.errors import DataError
+from hybridlearn.core.download import ensure_files, md5sum
+from hybridlearn.core.errors import DataError
+from hybridlearn.mnist.data import MNIST_FILES, load_mnist
 
 
 @pytest.fixture
@@ -81,8 +80,8 @@ def test_missing_files_name_folder_and_data_dir(tmp_path):
 def test_atomic_output_has_usual_mode_and_refuses_overwrite(tmp_path):
     import os
 
-    from hybridlearn.errors import ConfigError
-    from hybridlearn.utils.io import atomic_output
+    from hybridlearn.core.errors import ConfigError
+    from hybridlearn.core.io import atomic_output
 
     umask = os.umask(0o022)
     try:

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import CONF_DIR, compose_cfg, train_cli
 
 EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
@@ -46,8 +45,8 @@ def test_lenet_mnist_one_epoch_accuracy(run_train, data_dir):
         assert key in header
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     # the best checkpoint loads safely and reproduces the reported test accuracy
-    from hybridlearn.data.mnist import MNISTDataModule
-    from hybridlearn.models.lenet import LeNet5
+    from hybridlearn.mnist.data import MNISTDataModule
+    from hybridlearn.mnist.lenet import LeNet5
 
     ckpt = torch.load(m["best_ckpt"], weights_only=True, map_location="cpu")
     model = LeNet5(**ckpt["hyper_parameters"])

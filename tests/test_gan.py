@@ -12,10 +12,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ROOT, compose_cfg
 from PIL import Image
 
-from conftest import ROOT, compose_cfg
-from hybridlearn.models.gan import Discriminator, Generator, MLPGAN, NonFiniteLossError
+from hybridlearn.gan.model import MLPGAN, Discriminator, Generator, NonFiniteLossError
 
 SMALL = ["experiment=gan_mnist", "data.train_subset=256", "data.batch_size=64", "trainer.max_epochs=2",
          "trainer.enable_progress_bar=false", "model.fid.num_samples=500", "model.fid.num_real=500",
@@ -24,7 +24,7 @@ SMALL = ["experiment=gan_mnist", "data.train_subset=256", "data.batch_size=64", 
 
 @pytest.fixture(scope="session")
 def fid_cache(tmp_path_factory, data_dir) -> Path:
-    from hybridlearn.gan_metrics import cached_classifier
+    from hybridlearn.gan.metrics import cached_classifier
 
     cache = tmp_path_factory.mktemp("fid_cache")
     cached_classifier(cache, data_dir, 5000, 1)
@@ -33,7 +33,7 @@ def fid_cache(tmp_path_factory, data_dir) -> Path:
 
 def run_gan(out: Path, overrides: list[str], fid_cache: Path) -> dict:
     """One in-process `train.py` run into `out`; returns results.json (SystemExit propagates)."""
-    from hybridlearn.cli import run
+    from hybridlearn.core.cli import run
 
     cfg = compose_cfg([*SMALL, f"model.fid.cache_dir={fid_cache}", *overrides], out)
     run(cfg)

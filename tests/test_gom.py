@@ -4,22 +4,28 @@ bad input files, config checks, a tiny multirun. Real data from DATA_DIR/gom."""
 from __future__ import annotations
 
 import json
-import os
 import math
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-from hybridlearn.data.gom import GOM_FILE, GomDataModule, kfold_indices, load_gom, prepare_gom, split_indices
-from hybridlearn.errors import ConfigError, DataError
-from hybridlearn.models.gom import (
-    Autoencoder, GomHybrid, SigmoidMLP, energy_and_delta, haversine_km, init_sigmoid_params, knn_predict, mlp_sizes,
-)
-from hybridlearn.models.gom_grid import NetSpec, train_sigmoid_grid
-
 from conftest import train_cli
+
+from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.gom.data import (
+    GOM_FILE,
+    GomDataModule,
+    kfold_indices,
+    load_gom,
+    prepare_gom,
+    split_indices,
+)
+from hybridlearn.gom.grid import NetSpec, train_sigmoid_grid
+from hybridlearn.gom.metrics import haversine_km, knn_predict
+from hybridlearn.gom.models import Autoencoder, GomHybrid, SigmoidMLP
+from hybridlearn.gom.nets import energy_and_delta, init_sigmoid_params, mlp_sizes
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +243,7 @@ def test_tiny_multirun(tmp_path):
     assert [r["status"] for r in results] == ["completed", "completed"]
     assert all(r["metrics"]["epochs_run"] == 3 and "test/km" in r["metrics"] for r in results)
     assert (sweep / "summary.md").exists()
-    from hybridlearn.gom_study import report_multirun
+    from hybridlearn.gom.study import report_multirun
 
     assert len(report_multirun(sweep).read_text().splitlines()) == 2 + 2 + 2  # title, blank, header, rule, 2 jobs
     assert (sweep / "mlp_best_curves.png").exists()
@@ -396,7 +402,7 @@ def test_study_entry_small(run_train):
 
 
 def test_multirun_report(tmp_path):
-    from hybridlearn.gom_study import report_multirun
+    from hybridlearn.gom.study import report_multirun
 
     hist = {k: [0.05, 0.04, 0.03] for k in ("train_energy", "val_energy", "train_delta", "val_delta",
                                             "train_delta_abs", "val_delta_abs")}

@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import ROOT, train_cli
 
 QUICK = ["experiment=lenet_mnist", "data.train_subset=3000", "data.test_subset=1000", "trainer.enable_progress_bar=false"]

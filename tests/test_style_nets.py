@@ -9,10 +9,16 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from hybridlearn.errors import DataError
-from hybridlearn.models.style import StyleTransfer, load_rgb, style_input
-from hybridlearn.models.style_convert import convert, load_weights, main, read_tflite_layers
-from hybridlearn.models.style_nets import StylePredictor, StyleTransformer, TemporalStats, reflect_pad
+from hybridlearn.core.errors import DataError
+from hybridlearn.style.convert import convert, load_weights, main, read_tflite_layers
+from hybridlearn.style.model import StyleTransfer, style_input
+from hybridlearn.style.nets import (
+    StylePredictor,
+    StyleTransformer,
+    TemporalStats,
+    reflect_pad,
+)
+from hybridlearn.style.video import load_rgb
 
 PRED = "magenta_style_predict_int8.tflite"
 FP16 = "magenta_style_transfer_fp16.tflite"

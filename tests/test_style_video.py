@@ -12,9 +12,10 @@ import pytest
 import torch
 from PIL import Image
 
-from hybridlearn.data.video import VideoFramesDataModule, output_size
-from hybridlearn.errors import ConfigError, DataError
-from hybridlearn.models.style import StyleTransfer, load_rgb, pad_to_multiple, stylize
+from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.style.model import StyleTransfer, pad_to_multiple
+from hybridlearn.style.stylize import stylize
+from hybridlearn.style.video import VideoFramesDataModule, load_rgb, output_size
 
 sys.path.insert(0, str(Path(__file__).parent))
 from style_media import make_audio_only, make_video, probe  # noqa: E402

@@ -1,0 +1,80 @@
+"""The one checkpoint loader: `weights_only=True` always, and one-line errors for a file that is not
+a checkpoint or that holds another model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, TypeVar
+
+import lightning as L
+import torch
+
+from hybridlearn.core.errors import ConfigError, DataError
+
+M = TypeVar("M", bound=L.LightningModule)
+CLASS_KEY = "hybridlearn_class"  # written by every module through ClassTagCallback (core.callbacks)
+
+
+def class_name(obj_or_cls: Any) -> str:
+    cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
+    """The checkpoint dict at `path`, read with `weights_only=True` (nothing in it can run code)."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise ConfigError(f"{what} {path} is not a file; give a .ckpt (e.g. <run>/checkpoints/last.ckpt)")
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - any unpickling/format error means "not a checkpoint we can read"
+        first = (str(e).strip().splitlines() or [""])[0][:200]
+        raise DataError(f"{what} {path} is not a readable PyTorch checkpoint ({type(e).__name__}: {first})") from None
+    if not isinstance(ck, dict) or not isinstance(ck.get("state_dict"), dict):
+        raise DataError(f"{what} {path} holds no Lightning state_dict; give a .ckpt written by train.py")
+    return ck
+
+
+def describe(ck: dict[str, Any]) -> str:
+    """A short guess of what a checkpoint holds (class, or its first weights)."""
+    if ck.get(CLASS_KEY):
+        return str(ck[CLASS_KEY]).rsplit(".", 1)[-1]
+    prefixes = sorted({k.split(".", 1)[0] for k in ck["state_dict"]})
+    return f"a model with weights {', '.join(prefixes[:4]) or '(none)'}"
+
+
+def check_class(ck: dict[str, Any], cls: type, path: str | Path, what: str = "checkpoint") -> None:
+    """One line when the checkpoint was written by another LightningModule class."""
+    tag = ck.get(CLASS_KEY)
+    if tag and tag != class_name(cls):
+        raise ConfigError(f"{what} {path} holds {describe(ck)}, not {cls.__name__}; give a checkpoint of this experiment")
+
+
+def load_module(cls: type[M], path: str | Path, what: str = "checkpoint", **kwargs: Any) -> M:
+    """`cls.load_from_checkpoint(path, weights_only=True)` after checking the file and its class;
+    mismatched weights (a checkpoint of another model) give one line instead of a state_dict dump."""
+    ck = read_checkpoint(path, what)
+    check_class(ck, cls, path, what)
+    try:
+        return cls.load_from_checkpoint(Path(path).expanduser(), map_location="cpu", weights_only=True, **kwargs)
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = (str(e).strip().splitlines() or [""])[0][:160]
+        raise ConfigError(f"{what} {path} holds {describe(ck)}, which does not fit {cls.__name__} ({first})") from None
+
+
+def check_fits(path: str | Path, model: L.LightningModule, what: str = "ckpt_path") -> None:
+    """Before `trainer.fit/test/predict(ckpt_path=...)`: the file is a checkpoint of `model`'s class
+    whose weights have the same names and shapes."""
+    ck = read_checkpoint(path, what)
+    check_class(ck, type(model), path, what)
+    own = model.state_dict()
+    theirs = ck["state_dict"]
+    missing = [k for k in own if k not in theirs]
+    extra = [k for k in theirs if k not in own]
+    wrong = [k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)]
+    if missing or extra or wrong:
+        detail = "; ".join(s for s in (
+            f"missing {', '.join(missing[:3])}" if missing else "",
+            f"unexpected {', '.join(extra[:3])}" if extra else "",
+            f"other shape {', '.join(wrong[:3])}" if wrong else "") if s)
+        raise ConfigError(f"{what}={path} holds {describe(ck)}, not this experiment's {type(model).__name__} ({detail})")

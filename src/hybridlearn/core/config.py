@@ -1,0 +1,88 @@
+"""Early config checks: every run is validated before any data is read or any model built."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from hybridlearn.core.errors import ConfigError
+
+# Keys that must be strictly positive wherever they appear (model, data, ...).
+POSITIVE_KEYS = ("lr", "learning_rate", "batch_size", "eval_batch_size")
+TASKS = ("fit", "predict", "test")
+
+
+def plain(v: Any) -> Any:
+    """DictConfig/ListConfig (from Hydra) -> dict/list, anything else unchanged: what a module
+    saves in its hparams must be plain, so checkpoints load with weights_only=True."""
+    return OmegaConf.to_container(v, resolve=True) if isinstance(v, (DictConfig, ListConfig)) else v
+
+
+def _walk(node: Any, prefix: str):
+    if isinstance(node, (Mapping, DictConfig)):
+        for k, v in node.items():
+            yield from _walk(v, f"{prefix}.{k}" if prefix else str(k))
+    elif isinstance(node, (Sequence, ListConfig)) and not isinstance(node, str):
+        for i, v in enumerate(node):
+            yield from _walk(v, f"{prefix}[{i}]")
+    else:
+        yield prefix, node
+
+
+def _is_positive_key(path: str) -> bool:
+    leaf = path.rsplit(".", 1)[-1].split("[", 1)[0]
+    return leaf in POSITIVE_KEYS or leaf.endswith("_lr")
+
+
+def validate(cfg: DictConfig) -> None:
+    """Raise ConfigError naming the first bad key."""
+    missing = OmegaConf.missing_keys(cfg)
+    if missing:
+        raise ConfigError(f"missing required config value(s): {', '.join(sorted(missing))}; set them on the command line")
+    if cfg.get("task", "fit") not in TASKS:
+        raise ConfigError(f"task must be one of {', '.join(TASKS)} (got {cfg.task!r})")
+    if not isinstance(cfg.get("seed"), int) and cfg.get("seed") is not None:
+        raise ConfigError(f"seed must be an integer or null (got {cfg.seed!r})")
+    for group in ("model", "data"):
+        for path, value in _walk(cfg.get(group) or {}, group):
+            if _is_positive_key(path) and value is not None:
+                if isinstance(value, bool) or not isinstance(value, (int, float)):
+                    raise ConfigError(f"{path} must be a positive number (got {value!r})")
+                if value <= 0:
+                    raise ConfigError(f"{path} must be > 0 (got {value})")
+    trainer = cfg.get("trainer") or {}
+    max_epochs = trainer.get("max_epochs")
+    if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < -1 or max_epochs == 0):
+        raise ConfigError(f"trainer.max_epochs must be a positive integer or -1 (got {max_epochs!r})")
+
+
+def check_int(key: str, v: Any, lo: int, hi: int) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise ConfigError(f"{key} must be an integer in [{lo}, {hi}] (got {v!r})")
+    return v
+
+
+def check_float(key: str, v: Any, lo: float, hi: float) -> float:
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo < v <= hi):
+        raise ConfigError(f"{key} must be a number in ({lo}, {hi}] (got {v!r})")
+    return float(v)
+
+
+def check_choice(key: str, v: Any, choices: Sequence[str]) -> str:
+    if v not in choices:
+        raise ConfigError(f"{key} must be one of {', '.join(choices)} (got {v!r})")
+    return v
+
+
+def conf_dir() -> Path:
+    """The `conf/` folder: $HYBRIDLEARN_CONF, else the one beside the source tree (editable install)."""
+    env = os.environ.get("HYBRIDLEARN_CONF")
+    candidates = [Path(env)] if env else [p / "conf" for p in Path(__file__).resolve().parents]
+    for c in candidates:
+        if (c / "train.yaml").is_file():
+            return c
+    raise ConfigError("conf/train.yaml not found; install the checkout with `make install` or set HYBRIDLEARN_CONF=<repo>/conf")

@@ -1,0 +1,48 @@
+"""Write-then-rename helpers: nothing is ever half-written, nothing a user made is overwritten
+unless asked."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator
+
+from hybridlearn.core.errors import ConfigError
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[Path]:
+    """Yield a temp path in the same folder as `path`; rename it onto `path` on success.
+
+    The temp file keeps the suffix of `path` so writers that pick a format from the extension
+    (PyAV, PIL, matplotlib) still work. On any exception the temp file is removed.
+    """
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise ConfigError(f"{path} already exists; choose another output path or set overwrite=true")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; outputs get the user's usual mode
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
+    with atomic_output(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
+    return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")

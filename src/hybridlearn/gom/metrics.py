@@ -1,0 +1,63 @@
+"""Geographic error metrics of the GOM regressors and their baselines (training mean, k-NN)."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
+
+
+def haversine_km(lat1, lon1, lat2, lon2):
+    """Great-circle distance in km between points given in degrees (torch tensors or numpy arrays)."""
+    xp = torch if isinstance(lat1, torch.Tensor) else np
+    lat1, lon1, lat2, lon2 = (xp.deg2rad(v) for v in (lat1, lon1, lat2, lon2))
+    a = xp.sin((lat2 - lat1) / 2) ** 2 + xp.cos(lat1) * xp.cos(lat2) * xp.sin((lon2 - lon1) / 2) ** 2
+    a = xp.clip(a, 0.0, 1.0)
+    return 2 * EARTH_RADIUS_KM * xp.arcsin(xp.sqrt(a))
+
+
+def r2_score(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
+    """Coefficient of determination per column."""
+    ss_res = ((true - pred) ** 2).sum(0)
+    ss_tot = ((true - true.mean(0)) ** 2).sum(0)
+    return 1.0 - ss_res / np.where(ss_tot > 0, ss_tot, 1.0)
+
+
+def geo_metrics(pred_deg, true_deg, prefix: str = "") -> dict[str, float]:
+    """km (mean/median great-circle error) and R^2 of latitude, longitude (and their mean)."""
+    p = np.asarray(pred_deg, dtype=np.float64)
+    t = np.asarray(true_deg, dtype=np.float64)
+    km = haversine_km(p[:, 0], p[:, 1], t[:, 0], t[:, 1])
+    r2 = r2_score(p, t)
+    return {f"{prefix}km": float(km.mean()), f"{prefix}km_median": float(np.median(km)),
+            f"{prefix}r2_lat": float(r2[0]), f"{prefix}r2_lon": float(r2[1]), f"{prefix}r2": float(r2.mean())}
+
+
+def knn_predict(x_train: np.ndarray, y_train_deg: np.ndarray, x_query: np.ndarray, k: int) -> np.ndarray:
+    """k-nearest-neighbour regression (Euclidean in scaled feature space); neighbours' positions are
+    averaged as unit vectors on the sphere (so 179E and 179W average to 180, not 0)."""
+    d = torch.cdist(torch.as_tensor(x_query, dtype=torch.float64), torch.as_tensor(x_train, dtype=torch.float64))
+    idx = d.topk(k, largest=False).indices.numpy()
+    lat, lon = np.deg2rad(y_train_deg[:, 0]), np.deg2rad(y_train_deg[:, 1])
+    v = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], 1)
+    m = v[idx].mean(1)
+    out_lat = np.rad2deg(np.arctan2(m[:, 2], np.hypot(m[:, 0], m[:, 1])))
+    out_lon = np.rad2deg(np.arctan2(m[:, 1], m[:, 0]))
+    return np.stack([out_lat, out_lon], 1)
+
+
+def baselines(d: dict[str, Any], ks: Sequence[int] = (1, 3, 5, 10, 20, 40)) -> dict[str, float]:
+    """Test-set km of the training-mean predictor and of k-NN (k chosen on the validation split)."""
+    x_tr, x_va, x_te = (d[f"x_{p}"].double().numpy() for p in ("train", "val", "test"))
+    y_tr, y_va, y_te = (d[f"yd_{p}"].numpy() for p in ("train", "val", "test"))
+    out = {}
+    mean_pred = np.broadcast_to(y_tr.mean(0), y_te.shape)
+    out.update(geo_metrics(mean_pred, y_te, "baseline_mean_"))
+    val_km = {k: float(haversine_km(*knn_predict(x_tr, y_tr, x_va, k).T, *y_va.T).mean()) for k in ks}
+    best_k = min(val_km, key=val_km.get)
+    out.update(geo_metrics(knn_predict(x_tr, y_tr, x_te, best_k), y_te, "baseline_knn_"))
+    out["baseline_knn_k"] = best_k
+    return out

@@ -1,0 +1,511 @@
+"""GOM study models (paper section on autoencoders + MLP regressors of music origin).
+
+- `SigmoidMLP`: L hidden layers of l sigmoid neurons, sigmoid output, weights U[-1,1], full-batch
+  gradient descent on the instant energy E = 1/2 sum_k e_k^2.
+- `Autoencoder`: one hidden sigmoid layer, reconstructs the 68 scaled features.
+- `GomHybrid`: a (pre-trained, frozen) autoencoder's code -> sigmoid MLP regressor of latitude and
+  longitude.
+
+Authors' code quirks are named switches (paper text is the default):
+  grad_reduction: mean | sum   gradient of the average energy (paper) or of the summed energy
+  bias: true | false           bias terms (the authors' networks had none)
+  input_layer: false | true    an extra n_in -> n_in sigmoid layer in front (authors' "input layer")
+(and in the data config: target_scaling per_column | joint, n_features 68 | 67).
+
+Logged per epoch, train and val: `energy` (average instant energy, mean over samples of
+1/2 sum_k e_k^2) and `delta` (mean local output gradient delta_k = e_k * phi'(v_k), averaged over
+samples and output neurons; `delta_abs` is the mean of |delta_k|).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import lightning as L
+import numpy as np
+import torch
+from torch import nn
+
+from hybridlearn.core.config import check_choice, check_float, check_int
+from hybridlearn.core.errors import ConfigError
+from hybridlearn.gom.grid import NetSpec, train_sigmoid_grid
+from hybridlearn.gom.metrics import baselines, geo_metrics, haversine_km
+from hybridlearn.gom.nets import (
+    SigmoidNet,
+    ae_sizes,
+    energy_and_delta,
+    mlp_sizes,
+)
+
+# --------------------------------------------------------------------------------------- metrics
+
+
+
+
+MAX_DEPTH, MAX_WIDTH, MAX_LR = 16, 4096, 10.0
+
+
+# ---------------------------------------------------------------------------------- sigmoid nets
+
+
+class _GomBase(L.LightningModule):
+    """Scalers as buffers (saved in checkpoints), per-epoch histories, km/R^2 test metrics."""
+
+    n_outputs = 2
+
+    def _init_common(self, n_inputs: int, n_outputs: int) -> None:
+        for name, n in (("x_lo", n_inputs), ("x_span", n_inputs), ("y_lo", n_outputs), ("y_span", n_outputs)):
+            self.register_buffer(name, torch.zeros(n, dtype=torch.float64))
+        self.history: dict[str, list[float]] = {k: [] for k in (
+            "train_energy", "train_delta", "train_delta_abs", "val_energy", "val_delta", "val_delta_abs")}
+        self.extra_results: dict[str, Any] = {}
+        self._acc: dict[str, list] = {}
+        self._test_pred: list[torch.Tensor] = []
+        self._test_true: list[torch.Tensor] = []
+
+    # ---- data hooks
+    def _dm_data(self) -> dict[str, Any] | None:
+        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        return getattr(dm, "d", None)
+
+    def setup(self, stage: str) -> None:
+        d = self._dm_data()
+        if d is not None and stage == "fit":
+            xs, ys = d["x_scaler"], d["y_scaler"]
+            if len(xs.lo) != len(self.x_lo):
+                raise ConfigError(
+                    f"model.n_inputs={len(self.x_lo)} but the data has {len(xs.lo)} feature columns "
+                    f"(data.n_features); set model.n_inputs=${{data.n_features}}")
+            with torch.no_grad():
+                self.x_lo.copy_(torch.as_tensor(xs.lo)); self.x_span.copy_(torch.as_tensor(xs.span))
+                self.y_lo.copy_(torch.as_tensor(ys.lo)); self.y_span.copy_(torch.as_tensor(ys.span))
+
+    def on_fit_start(self) -> None:
+        d = self._dm_data()
+        pdt = next((p.dtype for p in self.parameters()), torch.float32)
+        if d is not None and d["x_train"].dtype != pdt:
+            raise ConfigError(f"data.dtype={str(d['x_train'].dtype).replace('torch.', '')} but the model is "
+                              f"{str(pdt).replace('torch.', '')}; use trainer.precision=64-true with data.dtype=float64")
+
+    def to_degrees(self, y_scaled: torch.Tensor) -> torch.Tensor:
+        return y_scaled.double() * self.y_span + self.y_lo
+
+    def scale_features(self, x_raw: torch.Tensor) -> torch.Tensor:
+        return (x_raw.double() - self.x_lo) / self.x_span
+
+    # ---- logging helpers
+    def _log_pair(self, split: str, energy: torch.Tensor, delta: torch.Tensor, delta_abs: torch.Tensor, bs: int):
+        self.log(f"{split}/energy", energy, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
+        self.log(f"{split}/delta", delta, on_step=False, on_epoch=True, batch_size=bs)
+        self.log(f"{split}/delta_abs", delta_abs, on_step=False, on_epoch=True, batch_size=bs)
+        if split in ("train", "val") and not self.trainer.sanity_checking:
+            acc = self._acc.setdefault(split, [0.0, 0.0, 0.0, 0])
+            for i, v in enumerate((energy, delta, delta_abs)):
+                acc[i] += float(v) * bs
+            acc[3] += bs
+
+    def _flush(self, split: str) -> float | None:
+        acc = self._acc.pop(split, None)
+        if not acc or not acc[3]:
+            return None
+        n = acc[3]
+        for i, name in enumerate(("energy", "delta", "delta_abs")):
+            self.history[f"{split}_{name}"].append(acc[i] / n)
+        return acc[0] / n
+
+    def on_train_epoch_start(self) -> None:
+        self._acc.pop("train", None)
+
+    def on_train_epoch_end(self) -> None:
+        e = self._flush("train")
+        stop = getattr(self.hparams, "stop_energy", None)
+        if stop and e is not None and e < stop:
+            self.trainer.should_stop = True
+        self._summarize()
+
+    def on_validation_epoch_start(self) -> None:
+        self._acc.pop("val", None)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self.trainer.sanity_checking:
+            self._flush("val")
+            self._summarize()
+
+    def _summarize(self) -> None:
+        h = self.history
+        if h["val_energy"]:
+            best = int(np.argmin(h["val_energy"]))
+            self.extra_results.update(best_val_energy=h["val_energy"][best], best_epoch=best + 1)
+        self.extra_results.update(epochs_run=len(h["train_energy"]),
+                                  final_train_energy=h["train_energy"][-1] if h["train_energy"] else None,
+                                  history=h)
+
+    # ---- test: km and R^2 in degrees, plus baselines
+    def on_test_epoch_start(self) -> None:
+        self._test_pred, self._test_true = [], []
+
+    def _collect_test(self, y_scaled_pred: torch.Tensor, y_deg: torch.Tensor) -> None:
+        self._test_pred.append(self.to_degrees(y_scaled_pred.detach()).cpu())
+        self._test_true.append(y_deg.detach().double().cpu())
+
+    def on_test_epoch_end(self) -> None:
+        if not self._test_pred:
+            return
+        pred, true = torch.cat(self._test_pred).numpy(), torch.cat(self._test_true).numpy()
+        res = geo_metrics(pred, true, "test/")
+        d = self._dm_data()
+        if d is not None:
+            res.update({f"test/{k}": v for k, v in baselines(d).items()})
+        for k, v in res.items():
+            self.log(k, float(v))
+        self.extra_results.update(res)
+        self.extra_results["test_predictions_deg"] = pred.round(4).tolist()
+        self.extra_results["test_true_deg"] = true.round(4).tolist()
+
+
+class _FullBatchSigmoid(_GomBase):
+    """Shared training step of SigmoidMLP and Autoencoder: gradient descent on the energy."""
+
+    def _targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def _step(self, batch, split: str) -> torch.Tensor:
+        x, y, _ = batch
+        t = self._targets(x, y)
+        out = self.net(x)
+        e_n, delta, delta_abs = energy_and_delta(out, t)
+        energy = e_n.mean()
+        self._log_pair(split, energy, delta, delta_abs, len(x))
+        if split == "val":
+            self.log("val/loss", energy, on_step=False, on_epoch=True, batch_size=len(x))
+        return e_n.sum() if self.hparams.grad_reduction == "sum" else energy
+
+    def training_step(self, batch, batch_idx):
+        return self._step(batch, "train")
+
+    def validation_step(self, batch, batch_idx):
+        self._step(batch, "val")
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+
+class SigmoidMLP(_FullBatchSigmoid):
+    """depth hidden layers of `width` sigmoid neurons -> 2 sigmoid outputs (scaled lat, lon)."""
+
+    def __init__(
+        self,
+        depth: int = 1,
+        width: int = 3,
+        lr: float = 0.01,
+        n_inputs: int = 68,
+        n_outputs: int = 2,
+        bias: bool = True,
+        grad_reduction: str = "mean",
+        input_layer: bool = False,
+        init_range: float = 1.0,
+        stop_energy: float | None = 0.01,
+        seed: int = 0,
+    ):
+        super().__init__()
+        check_int("model.depth", depth, 1, MAX_DEPTH)
+        check_int("model.width", width, 1, MAX_WIDTH)
+        _check_training_args(lr, n_inputs, grad_reduction, init_range)
+        self.save_hyperparameters()
+        self.sizes = mlp_sizes(n_inputs, depth, width, n_outputs, input_layer)
+        self.net = SigmoidNet(self.sizes, seed, bias, init_range)
+        self._init_common(n_inputs, n_outputs)
+
+    def test_step(self, batch, batch_idx):
+        x, y, yd = batch
+        out = self.net(x)
+        e_n, delta, delta_abs = energy_and_delta(out, y)
+        self._log_pair("test", e_n.mean(), delta, delta_abs, len(x))
+        self._collect_test(out, yd)
+
+    def predict_step(self, batch, batch_idx):
+        return self.to_degrees(self.net(batch[0]))
+
+
+def _check_training_args(lr: float, n_inputs: int, grad_reduction: str, init_range: float) -> None:
+    """Range checks shared by SigmoidMLP and Autoencoder."""
+    check_float("model.lr", lr, 0.0, MAX_LR)
+    check_int("model.n_inputs", n_inputs, 1, 68)
+    check_choice("model.grad_reduction", grad_reduction, ("mean", "sum"))
+    check_float("model.init_range", init_range, 0.0, 100.0)
+
+
+class Autoencoder(_FullBatchSigmoid):
+    """n_inputs -> hidden (sigmoid) -> n_inputs (sigmoid); hidden < n_inputs reduces (M1),
+    hidden > n_inputs extracts (M2)."""
+
+    def __init__(
+        self,
+        hidden: int = 19,
+        lr: float = 0.1,
+        n_inputs: int = 68,
+        bias: bool = True,
+        grad_reduction: str = "mean",
+        input_layer: bool = False,
+        init_range: float = 1.0,
+        stop_energy: float | None = 0.01,
+        seed: int = 0,
+    ):
+        super().__init__()
+        check_int("model.hidden", hidden, 1, MAX_WIDTH)
+        _check_training_args(lr, n_inputs, grad_reduction, init_range)
+        self.save_hyperparameters()
+        self.sizes = ae_sizes(n_inputs, hidden, input_layer)
+        self.net = SigmoidNet(self.sizes, seed, bias, init_range)
+        self._init_common(n_inputs, 2)
+
+    def _targets(self, x, y):
+        return x
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x, upto=-1)
+
+    def test_step(self, batch, batch_idx):
+        x = batch[0]
+        e_n, delta, delta_abs = energy_and_delta(self.net(x), x)
+        self._log_pair("test", e_n.mean(), delta, delta_abs, len(x))
+
+    def predict_step(self, batch, batch_idx):
+        return self.encode(batch[0])
+
+
+# ------------------------------------------------------------------------------------------ hybrid
+class GomHybrid(_GomBase):
+    """Autoencoder code -> MLP regressor of (scaled) latitude and longitude.
+
+    The autoencoder (`ae_*`) is trained first, at fit start, with the same full-batch gradient
+    descent as `Autoencoder` (vectorized engine, G=1, identical numbers); its weights at the
+    epoch of lowest validation energy become a frozen encoder (buffers, saved in checkpoints).
+    The regressor is then trained by Lightning with `optimizer`/`loss` on minibatches.
+
+    head: regression (paper): sigmoid outputs = scaled (lat, lon), loss mae | energy | mse | km
+            (km = mean great-circle distance, the evaluation metric itself).
+          locations: softmax over the distinct origin locations of the training split (at most
+            `max_locations`), cross-entropy loss; the prediction is the training location that
+            minimises the expected great-circle distance under the predicted distribution.
+    Paper/authors: regression head [3] sigmoid, Adam(0.01), MAE, 500 epochs, batch 50.
+    """
+
+    def __init__(
+        self,
+        ae_hidden: int = 19,
+        ae_lr: float = 0.1,
+        ae_epochs: int = 100,
+        ae_grad_reduction: str = "mean",
+        ae_bias: bool = True,
+        ae_input_layer: bool = False,
+        ae_stop_energy: float | None = 0.01,
+        hidden: Sequence[int] = (3,),
+        lr: float = 0.01,
+        optimizer: str = "adam",
+        loss: str = "mae",
+        head: str = "regression",
+        bias: bool = True,
+        init_range: float | None = 1.0,
+        weight_decay: float = 0.0,
+        dropout: float = 0.0,
+        include_features: bool = False,
+        use_code: bool = True,
+        early_stop_patience: int = 0,
+        early_stop_on: str = "energy",
+        max_locations: int = 64,
+        n_inputs: int = 68,
+        seed: int = 0,
+    ):
+        super().__init__()
+        check_int("model.ae_hidden", ae_hidden, 1, MAX_WIDTH)
+        check_float("model.ae_lr", ae_lr, 0.0, MAX_LR)
+        check_int("model.ae_epochs", ae_epochs, 1, 100_000)
+        check_choice("model.ae_grad_reduction", ae_grad_reduction, ("mean", "sum"))
+        check_float("model.lr", lr, 0.0, MAX_LR)
+        check_choice("model.optimizer", optimizer, ("adam", "sgd"))
+        check_choice("model.head", head, ("regression", "locations"))
+        if head == "regression":
+            check_choice("model.loss", loss, ("mae", "energy", "mse", "km"))
+        check_choice("model.early_stop_on", early_stop_on, ("energy", "loss", "km"))
+        check_int("model.early_stop_patience", early_stop_patience, 0, 100_000)
+        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
+            raise ConfigError(f"model.dropout must be in [0, 1) (got {dropout!r})")
+        if not use_code and not include_features:
+            raise ConfigError("model.use_code=false needs model.include_features=true (the regressor needs an input)")
+        hidden = [int(w) for w in hidden]
+        check_int("model.hidden (number of layers)", len(hidden), 0, MAX_DEPTH)
+        for i, w in enumerate(hidden):
+            check_int(f"model.hidden[{i}]", w, 1, MAX_WIDTH)
+        self.save_hyperparameters()
+        self.ae_sizes = ae_sizes(n_inputs, ae_hidden, ae_input_layer)
+        enc_sizes = self.ae_sizes[:-1]
+        for i, (a, b) in enumerate(zip(enc_sizes[:-1], enc_sizes[1:])):
+            self.register_buffer(f"enc_w{i}", torch.zeros(b, a))
+            self.register_buffer(f"enc_b{i}", torch.zeros(b))
+        self.n_enc = len(enc_sizes) - 1
+        self.register_buffer("ae_trained", torch.zeros((), dtype=torch.bool))
+        code = (ae_hidden if use_code else 0) + (n_inputs if include_features else 0)
+        if head == "regression":
+            self.reg = SigmoidNet([code] + hidden + [2], seed + 1, bias, init_range)
+            self.drop = nn.Identity()
+        else:
+            self.reg = SigmoidNet([code] + hidden, seed + 1, bias, init_range) if hidden else nn.Identity()
+            self.drop = nn.Dropout(dropout)
+            self.logits = nn.Linear(hidden[-1] if hidden else code, max_locations)
+            self.register_buffer("locs", torch.zeros(max_locations, 2, dtype=torch.float64))
+            self.register_buffer("loc_valid", torch.zeros(max_locations, dtype=torch.bool))
+        self._init_common(n_inputs, 2)
+        self._best_val = math.inf
+        self._bad_epochs = 0
+
+    # ---- network
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        h = x
+        for i in range(self.n_enc):
+            h = torch.sigmoid(h @ getattr(self, f"enc_w{i}").T + getattr(self, f"enc_b{i}"))
+        parts = ([h] if self.hparams.use_code else []) + ([x] if self.hparams.include_features else [])
+        return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
+
+    def _logits(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.logits(self.drop(self.reg(self.encode(x))))
+        return z.masked_fill(~self.loc_valid, float("-inf"))
+
+    def predict_scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """Scaled (lat, lon) prediction in [0, 1] for either head."""
+        if self.hparams.head == "regression":
+            return self.reg(self.encode(x))
+        p = self._logits(x).softmax(1).double()  # [N, C]
+        L = self.locs
+        D = haversine_km(L[:, None, 0], L[:, None, 1], L[None, :, 0], L[None, :, 1])  # [C, C]
+        cost = (p @ D).masked_fill(~self.loc_valid, float("inf"))
+        deg = L[cost.argmin(1)]
+        return ((deg - self.y_lo) / self.y_span).to(x.dtype)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.predict_scaled(x)
+
+    # ---- fit start: scalers, autoencoder, location table
+    def setup(self, stage: str) -> None:
+        super().setup(stage)
+        d = self._dm_data()
+        if stage == "fit" and d is not None and not bool(self.ae_trained):
+            if self.hparams.use_code:
+                self.pretrain_autoencoder(d)
+            if self.hparams.head == "locations":
+                locs = np.unique(np.round(d["yd_train"].numpy(), 4), axis=0)
+                if len(locs) > self.hparams.max_locations:
+                    raise ConfigError(f"model.max_locations={self.hparams.max_locations} but the training split has "
+                                      f"{len(locs)} distinct locations; raise model.max_locations")
+                with torch.no_grad():
+                    self.locs[: len(locs)] = torch.as_tensor(locs)
+                    self.loc_valid[: len(locs)] = True
+            self.ae_trained.fill_(True)
+
+    def _loc_index(self, yd: torch.Tensor) -> torch.Tensor:
+        d = (yd.double()[:, None, :] - self.locs[None]).abs().sum(-1)
+        d = d.masked_fill(~self.loc_valid, float("inf"))
+        return d.argmin(1)
+
+    def pretrain_autoencoder(self, d: dict[str, Any]) -> None:
+        h = self.hparams
+        spec = NetSpec(tuple(self.ae_sizes), h.ae_lr, h.seed, {"hidden": h.ae_hidden})
+        res = train_sigmoid_grid(
+            [spec], d["x_train"], d["x_train"], d["x_val"], d["x_val"], epochs=h.ae_epochs,
+            grad_reduction=h.ae_grad_reduction, bias=h.ae_bias, stop_energy=h.ae_stop_energy,
+        )
+        params = res.best_params[0]
+        with torch.no_grad():
+            for i in range(self.n_enc):
+                w, b = params[i]
+                getattr(self, f"enc_w{i}").copy_(w)
+                getattr(self, f"enc_b{i}").copy_(b if b is not None else torch.zeros_like(getattr(self, f"enc_b{i}")))
+        self.extra_results.update(
+            ae_best_val_energy=float(res.best_val[0]), ae_best_epoch=int(res.best_epoch[0]),
+            ae_epochs_run=int(res.epochs_run[0]),
+            ae_history={"train_energy": res.train_energy[0].tolist(), "val_energy": res.val_energy[0].tolist()},
+        )
+
+    # ---- steps
+    def _loss(self, x: torch.Tensor, y: torch.Tensor, yd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(training loss, scaled prediction)."""
+        if self.hparams.head == "locations":
+            z = self._logits(x)
+            loss = nn.functional.cross_entropy(z, self._loc_index(yd))
+            with torch.no_grad():
+                out = self.predict_scaled(x)
+            return loss, out
+        out = self.reg(self.encode(x))
+        kind = self.hparams.loss
+        if kind == "mae":
+            loss = (out - y).abs().mean()
+        elif kind == "mse":
+            loss = ((out - y) ** 2).mean()
+        elif kind == "km":
+            deg = out * self.y_span.to(out.dtype) + self.y_lo.to(out.dtype)
+            loss = haversine_km(deg[:, 0], deg[:, 1], yd[:, 0].to(out.dtype), yd[:, 1].to(out.dtype)).mean() / 1000
+        else:
+            loss = 0.5 * ((out - y) ** 2).sum(1).mean()
+        return loss, out
+
+    def training_step(self, batch, batch_idx):
+        x, y, yd = batch
+        loss, out = self._loss(x, y, yd)
+        e_n, delta, delta_abs = energy_and_delta(out.detach(), y)
+        self._log_pair("train", e_n.mean(), delta, delta_abs, len(x))
+        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        x, y, yd = batch
+        loss, out = self._loss(x, y, yd)
+        e_n, delta, delta_abs = energy_and_delta(out, y)
+        self._log_pair("val", e_n.mean(), delta, delta_abs, len(x))
+        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        km = haversine_km(*self.to_degrees(out).T, *yd.double().T).mean()
+        self.log("val/km", km, on_step=False, on_epoch=True, batch_size=len(x))
+        if not self.trainer.sanity_checking:
+            self._val_acc = getattr(self, "_val_acc", [0.0, 0.0, 0])
+            self._val_acc[0] += float(loss) * len(x)
+            self._val_acc[1] += float(km) * len(x)
+            self._val_acc[2] += len(x)
+
+    def on_validation_epoch_end(self) -> None:
+        super().on_validation_epoch_end()
+        acc, self._val_acc = getattr(self, "_val_acc", None), [0.0, 0.0, 0]
+        p = self.hparams.early_stop_patience
+        if self.trainer.sanity_checking or not acc or not acc[2]:
+            return
+        self.history.setdefault("val_loss", []).append(acc[0] / acc[2])
+        self.history.setdefault("val_km", []).append(acc[1] / acc[2])
+        if not p:
+            return
+        v = {"energy": self.history["val_energy"][-1], "loss": acc[0] / acc[2], "km": acc[1] / acc[2]}[
+            self.hparams.early_stop_on]
+        if v < self._best_val:
+            self._best_val, self._bad_epochs = v, 0
+        else:
+            self._bad_epochs += 1
+            if self._bad_epochs >= p:
+                self.trainer.should_stop = True
+
+    def test_step(self, batch, batch_idx):
+        x, y, yd = batch
+        out = self.predict_scaled(x)
+        e_n, delta, delta_abs = energy_and_delta(out, y)
+        self._log_pair("test", e_n.mean(), delta, delta_abs, len(x))
+        self._collect_test(out, yd)
+
+    def predict_step(self, batch, batch_idx):
+        return self.to_degrees(self.predict_scaled(batch[0]))
+
+    def configure_optimizers(self):
+        h = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if h.optimizer == "adam":
+            return torch.optim.Adam(params, lr=h.lr, weight_decay=h.weight_decay)
+        return torch.optim.SGD(params, lr=h.lr, weight_decay=h.weight_decay)

@@ -1,0 +1,107 @@
+"""Handwriting augmentation applied to whole batches of tensors (no per-sample Python work)."""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hybridlearn.core.errors import ConfigError
+from hybridlearn.mnist.data import background_value, to_range
+
+
+def warp(z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+    """Affine warp of [N, C, H, W] images by `theta` [N, 2, 3] (output -> input, grid units),
+    bilinear, filling with 0: callers shift their background to 0 first."""
+    grid = F.affine_grid(theta, list(z.shape), align_corners=False)
+    return F.grid_sample(z, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+
+
+class HandwritingAugment(nn.Module):
+    """Random small rotation, shear, scale and shift (one affine warp per image) and stroke
+    thickness changes (grey dilation/erosion, blended by a random amount), for images with light
+    ink on a dark background.
+
+    `value_range` (unit | tanh | standard) tells which value is "no ink", so warps fill with the
+    background and thickness acts on the ink. Holds no parameters or buffers, so a model that
+    carries it keeps the same state_dict.
+    """
+
+    def __init__(self, rotate: float = 12.0, shear: float = 8.0, scale: tuple[float, float] = (0.85, 1.15),
+                 translate: float = 0.1, thickness: float = 0.5, p: float = 1.0, value_range: str = "unit"):
+        super().__init__()
+        lo, hi = float(scale[0]), float(scale[1])
+        if not 0 < lo <= hi:
+            raise ConfigError(f"augment.scale must be [low, high] with 0 < low <= high (got {list(scale)})")
+        if not 0 <= p <= 1 or not 0 <= thickness <= 1:
+            raise ConfigError(f"augment.p and augment.thickness must be in [0, 1] (got {p}, {thickness})")
+        self.rotate, self.shear, self.scale, self.translate = rotate, shear, (lo, hi), translate
+        self.thickness, self.p = thickness, p
+        self.bg = background_value(value_range)
+        self.ink = float(to_range(torch.ones(()), value_range))
+
+    def _u(self, n: int, lo: float, hi: float, device) -> torch.Tensor:
+        return torch.rand(n, device=device) * (hi - lo) + lo
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, dev = x.shape[0], x.device
+        z = (x - self.bg) / (self.ink - self.bg)  # 0 = background, 1 = full ink
+        rot = torch.deg2rad(self._u(n, -self.rotate, self.rotate, dev))
+        sh = torch.deg2rad(self._u(n, -self.shear, self.shear, dev))
+        sc = torch.exp(self._u(n, math.log(self.scale[0]), math.log(self.scale[1]), dev))
+        t = self._u(2 * n, -self.translate, self.translate, dev).view(n, 2) * 2  # grid units span 2
+        cos, sin, tan = torch.cos(rot), torch.sin(rot), torch.tan(sh)
+        # inverse map (output -> input): rotate, shear x, then 1/scale
+        a = torch.stack([torch.stack([cos, -sin + cos * tan], -1), torch.stack([sin, cos + sin * tan], -1)], 1)
+        a = a / sc.view(n, 1, 1)
+        theta = torch.cat([a, t.unsqueeze(-1)], -1)
+        keep = torch.rand(n, device=dev) >= self.p
+        theta[keep] = torch.eye(2, 3, device=dev)
+        z = warp(z, theta)
+        if self.thickness > 0:
+            dil = F.max_pool2d(z, 3, 1, 1)
+            ero = -F.max_pool2d(-z, 3, 1, 1)
+            amount = self._u(n, -self.thickness, self.thickness, dev).view(n, 1, 1, 1)
+            amount = torch.where(keep.view(n, 1, 1, 1), torch.zeros_like(amount), amount)
+            z = torch.where(amount > 0, z + amount * (dil - z), z + (-amount) * (ero - z))
+        return z.clamp_(0, 1) * (self.ink - self.bg) + self.bg
+
+    def extra_repr(self) -> str:
+        return (f"rotate={self.rotate}, shear={self.shear}, scale={self.scale}, translate={self.translate}, "
+                f"thickness={self.thickness}, p={self.p}")
+
+
+class TestTimeAugment(nn.Module):
+    """Test-time augmentation: the mean softmax of a model over the image and fixed small
+    rotations of it (`rotate`, degrees; an empty list = the image only, i.e. plain prediction).
+
+    Fixed, symmetric views rather than random ones, so predictions are deterministic. Rotation is
+    about the image centre, where MNIST-like cells have their centre of mass, and fills with the
+    background of `value_range`. It smooths the decision over the small slants a writer's hand
+    varies by (the training augmentation's range), which matters on ambiguous digits.
+    """
+
+    def __init__(self, rotate: Sequence[float] = (-8.0, 8.0), value_range: str = "unit"):
+        super().__init__()
+        self.rotate = [float(r) for r in rotate]
+        if any(abs(r) > 45 for r in self.rotate):
+            raise ConfigError(f"model.tta.rotate must be small angles in degrees, |angle| <= 45 (got {self.rotate})")
+        self.bg = background_value(value_range)
+
+    def views(self, x: torch.Tensor) -> list[torch.Tensor]:
+        out = [x]
+        for deg in self.rotate:
+            r = math.radians(deg)
+            theta = x.new_tensor([[math.cos(r), -math.sin(r), 0.0], [math.sin(r), math.cos(r), 0.0]]).expand(len(x), 2, 3)
+            out.append(warp(x - self.bg, theta) + self.bg)
+        return out
+
+    def forward(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        """Mean class probabilities [N, classes] of `model` (which returns logits) over the views."""
+        return torch.stack([F.softmax(model(v), -1) for v in self.views(x)]).mean(0)
+
+    def extra_repr(self) -> str:
+        return f"rotate={self.rotate}"

@@ -1,0 +1,143 @@
+"""MNIST from the four original IDX .gz files in `$DATA_DIR/mnist/`, decoded once into tensors."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+from typing import Sequence
+
+import lightning as L
+import numpy as np
+import torch
+
+from hybridlearn.core.download import ensure_files
+from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.core.loaders import SplitLoaders, seeded_split, tensor_loader
+
+MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
+# The mirrors torchvision uses.
+MNIST_MIRRORS = (
+    "https://ossci-datasets.s3.amazonaws.com/mnist/",
+    "http://yann.lecun.com/exdb/mnist/",
+)
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+
+
+def read_idx_gz(path: str | Path) -> np.ndarray:
+    """Decode one gzipped IDX file (magic 0x801 labels / 0x803 images) to a uint8 array."""
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    magic = int.from_bytes(raw[:4], "big")
+    if magic >> 8 != 0x08:
+        raise DataError(f"{path}: not an unsigned-byte IDX file (magic {magic:#x})")
+    ndim = magic & 0xFF
+    shape = tuple(int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+    data = np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim)
+    if data.size != int(np.prod(shape)):
+        raise DataError(f"{path}: header says {shape} but holds {data.size} bytes")
+    return data.reshape(shape)
+
+
+def load_mnist(
+    data_dir: str | Path, mirrors: Sequence[str] = MNIST_MIRRORS, timeout: float = 30.0
+) -> dict[str, torch.Tensor]:
+    """Return uint8 images [N, 28, 28] and int64 labels for train and test."""
+    folder = Path(data_dir).expanduser() / "mnist"
+    urls = {name: [m.rstrip("/") + "/" + name for m in mirrors] for name in MNIST_FILES}
+    paths = ensure_files(folder, MNIST_FILES, urls, what="MNIST", timeout=timeout)
+    out = {}
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        out[f"{split}_x"] = torch.from_numpy(read_idx_gz(paths[f"{prefix}-images-idx3-ubyte.gz"]).copy())
+        out[f"{split}_y"] = torch.from_numpy(read_idx_gz(paths[f"{prefix}-labels-idx1-ubyte.gz"]).astype(np.int64))
+    return out
+
+
+VALUE_RANGES = ("unit", "tanh", "standard")
+
+
+def to_range(x: torch.Tensor, value_range: str, inplace: bool = False) -> torch.Tensor:
+    """Float images in [0, 1] -> `value_range`: unit [0, 1] | tanh [-1, 1] (for GAN generators
+    with a tanh output) | standard (MNIST mean/std). `inplace` overwrites `x` (fresh tensors)."""
+    if value_range not in VALUE_RANGES:
+        raise ConfigError(f"data.value_range must be one of {', '.join(VALUE_RANGES)} (got {value_range!r})")
+    if value_range == "unit":
+        return x
+    x = x if inplace else x.clone()
+    return x.mul_(2).sub_(1) if value_range == "tanh" else x.sub_(MNIST_MEAN).div_(MNIST_STD)
+
+
+def background_value(value_range: str) -> float:
+    """The value of a black (no ink) pixel in `value_range`."""
+    return float(to_range(torch.zeros(()), value_range))
+
+
+def to_float(images: torch.Tensor, value_range: str) -> torch.Tensor:
+    """uint8 [N, H, W] -> float [N, 1, H, W] in the requested range."""
+    return to_range(images.unsqueeze(1).float().div_(255.0), value_range, inplace=True)
+
+
+class MNISTDataModule(SplitLoaders, L.LightningDataModule):
+    """MNIST with a seeded train/val split of the 60k training images; the 10k test set is kept apart.
+
+    `train_subset` / `test_subset` take the first N images (after the seeded split) so tests and
+    debug runs stay fast on a CPU.
+    """
+
+    def __init__(
+        self,
+        data_dir: str = "./data",
+        batch_size: int = 128,
+        eval_batch_size: int = 1000,
+        val_size: int = 5000,
+        value_range: str = "standard",
+        train_subset: int | None = None,
+        test_subset: int | None = None,
+        split_seed: int = 42,
+        shuffle_seed: int = 0,
+        mirrors: Sequence[str] = MNIST_MIRRORS,
+        download_timeout: float = 30.0,
+        drop_last: bool = False,
+    ):
+        super().__init__()
+        if batch_size <= 0 or eval_batch_size <= 0:
+            raise ConfigError(f"data.batch_size and data.eval_batch_size must be > 0 (got {batch_size}, {eval_batch_size})")
+        if not 0 <= val_size < 60000:
+            raise ConfigError(f"data.val_size must be in [0, 60000) (got {val_size})")
+        for key, v in (("train_subset", train_subset), ("test_subset", test_subset)):
+            if v is not None and v <= 0:
+                raise ConfigError(f"data.{key} must be > 0 or null (got {v})")
+        to_float(torch.zeros(1, 1, 1, dtype=torch.uint8), value_range)  # validates value_range early
+        self.save_hyperparameters(ignore=["mirrors", "download_timeout"])
+        self.data_dir, self.mirrors, self.timeout = data_dir, list(mirrors), download_timeout
+        self.batch_size, self.eval_batch_size, self.drop_last = batch_size, eval_batch_size, drop_last
+        self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def prepare_data(self) -> None:
+        # Fails before training starts: missing or corrupt files, with what to do.
+        load_mnist(self.data_dir, self.mirrors, self.timeout) if not self.tensors else None
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        raw = load_mnist(self.data_dir, self.mirrors, self.timeout)
+        hp = self.hparams
+        x, y = to_float(raw["train_x"], hp.value_range), raw["train_y"]
+        val_frac = hp.val_size / len(x)
+        train_idx, val_idx = seeded_split(len(x), [1 - val_frac, val_frac], hp.split_seed)
+        if hp.train_subset:
+            train_idx = train_idx[: hp.train_subset]
+            val_idx = val_idx[: max(1, hp.train_subset // 10)]
+        test_x, test_y = to_float(raw["test_x"], hp.value_range), raw["test_y"]
+        if hp.test_subset:
+            test_x, test_y = test_x[: hp.test_subset], test_y[: hp.test_subset]
+        self.tensors = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": (test_x, test_y)}
+
+    def _loader(self, split: str, train: bool):
+        seed = self.hparams.shuffle_seed
+        bs = self.batch_size if train else self.eval_batch_size
+        return tensor_loader(*self.tensors[split], batch_size=bs, shuffle=train, seed=seed, drop_last=train and self.drop_last)

@@ -1,0 +1,358 @@
+"""Arbitrary style transfer of videos (paper sections 2.3, 2.5, 3.3.2), as a stream.
+
+`StyleTransfer` (LightningModule, run by `trainer.predict`) stylizes batches of frames from
+`hybridlearn.style.video.VideoFramesDataModule` with the fast arbitrary style network of
+Ghiasi et al. 2017; `StylizedVideoWriter` (a BasePredictionWriter callback) encodes them with PyAV
+at the source timestamps and copies the source audio packet for packet. `stylize()` runs the
+whole thing from Python; `stylize.py` / `experiment=style_video` from the command line.
+
+Backends (`backend`): torch (PyTorch port, weights converted from the TF Lite files and cached),
+tflite (the TF Lite files, reference), tfhub (a TF Hub SavedModel). See docs/style_video.md.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.style import backends as sb
+from hybridlearn.style.convert import cached_weights, load_weights
+from hybridlearn.style.nets import StylePredictor, StyleTransformer, TemporalStats
+from hybridlearn.style.video import load_rgb, resolve_path
+
+log = logging.getLogger(__name__)
+warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
+
+BACKENDS = ("torch", "tflite", "tfhub")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+STYLE_SIZE = 256
+_DEFAULT_THREADS = torch.get_num_threads()
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float [1, 3, H, W] in [0, 1]"""
+    return torch.from_numpy(img).permute(2, 0, 1)[None].float().div_(255)
+
+
+def style_input(img: np.ndarray | torch.Tensor, size: int = STYLE_SIZE) -> torch.Tensor:
+    """Centre square crop, resized to size x size (antialiased): the predictor's input [1, 3, s, s]."""
+    x = to_tensor(img) if isinstance(img, np.ndarray) else img.float()
+    h, w = x.shape[-2:]
+    m = min(h, w)
+    top, left = (h - m) // 2, (w - m) // 2
+    x = x[..., top: top + m, left: left + m]
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
+
+
+def pad_to_multiple(x: torch.Tensor, k: int = 4) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Pad [B, C, H, W] bottom / right (reflect, replicate when too small) to multiples of k."""
+    h, w = x.shape[-2:]
+    ph, pw = (-h) % k, (-w) % k
+    if ph or pw:
+        mode = "reflect" if h > ph and w > pw else "replicate"
+        x = F.pad(x, (0, pw, 0, ph), mode=mode)
+    return x, (h, w)
+
+
+# ----------------------------------------------------------------------------- flicker
+class FlickerMeter:
+    """Temporal flicker: mean |S_t - S_{t-1}| of stylized frames over the same for input frames
+    (1.0: output changes as much as the input; larger: the stylization adds flicker)."""
+
+    def __init__(self) -> None:
+        self.prev_x = self.prev_y = None
+        self.sum_x = self.sum_y = 0.0
+        self.pairs = 0
+
+    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        """x, y: [B, 3, H, W] float in [0, 1], consecutive frames."""
+        x, y = x.float(), y.float()
+        if self.prev_x is not None:
+            x = torch.cat([self.prev_x, x])
+            y = torch.cat([self.prev_y, y])
+        if x.shape[0] > 1:
+            self.sum_x += (x[1:] - x[:-1]).abs().mean(dim=(1, 2, 3)).sum().item()
+            self.sum_y += (y[1:] - y[:-1]).abs().mean(dim=(1, 2, 3)).sum().item()
+            self.pairs += x.shape[0] - 1
+        self.prev_x, self.prev_y = x[-1:].clone(), y[-1:].clone()
+
+    def result(self) -> dict[str, float]:
+        if not self.pairs:
+            return {}
+        dx, dy = self.sum_x / self.pairs, self.sum_y / self.pairs
+        return {"flicker_input": dx, "flicker_output": dy, "flicker_ratio": dy / max(dx, 1e-12)}
+
+
+# ----------------------------------------------------------------------------- module
+class StylizedBatch:
+    """What predict_step returns: a plain object (not a collection) so Lightning never copies
+    or keeps the frames; the writer calls release() once they are encoded."""
+
+    __slots__ = ("frames", "pts", "index", "source")
+
+    def __init__(self, frames: torch.Tensor, pts: torch.Tensor, index: torch.Tensor, source: torch.Tensor | None):
+        self.frames, self.pts, self.index, self.source = frames, pts, index, source
+
+    def release(self) -> None:
+        self.frames = self.source = None
+
+
+class StyleTransfer(L.LightningModule):
+    """Stylize frames with one style image (Ghiasi et al. 2017).
+
+    style_image: path (as given, or under DATA_DIR/styles). strength in [0, 1]: blend of the style
+    vector with the content's own (first frame's) style vector, as Magenta does. backend: torch |
+    tflite | tfhub. precision: auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.
+    temporal_momentum: EMA factor of the instance-norm statistics over time (0 = per frame).
+    temporal_blend: motion-gated blending with the previous stylized frame (0 = off); pixels whose
+    input changed by more than blend_tau (in [0, 1]) are not blended. cut_threshold: a mean input
+    change above it is a scene cut (resets both).
+    """
+
+    def __init__(
+        self,
+        style_image: str | None = None,
+        data_dir: str | None = None,
+        backend: str = "torch",
+        strength: float = 1.0,
+        models_dir: str | None = None,
+        predict_file: str = "magenta_style_predict_int8.tflite",
+        transfer_file: str = "magenta_style_transfer_fp16.tflite",
+        weights: str | None = None,
+        cache_dir: str | None = None,
+        tfhub_handle: str = "https://tfhub.dev/google/magenta/arbitrary-image-stylization-v1-256/2",
+        precision: str = "auto",
+        channels_last: bool = False,
+        compile: bool = False,
+        threads: int | str | None = None,
+        temporal_momentum: float = 0.0,
+        temporal_blend: float = 0.0,
+        blend_tau: float = 0.06,
+        cut_threshold: float = 0.15,
+        measure_flicker: bool = True,
+    ):
+        super().__init__()
+        if backend not in BACKENDS:
+            raise ConfigError(f"model.backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
+        if precision not in PRECISIONS:
+            raise ConfigError(f"model.precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        if not 0.0 <= float(strength) <= 1.0:
+            raise ConfigError(f"model.strength must be in [0, 1] (got {strength})")
+        for k, v in (("temporal_momentum", temporal_momentum), ("temporal_blend", temporal_blend)):
+            if not 0.0 <= float(v) < 1.0:
+                raise ConfigError(f"model.{k} must be in [0, 1) (got {v})")
+        if backend == "tfhub" and float(strength) != 1.0:
+            raise ConfigError("model.strength < 1 needs the style vector, which a TF Hub module hides: use backend=torch or tflite")
+        if backend == "tfhub" and temporal_momentum > 0:
+            raise ConfigError("model.temporal_momentum needs the instance-norm statistics: use backend=torch (or temporal_blend)")
+        self.save_hyperparameters()
+
+        self.style_path = resolve_path(style_image, data_dir, "styles", "style")
+        self.style_rgb = load_rgb(self.style_path, "style")  # fails early on a bad style image
+        self.backend, self.strength = backend, float(strength)
+        self.precision_mode, self.channels_last, self.use_compile = precision, bool(channels_last), bool(compile)
+        self._net = None
+        self.threads = threads
+        models = Path(models_dir) if models_dir else (Path(data_dir) / "models" if data_dir else Path("models"))
+        self.predict_file = Path(predict_file) if Path(predict_file).is_absolute() else models / predict_file
+        self.transfer_file = Path(transfer_file) if Path(transfer_file).is_absolute() else models / transfer_file
+        self.predictor = self.transformer = None
+        self.ref = None
+        if backend == "torch":
+            self._build_torch(weights, cache_dir)
+        self.extra_results: dict[str, Any] = {}
+        self._reset_stream()
+
+    # --- backends
+    def _build_torch(self, weights, cache_dir) -> None:
+        path = Path(weights).expanduser() if weights else cached_weights(self.predict_file, self.transfer_file, cache_dir)
+        if not path.is_file():
+            raise DataError(f"model.weights {path} not found; run python -m hybridlearn.style.convert --out {path}")
+        payload = load_weights(path)
+        self.predictor, self.transformer = StylePredictor().eval(), StyleTransformer().eval()
+        self.predictor.load_state_dict(payload["predictor"])
+        self.transformer.load_state_dict(payload["transformer"])
+        for p in self.parameters():
+            p.requires_grad_(False)
+        self.weights_path = path
+
+    def _build_reference(self) -> None:
+        if self.backend == "tflite":
+            n = self.threads if isinstance(self.threads, int) else None
+            self.ref = sb.TFLiteBackend(self.predict_file, self.transfer_file, n)
+        else:
+            self.ref = sb.TFHubBackend(self.hparams.tfhub_handle)
+
+    def _reset_stream(self) -> None:
+        self.z = None
+        self.params = None
+        self.temporal = TemporalStats(float(self.hparams.temporal_momentum))
+        self.prev_in = self.prev_out = None
+        self.flicker = FlickerMeter()
+        self.n_frames = 0
+        self.compute_s = 0.0
+
+    @property
+    def compute_dtype(self) -> torch.dtype:
+        p = self.precision_mode
+        if p == "auto":
+            return torch.float16 if self.device.type == "cuda" else torch.float32
+        return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[p]
+
+    # --- style vectors
+    @torch.inference_mode()
+    def style_vector(self, img: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Style vector z [1, 100] of an image (uint8 HWC array or float [1, 3, H, W])."""
+        x = style_input(img).to(self.device)
+        if self.backend == "torch":
+            return self.predictor(x.float()).float()
+        if self.ref is None:
+            self._build_reference()
+        return self.ref.style_vector(x).to(self.device)
+
+    def set_style(self, content: torch.Tensor | None) -> None:
+        """Prepare the style for the frames to come; content: the first frame [1, 3, H, W]."""
+        if self.backend == "tfhub":
+            if self.ref is None:
+                self._build_reference()
+            self.ref.set_style(style_input(self.style_rgb))
+            return
+        z = self.style_vector(self.style_rgb)
+        if self.strength < 1.0 and content is not None:
+            z = self.strength * z + (1 - self.strength) * self.style_vector(content)
+        self.z = z
+        if self.backend == "torch":
+            with torch.inference_mode():  # (the transformer may already be fp16 from an earlier run)
+                wdt = self.transformer.contract_conv1.weight.dtype
+                self.params = {k: (b.float(), g.float()) for k, (b, g) in self.transformer.style_params(z.to(wdt)).items()}
+            dt = self.compute_dtype
+            if dt != torch.float32:
+                self.transformer.to(dt)
+            if self.channels_last:
+                self.transformer.to(memory_format=torch.channels_last)
+            self._net = self.transformer
+            if self.use_compile:
+                # static shapes: one compilation per frame size (the last batch is padded to full size)
+                self._net = torch.compile(self.transformer, dynamic=False)
+
+    def _set_threads(self) -> None:
+        """threads: an int, or null/"auto": torch's default, but 1 when the CPU is already busy
+        (load average >= cores): with OpenMP's spin-waiting, 2 threads on a shared 2-core machine
+        were 3-4x slower than 1 (580-980 vs 200 ms per 384x384 frame)."""
+        if self.device.type != "cpu" or self.backend != "torch":
+            return
+        if self.threads not in (None, "auto"):
+            torch.set_num_threads(int(self.threads))
+            return
+        try:
+            load, cores = os.getloadavg()[0], os.cpu_count() or 1
+        except OSError:
+            return
+        if cores > 1 and load >= cores:
+            log.info("CPU busy (load %.1f on %d cores): stylizing with 1 torch thread", load, cores)
+            torch.set_num_threads(1)
+        else:
+            torch.set_num_threads(_DEFAULT_THREADS)
+
+    def on_predict_start(self) -> None:
+        self._set_threads()
+        self._reset_stream()
+        if self.backend == "torch" and self.compute_dtype != torch.float32 and self.device.type == "cpu" \
+                and self.compute_dtype == torch.float16:
+            warnings.warn("model.precision=fp16 on CPU is slow; use fp32 or bf16", stacklevel=2)
+
+    # --- the work
+    def stylize_tensor(self, x: torch.Tensor, cuts: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, 3, H, W] float in [0, 1] (any H, W) -> stylized, same shape, float32."""
+        if self.z is None and self.backend != "tfhub":
+            self.set_style(x[:1])
+        if self.backend == "tfhub" and self.ref is None:
+            self.set_style(None)
+        if self.backend != "torch":
+            return self.ref.stylize(x) if self.backend == "tfhub" else self.ref.stylize(x, self.z)
+        xp, (h, w) = pad_to_multiple(x, 4)
+        xp = xp.to(self.compute_dtype)
+        if self.channels_last:
+            xp = xp.contiguous(memory_format=torch.channels_last)
+        temporal = self.temporal if self.temporal.momentum > 0 else None
+        n = xp.shape[0]
+        if self.use_compile:
+            self._max_batch = max(getattr(self, "_max_batch", 0), n)
+            if n < self._max_batch:  # same shape as the other batches: no recompilation
+                extra = self._max_batch - n
+                xp = torch.cat([xp, xp[-1:].expand(extra, -1, -1, -1)])
+                if cuts is not None:
+                    cuts = torch.cat([cuts, cuts.new_zeros(extra)])
+        y = self._net(xp, self.params, temporal, cuts)
+        return y[:n, :, :h, :w].float()
+
+    def _blend(self, x: torch.Tensor, y: torch.Tensor, cuts: torch.Tensor) -> torch.Tensor:
+        """Motion-gated temporal blending with the previous output frame."""
+        a, tau = float(self.hparams.temporal_blend), float(self.hparams.blend_tau)
+        out = []
+        for b in range(x.shape[0]):
+            if self.prev_out is None or bool(cuts[b]):
+                cur = y[b: b + 1]
+            else:
+                d = (x[b: b + 1] - self.prev_in).abs().mean(dim=1, keepdim=True)
+                d = F.max_pool2d(d, 5, stride=1, padding=2)  # a moving edge un-gates its neighbourhood
+                wgt = a * (1 - d / tau).clamp_(0, 1)
+                cur = torch.lerp(y[b: b + 1], self.prev_out, wgt)
+            out.append(cur)
+            self.prev_in, self.prev_out = x[b: b + 1], cur
+        return torch.cat(out)
+
+    def _cuts(self, x: torch.Tensor) -> torch.Tensor:
+        prev = self.prev_in if self.prev_in is not None else x[:1]
+        seq = torch.cat([prev, x])
+        change = (seq[1:] - seq[:-1]).abs().mean(dim=(1, 2, 3))
+        cuts = change > float(self.hparams.cut_threshold)
+        if self.prev_in is None:
+            cuts[0] = True
+        return cuts
+
+    def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> StylizedBatch:
+        t0 = time.perf_counter()
+        frames = batch["frames"].to(self.device, non_blocking=True)  # uint8 [B, H, W, 3]
+        x = frames.permute(0, 3, 1, 2).float().div_(255)
+        cuts = self._cuts(x)  # the temporal state restarts at scene cuts
+        y = self.stylize_tensor(x, cuts)
+        if self.hparams.temporal_blend > 0:
+            y = self._blend(x, y, cuts)
+        else:
+            self.prev_in = x[-1:]
+        if self.hparams.measure_flicker:
+            self.flicker.update(x, y)
+        self.n_frames += x.shape[0]
+        self.compute_s += time.perf_counter() - t0
+        return StylizedBatch(y, batch["pts"], batch["index"], frames)
+
+    def on_predict_end(self) -> None:
+        res = {"frames": self.n_frames, "backend": self.backend, "style": str(self.style_path),
+               "strength": self.strength}
+        if self.n_frames:
+            res["ms_per_frame_model"] = round(1000 * self.compute_s / self.n_frames, 2)
+        res.update({k: round(v, 5) for k, v in self.flicker.result().items()})
+        self.extra_results.update(res)
+
+    def configure_optimizers(self):  # predict-only module
+        return None
+
+
+
+
+
+

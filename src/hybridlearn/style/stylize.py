@@ -1,0 +1,44 @@
+"""Stylize a video (or an image) with one style image, from Python or the command line.
+
+    hybridlearn-stylize input=clip.mp4 style=starry_night.jpg output=out.mp4   (= python stylize.py ...)
+
+The command line is `python train.py experiment=style_video ...` with the experiment preset.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+
+from hybridlearn.core.cli import hydra_main
+from hybridlearn.style.model import StyleTransfer
+from hybridlearn.style.video import VideoFramesDataModule
+from hybridlearn.style.writer import StylizedVideoWriter
+
+
+def stylize(input: str | os.PathLike, style: str | os.PathLike, output: str | os.PathLike | None = None,
+            overwrite: bool = False, data: dict | None = None, model: dict | None = None,
+            writer: dict | None = None, accelerator: str = "auto", progress: bool = True) -> dict[str, Any]:
+    """Stylize a video (or an image) file; returns the run's results (frames, flicker, fps...)."""
+    data_dir = os.environ.get("DATA_DIR")
+    dm = VideoFramesDataModule(
+        path=str(input), data_dir=data_dir, **(data or {}))
+    module = StyleTransfer(style_image=str(style), data_dir=data_dir, **(model or {}))
+    w = StylizedVideoWriter(**{"output": None if output is None else str(output), "overwrite": overwrite,
+                               "progress": progress, **(writer or {})})
+    if accelerator == "auto":
+        accelerator = "gpu" if torch.cuda.is_available() else "cpu"
+    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, callbacks=[w],
+                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+                        default_root_dir=str(Path(output).parent) if output else ".")
+    trainer.predict(module, datamodule=dm, return_predictions=False)
+    return dict(module.extra_results)
+
+
+def main() -> None:
+    """`hybridlearn-stylize input=clip.mp4 style=starry_night.jpg output=out.mp4 [overrides]`."""
+    hydra_main(preset=["experiment=style_video"])

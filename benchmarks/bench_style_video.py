@@ -1,13 +1,19 @@
-"""Video style transfer benchmark (issue #6): speed, memory and flicker in one run.
+"""Video style transfer benchmark (issues #6, #15): speed, memory and flicker in one run.
 
     DATA_DIR=../shared/data python benchmarks/bench_style_video.py [--frames 96] [--rounds 3]
 
+Run it on a quiet machine: it prints the load average before and after and warns when it is above
+0.5 per core (then only same-run ratios mean anything).
 1. speed: the whole pipeline (decode + stylize + encode, frames forced to 384x384, the TF Lite
-   size) with backend=torch and backend=tflite on the same frames, rounds interleaved so both see
-   the same machine load; frames/s (best and median round) and model ms/frame.
-2. memory: peak RSS (VmHWM of a fresh subprocess; ru_maxrss would inherit the parent's) stylizing the clip and the clip
+   size) with the default torch path, the fp32 reference torch path and backend=tflite on the same
+   frames, rounds interleaved so all see the same machine load; frames/s (best and median round),
+   model ms/frame, and the ratio default torch / tflite (goal >= 2.0x, medians).
+   `--variants compile` adds model.compile=true (its first round pays the compilation).
+2. clip: `stylize` on the demo clip at its own size (640x360), default options, whole pipeline
+   frames/s per round (goal >= 15 on 2 cores).
+3. memory: peak RSS (VmHWM of a fresh subprocess; ru_maxrss would inherit the parent's) stylizing the clip and the clip
    looped 3x (stream-copied, so the same frames three times) with the torch backend.
-3. flicker on the real clip: mean |S_t - S_t-1| / mean |X_t - X_t-1| without and with the temporal
+4. flicker on the real clip: mean |S_t - S_t-1| / mean |X_t - X_t-1| without and with the temporal
    options, and PSNR of each smoothed video against the per-frame one (how much it changes).
 Prints a table and writes benchmarks/results_style_video.md.
 """
@@ -32,12 +38,41 @@ CLIP = Path(os.environ["DATA_DIR"]) / "video" / "big_buck_bunny_23s.mp4"
 STYLE = "starry_night.jpg"
 
 
+def load_per_core() -> tuple[float, float]:
+    """(1-minute load average, the same per core)."""
+    load = os.getloadavg()[0]
+    return load, load / (os.cpu_count() or 1)
+
+
+def check_load(when: str) -> str:
+    load, per_core = load_per_core()
+    msg = f"load average {when}: {load:.2f} ({per_core:.2f} per core)"
+    if per_core > 0.5:
+        msg += " -- WARNING: above 0.5 per core, the machine is busy; compare same-run ratios only"
+    print(msg, flush=True)
+    return msg
+
+
+def summarize(rs: list[dict], key: str) -> tuple[float, float]:
+    vals = [x[key] for x in rs]
+    best = min(vals) if key.startswith("ms") else max(vals)
+    return best, statistics.median(vals)
+
+
 def run_pipeline(inp, out, backend="torch", data=None, model=None) -> dict:
     from hybridlearn.style.stylize import stylize
 
     t0 = time.perf_counter()
-    res = stylize(inp, STYLE, out, overwrite=True, data=data or {}, model={"backend": backend, **(model or {})},
-                  writer={"preview": False, "progress": False}, progress=False)
+    res = stylize(
+        inp,
+        STYLE,
+        out,
+        overwrite=True,
+        data=data or {},
+        model={"backend": backend, **(model or {})},
+        writer={"preview": False, "progress": False},
+        progress=False,
+    )
     res["wall_s"] = time.perf_counter() - t0
     return res
 
@@ -68,13 +103,15 @@ def loop_clip(src: Path, dst: Path, times: int = 3) -> Path:
 
 
 def peak_rss_mb(inp: Path, out: Path, max_side: int) -> tuple[float, dict]:
+    src = str(ROOT / "src")
     code = (
-        "import json,resource,sys; sys.path.insert(0, %r)\n"
+        f"import json,resource,sys; sys.path.insert(0, {src!r})\n"
         "from hybridlearn.style.stylize import stylize\n"
-        "r = stylize(%r, %r, %r, overwrite=True, data={'max_side': %d}, writer={'preview': False, 'progress': False}, progress=False)\n"
+        f"r = stylize({str(inp)!r}, {STYLE!r}, {str(out)!r}, overwrite=True, data={{'max_side': {int(max_side)}}}, "
+        "writer={'preview': False, 'progress': False}, progress=False)\n"
         "hwm = int(open('/proc/self/status').read().split('VmHWM:')[1].split()[0]) / 1024\n"
         "print('RESULT', json.dumps({'rss_mb': hwm, 'frames': r['frames_written'], 'fps': r['fps_pipeline']}))\n"
-    ) % (str(ROOT / "src"), str(inp), STYLE, str(out), max_side)
+    )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=os.environ)
     line = [x for x in p.stdout.splitlines() if x.startswith("RESULT")]
     if p.returncode or not line:
@@ -95,89 +132,169 @@ def psnr_between(a: Path, b: Path) -> float:
             se += float(((x - y) ** 2).mean())
             n += 1
     mse = se / max(n, 1)
-    return float("inf") if mse == 0 else 10 * np.log10(255 ** 2 / mse)
+    return float("inf") if mse == 0 else 10 * np.log10(255**2 / mse)
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--frames", type=int, default=96, help="frames of the clip for the speed runs")
-    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per backend")
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds per variant (at least 3)")
+    ap.add_argument(
+        "--variants",
+        nargs="*",
+        default=[],
+        choices=["compile", "threads1"],
+        help="extra torch variants for the speed runs",
+    )
+    ap.add_argument("--clip-frames", type=int, default=None, help="frames of the 640x360 clip runs (default: all)")
     ap.add_argument("--batch-size", type=int, default=4)
     ap.add_argument("--mem-max-side", type=int, default=160, help="frame size of the memory runs (full length)")
     ap.add_argument("--flicker-max-side", type=int, default=384)
     ap.add_argument("--flicker-frames", type=int, default=None, help="default: the whole clip")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "memory", "flicker"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "clip", "memory", "flicker"])
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_style_video.md"))
     args = ap.parse_args()
+    if args.rounds < 3:
+        ap.error("--rounds must be at least 3 (best and median of interleaved rounds)")
 
     import torch
 
+    from hybridlearn.style.model import cpu_has_fast_bf16
+
+    load_before = check_load("before")
+
     tmp = Path(tempfile.mkdtemp(prefix="bench_style_"))
-    lines = ["# Video style transfer: benchmark results", "",
-             f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores visible, torch {torch.__version__}, "
-             f"threads {torch.get_num_threads()}, GPU: {'yes' if torch.cuda.is_available() else 'none'}. "
-             f"Load average at start: {os.getloadavg()[0]:.1f} (the machine is shared; rounds are interleaved).",
-             f"Command: `python benchmarks/bench_style_video.py {' '.join(sys.argv[1:])}`", ""]
+    lines = [
+        "# Video style transfer: benchmark results",
+        "",
+        f"Machine: {platform.machine()} CPU, {os.cpu_count()} cores visible, torch {torch.__version__}, "
+        f"threads {torch.get_num_threads()}, GPU: {'yes' if torch.cuda.is_available() else 'none'}. "
+        f"bf16 dot products (AVX512_BF16/AMX): {'yes' if cpu_has_fast_bf16() else 'no'}. "
+        f"{load_before.capitalize()}; rounds are interleaved.",
+        f"Command: `python benchmarks/bench_style_video.py {' '.join(sys.argv[1:])}`",
+        "",
+    ]
 
     if "speed" not in args.skip:
         data = {"size": [384, 384], "max_frames": args.frames, "batch_size": args.batch_size}
-        variants = {"torch (eager fp32, threads auto)": ("torch", {}),
-                    "torch (eager fp32, threads=2)": ("torch", {"threads": 2}),
-                    "torch (compile=true, threads auto)": ("torch", {"compile": True}),
-                    "tflite (reference, 2 threads)": ("tflite", {"threads": 2})}
+        variants = {
+            "torch (default: precision/layout auto, fused norm)": ("torch", {}),
+            "torch (fp32 reference: NCHW, unfused norm)": (
+                "torch",
+                {"precision": "fp32", "channels_last": False, "fused_norm": False},
+            ),
+            "tflite (reference, 2 threads)": ("tflite", {"threads": 2}),
+        }
+        if "compile" in args.variants:
+            variants["torch (default + compile=true)"] = ("torch", {"compile": True})
+        if "threads1" in args.variants:
+            variants["torch (default, threads=1)"] = ("torch", {"threads": 1})
         runs = {k: [] for k in variants}
         for r in range(args.rounds):
             for name, (backend, model) in variants.items():
                 res = run_pipeline(CLIP, tmp / "speed.mp4", backend, data, model)
                 res["threads"] = torch.get_num_threads() if backend == "torch" else 2
                 runs[name].append(res)
-                print(f"round {r} {name} ({res['threads']} thr, load {os.getloadavg()[0]:.1f}): {res['fps_pipeline']:.2f} frames/s, model {res['ms_per_frame_model']:.1f} ms/frame", flush=True)
-        rows = {}
-        for b, rs in runs.items():
-            fps = [x["fps_pipeline"] for x in rs]
-            ms = [x["ms_per_frame_model"] for x in rs]
-            rows[b] = (max(fps), statistics.median(fps), min(ms), statistics.median(ms))
+                print(
+                    f"round {r} {name} ({res['threads']} thr, load {os.getloadavg()[0]:.1f}): "
+                    f"{res['fps_pipeline']:.2f} frames/s, model {res['ms_per_frame_model']:.1f} ms/frame",
+                    flush=True,
+                )
+        rows = {b: summarize(rs, "fps_pipeline") + summarize(rs, "ms_per_frame_model") for b, rs in runs.items()}
         ref = rows["tflite (reference, 2 threads)"]
         ratios = {k: (v[0] / ref[0], v[1] / ref[1]) for k, v in rows.items() if not k.startswith("tflite")}
-        lines += ["## Speed: decode + stylize + encode, 384x384 frames", "",
-                  f"{args.frames} frames of big_buck_bunny_23s.mp4 resized to 384x384, starry_night, batch {args.batch_size}, "
-                  f"{args.rounds} interleaved rounds.", "",
-                  "| backend | pipeline frames/s (best) | (median) | model ms/frame (best) | (median) |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += [
+            "## Speed: decode + stylize + encode, 384x384 frames",
+            "",
+            f"{args.frames} frames of big_buck_bunny_23s.mp4 resized to 384x384, starry_night, batch {args.batch_size}, "
+            f"{args.rounds} interleaved rounds.",
+            "",
+            "| backend | pipeline frames/s (best) | (median) | model ms/frame (best) | (median) | / tflite (median) |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
         for b, (fb, fm, mb, mm) in rows.items():
-            lines.append(f"| {b} | {fb:.2f} | {fm:.2f} | {mb:.1f} | {mm:.1f} |")
+            ratio = f"{ratios[b][1]:.2f}x" if b in ratios else "1"
+            lines.append(f"| {b} | {fb:.2f} | {fm:.2f} | {mb:.1f} | {mm:.1f} | {ratio} |")
         lines.append("")
         for k, (rb, rm) in ratios.items():
-            lines.append(f"{k} / tflite pipeline speed: **{rb:.2f}x** (best rounds), {rm:.2f}x (medians).")
-        lines += ["", "The compiled variant's first round includes torch.compile (about a minute on this machine; "
-                  "later rounds hit the inductor cache), which the best round leaves out.", ""]
+            lines.append(f"{k} / tflite pipeline speed: **{rm:.2f}x** (medians), {rb:.2f}x (best rounds).")
+        if "compile" in args.variants:
+            lines += [
+                "",
+                "The compiled variant's first round includes torch.compile (later rounds hit the inductor "
+                "cache but still trace the model), which the best round leaves out.",
+            ]
+        lines.append("")
+
+    if "clip" not in args.skip:
+        data = {"batch_size": args.batch_size}
+        if args.clip_frames:
+            data["max_frames"] = args.clip_frames
+        runs = []
+        for r in range(args.rounds):
+            res = run_pipeline(CLIP, tmp / "clip.mp4", "torch", data)
+            runs.append(res)
+            print(
+                f"clip round {r} (load {os.getloadavg()[0]:.1f}): {res['fps_pipeline']:.2f} frames/s, "
+                f"model {res['ms_per_frame_model']:.1f} ms/frame, wall {res['wall_s']:.1f} s",
+                flush=True,
+            )
+        (fb, fm), (mb, mm) = summarize(runs, "fps_pipeline"), summarize(runs, "ms_per_frame_model")
+        walls = [x["wall_s"] for x in runs]
+        lines += [
+            "## The demo clip at its own size (640x360): `stylize`, default options",
+            "",
+            f"{runs[0]['frames']} frames, starry_night, batch {args.batch_size}, {args.rounds} rounds; "
+            "frames/s of the whole pipeline (decode + stylize + encode + audio copy).",
+            "",
+            "| pipeline frames/s (best) | (median) | model ms/frame (best) | (median) | wall s (median) |",
+            "| --- | --- | --- | --- | --- |",
+            f"| {fb:.2f} | {fm:.2f} | {mb:.1f} | {mm:.1f} | {statistics.median(walls):.1f} |",
+            "",
+        ]
 
     if "memory" not in args.skip:
         looped = loop_clip(CLIP, tmp / "clip_x3.mp4", 3)
         rss1, r1 = peak_rss_mb(CLIP, tmp / "m1.mp4", args.mem_max_side)
         rss3, r3 = peak_rss_mb(looped, tmp / "m3.mp4", args.mem_max_side)
-        print(f"memory: clip {rss1:.0f} MB ({r1['frames']} frames), x3 {rss3:.0f} MB ({r3['frames']} frames)", flush=True)
-        lines += ["## Memory: peak RSS (VmHWM) of a fresh process, torch backend", "",
-                  f"Frames resized to max side {args.mem_max_side} so the full-length runs stay short.", "",
-                  "| input | frames | peak RSS MB | frames/s |", "| --- | --- | --- | --- |",
-                  f"| clip (23 s) | {r1['frames']} | {rss1:.0f} | {r1['fps']:.2f} |",
-                  f"| clip looped 3x (69 s) | {r3['frames']} | {rss3:.0f} | {r3['fps']:.2f} |", "",
-                  f"Ratio x3 / x1: **{rss3 / rss1:.3f}** (streaming: no frame list is kept).", ""]
+        print(
+            f"memory: clip {rss1:.0f} MB ({r1['frames']} frames), x3 {rss3:.0f} MB ({r3['frames']} frames)", flush=True
+        )
+        lines += [
+            "## Memory: peak RSS (VmHWM) of a fresh process, torch backend",
+            "",
+            f"Frames resized to max side {args.mem_max_side} so the full-length runs stay short.",
+            "",
+            "| input | frames | peak RSS MB | frames/s |",
+            "| --- | --- | --- | --- |",
+            f"| clip (23 s) | {r1['frames']} | {rss1:.0f} | {r1['fps']:.2f} |",
+            f"| clip looped 3x (69 s) | {r3['frames']} | {rss3:.0f} | {r3['fps']:.2f} |",
+            "",
+            f"Ratio x3 / x1: **{rss3 / rss1:.3f}** (streaming: no frame list is kept).",
+            "",
+        ]
 
     if "flicker" not in args.skip:
         data = {"max_side": args.flicker_max_side, "batch_size": args.batch_size}
         if args.flicker_frames:
             data["max_frames"] = args.flicker_frames
-        configs = [("per frame (default)", {}), ("temporal_momentum=0.9", {"temporal_momentum": 0.9}),
-                   ("temporal_blend=0.6", {"temporal_blend": 0.6}),
-                   ("momentum 0.9 + blend 0.6", {"temporal_momentum": 0.9, "temporal_blend": 0.6})]
-        lines += ["## Flicker on the real clip", "",
-                  f"big_buck_bunny_23s.mp4 ({'all' if not args.flicker_frames else args.flicker_frames} frames, max side "
-                  f"{args.flicker_max_side}), starry_night. Flicker ratio = mean |S_t - S_t-1| / mean |X_t - X_t-1| "
-                  "(stylized vs input frames, both in [0,1]); PSNR against the per-frame video measures how much the "
-                  "option changes the frames.", "",
-                  "| option | flicker ratio | mean abs frame diff (output) | PSNR vs per-frame dB | frames/s |",
-                  "| --- | --- | --- | --- | --- |"]
+        configs = [
+            ("per frame (default)", {}),
+            ("temporal_momentum=0.9", {"temporal_momentum": 0.9}),
+            ("temporal_blend=0.6", {"temporal_blend": 0.6}),
+            ("momentum 0.9 + blend 0.6", {"temporal_momentum": 0.9, "temporal_blend": 0.6}),
+        ]
+        lines += [
+            "## Flicker on the real clip",
+            "",
+            f"big_buck_bunny_23s.mp4 ({'all' if not args.flicker_frames else args.flicker_frames} frames, max side "
+            f"{args.flicker_max_side}), starry_night. Flicker ratio = mean |S_t - S_t-1| / mean |X_t - X_t-1| "
+            "(stylized vs input frames, both in [0,1]); PSNR against the per-frame video measures how much the "
+            "option changes the frames.",
+            "",
+            "| option | flicker ratio | mean abs frame diff (output) | PSNR vs per-frame dB | frames/s |",
+            "| --- | --- | --- | --- | --- |",
+        ]
         base = None
         for name, model in configs:
             out = tmp / f"flicker_{len(lines)}.mp4"
@@ -185,9 +302,12 @@ def main() -> int:
             psnr = "-" if base is None else f"{psnr_between(base, out):.1f}"
             base = base or out
             print(f"flicker {name}: ratio {res['flicker_ratio']:.3f} psnr {psnr}", flush=True)
-            lines.append(f"| {name} | {res['flicker_ratio']:.3f} | {res['flicker_output']:.4f} | {psnr} | {res['fps_pipeline']:.2f} |")
+            lines.append(
+                f"| {name} | {res['flicker_ratio']:.3f} | {res['flicker_output']:.4f} | {psnr} | {res['fps_pipeline']:.2f} |"
+            )
         lines.append(f"\nInput mean abs frame difference: {res['flicker_input']:.4f}.\n")
 
+    lines += [check_load("after").capitalize() + ".", ""]
     text = "\n".join(lines) + "\n"
     print(text)
     from hybridlearn.core.io import write_text_atomic

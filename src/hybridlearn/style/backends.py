@@ -1,8 +1,9 @@
-"""Reference backends for style transfer: TF Hub SavedModels and the TF Lite files.
+"""Reference backends for style transfer: the TF Lite files and TF Hub SavedModels.
 
-Only this module imports TensorFlow (an optional extra: `pip install -e .[tf]`), and only when a
-backend is built. Both take and return torch tensors [B, 3, H, W] in [0, 1] so the
-LightningModule treats every backend alike.
+The TF Lite files run on the small LiteRT runtime (`ai-edge-litert`, a dependency); only the TF Hub
+backend needs TensorFlow (an optional extra: `pip install -e .[tf]`). Both runtimes are imported
+when a backend is built, not with this module. Both backends take and return torch tensors
+[B, 3, H, W] in [0, 1] so the LightningModule treats every backend alike.
 """
 
 from __future__ import annotations
@@ -20,30 +21,46 @@ TFHUB_HANDLE = "https://tfhub.dev/google/magenta/arbitrary-image-stylization-v1-
 
 def _import_tf():
     try:
-        import tensorflow as tf  # noqa: F401
+        import tensorflow as tf
     except ImportError as e:
-        raise ConfigError("model.backend=tfhub/tflite needs TensorFlow: pip install -e .[tf] "
-                          f"(or use model.backend=torch) ({e})") from None
+        raise ConfigError(
+            f"model.backend=tfhub needs TensorFlow: pip install -e .[tf] (or use model.backend=torch or tflite) ({e})"
+        ) from None
     return tf
 
 
+def _litert_interpreter():
+    try:
+        from ai_edge_litert.interpreter import Interpreter
+    # a dependency, but without wheels for some platforms (Windows)
+    except ImportError as e:
+        raise ConfigError(
+            "model.backend=tflite needs the LiteRT runtime: pip install ai-edge-litert "
+            f"(or use model.backend=torch) ({e})"
+        ) from None
+    return Interpreter
+
+
 class TFLiteBackend:
-    """The Magenta TF Lite files run by tf.lite.Interpreter: fixed 384x384 content (frames are
-    resized to it and back), style vector from the int8 predictor."""
+    """The Magenta TF Lite files run by LiteRT's Interpreter (tf.lite.Interpreter's successor, same
+    API): fixed 384x384 content (frames are resized to it and back), style vector from the int8
+    predictor."""
 
     content_size = 384
 
-    def __init__(self, predict_file: str | Path, transfer_file: str | Path, threads: int | None = None):
-        tf = _import_tf()
+    def __init__(
+        self,
+        predict_file: str | Path,
+        transfer_file: str | Path,
+        threads: int | None = None,
+    ):
+        interpreter = _litert_interpreter()
         for f in (predict_file, transfer_file):
             if not Path(f).is_file():
                 raise DataError(f"{f} not found: put the Magenta TF Lite files under DATA_DIR/models")
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            self.pred = tf.lite.Interpreter(model_path=str(predict_file), num_threads=threads or torch.get_num_threads())
-            self.tran = tf.lite.Interpreter(model_path=str(transfer_file), num_threads=threads or torch.get_num_threads())
+        n = threads or torch.get_num_threads()
+        self.pred = interpreter(model_path=str(predict_file), num_threads=n)
+        self.tran = interpreter(model_path=str(transfer_file), num_threads=n)
         self.pred.allocate_tensors()
         self.tran.allocate_tensors()
         self._p_in = self.pred.get_input_details()[0]["index"]
@@ -65,7 +82,17 @@ class TFLiteBackend:
     def stylize(self, x: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]
         s = self.content_size
-        xs = x if (h, w) == (s, s) else F.interpolate(x.float(), size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        xs = (
+            x
+            if (h, w) == (s, s)
+            else F.interpolate(
+                x.float(),
+                size=(s, s),
+                mode="bilinear",
+                align_corners=False,
+                antialias=True,
+            )
+        )
         zz = np.ascontiguousarray(z.float().cpu().numpy().reshape(-1, 1, 1, 100)[:1], np.float32)
         out = []
         for frame in xs.permute(0, 2, 3, 1).float().cpu().numpy():
@@ -88,22 +115,28 @@ class TFHubBackend:
         tf = _import_tf()
         local = Path(str(handle)).expanduser()
         if not str(handle).startswith(("http://", "https://", "gs://")) and not local.is_dir():
-            raise DataError(f"model.tfhub_handle {handle} is neither a URL nor a SavedModel folder; "
-                            f"give {TFHUB_HANDLE} or a local folder")
+            raise DataError(
+                f"model.tfhub_handle {handle} is neither a URL nor a SavedModel folder; "
+                f"give {TFHUB_HANDLE} or a local folder"
+            )
         try:
             import tensorflow_hub as hub
 
             load = hub.load
         except ImportError as e:  # tensorflow_hub 0.16 imports pkg_resources (setuptools < 81)
             if not local.is_dir():
-                raise ConfigError(f"model.backend=tfhub with a URL needs tensorflow_hub: pip install -e .[tf] "
-                                  f"('setuptools<81' for pkg_resources) ({e})") from None
+                raise ConfigError(
+                    f"model.backend=tfhub with a URL needs tensorflow_hub: pip install -e .[tf] "
+                    f"('setuptools<81' for pkg_resources) ({e})"
+                ) from None
             load = tf.saved_model.load  # what hub.load does for a local folder
         try:
             self.module = load(str(local) if local.is_dir() else str(handle))
         except Exception as e:  # noqa: BLE001 - network errors, bad SavedModels
-            raise DataError(f"model.tfhub_handle {handle} could not be loaded ({type(e).__name__}: {str(e)[:200]}); "
-                            "check the network or download the SavedModel and pass its folder") from None
+            raise DataError(
+                f"model.tfhub_handle {handle} could not be loaded ({type(e).__name__}: {str(e)[:200]}); "
+                "check the network or download the SavedModel and pass its folder"
+            ) from None
         self.tf = tf
         self.style = None
 
@@ -113,7 +146,11 @@ class TFHubBackend:
 
     def stylize(self, x: torch.Tensor) -> torch.Tensor:
         content = self.tf.constant(x.permute(0, 2, 3, 1).float().cpu().numpy())
-        style = self.tf.repeat(self.style, content.shape[0], axis=0) if self.style.shape[0] != content.shape[0] else self.style
+        style = (
+            self.tf.repeat(self.style, content.shape[0], axis=0)
+            if self.style.shape[0] != content.shape[0]
+            else self.style
+        )
         out = self.module(content, style)
         y = out[0] if isinstance(out, (list, tuple)) else out
         y = torch.from_numpy(np.asarray(y)).permute(0, 3, 1, 2)

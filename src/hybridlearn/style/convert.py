@@ -27,6 +27,7 @@ import torch
 from hybridlearn.core.errors import DataError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.style.nets import CIN_LAYERS, StylePredictor, StyleTransformer
+from hybridlearn.style.sources import ensure_models
 
 PREDICT_FILE = "magenta_style_predict_int8.tflite"
 TRANSFER_FILES = {"fp16": "magenta_style_transfer_fp16.tflite", "int8": "magenta_style_transfer_int8.tflite"}
@@ -61,7 +62,7 @@ def _tensor_array(model, sg, buf: bytes, idx: int) -> np.ndarray:
     if b.DataLength() > 0:
         raw = b.DataAsNumpy().tobytes()
     elif hasattr(b, "Offset") and b.Offset() > 1:  # large-model layout: data after the flatbuffer
-        raw = buf[b.Offset(): b.Offset() + b.Size()]
+        raw = buf[b.Offset() : b.Offset() + b.Size()]
     else:
         raise DataError(f"tensor {t.Name().decode()} has no constant data")
     shape = t.ShapeAsNumpy().tolist() if t.ShapeLength() else []
@@ -87,7 +88,9 @@ def read_tflite_layers(path: str | os.PathLike) -> dict[str, dict]:
 
     path = Path(path)
     if not path.is_file():
-        raise DataError(f"{path} not found: put the Magenta TF Lite files under DATA_DIR/models (see docs/style_video.md)")
+        raise DataError(
+            f"{path} not found: put the Magenta TF Lite files under DATA_DIR/models (see docs/style_video.md)"
+        )
     buf = path.read_bytes()
     try:
         model = tflite.Model.GetRootAsModel(buf, 0)
@@ -152,7 +155,9 @@ def predictor_state_dict(layers: dict[str, dict]) -> dict[str, torch.Tensor]:
 
     def put(prefix: str, name: str):
         if name not in layers:
-            raise DataError(f"layer {name} missing from the style prediction file: is it the Magenta MobileNetV2 export?")
+            raise DataError(
+                f"layer {name} missing from the style prediction file: is it the Magenta MobileNetV2 export?"
+            )
         L = layers[name]
         sd[f"{prefix}.weight"] = _conv_w(L["weight"], L["kind"] == "depthwise")
         sd[f"{prefix}.bias"] = torch.from_numpy(L["bias"].copy())
@@ -222,7 +227,9 @@ def cached_weights(predict_file: str | os.PathLike, transfer_file: str | os.Path
     predict_file, transfer_file = Path(predict_file), Path(transfer_file)
     for f in (predict_file, transfer_file):
         if not f.is_file():
-            raise DataError(f"{f} not found: put the Magenta TF Lite files under DATA_DIR/models or set model.predict_file / model.transfer_file")
+            raise DataError(
+                f"{f} not found: put the Magenta TF Lite files under DATA_DIR/models or set model.predict_file / model.transfer_file"
+            )
     cache = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
     key = f"{_md5(predict_file)[:10]}_{_md5(transfer_file)[:10]}_v{FORMAT_VERSION}"
     out = cache / f"magenta_{key}.pt"
@@ -235,9 +242,13 @@ def load_weights(path: str | os.PathLike) -> dict:
     try:
         payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001
-        raise DataError(f"{path} is not a converted style weights file ({e}); delete it and run python -m hybridlearn.style.convert") from e
+        raise DataError(
+            f"{path} is not a converted style weights file ({e}); delete it and run python -m hybridlearn.style.convert"
+        ) from e
     if not isinstance(payload, dict) or "predictor" not in payload or "transformer" not in payload:
-        raise DataError(f"{path} is not a converted style weights file; delete it and run python -m hybridlearn.style.convert")
+        raise DataError(
+            f"{path} is not a converted style weights file; delete it and run python -m hybridlearn.style.convert"
+        )
     return payload
 
 
@@ -245,10 +256,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     data_dir = Path(os.environ.get("DATA_DIR", "./data")) / "models"
     ap.add_argument("--predict", default=str(data_dir / PREDICT_FILE), help="style prediction .tflite")
-    ap.add_argument("--transfer", default=str(data_dir / TRANSFER_FILES["fp16"]), help="style transfer .tflite (fp16 or int8)")
+    ap.add_argument(
+        "--transfer", default=str(data_dir / TRANSFER_FILES["fp16"]), help="style transfer .tflite (fp16 or int8)"
+    )
     ap.add_argument("--out", default=None, help="output .pt (default: the cache path used by model.backend=torch)")
     args = ap.parse_args(argv)
     try:
+        ensure_models([Path(args.predict), Path(args.transfer)])  # the known files: fetched when missing
         if args.out is None:
             out = cached_weights(args.predict, args.transfer)
         else:

@@ -12,6 +12,7 @@ tflite (the TF Lite files, reference), tfhub (a TF Hub SavedModel). See docs/sty
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import time
@@ -26,9 +27,10 @@ import torch.nn.functional as F
 
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.style import backends as sb
-from hybridlearn.style.convert import cached_weights, load_weights
+from hybridlearn.style.convert import cached_weights, default_cache_dir, load_weights
 from hybridlearn.style.nets import StylePredictor, StyleTransformer, TemporalStats
-from hybridlearn.style.video import load_rgb, resolve_path
+from hybridlearn.style.sources import ensure_models, resolve_style
+from hybridlearn.style.video import load_rgb
 
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
@@ -37,6 +39,20 @@ BACKENDS = ("torch", "tflite", "tfhub")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STYLE_SIZE = 256
 _DEFAULT_THREADS = torch.get_num_threads()
+
+
+@functools.cache
+def cpu_has_fast_bf16() -> bool:
+    """True when the CPU has bf16 dot-product instructions (AVX512_BF16 or AMX), which oneDNN uses
+    for bf16 convolutions; elsewhere bf16 is emulated and slower than fp32."""
+    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):  # torch.cpu, private in 2.x
+        fn = getattr(torch.cpu, probe, None)
+        try:
+            if fn is not None and fn():
+                return True
+        except RuntimeError:
+            continue
+    return False
 
 
 # ----------------------------------------------------------------------------- images
@@ -53,7 +69,7 @@ def style_input(img: np.ndarray | torch.Tensor, size: int = STYLE_SIZE) -> torch
     h, w = x.shape[-2:]
     m = min(h, w)
     top, left = (h - m) // 2, (w - m) // 2
-    x = x[..., top: top + m, left: left + m]
+    x = x[..., top : top + m, left : left + m]
     return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp_(0, 1)
 
 
@@ -68,6 +84,18 @@ def pad_to_multiple(x: torch.Tensor, k: int = 4) -> tuple[torch.Tensor, tuple[in
 
 
 # ----------------------------------------------------------------------------- flicker
+def frame_changes(x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
+    """Mean |x_t - x_t-1| of each frame of x [B, C, H, W] (float, on the CPU: float32 [B]); prev
+    [1, C, H, W]: the frame before x[0] (None: x[0]'s change is 0). No concatenated copies: on
+    640x360 frames the copies cost more than the differences."""
+    out = torch.zeros(x.shape[0], dtype=torch.float32)
+    if prev is not None:
+        out[0] = (x[0] - prev[0]).abs_().mean().float().cpu()
+    if x.shape[0] > 1:
+        out[1:] = (x[1:] - x[:-1]).abs_().mean(dim=(1, 2, 3)).float().cpu()
+    return out
+
+
 class FlickerMeter:
     """Temporal flicker: mean |S_t - S_{t-1}| of stylized frames over the same for input frames
     (1.0: output changes as much as the input; larger: the stylization adds flicker)."""
@@ -77,17 +105,17 @@ class FlickerMeter:
         self.sum_x = self.sum_y = 0.0
         self.pairs = 0
 
-    def update(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        """x, y: [B, 3, H, W] float in [0, 1], consecutive frames."""
+    def update(self, x: torch.Tensor, y: torch.Tensor, dx: torch.Tensor | None = None) -> None:
+        """x, y: [B, 3, H, W] float in [0, 1], consecutive frames; dx: frame_changes of x if
+        already computed. Keeps views of the last frames (x and y are never written in place)."""
         x, y = x.float(), y.float()
-        if self.prev_x is not None:
-            x = torch.cat([self.prev_x, x])
-            y = torch.cat([self.prev_y, y])
-        if x.shape[0] > 1:
-            self.sum_x += (x[1:] - x[:-1]).abs().mean(dim=(1, 2, 3)).sum().item()
-            self.sum_y += (y[1:] - y[:-1]).abs().mean(dim=(1, 2, 3)).sum().item()
-            self.pairs += x.shape[0] - 1
-        self.prev_x, self.prev_y = x[-1:].clone(), y[-1:].clone()
+        first = 0 if self.prev_x is not None else 1  # the stream's first frame has no pair
+        dx = frame_changes(x, self.prev_x) if dx is None else dx
+        dy = frame_changes(y, self.prev_y)
+        self.sum_x += float(dx[first:].sum())
+        self.sum_y += float(dy[first:].sum())
+        self.pairs += x.shape[0] - first
+        self.prev_x, self.prev_y = x[-1:], y[-1:]
 
     def result(self) -> dict[str, float]:
         if not self.pairs:
@@ -115,7 +143,9 @@ class StyleTransfer(L.LightningModule):
 
     style_image: path (as given, or under DATA_DIR/styles). strength in [0, 1]: blend of the style
     vector with the content's own (first frame's) style vector, as Magenta does. backend: torch |
-    tflite | tfhub. precision: auto (fp16 on GPU, fp32 on CPU) | fp32 | fp16 | bf16.
+    tflite | tfhub. precision: auto (fp16 on GPU, bf16 on CPUs with AVX512_BF16 / AMX, else fp32) |
+    fp32 | fp16 | bf16. channels_last / fused_norm / subpixel / compile: speed options
+    (docs/style_video.md).
     temporal_momentum: EMA factor of the instance-norm statistics over time (0 = per frame).
     temporal_blend: motion-gated blending with the previous stylized frame (0 = off); pixels whose
     input changed by more than blend_tau (in [0, 1]) are not blended. cut_threshold: a mean input
@@ -135,40 +165,55 @@ class StyleTransfer(L.LightningModule):
         cache_dir: str | None = None,
         tfhub_handle: str = "https://tfhub.dev/google/magenta/arbitrary-image-stylization-v1-256/2",
         precision: str = "auto",
-        channels_last: bool = False,
+        channels_last: bool | str = "auto",
         compile: bool = False,
+        fused_norm: bool = True,
+        subpixel: bool = True,
         threads: int | str | None = None,
         temporal_momentum: float = 0.0,
         temporal_blend: float = 0.0,
         blend_tau: float = 0.06,
         cut_threshold: float = 0.15,
         measure_flicker: bool = True,
+        mirrors: list | str | None = None,
+        download_timeout: float | None = None,
     ):
         super().__init__()
         if backend not in BACKENDS:
             raise ConfigError(f"model.backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
         if precision not in PRECISIONS:
             raise ConfigError(f"model.precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
+        if channels_last not in (True, False, "auto"):
+            raise ConfigError(f"model.channels_last must be true, false or auto (got {channels_last!r})")
         if not 0.0 <= float(strength) <= 1.0:
             raise ConfigError(f"model.strength must be in [0, 1] (got {strength})")
         for k, v in (("temporal_momentum", temporal_momentum), ("temporal_blend", temporal_blend)):
             if not 0.0 <= float(v) < 1.0:
                 raise ConfigError(f"model.{k} must be in [0, 1) (got {v})")
         if backend == "tfhub" and float(strength) != 1.0:
-            raise ConfigError("model.strength < 1 needs the style vector, which a TF Hub module hides: use backend=torch or tflite")
+            raise ConfigError(
+                "model.strength < 1 needs the style vector, which a TF Hub module hides: use backend=torch or tflite"
+            )
         if backend == "tfhub" and temporal_momentum > 0:
-            raise ConfigError("model.temporal_momentum needs the instance-norm statistics: use backend=torch (or temporal_blend)")
+            raise ConfigError(
+                "model.temporal_momentum needs the instance-norm statistics: use backend=torch (or temporal_blend)"
+            )
         self.save_hyperparameters()
 
-        self.style_path = resolve_path(style_image, data_dir, "styles", "style")
+        # a path, a URL, or a known painting (downloaded into DATA_DIR/styles when missing)
+        self.style_path = resolve_style(
+            style_image, data_dir, cache_dir or default_cache_dir(), mirrors, download_timeout
+        )
         self.style_rgb = load_rgb(self.style_path, "style")  # fails early on a bad style image
         self.backend, self.strength = backend, float(strength)
-        self.precision_mode, self.channels_last, self.use_compile = precision, bool(channels_last), bool(compile)
+        self.precision_mode, self.channels_last_mode, self.use_compile = precision, channels_last, bool(compile)
         self._net = None
         self.threads = threads
         models = Path(models_dir) if models_dir else (Path(data_dir) / "models" if data_dir else Path("models"))
         self.predict_file = Path(predict_file) if Path(predict_file).is_absolute() else models / predict_file
         self.transfer_file = Path(transfer_file) if Path(transfer_file).is_absolute() else models / transfer_file
+        if backend == "tflite" or (backend == "torch" and not weights):  # known files: fetched when missing
+            ensure_models([self.predict_file, self.transfer_file], mirrors, download_timeout)
         self.predictor = self.transformer = None
         self.ref = None
         if backend == "torch":
@@ -178,11 +223,14 @@ class StyleTransfer(L.LightningModule):
 
     # --- backends
     def _build_torch(self, weights, cache_dir) -> None:
-        path = Path(weights).expanduser() if weights else cached_weights(self.predict_file, self.transfer_file, cache_dir)
+        path = (
+            Path(weights).expanduser() if weights else cached_weights(self.predict_file, self.transfer_file, cache_dir)
+        )
         if not path.is_file():
             raise DataError(f"model.weights {path} not found; run python -m hybridlearn.style.convert --out {path}")
         payload = load_weights(path)
-        self.predictor, self.transformer = StylePredictor().eval(), StyleTransformer().eval()
+        self.predictor = StylePredictor().eval()
+        self.transformer = StyleTransformer(bool(self.hparams.fused_norm), bool(self.hparams.subpixel)).eval()
         self.predictor.load_state_dict(payload["predictor"])
         self.transformer.load_state_dict(payload["transformer"])
         for p in self.parameters():
@@ -207,10 +255,21 @@ class StyleTransfer(L.LightningModule):
 
     @property
     def compute_dtype(self) -> torch.dtype:
+        """precision=auto: fp16 on GPU; bf16 on CPUs with native bf16 dot products (AVX512_BF16 /
+        AMX: 2.4x fp32 here, 44 dB PSNR against fp32), fp32 on other CPUs (emulated bf16 is slow)."""
         p = self.precision_mode
         if p == "auto":
-            return torch.float16 if self.device.type == "cuda" else torch.float32
+            if self.device.type == "cuda":
+                return torch.float16
+            return torch.bfloat16 if self.device.type == "cpu" and cpu_has_fast_bf16() else torch.float32
         return {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[p]
+
+    @property
+    def channels_last(self) -> bool:
+        """channels_last=auto: on CPU (oneDNN convs with 3-32 channels are 2-5x faster in NHWC)."""
+        if self.channels_last_mode == "auto":
+            return self.device.type == "cpu"
+        return bool(self.channels_last_mode)
 
     # --- style vectors
     @torch.inference_mode()
@@ -235,14 +294,11 @@ class StyleTransfer(L.LightningModule):
             z = self.strength * z + (1 - self.strength) * self.style_vector(content)
         self.z = z
         if self.backend == "torch":
-            with torch.inference_mode():  # (the transformer may already be fp16 from an earlier run)
-                wdt = self.transformer.contract_conv1.weight.dtype
-                self.params = {k: (b.float(), g.float()) for k, (b, g) in self.transformer.style_params(z.to(wdt)).items()}
-            dt = self.compute_dtype
-            if dt != torch.float32:
-                self.transformer.to(dt)
-            if self.channels_last:
-                self.transformer.to(memory_format=torch.channels_last)
+            with torch.inference_mode():  # (the style maps stay fp32; only the convolutions are cast)
+                self.params = {
+                    k: (b.float(), g.float()) for k, (b, g) in self.transformer.style_params(z.float()).items()
+                }
+            self.transformer.prepare(self.compute_dtype, self.channels_last)
             self._net = self.transformer
             if self.use_compile:
                 # static shapes: one compilation per frame size (the last batch is padded to full size)
@@ -270,9 +326,11 @@ class StyleTransfer(L.LightningModule):
     def on_predict_start(self) -> None:
         self._set_threads()
         self._reset_stream()
-        if self.backend == "torch" and self.compute_dtype != torch.float32 and self.device.type == "cpu" \
-                and self.compute_dtype == torch.float16:
-            warnings.warn("model.precision=fp16 on CPU is slow; use fp32 or bf16", stacklevel=2)
+        if self.backend == "torch" and self.device.type == "cpu":
+            if self.compute_dtype == torch.float16:
+                warnings.warn("model.precision=fp16 on CPU is slow; use fp32 or bf16", stacklevel=2)
+            if self.use_compile:  # measured: minutes to compile, then 1.3-4x slower than eager (docs/style_video.md)
+                warnings.warn("model.compile=true is slower than the eager path on CPU; leave it off", stacklevel=2)
 
     # --- the work
     def stylize_tensor(self, x: torch.Tensor, cuts: torch.Tensor | None = None) -> torch.Tensor:
@@ -305,44 +363,47 @@ class StyleTransfer(L.LightningModule):
         out = []
         for b in range(x.shape[0]):
             if self.prev_out is None or bool(cuts[b]):
-                cur = y[b: b + 1]
+                cur = y[b : b + 1]
             else:
-                d = (x[b: b + 1] - self.prev_in).abs().mean(dim=1, keepdim=True)
+                d = (x[b : b + 1] - self.prev_in).abs().mean(dim=1, keepdim=True)
                 d = F.max_pool2d(d, 5, stride=1, padding=2)  # a moving edge un-gates its neighbourhood
                 wgt = a * (1 - d / tau).clamp_(0, 1)
-                cur = torch.lerp(y[b: b + 1], self.prev_out, wgt)
+                cur = torch.lerp(y[b : b + 1], self.prev_out, wgt)
             out.append(cur)
-            self.prev_in, self.prev_out = x[b: b + 1], cur
+            self.prev_in, self.prev_out = x[b : b + 1], cur
         return torch.cat(out)
 
-    def _cuts(self, x: torch.Tensor) -> torch.Tensor:
-        prev = self.prev_in if self.prev_in is not None else x[:1]
-        seq = torch.cat([prev, x])
-        change = (seq[1:] - seq[:-1]).abs().mean(dim=(1, 2, 3))
+    def _cuts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(scene cuts [B] bool, frame changes [B]) of x against the previous frame."""
+        change = frame_changes(x, self.prev_in)
         cuts = change > float(self.hparams.cut_threshold)
         if self.prev_in is None:
             cuts[0] = True
-        return cuts
+        return cuts.to(x.device), change
 
     def predict_step(self, batch: dict, batch_idx: int = 0, dataloader_idx: int = 0) -> StylizedBatch:
         t0 = time.perf_counter()
         frames = batch["frames"].to(self.device, non_blocking=True)  # uint8 [B, H, W, 3]
         x = frames.permute(0, 3, 1, 2).float().div_(255)
-        cuts = self._cuts(x)  # the temporal state restarts at scene cuts
+        cuts, change = self._cuts(x)  # the temporal state restarts at scene cuts
         y = self.stylize_tensor(x, cuts)
         if self.hparams.temporal_blend > 0:
             y = self._blend(x, y, cuts)
         else:
             self.prev_in = x[-1:]
         if self.hparams.measure_flicker:
-            self.flicker.update(x, y)
+            self.flicker.update(x, y, change)  # (the meter and prev_in are reset and advanced together)
         self.n_frames += x.shape[0]
         self.compute_s += time.perf_counter() - t0
         return StylizedBatch(y, batch["pts"], batch["index"], frames)
 
     def on_predict_end(self) -> None:
-        res = {"frames": self.n_frames, "backend": self.backend, "style": str(self.style_path),
-               "strength": self.strength}
+        res = {
+            "frames": self.n_frames,
+            "backend": self.backend,
+            "style": str(self.style_path),
+            "strength": self.strength,
+        }
         if self.n_frames:
             res["ms_per_frame_model"] = round(1000 * self.compute_s / self.n_frames, 2)
         res.update({k: round(v, 5) for k, v in self.flicker.result().items()})
@@ -350,9 +411,3 @@ class StyleTransfer(L.LightningModule):
 
     def configure_optimizers(self):  # predict-only module
         return None
-
-
-
-
-
-

@@ -20,21 +20,46 @@ from hybridlearn.style.video import VideoFramesDataModule
 from hybridlearn.style.writer import StylizedVideoWriter
 
 
-def stylize(input: str | os.PathLike, style: str | os.PathLike, output: str | os.PathLike | None = None,
-            overwrite: bool = False, data: dict | None = None, model: dict | None = None,
-            writer: dict | None = None, accelerator: str = "auto", progress: bool = True) -> dict[str, Any]:
-    """Stylize a video (or an image) file; returns the run's results (frames, flicker, fps...)."""
-    data_dir = os.environ.get("DATA_DIR")
-    dm = VideoFramesDataModule(
-        path=str(input), data_dir=data_dir, **(data or {}))
-    module = StyleTransfer(style_image=str(style), data_dir=data_dir, **(model or {}))
-    w = StylizedVideoWriter(**{"output": None if output is None else str(output), "overwrite": overwrite,
-                               "progress": progress, **(writer or {})})
+def stylize(
+    input: str | os.PathLike,
+    style: str | os.PathLike,
+    output: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    data: dict | None = None,
+    model: dict | None = None,
+    writer: dict | None = None,
+    accelerator: str = "auto",
+    progress: bool = True,
+    mirrors: list | str | None = None,
+) -> dict[str, Any]:
+    """Stylize a video (or an image) file; returns the run's results (frames, flicker, fps...).
+
+    `style` may be a path, an http(s) URL or a known painting; known files missing from DATA_DIR
+    (default ./data, as the command line) are downloaded, from `mirrors` first (style/sources.py).
+    """
+    data_dir = os.environ.get("DATA_DIR") or "data"
+    dm = VideoFramesDataModule(path=str(input), data_dir=data_dir, **{"mirrors": mirrors, **(data or {})})
+    module = StyleTransfer(style_image=str(style), data_dir=data_dir, **{"mirrors": mirrors, **(model or {})})
+    w = StylizedVideoWriter(
+        **{
+            "output": None if output is None else str(output),
+            "overwrite": overwrite,
+            "progress": progress,
+            **(writer or {}),
+        }
+    )
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    trainer = L.Trainer(accelerator=accelerator, devices=1, logger=False, callbacks=[w],
-                        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
-                        default_root_dir=str(Path(output).parent) if output else ".")
+    trainer = L.Trainer(
+        accelerator=accelerator,
+        devices=1,
+        logger=False,
+        callbacks=[w],
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        enable_checkpointing=False,
+        default_root_dir=str(Path(output).parent) if output else ".",
+    )
     trainer.predict(module, datamodule=dm, return_predictions=False)
     return dict(module.extra_results)
 

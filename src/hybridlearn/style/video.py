@@ -24,42 +24,25 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.style.sources import VIDEO_HINT, resolve_input
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
-VIDEO_HINT = "give a video file FFmpeg can read (.mp4, .mkv, .mov, .webm, .avi)"
-
-
-def resolve_path(path: str | Path, data_dir: str | Path | None, subdir: str, what: str) -> Path:
-    """`path` as given if it exists, else under DATA_DIR/<subdir>/ or DATA_DIR/; DataError otherwise."""
-    if path is None or str(path) in ("", "None", "???"):
-        raise ConfigError(f"{what} is not set: pass {what}=<file>")
-    p = Path(str(path)).expanduser()
-    candidates = [p]
-    if data_dir is not None and not p.is_absolute():
-        candidates += [Path(data_dir) / subdir / p, Path(data_dir) / p]
-    for c in candidates:
-        if c.is_file():
-            return c
-    if p.exists():
-        raise DataError(f"{what} {p} is not a file; {VIDEO_HINT if what == 'input' else 'give an image file'}")
-    where = f" (also looked in {Path(data_dir) / subdir})" if data_dir is not None and not p.is_absolute() else ""
-    raise DataError(f"{what} file {p} not found{where}; check the path")
 
 
 @dataclass
 class VideoInfo:
     path: Path
     is_image: bool
-    width: int            # source size
+    width: int  # source size
     height: int
-    out_width: int        # size of the frames yielded (and written)
+    out_width: int  # size of the frames yielded (and written)
     out_height: int
-    fps: Fraction         # average frame rate (1 for an image)
-    time_base: Fraction   # of the source video stream
-    frames: int           # frame count from the container (0 when unknown)
-    duration_s: float     # of the video stream (0 when unknown)
+    fps: Fraction  # average frame rate (1 for an image)
+    time_base: Fraction  # of the source video stream
+    frames: int  # frame count from the container (0 when unknown)
+    duration_s: float  # of the video stream (0 when unknown)
     start_pts: int
     has_audio: bool
     audio_codec: str | None
@@ -107,7 +90,9 @@ def probe(path: str | Path, max_side: int | None = None, size=None) -> VideoInfo
         return VideoInfo(path, True, w, h, ow, oh, Fraction(1), Fraction(1), 1, 0.0, 0, False, None)
     with _open(path) as c:
         if not c.streams.video:
-            raise DataError(f"{path} has no video stream (only {', '.join(s.type for s in c.streams) or 'nothing'}); {VIDEO_HINT}")
+            raise DataError(
+                f"{path} has no video stream (only {', '.join(s.type for s in c.streams) or 'nothing'}); {VIDEO_HINT}"
+            )
         v = c.streams.video[0]
         w, h = v.codec_context.width, v.codec_context.height
         if not w or not h:
@@ -117,18 +102,41 @@ def probe(path: str | Path, max_side: int | None = None, size=None) -> VideoInfo
         dur = float(v.duration * tb) if v.duration else (c.duration / 1e6 if c.duration else 0.0)
         audio = c.streams.audio[0] if c.streams.audio else None
         ow, oh = output_size(w, h, max_side, size)
-        return VideoInfo(path, False, w, h, ow, oh, Fraction(fps), Fraction(tb), int(v.frames or 0), dur,
-                         int(v.start_time or 0), audio is not None, audio.codec_context.name if audio else None)
+        return VideoInfo(
+            path,
+            False,
+            w,
+            h,
+            ow,
+            oh,
+            Fraction(fps),
+            Fraction(tb),
+            int(v.frames or 0),
+            dur,
+            int(v.start_time or 0),
+            audio is not None,
+            audio.codec_context.name if audio else None,
+        )
 
 
 class VideoFrameStream(IterableDataset):
     """Yields batches (dicts, see module doc) of consecutive decoded frames."""
 
-    def __init__(self, info: VideoInfo, batch_size: int = 4, max_frames: int | None = None,
-                 interpolation: str = "AREA"):
+    def __init__(
+        self, info: VideoInfo, batch_size: int = 4, max_frames: int | None = None, interpolation: str = "AREA"
+    ):
         self.info, self.batch_size, self.max_frames, self.interpolation = info, batch_size, max_frames, interpolation
         self.decoded = 0
         self.truncated = False
+        # warnings wait here while a progress bar is drawn (the writer prints them after closing it)
+        self.defer_warnings = False
+        self.pending_warnings: list[str] = []
+
+    def _warn(self, msg: str) -> None:
+        if self.defer_warnings:
+            self.pending_warnings.append(msg)
+        else:
+            warnings.warn(msg, stacklevel=3)
 
     def _frames(self):
         info = self.info
@@ -143,7 +151,7 @@ class VideoFrameStream(IterableDataset):
         import av
 
         resize = (info.out_width, info.out_height) != (info.width, info.height)
-        step = int(round(1 / (info.fps * info.time_base))) if info.fps and info.time_base else 1
+        step = round(1 / (info.fps * info.time_base)) if info.fps and info.time_base else 1
         with _open(info.path) as c:
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"
@@ -158,15 +166,21 @@ class VideoFrameStream(IterableDataset):
                         pts = last_pts + 1  # keep timestamps strictly increasing for the muxer
                     last_pts = pts
                     if resize:
-                        arr = frame.to_ndarray(width=info.out_width, height=info.out_height, format="rgb24",
-                                               interpolation=self.interpolation)
+                        arr = frame.to_ndarray(
+                            width=info.out_width,
+                            height=info.out_height,
+                            format="rgb24",
+                            interpolation=self.interpolation,
+                        )
                     else:
                         arr = frame.to_ndarray(format="rgb24")
                     yield pts, arr
             except (av.FFmpegError, EOFError) as e:
                 self.truncated = True
-                warnings.warn(f"{info.path}: decoding stopped after {self.decoded} frames ({e}); "
-                              "the file looks truncated or damaged, stylizing what decoded", stacklevel=2)
+                self._warn(
+                    f"{info.path}: decoding stopped after {self.decoded} frames ({e}); "
+                    "the file looks truncated or damaged, stylizing what decoded"
+                )
         if self.truncated or self.max_frames is not None:
             return
         if info.frames and self.decoded < info.frames:
@@ -179,7 +193,7 @@ class VideoFrameStream(IterableDataset):
             missing = None
         if missing:
             self.truncated = True
-            warnings.warn(f"{info.path}: {missing}; the file looks truncated, stylizing what decoded", stacklevel=2)
+            self._warn(f"{info.path}: {missing}; the file looks truncated, stylizing what decoded")
 
     def __iter__(self):
         b = self.batch_size
@@ -201,37 +215,54 @@ class VideoFrameStream(IterableDataset):
 
     def _batch(self, buf, pts, n):
         start = self.decoded - n
-        return {"frames": torch.from_numpy(buf[:n].copy()), "pts": torch.from_numpy(pts[:n].copy()),
-                "index": torch.arange(start, start + n)}
+        return {
+            "frames": torch.from_numpy(buf[:n].copy()),
+            "pts": torch.from_numpy(pts[:n].copy()),
+            "index": torch.arange(start, start + n),
+        }
 
 
 class VideoFramesDataModule(L.LightningDataModule):
     """Predict-only data module over one video (or image) file.
 
-    path: the input (as given, or relative to DATA_DIR/video). size: [H, W] to force a frame size;
+    path: the input (as given, or relative to DATA_DIR/video; the demo clip is downloaded when
+    missing, from `mirrors` first, see style/sources.py). size: [H, W] to force a frame size;
     max_side: shrink so the longer side is at most this (aspect kept); neither: source size.
     """
 
-    def __init__(self, path: str | None = None, data_dir: str | None = None, batch_size: int = 4,
-                 max_side: int | None = None, size=None, max_frames: int | None = None,
-                 num_workers: int = 0, interpolation: str = "AREA"):
+    def __init__(
+        self,
+        path: str | None = None,
+        data_dir: str | None = None,
+        batch_size: int = 4,
+        max_side: int | None = None,
+        size=None,
+        max_frames: int | None = None,
+        num_workers: int = 0,
+        interpolation: str = "AREA",
+        mirrors: list | str | None = None,
+        download_timeout: float | None = None,
+    ):
         super().__init__()
         if batch_size is None or int(batch_size) < 1:
             raise ConfigError(f"data.batch_size must be >= 1 (got {batch_size})")
         if num_workers not in (0, 1):
-            raise ConfigError(f"data.num_workers must be 0 or 1 for a video stream (got {num_workers}): "
-                              "more workers would decode the same frames twice")
+            raise ConfigError(
+                f"data.num_workers must be 0 or 1 for a video stream (got {num_workers}): "
+                "more workers would decode the same frames twice"
+            )
         if max_frames is not None and int(max_frames) < 1:
             raise ConfigError(f"data.max_frames must be >= 1 or null (got {max_frames})")
         self.path, self.data_dir = path, data_dir
         self.batch_size, self.max_side, self.size = int(batch_size), max_side, size
         self.max_frames, self.num_workers, self.interpolation = max_frames, num_workers, interpolation
+        self.mirrors, self.download_timeout = mirrors, download_timeout
         self.info: VideoInfo | None = None
         self.dataset: VideoFrameStream | None = None
 
     def prepare(self) -> VideoInfo:
         if self.info is None:
-            src = resolve_path(self.path, self.data_dir, "video", "input")
+            src = resolve_input(self.path, self.data_dir, self.mirrors, self.download_timeout)
             self.info = probe(src, self.max_side, self.size)
             if self.info.out_width % 2 or self.info.out_height % 2:
                 log.info("%s: odd frame size %dx%d", src, self.info.out_width, self.info.out_height)
@@ -244,8 +275,7 @@ class VideoFramesDataModule(L.LightningDataModule):
     def predict_dataloader(self) -> DataLoader:
         if self.dataset is None:
             self.setup("predict")
-        return DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers,
-                          persistent_workers=False)
+        return DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False)
 
     @property
     def expected_frames(self) -> int | None:
@@ -269,7 +299,9 @@ def load_rgb(path: str | Path, what: str = "style") -> np.ndarray:
     except FileNotFoundError:
         raise DataError(f"{what} image {path} not found; check the path") from None
     except Exception as e:  # noqa: BLE001 - PIL raises many kinds
-        raise DataError(f"{what} image {path} is not a readable image ({type(e).__name__}); give a PNG or JPEG file") from None
+        raise DataError(
+            f"{what} image {path} is not a readable image ({type(e).__name__}); give a PNG or JPEG file"
+        ) from None
     if im.mode == "P":
         im = im.convert("RGBA" if "transparency" in im.info else "RGB")
     if im.mode in ("I;16", "I;16B", "I;16L", "I"):

@@ -21,8 +21,14 @@ from hybridlearn.style.model import StylizedBatch
 
 log = logging.getLogger(__name__)
 
-VIDEO_CODECS = {".mp4": "libx264", ".m4v": "libx264", ".mov": "libx264", ".mkv": "libx264",
-                ".webm": "libvpx-vp9", ".avi": "mpeg4"}
+VIDEO_CODECS = {
+    ".mp4": "libx264",
+    ".m4v": "libx264",
+    ".mov": "libx264",
+    ".mkv": "libx264",
+    ".webm": "libvpx-vp9",
+    ".avi": "mpeg4",
+}
 
 
 AUDIO_COPY = {
@@ -55,10 +61,20 @@ class StylizedVideoWriter(BasePredictionWriter):
     `preview_frame` (true -> next to the output as <stem>_preview.png, or a path, or false).
     """
 
-    def __init__(self, output: str | None = None, overwrite: bool = False, crf: int = 18,
-                 preset: str = "veryfast", codec: str | None = None, audio: bool = True,
-                 preview: bool | str = True, preview_frame: int = 0, progress: bool = True,
-                 output_dir: str | None = None, encoder_threads: int = 0):
+    def __init__(
+        self,
+        output: str | None = None,
+        overwrite: bool = False,
+        crf: int = 18,
+        preset: str = "veryfast",
+        codec: str | None = None,
+        audio: bool = True,
+        preview: bool | str = True,
+        preview_frame: int = 0,
+        progress: bool = True,
+        output_dir: str | None = None,
+        encoder_threads: int = 0,
+    ):
         super().__init__(write_interval="batch")
         self.output, self.overwrite, self.crf, self.preset = output, bool(overwrite), int(crf), preset
         self.codec, self.audio, self.preview, self.preview_frame = codec, bool(audio), preview, int(preview_frame)
@@ -78,12 +94,33 @@ class StylizedVideoWriter(BasePredictionWriter):
         if info.is_image and suf not in IMAGE_OUT:
             raise ConfigError(f"output {out}: the input is an image, so give an image output (.png or .jpg)")
         if not info.is_image and suf not in VIDEO_CODECS:
-            raise ConfigError(f"output {out}: unsupported suffix for a video; use one of {', '.join(sorted(VIDEO_CODECS))}")
+            raise ConfigError(
+                f"output {out}: unsupported suffix for a video; use one of {', '.join(sorted(VIDEO_CODECS))}"
+            )
         if out.resolve() == Path(info.path).resolve():
             raise ConfigError(f"output {out} is the input file; choose another output path")
         if out.exists() and not self.overwrite:
             raise ConfigError(f"output {out} already exists; pass overwrite=true or choose another output path")
         return out
+
+    def resolve_preview(self) -> Path | None:
+        """<output stem>_preview.png, or the `preview` path; an existing file is refused unless overwrite."""
+        if not self.preview or str(self.preview) in ("false", "False"):
+            return None
+        if isinstance(self.preview, str) and self.preview not in ("true", "True"):
+            path = Path(self.preview).expanduser()
+        else:
+            path = self.out_path.with_name(f"{self.out_path.stem}_preview.png")
+        if path.resolve() in (self.out_path.resolve(), Path(self.info.path).resolve()):
+            raise ConfigError(
+                f"preview {path} is the output or the input file; set callbacks.style_writer.preview to another path"
+            )
+        if path.exists() and not self.overwrite:
+            raise ConfigError(
+                f"preview {path} already exists; pass overwrite=true, choose another output path "
+                "or set callbacks.style_writer.preview=false"
+            )
+        return path
 
     # --- lifecycle
     def on_predict_start(self, trainer, pl_module) -> None:
@@ -92,24 +129,30 @@ class StylizedVideoWriter(BasePredictionWriter):
             raise ConfigError("StylizedVideoWriter needs data=video (VideoFramesDataModule)")
         self.info = info = dm.prepare()
         self.out_path = self.resolve_output(info, trainer.default_root_dir)
+        self.preview_path = self.resolve_preview()
+        self._preview_img = None  # written after the output, so an interrupted run leaves neither
         self._stack = ExitStack()
         self.tmp = self._stack.enter_context(atomic_output(self.out_path, overwrite=self.overwrite))
         self.written = 0
         self._last_pts = None
         self.audio_packets = 0
         self.audio_mode = "none"
-        self._preview_done = not self.preview
+        self._preview_done = self.preview_path is None
         self._t0 = time.perf_counter()
         self._bar = None
+        self.container = None
+        if not info.is_image:
+            self._open_video(info)  # (its warnings come before the progress bar)
         if self.progress:
             from tqdm.auto import tqdm
 
-            self._bar = tqdm(total=dm.expected_frames, unit="frame", desc=f"stylize {info.path.name}",
-                             dynamic_ncols=True, leave=True)
-        if info.is_image:
-            self.container = None
-            return
-        self._open_video(info)
+            self._bar = tqdm(
+                total=dm.expected_frames, unit="frame", desc=f"stylize {info.path.name}", dynamic_ncols=True, leave=True
+            )
+            # a warning printed now would land inside the bar's line: keep it until the bar is closed
+            # (a worker process has its own copy of the stream, so it warns by itself)
+            if dm.dataset is not None and not getattr(dm, "num_workers", 0):
+                dm.dataset.defer_warnings = True
 
     def _open_video(self, info) -> None:
         import av
@@ -125,8 +168,11 @@ class StylizedVideoWriter(BasePredictionWriter):
         w, h = info.out_width, info.out_height
         self.enc_w, self.enc_h = w - w % 2, h - h % 2
         if (self.enc_w, self.enc_h) != (w, h):
-            warnings.warn(f"{info.path}: odd frame size {w}x{h}; encoding {self.enc_w}x{self.enc_h} "
-                          "(yuv420p needs even sizes), the last row/column is dropped", stacklevel=2)
+            warnings.warn(
+                f"{info.path}: odd frame size {w}x{h}; encoding {self.enc_w}x{self.enc_h} "
+                "(yuv420p needs even sizes), the last row/column is dropped",
+                stacklevel=2,
+            )
         opts = {}
         if codec in ("libx264", "libx265"):
             opts = {"crf": str(self.crf), "preset": self.preset}
@@ -242,27 +288,23 @@ class StylizedVideoWriter(BasePredictionWriter):
         Image.fromarray(arr).save(self.tmp)
 
     def _write_preview(self, src: np.ndarray | None, out: np.ndarray, pl_module) -> None:
+        """Compose the preview now (the frames are at hand); it is saved with the output at the end."""
         from PIL import Image
-
 
         self._preview_done = True
         h = out.shape[0]
         style = Image.fromarray(pl_module.style_rgb)
         style = style.resize((max(1, round(style.width * h / style.height)), h), Image.LANCZOS)
-        panels = ([Image.fromarray(src).resize((out.shape[1], h))] if src is not None else []) + [style, Image.fromarray(out)]
+        panels = ([Image.fromarray(src).resize((out.shape[1], h))] if src is not None else []) + [
+            style,
+            Image.fromarray(out),
+        ]
         canvas = Image.new("RGB", (sum(p.width for p in panels) + 8 * (len(panels) - 1), h), (255, 255, 255))
         x = 0
         for p in panels:
             canvas.paste(p, (x, 0))
             x += p.width + 8
-        if isinstance(self.preview, str) and self.preview not in ("true", "True"):
-            path = Path(self.preview)
-        else:
-            path = self.out_path.with_name(f"{self.out_path.stem}_preview.png")
-        with atomic_output(path, overwrite=True) as tmp:
-            canvas.save(tmp, format="PNG")
-        self.preview_path = path
-        log.info("preview: %s", path)
+        self._preview_img = canvas
 
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._stack is None:
@@ -280,17 +322,39 @@ class StylizedVideoWriter(BasePredictionWriter):
         stack.close()  # closes the containers, then renames the temp file onto the output
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
+        for msg in getattr(trainer.datamodule.dataset, "pending_warnings", ()):
+            warnings.warn(msg, stacklevel=2)
+        if self._preview_img is not None:
+            try:
+                with atomic_output(self.preview_path, overwrite=self.overwrite) as tmp:
+                    self._preview_img.save(tmp, format="PNG")
+            except BaseException:
+                self.out_path.unlink(missing_ok=True)  # all or nothing
+                raise
+            log.info("preview: %s", self.preview_path)
+        else:
+            self.preview_path = None
         wall = time.perf_counter() - self._t0
-        self.stats = {"output": str(self.out_path), "frames_written": self.written,
-                      "audio": self.audio_mode, "audio_packets": self.audio_packets,
-                      "fps_pipeline": round(self.written / max(wall, 1e-9), 3)}
-        if getattr(self, "preview_path", None):
+        self.stats = {
+            "output": str(self.out_path),
+            "frames_written": self.written,
+            "audio": self.audio_mode,
+            "audio_packets": self.audio_packets,
+            "fps_pipeline": round(self.written / max(wall, 1e-9), 3),
+        }
+        if self.preview_path is not None:
             self.stats["preview"] = str(self.preview_path)
         if hasattr(pl_module, "extra_results"):
             pl_module.extra_results.update(self.stats)
             pl_module.extra_results["truncated_input"] = bool(getattr(trainer.datamodule.dataset, "truncated", False))
-        log.info("wrote %s (%d frames, audio: %s, %.2f frames/s)", self.out_path, self.written,
-                 self.audio_mode, self.stats["fps_pipeline"])
+        log.info(
+            "wrote %s (%d frames, audio: %s, %.2f frames/s)",
+            self.out_path,
+            self.written,
+            self.audio_mode,
+            self.stats["fps_pipeline"],
+        )
 
     def _audio_end_s(self, trainer) -> float | None:
         """All the audio for a complete video; up to the end of the last frame when the video was
@@ -306,10 +370,11 @@ class StylizedVideoWriter(BasePredictionWriter):
             stack, self._stack = self._stack, None
             try:
                 stack.__exit__(type(exc), exc, exc.__traceback__)
-            except BaseException:  # noqa: BLE001 - the original exception is what matters
-                pass
+            except BaseException as e:  # noqa: BLE001 - the original exception is what matters
+                log.debug("cleanup after %r also failed: %r", exc, e)
         if self._bar is not None:
             self._bar.close()
+            self._bar = None
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._abort(exception)

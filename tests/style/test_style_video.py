@@ -1,0 +1,333 @@
+"""Video style transfer: stream, timestamps, audio copy, bad inputs (issue #6), user files never
+overwritten and nothing left behind by an interrupted run (issue #11)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.style.model import StyleTransfer, pad_to_multiple
+from hybridlearn.style.stylize import stylize
+from hybridlearn.style.video import VideoFramesDataModule, load_rgb, output_size
+
+sys.path.insert(0, str(Path(__file__).parent))
+from style_media import make_audio_only, make_video, probe  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+STYLE = "starry_night.jpg"
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("style_cache"))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("media") / "clip.mp4", frames=12, size=(64, 48))
+
+
+def run(inp, out, cache_dir, overwrite=False, data=None, model=None, writer=None):
+    writer = {"progress": False, **(writer or {})}
+    return stylize(
+        inp,
+        STYLE,
+        out,
+        overwrite=overwrite,
+        data=data,
+        model={"cache_dir": cache_dir, **(model or {})},
+        writer=writer,
+        progress=False,
+    )
+
+
+def test_video_roundtrip_keeps_fps_frames_duration_and_audio_packets(data_dir, clip, tmp_path, cache_dir):
+    out = tmp_path / "out.mp4"
+    res = run(clip, out, cache_dir, data={"batch_size": 5})
+    src, dst = probe(clip), probe(out)
+    assert dst["frames"] == src["frames"] == res["frames_written"] == 12
+    assert dst["fps"] == src["fps"]
+    assert dst["duration"] == pytest.approx(src["duration"], abs=1e-3)
+    assert (dst["width"], dst["height"]) == (src["width"], src["height"])
+    assert res["audio"] == "copy" and dst["audio_codec"] == "aac"
+    assert dst["audio_packets"] == src["audio_packets"]  # byte for byte, not re-encoded
+    assert res["flicker_ratio"] > 0 and Path(res["preview"]).is_file()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
+    assert oct(out.stat().st_mode & 0o777) != oct(0o600)
+
+
+def test_stream_is_batched_and_bounded(data_dir, clip):
+    dm = VideoFramesDataModule(path=str(clip), batch_size=5)
+    dm.setup("predict")
+    batches = list(dm.predict_dataloader())
+    assert [b["frames"].shape[0] for b in batches] == [5, 5, 2]
+    assert batches[0]["frames"].dtype == torch.uint8 and batches[0]["frames"].shape[1:] == (48, 64, 3)
+    assert torch.cat([b["index"] for b in batches]).tolist() == list(range(12))
+    pts = torch.cat([b["pts"] for b in batches])
+    assert bool((pts[1:] > pts[:-1]).all())
+
+
+def test_no_audio_stream(data_dir, tmp_path, cache_dir, caplog):
+    src = make_video(tmp_path / "silent.mp4", frames=6, audio=False)
+    res = run(src, tmp_path / "o.mp4", cache_dir)
+    assert res["audio"] == "none" and not probe(tmp_path / "o.mp4")["has_audio"]
+    assert probe(tmp_path / "o.mp4")["frames"] == 6
+
+
+def test_audio_reencoded_when_container_cannot_take_it(data_dir, tmp_path, cache_dir):
+    src = make_video(tmp_path / "pcm.mkv", frames=6, acodec="pcm_s16le")
+    res = run(src, tmp_path / "o.mp4", cache_dir)
+    assert res["audio"].startswith("re-encode pcm_s16le->aac")
+    assert probe(tmp_path / "o.mp4")["audio_codec"] == "aac"
+
+
+def test_odd_frame_size_and_max_side(data_dir, tmp_path, cache_dir):
+    src = make_video(tmp_path / "odd.mkv", frames=4, size=(37, 29), vcodec="ffv1", audio=False)
+    with pytest.warns(UserWarning, match="odd frame size"):
+        run(src, tmp_path / "o.mp4", cache_dir)
+    d = probe(tmp_path / "o.mp4")
+    assert (d["width"], d["height"], d["frames"]) == (36, 28, 4)
+    run(src, tmp_path / "small.mp4", cache_dir, data={"max_side": 20})
+    assert max(probe(tmp_path / "small.mp4")["width"], probe(tmp_path / "small.mp4")["height"]) == 20
+    assert output_size(640, 360, 384, None) == (384, 216) and output_size(640, 360, None, [384, 384]) == (384, 384)
+
+
+def test_pad_to_multiple_of_4():
+    x = torch.rand(1, 3, 29, 37)
+    y, (h, w) = pad_to_multiple(x, 4)
+    assert y.shape[-2:] == (32, 40) and (h, w) == (29, 37)
+    assert torch.equal(y[..., :29, :37], x)
+
+
+def test_truncated_file_stylizes_what_decodes(data_dir, tmp_path, cache_dir):
+    src = make_video(tmp_path / "full.mkv", frames=24, size=(64, 48), vcodec="ffv1")
+    data = src.read_bytes()
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(data[: int(len(data) * 0.45)])
+    out = tmp_path / "o.mp4"
+    with pytest.warns(UserWarning, match="truncated|damaged"):
+        res = run(cut, out, cache_dir)
+    n = probe(out)["frames"]
+    assert 0 < n < 24 and res["frames_written"] == n and res["truncated_input"] is True
+    d = probe(out)
+    assert d["has_audio"]  # the output is finished properly (moov written, audio trimmed)
+
+
+def test_not_a_video(data_dir, tmp_path, cache_dir):
+    bad = tmp_path / "notes.mp4"
+    bad.write_text("this is not a video\n" * 50)
+    with pytest.raises(DataError, match="notes.mp4.*not a readable video"):
+        run(bad, tmp_path / "o.mp4", cache_dir)
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_no_video_stream(data_dir, tmp_path, cache_dir):
+    a = make_audio_only(tmp_path / "voice.m4a")
+    with pytest.raises(DataError, match="voice.m4a has no video stream"):
+        run(a, tmp_path / "o.mp4", cache_dir)
+
+
+def test_missing_input(data_dir, tmp_path, cache_dir):
+    with pytest.raises(DataError, match="nope.mp4 not found"):
+        run(tmp_path / "nope.mp4", tmp_path / "o.mp4", cache_dir)
+
+
+def test_existing_output_refused_unless_overwrite(data_dir, clip, tmp_path, cache_dir):
+    out = tmp_path / "o.mp4"
+    out.write_bytes(b"precious")
+    with pytest.raises(ConfigError, match="o.mp4 already exists.*overwrite=true"):
+        run(clip, out, cache_dir)
+    assert out.read_bytes() == b"precious"
+    run(clip, out, cache_dir, overwrite=True, data={"max_frames": 3})
+    assert probe(out)["frames"] == 3
+
+
+def test_failure_leaves_no_partial_output(data_dir, clip, tmp_path, cache_dir, monkeypatch):
+    def boom(self, *a, **k):
+        raise RuntimeError("disk on fire")
+
+    monkeypatch.setattr(StyleTransfer, "stylize_tensor", boom)
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        run(clip, tmp_path / "o.mp4", cache_dir)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_existing_preview_never_overwritten(data_dir, clip, tmp_path, cache_dir):
+    """A run for o.mkv once replaced the user's o_preview.png (made by o.mp4's run, or their own)."""
+    preview = tmp_path / "o_preview.png"
+    preview.write_bytes(b"mine")
+    with pytest.raises(ConfigError, match="o_preview.png already exists.*overwrite=true"):
+        run(clip, tmp_path / "o.mkv", cache_dir)
+    assert preview.read_bytes() == b"mine" and [p.name for p in tmp_path.iterdir()] == ["o_preview.png"]
+    res = run(clip, tmp_path / "o.mkv", cache_dir, overwrite=True, data={"max_frames": 2})
+    assert Path(res["preview"]) == preview and preview.read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize("exc", [KeyboardInterrupt, RuntimeError])
+def test_interrupt_mid_run_leaves_nothing(data_dir, clip, tmp_path, cache_dir, monkeypatch, exc):
+    """Ctrl-C (or any failure) after the preview frame was stylized: no output, no preview, no temp file."""
+    real, calls = StyleTransfer.stylize_tensor, []
+
+    def second_batch_fails(self, x, cuts=None):
+        calls.append(x.shape[0])
+        if len(calls) == 2:
+            raise exc("stop")
+        return real(self, x, cuts)
+
+    monkeypatch.setattr(StyleTransfer, "stylize_tensor", second_batch_fails)
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    sigint = signal.getsignal(signal.SIGINT)  # Lightning ignores SIGINT after a KeyboardInterrupt
+    try:
+        with pytest.raises(SystemExit if exc is KeyboardInterrupt else RuntimeError):
+            run(clip, out_dir / "o.mp4", cache_dir, data={"batch_size": 4})
+    finally:
+        signal.signal(signal.SIGINT, sigint)
+    assert len(calls) == 2 and list(out_dir.iterdir()) == []
+
+
+def test_truncated_warning_printed_after_the_progress_bar(data_dir, tmp_path, cache_dir, capsys):
+    src = make_video(tmp_path / "full.mkv", frames=24, size=(64, 48), vcodec="ffv1")
+    cut = tmp_path / "cut.mkv"
+    cut.write_bytes(src.read_bytes()[: int(src.stat().st_size * 0.45)])
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show  # printed as a user sees it, not recorded by pytest
+        run(cut, tmp_path / "o.mp4", cache_dir, writer={"progress": True})
+    err = capsys.readouterr().err
+    i = err.index("looks truncated")
+    assert "stylize cut.mkv" in err[:i]  # the bar was drawn...
+    assert "stylize cut.mkv" not in err[err.rfind("\n", 0, i) + 1 : i]  # ...but not on the warning's line
+    assert "stylize cut.mkv" not in err[i:]  # and not redrawn after it
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "L", "P", "LA", "I;16"])
+def test_style_image_modes(data_dir, tmp_path, mode, cache_dir):
+    rng = np.random.default_rng(0)
+    rgb = Image.fromarray(rng.integers(0, 255, (40, 30, 3), dtype=np.uint8))
+    img = (
+        rgb.convert("RGBA")
+        if mode == "RGBA"
+        else rgb.convert("L").convert(mode)
+        if mode in ("LA", "I;16")
+        else rgb.convert(mode)
+    )
+    if mode == "RGBA":
+        a = np.asarray(img).copy()
+        a[..., 3] = 0
+        img = Image.fromarray(a)
+    p = tmp_path / f"style_{mode.replace(';', '')}.png"
+    img.save(p)
+    out = load_rgb(p)
+    assert out.shape == (40, 30, 3) and out.dtype == np.uint8
+    if mode == "RGBA":  # fully transparent -> white
+        assert (out == 255).all()
+    m = StyleTransfer(style_image=str(p), data_dir=str(data_dir), cache_dir=cache_dir)
+    assert m.style_vector(m.style_rgb).shape == (1, 100)
+
+
+def test_bad_style_image(data_dir, tmp_path, cache_dir):
+    p = tmp_path / "style.jpg"
+    p.write_bytes(b"nope")
+    with pytest.raises(DataError, match="style.jpg is not a readable image"):
+        StyleTransfer(style_image=str(p), data_dir=str(data_dir), cache_dir=cache_dir)
+
+
+def test_bad_config_values(data_dir, cache_dir):
+    with pytest.raises(ConfigError, match="model.backend"):
+        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), backend="onnx")
+    with pytest.raises(ConfigError, match="model.strength"):
+        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), strength=1.5)
+    with pytest.raises(ConfigError, match="data.num_workers"):
+        VideoFramesDataModule(path="x.mp4", num_workers=2)
+
+
+def test_single_image_mode_and_strength(data_dir, tmp_path, cache_dir):
+    src = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 255, (30, 42, 3), dtype=np.uint8)).save(src)
+    run(src, tmp_path / "full.png", cache_dir, writer={"preview": False})
+    run(src, tmp_path / "none.png", cache_dir, model={"strength": 0.0}, writer={"preview": False})
+    full = np.asarray(Image.open(tmp_path / "full.png"), np.float32)
+    none = np.asarray(Image.open(tmp_path / "none.png"), np.float32)
+    assert full.shape == (30, 42, 3)
+    assert np.abs(full - none).mean() > 1.0  # strength changes the result
+    with pytest.raises(ConfigError, match="image output"):
+        run(src, tmp_path / "x.mp4", cache_dir)
+
+
+def test_temporal_options_lower_flicker(data_dir, clip, tmp_path, cache_dir):
+    base = run(clip, tmp_path / "a.mp4", cache_dir, writer={"preview": False})
+    smooth = run(
+        clip,
+        tmp_path / "b.mp4",
+        cache_dir,
+        model={"temporal_momentum": 0.9, "temporal_blend": 0.6},
+        writer={"preview": False},
+    )
+    assert smooth["flicker_output"] < base["flicker_output"]
+
+
+def test_experiment_style_video_end_to_end(data_dir, clip, tmp_path, run_train, cache_dir):
+    out = tmp_path / "exp.mp4"
+    res = run_train(
+        [
+            "experiment=style_video",
+            f"input={clip}",
+            f"style={STYLE}",
+            f"output={out}",
+            f"model.cache_dir={cache_dir}",
+            "callbacks.style_writer.progress=false",
+            "data.batch_size=4",
+        ]
+    )
+    assert res["status"] == "completed"
+    assert res["metrics"]["frames_written"] == 12 and res["metrics"]["audio"] == "copy"
+    assert probe(out)["frames"] == 12
+
+
+def test_stylize_cli_one_line_error(data_dir, tmp_path):
+    bad = tmp_path / "bad.mp4"
+    bad.write_text("garbage")
+    env = {**os.environ, "HYBRIDLEARN_LOG_DIR": str(tmp_path / "logs")}
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "stylize.py"), f"input={bad}", f"style={STYLE}", f"output={tmp_path / 'o.mp4'}"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert p.returncode == 2
+    assert "error: " in p.stderr and "bad.mp4" in p.stderr and "Traceback" not in p.stderr
+
+
+def test_decode_in_a_worker_process(data_dir, clip, tmp_path, cache_dir):
+    res = run(clip, tmp_path / "o.mp4", cache_dir, data={"num_workers": 1, "batch_size": 5})
+    assert res["frames_written"] == 12 and probe(tmp_path / "o.mp4")["frames"] == 12
+
+
+@pytest.mark.slow
+def test_compiled_transformer_matches_eager(data_dir, clip, tmp_path, cache_dir):
+    """torch.compile (about a minute on 2 CPU cores): same frames as eager, odd last batch included."""
+    x = torch.rand(5, 3, 36, 52)
+    outs = []
+    for comp in (False, True):
+        m = StyleTransfer(style_image=STYLE, data_dir=str(data_dir), cache_dir=cache_dir, compile=comp)
+        with torch.inference_mode():
+            m.set_style(None)
+            outs.append(torch.cat([m.stylize_tensor(x[:3]), m.stylize_tensor(x[3:])]))
+    assert (outs[0] - outs[1]).abs().max() < 1e-4

@@ -65,10 +65,9 @@ def vectorized(workers: int, threads: int, epochs: int) -> tuple[float, float, f
     d = prepare_gom(os.environ["DATA_DIR"], seed=0)
     mlp = [NetSpec(tuple(mlp_sizes(68, dp, w)), lr, 0) for dp in range(1, 6) for w in range(1, 6) for lr in MLP_LRS]
     ae = [NetSpec(tuple(ae_sizes(68, h)), lr, 0) for h in AE_HIDDEN for lr in AE_LRS]
-    t1 = time.perf_counter()
-    train_sigmoid_grid(mlp, d["x_train"], d["y_train"], d["x_val"], d["y_val"], epochs=epochs, workers=workers)
+    train_sigmoid_grid(mlp, d.x_train, d.y_train, d.x_val, d.y_val, epochs=epochs, workers=workers)
     t2 = time.perf_counter()
-    train_sigmoid_grid(ae, d["x_train"], d["x_train"], d["x_val"], d["x_val"], epochs=epochs, workers=workers)
+    train_sigmoid_grid(ae, d.x_train, d.x_train, d.x_val, d.x_val, epochs=epochs, workers=workers)
     t3 = time.perf_counter()
     return (t2 - t0), (t3 - t2), (t3 - t0)
 
@@ -89,15 +88,21 @@ def main() -> None:
     pts_ae = [(AE_HIDDEN[(i * (len(AE_HIDDEN) - 1)) // max(1, n - 1)], AE_LRS[i % 3]) for i in range(n)]
     common = ["seed=0", f"trainer.max_epochs={a.epochs}"]
 
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
         # warm-up (imports, first Lightning run) not timed
         torch.set_num_threads(a.seq_threads)
         one_at_a_time([["experiment=gom_mlp", "trainer.max_epochs=2"]], Path(tmp) / "warm")
-        t_mlp = one_at_a_time([["experiment=gom_mlp", *common, f"model.depth={dp}", f"model.width={w}",
-                                f"model.lr={lr}"] for dp, w, lr in pts_mlp], Path(tmp) / "mlp")
-        t_ae = one_at_a_time([["experiment=gom_autoencoder", *common, f"model.hidden={h}", f"model.lr={lr}"]
-                              for h, lr in pts_ae], Path(tmp) / "ae")
+        t_mlp = one_at_a_time(
+            [
+                ["experiment=gom_mlp", *common, f"model.depth={dp}", f"model.width={w}", f"model.lr={lr}"]
+                for dp, w, lr in pts_mlp
+            ],
+            Path(tmp) / "mlp",
+        )
+        t_ae = one_at_a_time(
+            [["experiment=gom_autoencoder", *common, f"model.hidden={h}", f"model.lr={lr}"] for h, lr in pts_ae],
+            Path(tmp) / "ae",
+        )
     vec_best = {}
     runs: dict[int, list] = {w: [] for w in workers}
     for _ in range(max(1, a.rounds)):  # rounds interleaved, best taken: robust to other jobs on the machine
@@ -124,10 +129,16 @@ def main() -> None:
     for t in workers:
         m, e, tot = vec_best[t]
         how = f"workers={t}, 1 thread each" if t > 1 else f"workers=1, torch threads={a.threads}"
-        lines.append(f"| vectorized, {how} (best of {max(1, a.rounds)}) | {m:.1f} s | {e:.1f} s | {tot:.1f} s | "
-                     f"{(seq_mlp + seq_ae) / tot:.0f}x |")
-    lines += ["", f"Best vectorized: workers={best_t}, {vec_best[best_t][2]:.1f} s for all 580 networks.",
-              f"Sampled one-at-a-time points: MLP (depth, width, lr) {pts_mlp}; AE (hidden, lr) {pts_ae}.", ""]
+        lines.append(
+            f"| vectorized, {how} (best of {max(1, a.rounds)}) | {m:.1f} s | {e:.1f} s | {tot:.1f} s | "
+            f"{(seq_mlp + seq_ae) / tot:.0f}x |"
+        )
+    lines += [
+        "",
+        f"Best vectorized: workers={best_t}, {vec_best[best_t][2]:.1f} s for all 580 networks.",
+        f"Sampled one-at-a-time points: MLP (depth, width, lr) {pts_mlp}; AE (hidden, lr) {pts_ae}.",
+        "",
+    ]
     text = "\n".join(lines)
     print("\n" + text)
     Path(a.out).write_text(text)

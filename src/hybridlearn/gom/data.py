@@ -1,9 +1,13 @@
-"""Geographical Original of Music (UCI data set 315): 1059 tracks, 68 MARSYAS audio features,
-latitude and longitude of the music's country of origin.
+"""Geographical Original of Music (UCI data set 315): 1059 tracks, MARSYAS audio features, latitude
+and longitude of the music's country of origin. UCI publishes two files (`data.features`):
 
-`load_gom` parses the file strictly (one-line `DataError` naming file, row and column for any bad
-cell), `prepare_gom` splits and min-max scales it (scaling fitted on the training split only) and is
-shared by the Lightning `GomDataModule` and the vectorized grid trainer so both see identical tensors.
+- default:   `default_features_1059_tracks.txt`, 68 features (the paper's);
+- chromatic: `default_plus_chromatic_features_1059_tracks.txt`, 116 features (the 68 + chroma).
+
+`load_gom` parses a file strictly (one-line `DataError` naming file, row and column for any bad
+cell), `prepare_gom` splits and min-max scales it (scaling fitted on the training split only) into a
+`GomData`, shared by the Lightning `GomDataModule` and the vectorized grid trainer so both see
+identical tensors.
 """
 
 from __future__ import annotations
@@ -11,14 +15,15 @@ from __future__ import annotations
 import logging
 import math
 import zipfile
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
 
 import lightning as L
 import numpy as np
 import torch
 
+from hybridlearn.core.config import check_choice, check_int
 from hybridlearn.core.download import ensure_files, md5sum
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.io import atomic_output
@@ -26,47 +31,93 @@ from hybridlearn.core.loaders import SplitLoaders, seeded_split, tensor_loader
 
 log = logging.getLogger(__name__)
 
-GOM_FILE = "default_features_1059_tracks.txt"
-GOM_MD5 = "20e6d4572e36638530e981bfd85b7dbc"
-GOM_COLUMNS = 70  # 68 features + latitude + longitude
-GOM_FEATURES = 68
-GOM_URLS = [
-    # The authors' course repository holds the exact file (same md5); UCI only serves a zip.
-    "https://raw.githubusercontent.com/scardenol/ai_2023/main/2.%20Hybrid%20supervised/Autoencoders/data/"
-    "Geographical%20Original%20of%20Music/default_features_1059_tracks.txt",
-]
 GOM_ZIP = "geographical+original+of+music.zip"
-GOM_ZIP_URLS = ["https://archive.ics.uci.edu/static/public/315/geographical+original+of+music.zip"]
+GOM_ZIP_URLS = ("https://archive.ics.uci.edu/static/public/315/geographical+original+of+music.zip",)
+# Fewer rows than this in a split make the selection meaningless (and broke the k-NN baseline and
+# the energies with a ZeroDivisionError); the real file has 635/212/212.
+MIN_SPLIT_ROWS = 10
+
+
+@dataclass(frozen=True)
+class FeatureSet:
+    """One of UCI's GOM files: `n_features` feature columns, then latitude and longitude."""
+
+    file: str
+    n_features: int
+    md5: str | None  # None: not pinned (checked by shape only: 1059 rows of n_features + 2 columns)
+    urls: tuple[str, ...] = ()  # direct copies tried before the UCI zip
+
+
+FEATURE_SETS = {
+    "default": FeatureSet(
+        "default_features_1059_tracks.txt",
+        68,
+        "20e6d4572e36638530e981bfd85b7dbc",
+        # The authors' course repository holds the exact file (same md5); UCI only serves a zip.
+        (
+            "https://raw.githubusercontent.com/scardenol/ai_2023/main/2.%20Hybrid%20supervised/Autoencoders/data/"
+            "Geographical%20Original%20of%20Music/default_features_1059_tracks.txt",
+        ),
+    ),
+    # In the UCI zip only; its md5 is not pinned yet (no copy was at hand): the shape is checked.
+    "chromatic": FeatureSet("default_plus_chromatic_features_1059_tracks.txt", 116, None),
+}
+GOM_TRACKS = 1059
+GOM_FILE = FEATURE_SETS["default"].file
+GOM_MD5 = FEATURE_SETS["default"].md5
+GOM_FEATURES = FEATURE_SETS["default"].n_features
+GOM_COLUMNS = GOM_FEATURES + 2
+
+
+def feature_set(features: str) -> FeatureSet:
+    return FEATURE_SETS[check_choice("data.features", features, tuple(FEATURE_SETS))]
 
 
 # --------------------------------------------------------------------------------------------- files
-def ensure_gom(data_dir: str | Path) -> Path:
-    """Path of `<data_dir>/gom/default_features_1059_tracks.txt`, downloading it when missing."""
+def ensure_gom(data_dir: str | Path, features: str = "default") -> Path:
+    """Path of `<data_dir>/gom/<the feature set's file>`, downloading it when missing (a direct copy,
+    else the UCI zip, from which the one file is extracted and checked)."""
+    fs = feature_set(features)
     folder = Path(data_dir).expanduser() / "gom"
-    path = folder / GOM_FILE
+    path = folder / fs.file
     if path.exists():
-        return ensure_files(folder, {GOM_FILE: GOM_MD5}, what="GOM data")[GOM_FILE]
+        path = ensure_files(folder, {fs.file: fs.md5}, what="GOM data")[fs.file]
+        _check_canonical_shape(path, fs)
+        return path
     try:
-        return ensure_files(folder, {GOM_FILE: GOM_MD5}, {GOM_FILE: GOM_URLS}, what="GOM data")[GOM_FILE]
+        return ensure_files(folder, {fs.file: fs.md5}, {fs.file: fs.urls}, what="GOM data")[fs.file]
     except DataError as first:
         try:  # UCI publishes a zip: fetch it, extract the one file we need, check its md5
             zpath = ensure_files(folder, {GOM_ZIP: None}, {GOM_ZIP: GOM_ZIP_URLS}, what="GOM zip")[GOM_ZIP]
-
             with zipfile.ZipFile(zpath) as zf:
-                member = next((n for n in zf.namelist() if n.endswith(GOM_FILE)), None)
+                member = next((n for n in zf.namelist() if n.rsplit("/", 1)[-1] == fs.file), None)
                 if member is None:
-                    raise DataError(f"{zpath}: no {GOM_FILE} inside the zip; delete it and retry")
+                    raise DataError(f"{zpath}: no {fs.file} inside the zip; delete it and retry")
                 with atomic_output(path) as tmp:
                     tmp.write_bytes(zf.read(member))
-                    if (got := md5sum(tmp)) != GOM_MD5:
-                        raise DataError(f"{zpath}:{member}: md5 {got} != expected {GOM_MD5}")
+                    if fs.md5 is not None and (got := md5sum(tmp)) != fs.md5:
+                        raise DataError(f"{zpath}:{member}: md5 {got} != expected {fs.md5}")
+            _check_canonical_shape(path, fs)
             return path
         except (DataError, OSError, zipfile.BadZipFile) as second:
             raise DataError(f"{first} (UCI zip: {second})") from None
 
 
+def _check_canonical_shape(path: Path, fs: FeatureSet) -> None:
+    """A UCI file without a pinned md5 must at least have every track (columns: checked by load_gom)."""
+    if fs.md5 is None:
+        with open(path, "rb") as f:
+            rows = sum(1 for line in f if line.strip())
+        if rows != GOM_TRACKS:
+            raise DataError(
+                f"{path}: {rows} rows, expected {GOM_TRACKS} (truncated or not the UCI file); "
+                "delete it to download it again"
+            )
+
+
 def load_gom(path: str | Path, n_columns: int = GOM_COLUMNS) -> tuple[np.ndarray, np.ndarray]:
-    """Parse the comma-separated file into (features [n, 68], targets [n, 2] = lat, lon), float64.
+    """Parse the comma-separated file into (features [n, n_columns - 2], targets [n, 2] = lat, lon),
+    float64.
 
     Every problem is a one-line DataError naming the file, the 1-based row and the 1-based column.
     """
@@ -83,7 +134,7 @@ def load_gom(path: str | Path, n_columns: int = GOM_COLUMNS) -> tuple[np.ndarray
         if len(cells) != n_columns:
             raise DataError(
                 f"{path}: row {i}: expected {n_columns} comma-separated columns "
-                f"(68 features, latitude, longitude), found {len(cells)}"
+                f"({n_columns - 2} features, latitude, longitude), found {len(cells)}"
             )
         vals = []
         for j, c in enumerate(cells, start=1):
@@ -103,7 +154,9 @@ def load_gom(path: str | Path, n_columns: int = GOM_COLUMNS) -> tuple[np.ndarray
     if bad.size:
         r = int(bad[0])
         col = n_columns if abs(lat[r]) <= 90 else n_columns - 1
-        raise DataError(f"{path}: row {r + 1}, column {col} (1-based): latitude/longitude out of range ({lat[r]}, {lon[r]})")
+        raise DataError(
+            f"{path}: row {r + 1}, column {col} (1-based): latitude/longitude out of range ({lat[r]}, {lon[r]})"
+        )
     return a[:, : n_columns - 2], a[:, n_columns - 2 :]
 
 
@@ -116,7 +169,7 @@ class MinMax:
     hi: np.ndarray
 
     @classmethod
-    def fit(cls, x: np.ndarray, joint: bool = False) -> "MinMax":
+    def fit(cls, x: np.ndarray, joint: bool = False) -> MinMax:
         lo, hi = x.min(0), x.max(0)
         if joint:  # authors' quirk: one min and one max over all columns
             lo, hi = np.full_like(lo, x.min()), np.full_like(hi, x.max())
@@ -168,55 +221,104 @@ def check_split(fractions: Sequence[float], cv_folds: int, fold: int) -> None:
         raise ConfigError(f"data.split must sum to 1 (got {list(fractions)} = {sum(fractions)})")
     if not isinstance(cv_folds, int) or cv_folds < 0 or cv_folds == 1:
         raise ConfigError(f"data.cv_folds must be 0 (no cross-validation) or an integer >= 2 (got {cv_folds!r})")
-    if cv_folds and not (isinstance(fold, int) and 0 <= fold < cv_folds):
-        raise ConfigError(f"data.fold must be an integer in [0, {cv_folds - 1}] (got {fold!r})")
+    if cv_folds:
+        check_int("data.fold", fold, 0, cv_folds - 1)
+
+
+@dataclass(frozen=True)
+class GomData:
+    """The GOM data as every GOM model sees it: one split (seeded 60/20/20, or one CV fold), scaled
+    with the training rows' min/max (paper eq. 1). n = rows of the split, F = n_features.
+
+    x_train, x_val, x_test:    [n, F] scaled features, dtype data.dtype
+    y_train, y_val, y_test:    [n, 2] scaled (latitude, longitude), dtype data.dtype
+    yd_train, yd_val, yd_test: [n, 2] (latitude, longitude) in degrees, float64
+    idx_train, idx_val, idx_test: [n] 0-based row numbers in `file` (numpy int64)
+    x_scaler, y_scaler: the MinMax fitted on the training rows (numpy float64;
+        `y_scaler.inverse(scaled)` gives degrees)
+    """
+
+    x_train: torch.Tensor
+    x_val: torch.Tensor
+    x_test: torch.Tensor
+    y_train: torch.Tensor
+    y_val: torch.Tensor
+    y_test: torch.Tensor
+    yd_train: torch.Tensor
+    yd_val: torch.Tensor
+    yd_test: torch.Tensor
+    idx_train: np.ndarray
+    idx_val: np.ndarray
+    idx_test: np.ndarray
+    x_scaler: MinMax
+    y_scaler: MinMax
+    file: str
+    features: str
+    n_features: int
+
+    def split(self, part: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(x, y, yd) of `part` = train | val | test."""
+        return getattr(self, f"x_{part}"), getattr(self, f"y_{part}"), getattr(self, f"yd_{part}")
+
+
+def check_rows(file: str | Path, sizes: Sequence[int], cv_folds: int) -> None:
+    """One line when a split is too small to train, select and test on (a short data.file)."""
+    if min(sizes) < MIN_SPLIT_ROWS:
+        how = f"{cv_folds}-fold cross-validation" if cv_folds else "data.split"
+        raise DataError(
+            f"{file}: {sum(sizes)} data rows give train/val/test splits of {'/'.join(map(str, sizes))} rows with "
+            f"{how}; GOM needs at least {MIN_SPLIT_ROWS} rows in every split: use a file with more rows"
+            + (" or fewer folds (data.cv_folds)" if cv_folds else "")
+        )
 
 
 def prepare_gom(
     data_dir: str | Path,
     seed: int = 0,
     split: Sequence[float] = (0.6, 0.2, 0.2),
-    n_features: int = GOM_FEATURES,
+    n_features: int | None = None,
     target_scaling: str = "per_column",
     cv_folds: int = 0,
     fold: int = 0,
     dtype: torch.dtype = torch.float32,
     path: str | Path | None = None,
-) -> dict[str, Any]:
-    """Load, split and scale. Returns tensors x_/y_{train,val,test} (scaled), raw degree targets
-    yd_{train,val,test}, index arrays and the fitted scalers (numpy, float64)."""
+    features: str = "default",
+) -> GomData:
+    """Load, split and scale the feature set `features` (or the file `path` in its format), using its
+    first `n_features` feature columns (None: all)."""
     check_split(split, cv_folds, fold)
-    if not isinstance(n_features, int) or not 1 <= n_features <= GOM_FEATURES:
-        raise ConfigError(f"data.n_features must be an integer in [1, {GOM_FEATURES}] (got {n_features!r})")
-    if target_scaling not in ("per_column", "joint"):
-        raise ConfigError(f"data.target_scaling must be per_column or joint (got {target_scaling!r})")
+    fs = feature_set(features)
+    n_features = fs.n_features if n_features is None else check_int("data.n_features", n_features, 1, fs.n_features)
+    check_choice("data.target_scaling", target_scaling, ("per_column", "joint"))
     if path is not None and not Path(path).is_file():
         raise DataError(f"{path}: no such file (data.file must be a GOM-format text file)")
-    file = Path(path) if path is not None else ensure_gom(data_dir)
-    x, y = load_gom(file)
+    file = Path(path) if path is not None else ensure_gom(data_dir, features)
+    x, y = load_gom(file, fs.n_features + 2)
     x = x[:, :n_features]  # authors' quirk n_features=67 drops the last feature column
     tr, va, te = split_indices(len(x), seed, split, cv_folds, fold)
+    check_rows(file, (len(tr), len(va), len(te)), cv_folds)
     xs = MinMax.fit(x[tr])
     ys = MinMax.fit(y[tr], joint=target_scaling == "joint")
-    out: dict[str, Any] = {"x_scaler": xs, "y_scaler": ys, "file": str(file), "n_features": n_features}
+    parts = {}
     for name, idx in (("train", tr), ("val", va), ("test", te)):
-        out[f"idx_{name}"] = idx
-        out[f"x_{name}"] = torch.as_tensor(xs.transform(x[idx]), dtype=dtype)
-        out[f"y_{name}"] = torch.as_tensor(ys.transform(y[idx]), dtype=dtype)
-        out[f"yd_{name}"] = torch.as_tensor(y[idx], dtype=torch.float64)
-    return out
+        parts[f"idx_{name}"] = idx
+        parts[f"x_{name}"] = torch.as_tensor(xs.transform(x[idx]), dtype=dtype)
+        parts[f"y_{name}"] = torch.as_tensor(ys.transform(y[idx]), dtype=dtype)
+        parts[f"yd_{name}"] = torch.as_tensor(y[idx], dtype=torch.float64)
+    return GomData(**parts, x_scaler=xs, y_scaler=ys, file=str(file), features=features, n_features=n_features)
 
 
 # ------------------------------------------------------------------------------------------- module
 class GomDataModule(SplitLoaders, L.LightningDataModule):
-    """Batches (x, y, y_degrees) of the scaled GOM data.
+    """Batches (x, y, y_degrees) of the scaled GOM data; `self.data` (a GomData) after setup().
 
+    features: default (68 features, the paper's) | chromatic (116: the 68 + chroma features).
+    n_features: the first n feature columns; null = all of the feature set (authors' code: 67).
     batch_size: null = full batch (the paper's gradient descent); an int = minibatches (hybrid).
     target_scaling: per_column (paper) | joint (authors' code: one min/max for lat and lon).
-    n_features: 68 (paper) | 67 (authors' code read only columns 0-66).
     cv_folds/fold: k-fold cross-validation (test = one fold), 0 = the 60/20/20 split.
-    file: a GOM-format file to use instead of $DATA_DIR/gom/default_features_1059_tracks.txt
-        (no md5 check; 70 comma-separated numeric columns).
+    file: a file in the feature set's format to use instead of $DATA_DIR/gom/<its UCI file>
+        (no md5 check; n_features + 2 comma-separated numeric columns).
     """
 
     def __init__(
@@ -224,7 +326,7 @@ class GomDataModule(SplitLoaders, L.LightningDataModule):
         data_dir: str = "./data",
         seed: int = 0,
         split: Sequence[float] = (0.6, 0.2, 0.2),
-        n_features: int = GOM_FEATURES,
+        n_features: int | None = None,
         target_scaling: str = "per_column",
         batch_size: int | None = None,
         shuffle: bool = True,
@@ -232,33 +334,45 @@ class GomDataModule(SplitLoaders, L.LightningDataModule):
         fold: int = 0,
         dtype: str = "float32",
         file: str | None = None,
+        features: str = "default",
     ):
         super().__init__()
         split = [float(f) for f in split]  # plain floats: checkpoints load with weights_only=True
         self.save_hyperparameters()
-        if dtype not in ("float32", "float64"):
-            raise ConfigError(f"data.dtype must be float32 or float64 (got {dtype!r})")
+        check_choice("data.dtype", dtype, ("float32", "float64"))
         check_split(list(split), cv_folds, fold)
-        if batch_size is not None and (not isinstance(batch_size, int) or batch_size < 1):
-            raise ConfigError(f"data.batch_size must be null (full batch) or a positive integer (got {batch_size!r})")
-        self.n_features = n_features
-        self.d: dict[str, Any] | None = None
+        fs = feature_set(features)
+        if n_features is not None:
+            check_int("data.n_features", n_features, 1, fs.n_features)
+        if batch_size is not None:  # null: full batch
+            check_int("data.batch_size", batch_size, 1, 1 << 40)
+        self.n_features = fs.n_features if n_features is None else n_features
+        self.data: GomData | None = None
 
     def prepare_data(self) -> None:
         if self.hparams.file is None:
-            ensure_gom(self.hparams.data_dir)
+            ensure_gom(self.hparams.data_dir, self.hparams.features)
 
     def setup(self, stage: str | None = None) -> None:
-        if self.d is None:
+        if self.data is None:
             h = self.hparams
-            self.d = prepare_gom(
-                h.data_dir, h.seed, list(h.split), h.n_features, h.target_scaling, h.cv_folds, h.fold,
-                getattr(torch, h.dtype), path=h.file,
+            self.data = prepare_gom(
+                h.data_dir,
+                h.seed,
+                list(h.split),
+                h.n_features,
+                h.target_scaling,
+                h.cv_folds,
+                h.fold,
+                getattr(torch, h.dtype),
+                path=h.file,
+                features=h.features,
             )
 
     def _loader(self, part: str, train: bool):
-        assert self.d is not None, "call setup() first"
-        x, y, yd = self.d[f"x_{part}"], self.d[f"y_{part}"], self.d[f"yd_{part}"]
+        assert self.data is not None, "call setup() first"
+        x, y, yd = self.data.split(part)
         bs = self.hparams.batch_size if train and self.hparams.batch_size else len(x)
-        return tensor_loader(x, y, yd, batch_size=bs, shuffle=train and self.hparams.shuffle and bs < len(x),
-                             seed=self.hparams.seed)
+        return tensor_loader(
+            x, y, yd, batch_size=bs, shuffle=train and self.hparams.shuffle and bs < len(x), seed=self.hparams.seed
+        )

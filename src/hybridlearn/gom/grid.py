@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -83,26 +84,26 @@ class _Chunk:
         self.idx = idx
         sizes = [specs[i].sizes for i in idx]
         nl = len(sizes[0]) - 1
-        hidden = [max(padded_width(s[l], bias) for s in sizes) for l in range(1, nl)]
-        self.pad = [sizes[0][0] + bias] + hidden + [sizes[0][-1]]  # inputs of layer l: pad[l]
+        hidden = [max(padded_width(s[li], bias) for s in sizes) for li in range(1, nl)]
+        self.pad = [sizes[0][0] + bias] + hidden + [sizes[0][-1]]  # inputs of layer li: pad[li]
         G = len(idx)
         self.G, self.nl, self.bias, self.sizes = G, nl, bias, sizes
-        self.W = [torch.zeros(G, self.pad[l + 1], self.pad[l], dtype=dtype) for l in range(nl)]
+        self.W = [torch.zeros(G, self.pad[li + 1], self.pad[li], dtype=dtype) for li in range(nl)]
         self.mask_in: list[torch.Tensor | None] = [None]
-        for l in range(1, nl):
-            m = torch.zeros(G, 1, self.pad[l], dtype=dtype)
+        for li in range(1, nl):
+            m = torch.zeros(G, 1, self.pad[li], dtype=dtype)
             for g, s in enumerate(sizes):
-                m[g, :, : s[l]] = 1
+                m[g, :, : s[li]] = 1
             if bias:
                 m[:, :, -1] = 1
-                self.W[l - 1][:, -1, -1] = BIAS_Z
+                self.W[li - 1][:, -1, -1] = BIAS_Z
             self.mask_in.append(None if bool((m == 1).all()) else m)
         for g, i in enumerate(idx):
             s = sizes[g]
-            for l, (w, b) in enumerate(init_sigmoid_params(s, specs[i].seed, bias, init_range, dtype)):
-                self.W[l][g, : s[l + 1], : s[l]] = w
+            for li, (w, b) in enumerate(init_sigmoid_params(s, specs[i].seed, bias, init_range, dtype)):
+                self.W[li][g, : s[li + 1], : s[li]] = w
                 if b is not None:
-                    self.W[l][g, : s[l + 1], -1] = b
+                    self.W[li][g, : s[li + 1], -1] = b
         self.lr = torch.tensor([specs[i].lr for i in idx], dtype=dtype)
         self.bestW = [w.clone() for w in self.W]
 
@@ -125,8 +126,8 @@ class _Chunk:
         """Activations [a_1 .. a_L], each [G, width, samples]; xT: [in (+1 row of ones), samples]."""
         G, p1 = self.G, self.pad[1]
         torch.mm(self.W[0].view(G * p1, -1), xT, out=self.A[0].view(G * p1, -1)).sigmoid_()
-        for l in range(1, self.nl):
-            torch.bmm(self.W[l], self.A[l - 1], out=self.A[l]).sigmoid_()
+        for li in range(1, self.nl):
+            torch.bmm(self.W[li], self.A[li - 1], out=self.A[li]).sigmoid_()
         return self.A
 
     def output_delta(self, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -141,39 +142,42 @@ class _Chunk:
         Overwrites the training columns of the hidden activations with a (1 - a)."""
         n = delta.shape[-1]
         dz = delta
-        for l in range(self.nl - 1, -1, -1):
-            gW = self.gW[l]
-            if l > 0:
-                a_prev = self.A[l - 1][..., :n]
+        for li in range(self.nl - 1, -1, -1):
+            gW = self.gW[li]
+            if li > 0:
+                a_prev = self.A[li - 1][..., :n]
                 torch.bmm(dz, a_prev.transpose(1, 2), out=gW)
-                if self.mask_in[l] is not None:
-                    gW.mul_(self.mask_in[l])
-                dz_prev = torch.bmm(self.W[l].transpose(1, 2), dz, out=self.dA[l - 1])
+                if self.mask_in[li] is not None:
+                    gW.mul_(self.mask_in[li])
+                dz_prev = torch.bmm(self.W[li].transpose(1, 2), dz, out=self.dA[li - 1])
                 dz_prev.mul_(a_prev.addcmul_(a_prev, a_prev, value=-1))  # sigmoid derivative a (1 - a)
             else:
                 torch.mm(dz.view(self.G * self.pad[1], n), x, out=gW.view(self.G * self.pad[1], -1))
-            self.W[l].add_(gW.mul_(scale))
-            if l > 0:
+            self.W[li].add_(gW.mul_(scale))
+            if li > 0:
                 dz = dz_prev
 
     def save_best(self, improved: torch.Tensor) -> None:
         if bool(improved.all()):  # the common case while validation energy still falls
-            for l in range(self.nl):
-                self.bestW[l].copy_(self.W[l])
+            for li in range(self.nl):
+                self.bestW[li].copy_(self.W[li])
         elif bool(improved.any()):
             m = improved[:, None, None]
-            for l in range(self.nl):
-                torch.where(m, self.W[l], self.bestW[l], out=self.bestW[l])
+            for li in range(self.nl):
+                torch.where(m, self.W[li], self.bestW[li], out=self.bestW[li])
 
     def unpack(self, g: int, best: bool) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
         s = self.sizes[g]
         W = self.bestW if best else self.W
-        return [(W[l][g, : s[l + 1], : s[l]].clone(), W[l][g, : s[l + 1], -1].clone() if self.bias else None)
-                for l in range(self.nl)]
+        return [
+            (W[li][g, : s[li + 1], : s[li]].clone(), W[li][g, : s[li + 1], -1].clone() if self.bias else None)
+            for li in range(self.nl)
+        ]
 
 
-def make_chunks(specs: Sequence[NetSpec], bias: bool, init_range: float, dtype: torch.dtype,
-                chunk_units: int = 1024) -> list[_Chunk]:
+def make_chunks(
+    specs: Sequence[NetSpec], bias: bool, init_range: float, dtype: torch.dtype, chunk_units: int = 1024
+) -> list[_Chunk]:
     """Group networks by (layer count, in/out size, padded hidden widths), split each group into
     chunks of at most `chunk_units` activation rows (networks x padded widths); largest first."""
     groups: dict[tuple, list[int]] = {}
@@ -186,12 +190,20 @@ def make_chunks(specs: Sequence[NetSpec], bias: bool, init_range: float, dtype: 
         n = max(1, chunk_units // per_net)
         k = math.ceil(len(idx) / n)  # equal-sized chunks rather than full ones and a small tail
         size = math.ceil(len(idx) / k)
-        chunks += [_Chunk(idx[j: j + size], specs, bias, init_range, dtype) for j in range(0, len(idx), size)]
+        chunks += [_Chunk(idx[j : j + size], specs, bias, init_range, dtype) for j in range(0, len(idx), size)]
     return sorted(chunks, key=lambda c: -c.units())
 
 
-def _train_chunk(ck: _Chunk, x: torch.Tensor, xT: torch.Tensor, tT: torch.Tensor, K: int, epochs: int, coef: float,
-                 stop_energy: float | None) -> dict[str, torch.Tensor]:
+def _train_chunk(
+    ck: _Chunk,
+    x: torch.Tensor,
+    xT: torch.Tensor,
+    tT: torch.Tensor,
+    K: int,
+    epochs: int,
+    coef: float,
+    stop_energy: float | None,
+) -> dict[str, torch.Tensor]:
     """All epochs of one chunk. Per epoch: one forward of train + validation columns, then the
     step. S[ep] holds column sums of e^2, delta_k and |delta_k| (rows) over the train columns of
     epoch ep and the validation columns of the weights after step ep - 1 (cols); the histories are
@@ -237,7 +249,7 @@ def _train_chunk(ck: _Chunk, x: torch.Tensor, xT: torch.Tensor, tT: torch.Tensor
     norm = torch.tensor([0.5, 1 / K, 1 / K], dtype=torch.float64)[:, None]
     H = torch.full((6, G, E), math.nan, dtype=torch.float64)
     H[:3, :, :last] = (S[:last, :, 0] * norm / n).permute(1, 2, 0)
-    H[3:, :, :last] = (S[1: last + 1, :, 1] * norm / (N - n)).permute(1, 2, 0)
+    H[3:, :, :last] = (S[1 : last + 1, :, 1] * norm / (N - n)).permute(1, 2, 0)
     H = torch.where(torch.arange(E) < nrun[:, None], H, math.nan)
     return {"H": H, "nrun": nrun, "bval": bval.double(), "bep": bep}
 
@@ -308,8 +320,21 @@ def train_sigmoid_grid(
         for g, j in enumerate(ck.idx):
             best_params[j] = ck.unpack(g, best=True)
             final_params[j] = ck.unpack(g, best=False)
-    return GridResult(specs, hist["te"], hist["td"], hist["tda"], hist["ve"], hist["vd"], hist["vda"],
-                      epochs_run, best_val, best_epoch, best_params, final_params, time.perf_counter() - t0)
+    return GridResult(
+        specs,
+        hist["te"],
+        hist["td"],
+        hist["tda"],
+        hist["ve"],
+        hist["vd"],
+        hist["vda"],
+        epochs_run,
+        best_val,
+        best_epoch,
+        best_params,
+        final_params,
+        time.perf_counter() - t0,
+    )
 
 
 def forward_params(params: list[tuple[torch.Tensor, torch.Tensor | None]], x: torch.Tensor) -> torch.Tensor:

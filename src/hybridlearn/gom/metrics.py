@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from hybridlearn.gom.data import GomData
 
 EARTH_RADIUS_KM = 6371.0088  # IUGG mean Earth radius
 
@@ -32,8 +34,13 @@ def geo_metrics(pred_deg, true_deg, prefix: str = "") -> dict[str, float]:
     t = np.asarray(true_deg, dtype=np.float64)
     km = haversine_km(p[:, 0], p[:, 1], t[:, 0], t[:, 1])
     r2 = r2_score(p, t)
-    return {f"{prefix}km": float(km.mean()), f"{prefix}km_median": float(np.median(km)),
-            f"{prefix}r2_lat": float(r2[0]), f"{prefix}r2_lon": float(r2[1]), f"{prefix}r2": float(r2.mean())}
+    return {
+        f"{prefix}km": float(km.mean()),
+        f"{prefix}km_median": float(np.median(km)),
+        f"{prefix}r2_lat": float(r2[0]),
+        f"{prefix}r2_lon": float(r2[1]),
+        f"{prefix}r2": float(r2.mean()),
+    }
 
 
 def knn_predict(x_train: np.ndarray, y_train_deg: np.ndarray, x_query: np.ndarray, k: int) -> np.ndarray:
@@ -49,10 +56,12 @@ def knn_predict(x_train: np.ndarray, y_train_deg: np.ndarray, x_query: np.ndarra
     return np.stack([out_lat, out_lon], 1)
 
 
-def baselines(d: dict[str, Any], ks: Sequence[int] = (1, 3, 5, 10, 20, 40)) -> dict[str, float]:
-    """Test-set km of the training-mean predictor and of k-NN (k chosen on the validation split)."""
-    x_tr, x_va, x_te = (d[f"x_{p}"].double().numpy() for p in ("train", "val", "test"))
-    y_tr, y_va, y_te = (d[f"yd_{p}"].numpy() for p in ("train", "val", "test"))
+def baselines(d: GomData, ks: Sequence[int] = (1, 3, 5, 10, 20, 40)) -> dict[str, float]:
+    """Test-set km of the training-mean predictor and of k-NN (k chosen on the validation split among
+    the `ks` that the training split can serve; a short file has fewer neighbours to offer)."""
+    x_tr, x_va, x_te = (x.double().numpy() for x in (d.x_train, d.x_val, d.x_test))
+    y_tr, y_va, y_te = (y.numpy() for y in (d.yd_train, d.yd_val, d.yd_test))
+    ks = [k for k in ks if k <= len(x_tr)] or [len(x_tr)]
     out = {}
     mean_pred = np.broadcast_to(y_tr.mean(0), y_te.shape)
     out.update(geo_metrics(mean_pred, y_te, "baseline_mean_"))

@@ -2,7 +2,8 @@
 
 - `SigmoidMLP`: L hidden layers of l sigmoid neurons, sigmoid output, weights U[-1,1], full-batch
   gradient descent on the instant energy E = 1/2 sum_k e_k^2.
-- `Autoencoder`: one hidden sigmoid layer, reconstructs the 68 scaled features.
+- `Autoencoder`: one hidden sigmoid layer, reconstructs the scaled features (68, or 116 with
+  `data.features=chromatic`).
 - `GomHybrid`: a (pre-trained, frozen) autoencoder's code -> sigmoid MLP regressor of latitude and
   longitude.
 
@@ -14,79 +15,109 @@ Authors' code quirks are named switches (paper text is the default):
 
 Logged per epoch, train and val: `energy` (average instant energy, mean over samples of
 1/2 sum_k e_k^2) and `delta` (mean local output gradient delta_k = e_k * phi'(v_k), averaged over
-samples and output neurons; `delta_abs` is the mean of |delta_k|).
+samples and output neurons; `delta_abs` is the mean of |delta_k|), as Lightning's epoch means.
+Stopping goes through Lightning's EarlyStopping: the paper's energy < `stop_energy` rule
+(`stopping_threshold` on train/energy) and the hybrid's `early_stop_patience`.
 """
 
 from __future__ import annotations
 
-import math
-from typing import Any, Sequence
+import sys
+from collections.abc import Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
+from torchmetrics import CatMetric
 
 from hybridlearn.core.config import check_choice, check_float, check_int
 from hybridlearn.core.errors import ConfigError
+from hybridlearn.gom.data import FEATURE_SETS, GomData
 from hybridlearn.gom.grid import NetSpec, train_sigmoid_grid
 from hybridlearn.gom.metrics import baselines, geo_metrics, haversine_km
-from hybridlearn.gom.nets import (
-    SigmoidNet,
-    ae_sizes,
-    energy_and_delta,
-    mlp_sizes,
-)
-
-# --------------------------------------------------------------------------------------- metrics
-
-
-
+from hybridlearn.gom.nets import SigmoidNet, ae_sizes, energy_and_delta, mlp_sizes
 
 MAX_DEPTH, MAX_WIDTH, MAX_LR = 16, 4096, 10.0
+MAX_INPUTS = max(fs.n_features for fs in FEATURE_SETS.values())
+
+
+class GomEarlyStopping(EarlyStopping):
+    """A GOM model's own stopping rule (from `configure_callbacks`), through Lightning's EarlyStopping.
+
+    A subclass only because Lightning replaces a trainer callback of the *same type* by the model's:
+    a run's own `callbacks=early_stopping` then stays beside this one.
+    """
+
+
+def energy_stop(threshold: float) -> GomEarlyStopping:
+    """The paper's rule: stop once the average training energy of an epoch is below `threshold`
+    (`stopping_threshold`; the patience never runs out; NaN does not stop, as in the grid engine)."""
+    return GomEarlyStopping(
+        monitor="train/energy",
+        mode="min",
+        stopping_threshold=threshold,
+        patience=sys.maxsize,
+        check_on_train_epoch_end=True,
+        check_finite=False,
+    )
 
 
 # ---------------------------------------------------------------------------------- sigmoid nets
-
-
 class _GomBase(L.LightningModule):
-    """Scalers as buffers (saved in checkpoints), per-epoch histories, km/R^2 test metrics."""
+    """Scalers as buffers (saved in checkpoints), per-epoch histories, km/R^2 test metrics.
+
+    Per-epoch values are Lightning's own epoch means of what the steps log (weighted by batch size,
+    logged in float64 so the means are exact); `history` copies them from `trainer.callback_metrics`
+    at each epoch end, for results.json and the reports.
+    """
 
     n_outputs = 2
+    # per split: the logged `<split>/<name>` values kept per epoch in history["<split>_<name>"]
+    history_keys: dict[str, tuple[str, ...]] = {
+        "train": ("energy", "delta", "delta_abs"),
+        "val": ("energy", "delta", "delta_abs"),
+    }
 
     def _init_common(self, n_inputs: int, n_outputs: int) -> None:
         for name, n in (("x_lo", n_inputs), ("x_span", n_inputs), ("y_lo", n_outputs), ("y_span", n_outputs)):
             self.register_buffer(name, torch.zeros(n, dtype=torch.float64))
-        self.history: dict[str, list[float]] = {k: [] for k in (
-            "train_energy", "train_delta", "train_delta_abs", "val_energy", "val_delta", "val_delta_abs")}
+        self.history: dict[str, list[float]] = {f"{s}_{k}": [] for s, ks in self.history_keys.items() for k in ks}
         self.extra_results: dict[str, Any] = {}
-        self._acc: dict[str, list] = {}
-        self._test_pred: list[torch.Tensor] = []
-        self._test_true: list[torch.Tensor] = []
+        # test predictions and truths in degrees, gathered over the test batches (float64, NaN kept)
+        self.test_pred = CatMetric(nan_strategy="disable")
+        self.test_true = CatMetric(nan_strategy="disable")
 
     # ---- data hooks
-    def _dm_data(self) -> dict[str, Any] | None:
+    def _dm_data(self) -> GomData | None:
         dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        return getattr(dm, "d", None)
+        return getattr(dm, "data", None)
 
     def setup(self, stage: str) -> None:
         d = self._dm_data()
         if d is not None and stage == "fit":
-            xs, ys = d["x_scaler"], d["y_scaler"]
+            xs, ys = d.x_scaler, d.y_scaler
             if len(xs.lo) != len(self.x_lo):
                 raise ConfigError(
                     f"model.n_inputs={len(self.x_lo)} but the data has {len(xs.lo)} feature columns "
-                    f"(data.n_features); set model.n_inputs=${{data.n_features}}")
+                    f"(data.n_features); set model.n_inputs=${{data.n_features}}"
+                )
             with torch.no_grad():
-                self.x_lo.copy_(torch.as_tensor(xs.lo)); self.x_span.copy_(torch.as_tensor(xs.span))
-                self.y_lo.copy_(torch.as_tensor(ys.lo)); self.y_span.copy_(torch.as_tensor(ys.span))
+                self.x_lo.copy_(torch.as_tensor(xs.lo))
+                self.x_span.copy_(torch.as_tensor(xs.span))
+                self.y_lo.copy_(torch.as_tensor(ys.lo))
+                self.y_span.copy_(torch.as_tensor(ys.span))
 
     def on_fit_start(self) -> None:
         d = self._dm_data()
         pdt = next((p.dtype for p in self.parameters()), torch.float32)
-        if d is not None and d["x_train"].dtype != pdt:
-            raise ConfigError(f"data.dtype={str(d['x_train'].dtype).replace('torch.', '')} but the model is "
-                              f"{str(pdt).replace('torch.', '')}; use trainer.precision=64-true with data.dtype=float64")
+        if d is not None and d.x_train.dtype != pdt:
+            raise ConfigError(
+                f"data.dtype={str(d.x_train.dtype).replace('torch.', '')} but the model is "
+                f"{str(pdt).replace('torch.', '')}; use trainer.precision=64-true with data.dtype=float64"
+            )
 
     def to_degrees(self, y_scaled: torch.Tensor) -> torch.Tensor:
         return y_scaled.double() * self.y_span + self.y_lo
@@ -94,65 +125,57 @@ class _GomBase(L.LightningModule):
     def scale_features(self, x_raw: torch.Tensor) -> torch.Tensor:
         return (x_raw.double() - self.x_lo) / self.x_span
 
-    # ---- logging helpers
+    # ---- logging: Lightning aggregates each epoch
+    def _log(self, key: str, value: torch.Tensor, bs: int, **kw: Any) -> None:
+        self.log(key, value.detach().double(), on_step=False, on_epoch=True, batch_size=bs, **kw)
+
     def _log_pair(self, split: str, energy: torch.Tensor, delta: torch.Tensor, delta_abs: torch.Tensor, bs: int):
-        self.log(f"{split}/energy", energy, on_step=False, on_epoch=True, prog_bar=True, batch_size=bs)
-        self.log(f"{split}/delta", delta, on_step=False, on_epoch=True, batch_size=bs)
-        self.log(f"{split}/delta_abs", delta_abs, on_step=False, on_epoch=True, batch_size=bs)
-        if split in ("train", "val") and not self.trainer.sanity_checking:
-            acc = self._acc.setdefault(split, [0.0, 0.0, 0.0, 0])
-            for i, v in enumerate((energy, delta, delta_abs)):
-                acc[i] += float(v) * bs
-            acc[3] += bs
+        self._log(f"{split}/energy", energy, bs, prog_bar=True)
+        self._log(f"{split}/delta", delta, bs)
+        self._log(f"{split}/delta_abs", delta_abs, bs)
 
-    def _flush(self, split: str) -> float | None:
-        acc = self._acc.pop(split, None)
-        if not acc or not acc[3]:
-            return None
-        n = acc[3]
-        for i, name in enumerate(("energy", "delta", "delta_abs")):
-            self.history[f"{split}_{name}"].append(acc[i] / n)
-        return acc[0] / n
-
-    def on_train_epoch_start(self) -> None:
-        self._acc.pop("train", None)
-
-    def on_train_epoch_end(self) -> None:
-        e = self._flush("train")
-        stop = getattr(self.hparams, "stop_energy", None)
-        if stop and e is not None and e < stop:
-            self.trainer.should_stop = True
+    def _record(self, split: str) -> None:
+        """Append this epoch's aggregated values of `split` to the history."""
+        cm = self.trainer.callback_metrics
+        for name in self.history_keys[split]:
+            if f"{split}/{name}" in cm:
+                self.history[f"{split}_{name}"].append(float(cm[f"{split}/{name}"]))
         self._summarize()
 
-    def on_validation_epoch_start(self) -> None:
-        self._acc.pop("val", None)
+    def on_train_epoch_end(self) -> None:
+        self._record("train")
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
-            self._flush("val")
-            self._summarize()
+            self._record("val")
 
     def _summarize(self) -> None:
         h = self.history
         if h["val_energy"]:
             best = int(np.argmin(h["val_energy"]))
             self.extra_results.update(best_val_energy=h["val_energy"][best], best_epoch=best + 1)
-        self.extra_results.update(epochs_run=len(h["train_energy"]),
-                                  final_train_energy=h["train_energy"][-1] if h["train_energy"] else None,
-                                  history=h)
+        self.extra_results.update(
+            epochs_run=len(h["train_energy"]),
+            final_train_energy=h["train_energy"][-1] if h["train_energy"] else None,
+            history=h,
+        )
 
     # ---- test: km and R^2 in degrees, plus baselines
     def on_test_epoch_start(self) -> None:
-        self._test_pred, self._test_true = [], []
+        for m in (self.test_pred, self.test_true):
+            m.set_dtype(torch.float64)  # the Trainer casts the module to its precision; degrees stay float64
+            m.reset()
 
     def _collect_test(self, y_scaled_pred: torch.Tensor, y_deg: torch.Tensor) -> None:
-        self._test_pred.append(self.to_degrees(y_scaled_pred.detach()).cpu())
-        self._test_true.append(y_deg.detach().double().cpu())
+        self.test_pred.update(self.to_degrees(y_scaled_pred.detach()))
+        self.test_true.update(y_deg.detach().double())
 
     def on_test_epoch_end(self) -> None:
-        if not self._test_pred:
+        if not self.test_pred.update_count:
             return
-        pred, true = torch.cat(self._test_pred).numpy(), torch.cat(self._test_true).numpy()
+        pred, true = self.test_pred.compute().cpu().numpy(), self.test_true.compute().cpu().numpy()
+        self.test_pred.reset()
+        self.test_true.reset()
         res = geo_metrics(pred, true, "test/")
         d = self._dm_data()
         if d is not None:
@@ -181,7 +204,7 @@ class _FullBatchSigmoid(_GomBase):
         energy = e_n.mean()
         self._log_pair(split, energy, delta, delta_abs, len(x))
         if split == "val":
-            self.log("val/loss", energy, on_step=False, on_epoch=True, batch_size=len(x))
+            self._log("val/loss", energy, len(x))
         return e_n.sum() if self.hparams.grad_reduction == "sum" else energy
 
     def training_step(self, batch, batch_idx):
@@ -192,6 +215,10 @@ class _FullBatchSigmoid(_GomBase):
 
     def configure_optimizers(self):
         return torch.optim.SGD(self.parameters(), lr=self.hparams.lr)
+
+    def configure_callbacks(self) -> list[L.Callback]:
+        stop = self.hparams.stop_energy
+        return [energy_stop(stop)] if stop else []
 
 
 class SigmoidMLP(_FullBatchSigmoid):
@@ -234,7 +261,7 @@ class SigmoidMLP(_FullBatchSigmoid):
 def _check_training_args(lr: float, n_inputs: int, grad_reduction: str, init_range: float) -> None:
     """Range checks shared by SigmoidMLP and Autoencoder."""
     check_float("model.lr", lr, 0.0, MAX_LR)
-    check_int("model.n_inputs", n_inputs, 1, 68)
+    check_int("model.n_inputs", n_inputs, 1, MAX_INPUTS)
     check_choice("model.grad_reduction", grad_reduction, ("mean", "sum"))
     check_float("model.init_range", init_range, 0.0, 100.0)
 
@@ -295,6 +322,8 @@ class GomHybrid(_GomBase):
     Paper/authors: regression head [3] sigmoid, Adam(0.01), MAE, 500 epochs, batch 50.
     """
 
+    history_keys = {**_GomBase.history_keys, "val": ("energy", "delta", "delta_abs", "loss", "km")}
+
     def __init__(
         self,
         ae_hidden: int = 19,
@@ -323,6 +352,7 @@ class GomHybrid(_GomBase):
     ):
         super().__init__()
         check_int("model.ae_hidden", ae_hidden, 1, MAX_WIDTH)
+        check_int("model.n_inputs", n_inputs, 1, MAX_INPUTS)
         check_float("model.ae_lr", ae_lr, 0.0, MAX_LR)
         check_int("model.ae_epochs", ae_epochs, 1, 100_000)
         check_choice("model.ae_grad_reduction", ae_grad_reduction, ("mean", "sum"))
@@ -360,8 +390,6 @@ class GomHybrid(_GomBase):
             self.register_buffer("locs", torch.zeros(max_locations, 2, dtype=torch.float64))
             self.register_buffer("loc_valid", torch.zeros(max_locations, dtype=torch.bool))
         self._init_common(n_inputs, 2)
-        self._best_val = math.inf
-        self._bad_epochs = 0
 
     # ---- network
     def encode(self, x: torch.Tensor) -> torch.Tensor:
@@ -397,10 +425,12 @@ class GomHybrid(_GomBase):
             if self.hparams.use_code:
                 self.pretrain_autoencoder(d)
             if self.hparams.head == "locations":
-                locs = np.unique(np.round(d["yd_train"].numpy(), 4), axis=0)
+                locs = np.unique(np.round(d.yd_train.numpy(), 4), axis=0)
                 if len(locs) > self.hparams.max_locations:
-                    raise ConfigError(f"model.max_locations={self.hparams.max_locations} but the training split has "
-                                      f"{len(locs)} distinct locations; raise model.max_locations")
+                    raise ConfigError(
+                        f"model.max_locations={self.hparams.max_locations} but the training split has "
+                        f"{len(locs)} distinct locations; raise model.max_locations"
+                    )
                 with torch.no_grad():
                     self.locs[: len(locs)] = torch.as_tensor(locs)
                     self.loc_valid[: len(locs)] = True
@@ -411,12 +441,19 @@ class GomHybrid(_GomBase):
         d = d.masked_fill(~self.loc_valid, float("inf"))
         return d.argmin(1)
 
-    def pretrain_autoencoder(self, d: dict[str, Any]) -> None:
+    def pretrain_autoencoder(self, d: GomData) -> None:
         h = self.hparams
         spec = NetSpec(tuple(self.ae_sizes), h.ae_lr, h.seed, {"hidden": h.ae_hidden})
         res = train_sigmoid_grid(
-            [spec], d["x_train"], d["x_train"], d["x_val"], d["x_val"], epochs=h.ae_epochs,
-            grad_reduction=h.ae_grad_reduction, bias=h.ae_bias, stop_energy=h.ae_stop_energy,
+            [spec],
+            d.x_train,
+            d.x_train,
+            d.x_val,
+            d.x_val,
+            epochs=h.ae_epochs,
+            grad_reduction=h.ae_grad_reduction,
+            bias=h.ae_bias,
+            stop_energy=h.ae_stop_energy,
         )
         params = res.best_params[0]
         with torch.no_grad():
@@ -425,7 +462,8 @@ class GomHybrid(_GomBase):
                 getattr(self, f"enc_w{i}").copy_(w)
                 getattr(self, f"enc_b{i}").copy_(b if b is not None else torch.zeros_like(getattr(self, f"enc_b{i}")))
         self.extra_results.update(
-            ae_best_val_energy=float(res.best_val[0]), ae_best_epoch=int(res.best_epoch[0]),
+            ae_best_val_energy=float(res.best_val[0]),
+            ae_best_epoch=int(res.best_epoch[0]),
             ae_epochs_run=int(res.epochs_run[0]),
             ae_history={"train_energy": res.train_energy[0].tolist(), "val_energy": res.val_energy[0].tolist()},
         )
@@ -457,7 +495,7 @@ class GomHybrid(_GomBase):
         loss, out = self._loss(x, y, yd)
         e_n, delta, delta_abs = energy_and_delta(out.detach(), y)
         self._log_pair("train", e_n.mean(), delta, delta_abs, len(x))
-        self.log("train/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
+        self._log("train/loss", loss, len(x))
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -465,33 +503,24 @@ class GomHybrid(_GomBase):
         loss, out = self._loss(x, y, yd)
         e_n, delta, delta_abs = energy_and_delta(out, y)
         self._log_pair("val", e_n.mean(), delta, delta_abs, len(x))
-        self.log("val/loss", loss, on_step=False, on_epoch=True, batch_size=len(x))
-        km = haversine_km(*self.to_degrees(out).T, *yd.double().T).mean()
-        self.log("val/km", km, on_step=False, on_epoch=True, batch_size=len(x))
-        if not self.trainer.sanity_checking:
-            self._val_acc = getattr(self, "_val_acc", [0.0, 0.0, 0])
-            self._val_acc[0] += float(loss) * len(x)
-            self._val_acc[1] += float(km) * len(x)
-            self._val_acc[2] += len(x)
+        self._log("val/loss", loss, len(x))
+        self._log("val/km", haversine_km(*self.to_degrees(out).T, *yd.double().T).mean(), len(x))
 
-    def on_validation_epoch_end(self) -> None:
-        super().on_validation_epoch_end()
-        acc, self._val_acc = getattr(self, "_val_acc", None), [0.0, 0.0, 0]
-        p = self.hparams.early_stop_patience
-        if self.trainer.sanity_checking or not acc or not acc[2]:
-            return
-        self.history.setdefault("val_loss", []).append(acc[0] / acc[2])
-        self.history.setdefault("val_km", []).append(acc[1] / acc[2])
-        if not p:
-            return
-        v = {"energy": self.history["val_energy"][-1], "loss": acc[0] / acc[2], "km": acc[1] / acc[2]}[
-            self.hparams.early_stop_on]
-        if v < self._best_val:
-            self._best_val, self._bad_epochs = v, 0
-        else:
-            self._bad_epochs += 1
-            if self._bad_epochs >= p:
-                self.trainer.should_stop = True
+    def configure_callbacks(self) -> list[L.Callback]:
+        """`early_stop_patience` epochs without a lower validation `early_stop_on` end the fit."""
+        h = self.hparams
+        if not h.early_stop_patience:
+            return []
+        return [
+            GomEarlyStopping(
+                monitor=f"val/{h.early_stop_on}",
+                mode="min",
+                patience=h.early_stop_patience,
+                check_on_train_epoch_end=False,
+                check_finite=False,
+                strict=False,
+            )
+        ]
 
     def test_step(self, batch, batch_idx):
         x, y, yd = batch

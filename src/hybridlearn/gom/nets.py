@@ -3,7 +3,7 @@ for a network trained alone or inside the vectorized grid), the energy and local
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -6,28 +6,35 @@
   and extraction (M2*) autoencoders, baselines, all tables and figures in one report.
 - `run_cv`    (experiment=gom_cv): k-fold cross-validation of a hybrid configuration (great-circle
   km pooled over all folds, as Zhou et al. 2014 report), with the baselines on the same folds.
+
+Every hybrid and CV fold is trained by a Trainer built from the run's own trainer/logger/callbacks
+config (`core.trainer.build_trainer`) in its own subfolder (`hybrid_M1/`, `fold_3/`, ...), so
+`trainer=gpu` and `logger=wandb` reach each (one W&B run per model, named `<run>/<model>`).
 """
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
-import math
 import os
+import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.config import check_choice, check_float, check_int
 from hybridlearn.core.errors import ConfigError
-from hybridlearn.core.io import atomic_output, write_text_atomic
-from hybridlearn.gom.data import GomDataModule
+from hybridlearn.core.io import write_text_atomic
+from hybridlearn.core.plotting import save_figure
+from hybridlearn.core.results import write_table
+from hybridlearn.core.trainer import build_trainer, finish_loggers
+from hybridlearn.gom.data import GomData, GomDataModule
 from hybridlearn.gom.grid import GridResult, NetSpec, forward_params, train_sigmoid_grid
 from hybridlearn.gom.metrics import baselines, geo_metrics, haversine_km, knn_predict
 from hybridlearn.gom.models import MAX_DEPTH, MAX_LR, MAX_WIDTH, GomHybrid
@@ -52,11 +59,11 @@ def _datamodule(cfg: DictConfig, **over) -> GomDataModule:
     return GomDataModule(**_kwargs(cfg.data, **over))
 
 
-def _prepare(cfg: DictConfig, **over) -> dict[str, Any]:
+def _prepare(cfg: DictConfig, **over) -> GomData:
     """The GOM tensors exactly as the experiment's GomDataModule builds them."""
     dm = _datamodule(cfg, **over)
     dm.setup()
-    return dm.d
+    return dm.data
 
 
 def _int_list(key: str, v: Any, lo: int, hi: int) -> list[int]:
@@ -92,13 +99,24 @@ def grid_specs(g: DictConfig, kind: str, n_features: int, seed: int) -> list[Net
         depths = _int_list("grid.depths", g.depths, 1, MAX_DEPTH)
         widths = _int_list("grid.widths", g.widths, 1, MAX_WIDTH)
         lrs = _lr_list("grid.mlp_lrs", g.mlp_lrs)
-        return [NetSpec(tuple(mlp_sizes(n_features, dp, w, 2, il)), lr, seed, {"depth": dp, "width": w, "lr": lr})
-                for dp in depths for w in widths for lr in lrs]
+        return [
+            NetSpec(tuple(mlp_sizes(n_features, dp, w, 2, il)), lr, seed, {"depth": dp, "width": w, "lr": lr})
+            for dp in depths
+            for w in widths
+            for lr in lrs
+        ]
     hidden = _hidden_list("grid.ae_hidden", g.ae_hidden, n_features)
     lrs = _lr_list("grid.ae_lrs", g.ae_lrs)
-    return [NetSpec(tuple(ae_sizes(n_features, h, il)), lr, seed,
-                    {"hidden": h, "lr": lr, "family": "M1" if h < n_features else ("M2" if h > n_features else "=")})
-            for h in hidden for lr in lrs]
+    return [
+        NetSpec(
+            tuple(ae_sizes(n_features, h, il)),
+            lr,
+            seed,
+            {"hidden": h, "lr": lr, "family": "M1" if h < n_features else ("M2" if h > n_features else "=")},
+        )
+        for h in hidden
+        for lr in lrs
+    ]
 
 
 def _grid_options(g: DictConfig, cfg: DictConfig) -> dict[str, Any]:
@@ -111,10 +129,15 @@ def _grid_options(g: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     workers = g.get("workers", "auto")
     if workers == "auto":  # one chunk of networks per core this process may run on
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return {"epochs": int(epochs), "grad_reduction": red, "bias": bool(g.get("bias", True)), "stop_energy": stop,
-            "init_range": check_float("grid.init_range", g.get("init_range", 1.0), 0.0, 100.0),
-            "workers": check_int("grid.workers", workers, 1, 4096),
-            "chunk_units": check_int("grid.chunk_units", g.get("chunk_units", 1024), 1, 1 << 30)}
+    return {
+        "epochs": int(epochs),
+        "grad_reduction": red,
+        "bias": bool(g.get("bias", True)),
+        "stop_energy": stop,
+        "init_range": check_float("grid.init_range", g.get("init_range", 1.0), 0.0, 100.0),
+        "workers": check_int("grid.workers", workers, 1, 4096),
+        "chunk_units": check_int("grid.chunk_units", g.get("chunk_units", 1024), 1, 1 << 30),
+    }
 
 
 def _set_threads(g: DictConfig) -> None:
@@ -124,39 +147,23 @@ def _set_threads(g: DictConfig) -> None:
 
 
 # ------------------------------------------------------------------------------------------ tables
-def _fmt(v: Any) -> str:
-    if isinstance(v, float):
-        return "" if math.isnan(v) else f"{v:.6g}"
-    return str(v)
-
-
-def write_table(rows: list[dict[str, Any]], stem: Path, title: str = "") -> tuple[Path, Path]:
-    cols = list(rows[0].keys()) if rows else []
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=cols)
-    w.writeheader()
-    w.writerows(rows)
-    csv_path = write_text_atomic(stem.with_suffix(".csv"), buf.getvalue())
-    md = ([f"# {title}", ""] if title else []) + ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    md += ["| " + " | ".join(_fmt(r[c]) for c in cols) + " |" for r in rows]
-    md_path = write_text_atomic(stem.with_suffix(".md"), "\n".join(md) + "\n")
-    return csv_path, md_path
-
-
-def grid_rows(res: GridResult, d: dict[str, Any], kind: str) -> list[dict[str, Any]]:
+def grid_rows(res: GridResult, d: GomData, kind: str) -> list[dict[str, Any]]:
     rows = []
     for i, s in enumerate(res.specs):
         row = dict(s.tag)
-        row.update(best_val_energy=float(res.best_val[i]), best_epoch=int(res.best_epoch[i]),
-                   epochs_run=int(res.epochs_run[i]),
-                   final_train_energy=float(res.train_energy[i, res.epochs_run[i] - 1]))
+        row.update(
+            best_val_energy=float(res.best_val[i]),
+            best_epoch=int(res.best_epoch[i]),
+            epochs_run=int(res.epochs_run[i]),
+            final_train_energy=float(res.train_energy[i, res.epochs_run[i] - 1]),
+        )
         with torch.no_grad():
-            out = forward_params(res.best_params[i], d["x_test"])
-        t = d["y_test"] if kind == "mlp" else d["x_test"]
+            out = forward_params(res.best_params[i], d.x_test)
+        t = d.y_test if kind == "mlp" else d.x_test
         row["test_energy"] = float((0.5 * ((out - t) ** 2).sum(-1)).mean())
         if kind == "mlp":
-            deg = d["y_scaler"].inverse(out.double().numpy())
-            m = geo_metrics(deg, d["yd_test"].numpy())
+            deg = d.y_scaler.inverse(out.double().numpy())
+            m = geo_metrics(deg, d.yd_test.numpy())
             row["test_km"], row["test_r2"] = m["km"], m["r2"]
         rows.append(row)
     return rows
@@ -170,25 +177,8 @@ def rank_indices(res: GridResult, subset: Sequence[int] | None = None) -> dict[s
 
 
 # ----------------------------------------------------------------------------------------- figures
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> Path:
-    with atomic_output(path) as tmp:
-        fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    return path
-
-
 def plot_curves(res: GridResult, i: int, title: str, path: Path) -> Path:
     """Average instant energy and mean local output gradient per epoch, train and val (figs 7-9)."""
-    plt = _plt()
     n = int(res.epochs_run[i])
     ep = np.arange(1, n + 1)
     fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
@@ -207,12 +197,11 @@ def plot_curves(res: GridResult, i: int, title: str, path: Path) -> Path:
         a.grid(alpha=0.3)
     fig.suptitle(title)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_true_vs_pred(true: np.ndarray, pred: np.ndarray, what: str, title: str, path: Path) -> Path:
     """Test samples sorted by the true value: true and predicted degrees (figs 10, 11, 17, 18)."""
-    plt = _plt()
     order = np.argsort(true, kind="stable")
     fig, ax = plt.subplots(1, 2, figsize=(13, 4), gridspec_kw={"width_ratios": [2, 1]})
     ax[0].plot(true[order], ".-", ms=3, lw=0.8, label=f"true {what}")
@@ -226,28 +215,40 @@ def plot_true_vs_pred(true: np.ndarray, pred: np.ndarray, what: str, title: str,
     ax[1].set(xlabel=f"true {what}", ylabel=f"predicted {what}", title="predicted vs true")
     ax[1].grid(alpha=0.3)
     fig.tight_layout()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # -------------------------------------------------------------------------------------------- grid
-def train_grid_kind(cfg: DictConfig, kind: str, d: dict[str, Any], out: Path, figs: dict[str, str]) -> dict[str, Any]:
+def train_grid_kind(cfg: DictConfig, kind: str, d: GomData, out: Path, figs: dict[str, str]) -> dict[str, Any]:
     g = cfg.grid
-    specs = grid_specs(g, kind, d["n_features"], int(cfg.seed or 0))
+    specs = grid_specs(g, kind, d.n_features, int(cfg.seed or 0))
     opts = _grid_options(g, cfg)
-    yt, yv = (d["y_train"], d["y_val"]) if kind == "mlp" else (d["x_train"], d["x_val"])
+    yt, yv = (d.y_train, d.y_val) if kind == "mlp" else (d.x_train, d.x_val)
     log.info("training %d %s networks (vectorized, %d epochs)", len(specs), kind, opts["epochs"])
-    res = train_sigmoid_grid(specs, d["x_train"], yt, d["x_val"], yv, **opts)
+    res = train_sigmoid_grid(specs, d.x_train, yt, d.x_val, yv, **opts)
     log.info("%s grid: %.2f s", kind, res.seconds)
     rows = grid_rows(res, d, kind)
     sort = sorted(range(len(rows)), key=lambda i: rows[i]["best_val_energy"])
-    write_table([rows[i] for i in sort], out / f"grid_{kind}",
-                f"GOM {kind} grid ({len(rows)} networks, sorted by best validation energy)")
-    np.savez_compressed(out / f"grid_{kind}_history.npz", train_energy=res.train_energy, val_energy=res.val_energy,
-                        train_delta=res.train_delta, val_delta=res.val_delta, train_delta_abs=res.train_delta_abs,
-                        val_delta_abs=res.val_delta_abs)
+    write_table(
+        [rows[i] for i in sort],
+        out / f"grid_{kind}",
+        f"GOM {kind} grid ({len(rows)} networks, sorted by best validation energy)",
+    )
+    np.savez_compressed(
+        out / f"grid_{kind}_history.npz",
+        train_energy=res.train_energy,
+        val_energy=res.val_energy,
+        train_delta=res.train_delta,
+        val_delta=res.val_delta,
+        train_delta_abs=res.train_delta_abs,
+        val_delta_abs=res.val_delta_abs,
+    )
     summary: dict[str, Any] = {f"{kind}_n": len(specs), f"{kind}_seconds": round(res.seconds, 3)}
-    groups = {"": None} if kind == "mlp" else {
-        fam: [i for i, s in enumerate(specs) if s.tag["family"] == fam] for fam in ("M1", "M2")}
+    groups = (
+        {"": None}
+        if kind == "mlp"
+        else {fam: [i for i, s in enumerate(specs) if s.tag["family"] == fam] for fam in ("M1", "M2")}
+    )
     for fam, subset in groups.items():
         if subset is not None and not subset:
             continue
@@ -258,8 +259,11 @@ def train_grid_kind(cfg: DictConfig, kind: str, d: dict[str, Any], out: Path, fi
             tag = ", ".join(f"{k}={v}" for k, v in specs[i].tag.items())
             fig_no = {"best": "fig07", "median": "fig08", "worst": "fig09"}[rank] if kind == "mlp" else ""
             fname = f"{fig_no + '_' if fig_no else ''}{name}_curves.png"
-            figs[name] = str(plot_curves(res, i, f"{kind} {fam} {rank}: {tag}; best val energy "
-                                                 f"{rows[i]['best_val_energy']:.4g}", out / fname).name)
+            figs[name] = str(
+                plot_curves(
+                    res, i, f"{kind} {fam} {rank}: {tag}; best val energy {rows[i]['best_val_energy']:.4g}", out / fname
+                ).name
+            )
     summary[f"_{kind}_result"] = res
     return summary
 
@@ -284,33 +288,27 @@ def run_grid(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------------ hybrid
-def fit_hybrid(dm: GomDataModule, model_kw: dict[str, Any], max_epochs: int, out: Path,
-               monitor: str = "val/loss") -> dict[str, Any]:
-    """Train one GomHybrid on `dm` with Lightning (best-by-val checkpoint), test it, return its
-    results (`dm.d` then holds the data it used)."""
-    import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint
-    from lightning.pytorch.loggers import CSVLogger
-
-
+def fit_hybrid(
+    cfg: DictConfig | None, dm: GomDataModule, model_kw: dict[str, Any], max_epochs: int, out: Path, name: str
+) -> dict[str, Any]:
+    """Train one GomHybrid on `dm` with a Trainer built from the run's trainer/logger/callbacks config
+    into its own folder `out` (checkpoints, logs, W&B run `<run>/<name>`), test its best checkpoint
+    (the weights in memory when no checkpoint callback is configured) and return its results
+    (`dm.data` then holds the data it used)."""
     model = GomHybrid(**model_kw)
-    ckpt = ModelCheckpoint(dirpath=out / "checkpoints", filename="best", monitor=monitor, mode="min", save_top_k=1)
-    trainer = L.Trainer(max_epochs=max_epochs, accelerator="cpu", devices=1, logger=CSVLogger(out, name="csv", version=""),
-                        callbacks=[ckpt], enable_progress_bar=False, enable_model_summary=False,
-                        num_sanity_val_steps=0, log_every_n_steps=1, default_root_dir=str(out))
+    trainer = build_trainer(cfg, out, name=name, max_epochs=max_epochs)
     trainer.fit(model, datamodule=dm)
-    trainer.test(model, datamodule=dm, ckpt_path=ckpt.best_model_path, weights_only=True, verbose=False)
+    ckpt = trainer.checkpoint_callback
+    best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
+    if best:
+        trainer.test(model, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
+    else:  # callbacks=none: no checkpoint, test the weights in memory
+        trainer.test(model, datamodule=dm, verbose=False)
+    finish_loggers(trainer)  # this model's W&B run is complete (a failure is closed by the core)
     r = dict(model.extra_results)
     r["epochs_trained"] = trainer.current_epoch
-    r["best_ckpt"] = ckpt.best_model_path
+    r["best_ckpt"] = best
     return r
-
-
-def _monitor(cfg: DictConfig) -> str:
-    try:
-        return str(cfg.callbacks.model_checkpoint.monitor)
-    except Exception:  # callbacks=none
-        return "val/loss"
 
 
 def run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -342,14 +340,18 @@ def run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             h, lr = check_int(f"study.{fam.lower()}", choice, 1, MAX_WIDTH), st.get(f"{fam.lower()}_lr", 0.1)
         log.info("hybrid with %s* = %d hidden (lr %g)", fam, h, lr)
         kw = _kwargs(cfg.model, ae_hidden=h, ae_lr=lr)
-        r = fit_hybrid(_datamodule(cfg), kw, int(st.get("hybrid_epochs", cfg.trainer.max_epochs)), out / f"hybrid_{fam}",
-                       monitor=_monitor(cfg))
+        epochs = check_int("study.hybrid_epochs", st.get("hybrid_epochs", cfg.trainer.max_epochs), 1, 1_000_000)
+        r = fit_hybrid(cfg, _datamodule(cfg), kw, epochs, out / f"hybrid_{fam}", name=f"hybrid_{fam}")
         pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
         no = {"M1": ("fig10", "fig11"), "M2": ("fig17", "fig18")}[fam]
         for j, (what, fig) in enumerate(zip(("latitude", "longitude"), no)):
             figs[f"hybrid_{fam}_{what}"] = plot_true_vs_pred(
-                true[:, j], pred[:, j], what, f"hybrid {fam}* (hidden {h}, lr {lr}): test {what}; "
-                f"mean error {r['test/km']:.0f} km", out / f"{fig}_hybrid_{fam}_{what}.png").name
+                true[:, j],
+                pred[:, j],
+                what,
+                f"hybrid {fam}* (hidden {h}, lr {lr}): test {what}; mean error {r['test/km']:.0f} km",
+                out / f"{fig}_hybrid_{fam}_{what}.png",
+            ).name
         hybrids[fam] = {"ae_hidden": h, "ae_lr": lr, **{k: v for k, v in r.items() if not isinstance(v, (dict, list))}}
     metrics["hybrid"] = hybrids
     metrics["baselines"] = baselines(d)
@@ -361,35 +363,62 @@ def run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 def write_report(out: Path, m: dict[str, Any]) -> Path:
     L = ["# GOM study report", ""]
-    L += ["## MLP grid (best / median / worst by validation energy)", "",
-          "| rank | depth | width | lr | best val energy | epochs run | test energy | test km |", "|---|---|---|---|---|---|---|---|"]
+    L += [
+        "## MLP grid (best / median / worst by validation energy)",
+        "",
+        "| rank | depth | width | lr | best val energy | epochs run | test energy | test km |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for rank in ("best", "median", "worst"):
         r = m.get(f"mlp_{rank}")
         if r:
-            L.append(f"| {rank} | {r['depth']} | {r['width']} | {r['lr']} | {r['best_val_energy']:.5f} | "
-                     f"{r['epochs_run']} | {r['test_energy']:.5f} | {r['test_km']:.0f} |")
-    L += ["", "## Autoencoder grid", "", "| family | rank | hidden | lr | best val energy | epochs run | test energy |",
-          "|---|---|---|---|---|---|---|"]
+            L.append(
+                f"| {rank} | {r['depth']} | {r['width']} | {r['lr']} | {r['best_val_energy']:.5f} | "
+                f"{r['epochs_run']} | {r['test_energy']:.5f} | {r['test_km']:.0f} |"
+            )
+    L += [
+        "",
+        "## Autoencoder grid",
+        "",
+        "| family | rank | hidden | lr | best val energy | epochs run | test energy |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for fam in ("M1", "M2"):
         for rank in ("best", "median", "worst"):
             r = m.get(f"autoencoder_{fam}_{rank}")
             if r:
-                L.append(f"| {fam} | {rank} | {r['hidden']} | {r['lr']} | {r['best_val_energy']:.5f} | "
-                         f"{r['epochs_run']} | {r['test_energy']:.5f} |")
-    L += ["", "## Hybrid (autoencoder code -> regressor), test set", "",
-          "| model | AE hidden | AE lr | mean km | median km | R^2 lat | R^2 lon |", "|---|---|---|---|---|---|---|"]
+                L.append(
+                    f"| {fam} | {rank} | {r['hidden']} | {r['lr']} | {r['best_val_energy']:.5f} | "
+                    f"{r['epochs_run']} | {r['test_energy']:.5f} |"
+                )
+    L += [
+        "",
+        "## Hybrid (autoencoder code -> regressor), test set",
+        "",
+        "| model | AE hidden | AE lr | mean km | median km | R^2 lat | R^2 lon |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for fam, r in (m.get("hybrid") or {}).items():
-        L.append(f"| hybrid {fam}* | {r['ae_hidden']} | {r['ae_lr']} | {r['test/km']:.0f} | {r['test/km_median']:.0f} | "
-                 f"{r['test/r2_lat']:.3f} | {r['test/r2_lon']:.3f} |")
+        L.append(
+            f"| hybrid {fam}* | {r['ae_hidden']} | {r['ae_lr']} | {r['test/km']:.0f} | {r['test/km_median']:.0f} | "
+            f"{r['test/r2_lat']:.3f} | {r['test/r2_lon']:.3f} |"
+        )
     b = m.get("baselines") or {}
     if b:
-        L.append(f"| training mean | | | {b['baseline_mean_km']:.0f} | {b['baseline_mean_km_median']:.0f} | "
-                 f"{b['baseline_mean_r2_lat']:.3f} | {b['baseline_mean_r2_lon']:.3f} |")
-        L.append(f"| k-NN (k={b['baseline_knn_k']}) | | | {b['baseline_knn_km']:.0f} | {b['baseline_knn_km_median']:.0f} | "
-                 f"{b['baseline_knn_r2_lat']:.3f} | {b['baseline_knn_r2_lon']:.3f} |")
+        L.append(
+            f"| training mean | | | {b['baseline_mean_km']:.0f} | {b['baseline_mean_km_median']:.0f} | "
+            f"{b['baseline_mean_r2_lat']:.3f} | {b['baseline_mean_r2_lon']:.3f} |"
+        )
+        L.append(
+            f"| k-NN (k={b['baseline_knn_k']}) | | | {b['baseline_knn_km']:.0f} | {b['baseline_knn_km_median']:.0f} | "
+            f"{b['baseline_knn_r2_lat']:.3f} | {b['baseline_knn_r2_lon']:.3f} |"
+        )
     L += ["", "## Figures", ""] + [f"- {k}: ![{k}]({v})" for k, v in (m.get("figures") or {}).items()]
-    L += ["", f"Grids: {m.get('mlp_n', 0)} MLPs in {m.get('mlp_seconds', 0):.1f} s, {m.get('autoencoder_n', 0)} "
-              f"autoencoders in {m.get('autoencoder_seconds', 0):.1f} s (vectorized); whole study {m.get('seconds', 0):.0f} s."]
+    L += [
+        "",
+        f"Grids: {m.get('mlp_n', 0)} MLPs in {m.get('mlp_seconds', 0):.1f} s, {m.get('autoencoder_n', 0)} "
+        f"autoencoders in {m.get('autoencoder_seconds', 0):.1f} s (vectorized); whole study {m.get('seconds', 0):.0f} s.",
+    ]
     return write_text_atomic(out / "report.md", "\n".join(L) + "\n")
 
 
@@ -405,20 +434,36 @@ def run_cv(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
     for f in range(k):
         dm = _datamodule(cfg, cv_folds=k, fold=f)
-        r = fit_hybrid(dm, _kwargs(cfg.model), int(cfg.trainer.max_epochs), out / f"fold_{f}", monitor=_monitor(cfg))
+        r = fit_hybrid(cfg, dm, _kwargs(cfg.model), int(cfg.trainer.max_epochs), out / f"fold_{f}", name=f"fold_{f}")
         pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
         pooled["model"].append(haversine_km(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]))
-        d = dm.d  # the fold's data as the fit saw it
-        mean_pred = d["yd_train"].numpy().mean(0)
+        d = dm.data  # the fold's data as the fit saw it
+        mean_pred = d.yd_train.numpy().mean(0)
         pooled["mean"].append(haversine_km(mean_pred[0], mean_pred[1], true[:, 0], true[:, 1]))
-        kp = knn_predict(d["x_train"].double().numpy(), d["yd_train"].numpy(), d["x_test"].double().numpy(),
-                         int(r["test/baseline_knn_k"]))
+        kp = knn_predict(
+            d.x_train.double().numpy(), d.yd_train.numpy(), d.x_test.double().numpy(), int(r["test/baseline_knn_k"])
+        )
         pooled["knn"].append(haversine_km(kp[:, 0], kp[:, 1], true[:, 0], true[:, 1]))
-        folds.append({"fold": f, "test_km": r["test/km"], "test_km_median": r["test/km_median"], "test_r2": r["test/r2"],
-                      "knn_k": r["test/baseline_knn_k"], "knn_km": r["test/baseline_knn_km"],
-                      "mean_km": r["test/baseline_mean_km"], "epochs": r["epochs_trained"]})
-        log.info("fold %d/%d: %.0f km (k-NN %.0f, mean %.0f)", f + 1, k, r["test/km"], r["test/baseline_knn_km"],
-                 r["test/baseline_mean_km"])
+        folds.append(
+            {
+                "fold": f,
+                "test_km": r["test/km"],
+                "test_km_median": r["test/km_median"],
+                "test_r2": r["test/r2"],
+                "knn_k": r["test/baseline_knn_k"],
+                "knn_km": r["test/baseline_knn_km"],
+                "mean_km": r["test/baseline_mean_km"],
+                "epochs": r["epochs_trained"],
+            }
+        )
+        log.info(
+            "fold %d/%d: %.0f km (k-NN %.0f, mean %.0f)",
+            f + 1,
+            k,
+            r["test/km"],
+            r["test/baseline_knn_km"],
+            r["test/baseline_mean_km"],
+        )
     write_table(folds, out / "cv_folds", f"{k}-fold cross-validation")
     res = {f"cv_{name}_km": float(np.concatenate(v).mean()) for name, v in pooled.items()}
     res.update({f"cv_{name}_km_median": float(np.median(np.concatenate(v))) for name, v in pooled.items()})
@@ -456,33 +501,52 @@ def report_multirun(sweep_dir: str | Path) -> Path:
 
     specs, rows = [], []
     for j in jobs:
-        tag = {o.split("=", 1)[0].split(".")[-1]: o.split("=", 1)[1] for o in j.get("overrides", [])
-               if o.startswith("model.")}
+        tag = {
+            o.split("=", 1)[0].split(".")[-1]: o.split("=", 1)[1]
+            for o in j.get("overrides", [])
+            if o.startswith("model.")
+        }
         specs.append(NetSpec((), 0.0, 0, tag))
         m = j["metrics"]
         row = dict(tag)
-        row.update(best_val_energy=m.get("best_val_energy"), best_epoch=m.get("best_epoch"),
-                   epochs_run=m.get("epochs_run"), final_train_energy=m.get("final_train_energy"),
-                   test_energy=m.get("test/energy"))
+        row.update(
+            best_val_energy=m.get("best_val_energy"),
+            best_epoch=m.get("best_epoch"),
+            epochs_run=m.get("epochs_run"),
+            final_train_energy=m.get("final_train_energy"),
+            test_energy=m.get("test/energy"),
+        )
         if kind == "mlp":
             row.update(test_km=m.get("test/km"), test_r2=m.get("test/r2"))
         rows.append(row)
-    res = GridResult(specs, arr("train_energy"), arr("train_delta"), arr("train_delta_abs"), arr("val_energy"),
-                     arr("val_delta"), arr("val_delta_abs"), np.array([r["epochs_run"] for r in rows]),
-                     np.array([r["best_val_energy"] for r in rows], dtype=float),
-                     np.array([r["best_epoch"] for r in rows]), [], [])
+    res = GridResult(
+        specs,
+        arr("train_energy"),
+        arr("train_delta"),
+        arr("train_delta_abs"),
+        arr("val_energy"),
+        arr("val_delta"),
+        arr("val_delta_abs"),
+        np.array([r["epochs_run"] for r in rows]),
+        np.array([r["best_val_energy"] for r in rows], dtype=float),
+        np.array([r["best_epoch"] for r in rows]),
+        [],
+        [],
+    )
     order = np.argsort(res.best_val, kind="stable")
-    write_table([rows[i] for i in order], sweep / f"grid_{kind}",
-                f"GOM {kind} multirun ({M} jobs, sorted by best validation energy)")
+    write_table(
+        [rows[i] for i in order],
+        sweep / f"grid_{kind}",
+        f"GOM {kind} multirun ({M} jobs, sorted by best validation energy)",
+    )
     for rank, i in rank_indices(res).items():
         tag = ", ".join(f"{k}={v}" for k, v in specs[i].tag.items())
-        plot_curves(res, i, f"{kind} {rank}: {tag}; best val energy {res.best_val[i]:.4g}",
-                    sweep / f"{kind}_{rank}_curves.png")
+        plot_curves(
+            res, i, f"{kind} {rank}: {tag}; best val energy {res.best_val[i]:.4g}", sweep / f"{kind}_{rank}_curves.png"
+        )
     return sweep / f"grid_{kind}.md"
 
 
 if __name__ == "__main__":
-    import sys
-
     for d in sys.argv[1:] or ["."]:
         print(report_multirun(d))

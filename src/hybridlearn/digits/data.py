@@ -27,9 +27,10 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -42,6 +43,7 @@ from hybridlearn.core.download import ensure_files
 from hybridlearn.core.errors import ConfigError, DataError, HybridlearnError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.core.loaders import SplitLoaders, seeded_split, tensor_loader
+from hybridlearn.digits.reader import read_page
 from hybridlearn.mnist.data import VALUE_RANGES, to_range
 
 log = logging.getLogger(__name__)
@@ -63,33 +65,53 @@ BUILTIN_SHEETS: list[dict[str, Any]] = [
     {"file": "jpossaz.png", "rows": 10, "cols": 10, "labels": "columns", "invert": False, "writer": "jpossaz"},
     {"file": "jpossaz2.png", "rows": 10, "cols": 10, "labels": "columns", "invert": False, "writer": "jpossaz"},
     {"file": "JuanRengifo.png", "rows": 10, "cols": 10, "labels": "rows", "invert": True, "writer": "JuanRengifo"},
-    {"file": "cossio.png", "rows": 31, "cols": 10, "labels": "csv", "labels_file": "cossio.csv", "invert": True,
-     "writer": "cossio"},
+    {
+        "file": "cossio.png",
+        "rows": 31,
+        "cols": 10,
+        "labels": "csv",
+        "labels_file": "cossio.csv",
+        "invert": True,
+        "writer": "cossio",
+    },
 ]
 PREPROCESS = ("paper", "clean")
+LAYOUTS = ("grid", "auto")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 
 # ----------------------------------------------------------------------------- images
 
 
-def load_grey(path: str | Path, what: str | None = None) -> np.ndarray:
+def load_grey(path: str | Path, what: str | None = None, max_side: int | None = None) -> np.ndarray:
     """Any image (grey, RGB, RGBA, palette) -> float32 [H, W] in [0, 1]: the mean of R, G, B.
 
     Transparent pixels are composited onto a background that contrasts with the opaque ink, so a
-    digit drawn on a transparent canvas reads like one drawn on paper.
+    digit drawn on a transparent canvas reads like one drawn on paper. With `max_side`, a larger
+    image is shrunk while decoding (JPEG draft) or right after (box filter) so that its longest
+    side is at most that: memory stays bounded by the file's own pixels, never a float copy.
     """
     from PIL import Image, UnidentifiedImageError
 
     name = what or str(path)
     try:
         with Image.open(path) as im:
+            if max_side and max(im.size) > max_side:
+                im.draft(im.mode, (max_side, max_side))  # JPEG: decode at 1/2, 1/4, 1/8 scale
+                im.load()
+                factor = -(-max(im.size) // max_side)
+                if factor > 1:
+                    im = (
+                        im.reduce(factor)
+                        if im.mode in ("L", "RGB", "RGBA", "LA", "I", "F")
+                        else im.convert("RGBA").reduce(factor)
+                    )
             im.load()
             has_alpha = im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info)
             rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise DataError(f"{name}: image file not found ({path})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise DataError(f"{name}: cannot read image {path} ({type(e).__name__}: {e}); give a PNG/JPG file") from None
     grey = rgba[..., :3].mean(-1)
     if has_alpha:
@@ -147,8 +169,9 @@ def drop_specks(x: torch.Tensor, min_mass: float) -> torch.Tensor:
     return x.masked_fill(torch.from_numpy(rim), 0.0)
 
 
-def mnist_like(x: torch.Tensor, size: int, border: float = 0.08, box: float = 20 / 28,
-               despeckle: float = 0.0) -> torch.Tensor:
+def mnist_like(
+    x: torch.Tensor, size: int, border: float = 0.08, box: float = 20 / 28, despeckle: float = 0.0
+) -> torch.Tensor:
     """Light-ink cell [H, W] in [0, 1] -> [size, size] the way MNIST digits were made.
 
     Crop `border` (a fraction of each side), subtract the background (the median, i.e. paper
@@ -187,8 +210,9 @@ def mnist_like(x: torch.Tensor, size: int, border: float = 0.08, box: float = 20
     return canvas[off : off + size, off : off + size].contiguous()
 
 
-def preprocess_cell(cell: np.ndarray, size: int, invert: bool, preprocess: str = "paper", border: float = 0.08,
-                    despeckle: float = 0.0) -> torch.Tensor:
+def preprocess_cell(
+    cell: np.ndarray, size: int, invert: bool, preprocess: str = "paper", border: float = 0.08, despeckle: float = 0.0
+) -> torch.Tensor:
     """One cell (grey [H, W] in [0, 1]) -> float [size, size] in [0, 1], light ink on black.
     `border` and `despeckle` apply to preprocess=clean (see `mnist_like`)."""
     if preprocess == "paper":
@@ -214,6 +238,7 @@ class Sheet:
     name: str = ""
     md5: str | None = None
     extra: dict = field(default_factory=dict)
+    layout: str = "grid"  # grid: equal cells | auto: cut by the sheet reader (rows/cols/labels may wait for it)
 
 
 def _labels_for(entry: Mapping[str, Any], name: str, rows: int, cols: int, folder: Path) -> list[int]:
@@ -249,13 +274,17 @@ def _labels_for(entry: Mapping[str, Any], name: str, rows: int, cols: int, folde
     if bad:
         raise DataError(f"sheet {name}: labels must be digits 0-9; found {bad[0]!r} ({len(bad)} non-digit label(s))")
     if len(tokens) != n:
-        raise DataError(f"sheet {name}: {len(tokens)} labels for a {rows}x{cols} grid ({n} cells); fix the labels or the grid")
+        raise DataError(
+            f"sheet {name}: {len(tokens)} labels for a {rows}x{cols} grid ({n} cells); fix the labels or the grid"
+        )
     return [int(t) for t in tokens]
 
 
 def parse_sheets(entries: Any, folder: Path, source: str, md5s: Mapping[str, str] | None = None) -> list[Sheet]:
     """Validate manifest entries (files relative to `folder`) into Sheets; DataError names the sheet."""
-    if not isinstance(entries, (list, tuple)) and not (hasattr(entries, "__len__") and not isinstance(entries, (str, Mapping))):
+    if not isinstance(entries, (list, tuple)) and not (
+        hasattr(entries, "__len__") and not isinstance(entries, (str, Mapping))
+    ):
         raise DataError(f"{source}: expected a list of sheets under 'sheets:'")
     if len(entries) == 0:
         raise DataError(f"{source}: 'sheets' is empty; add at least one sheet")
@@ -264,17 +293,38 @@ def parse_sheets(entries: Any, folder: Path, source: str, md5s: Mapping[str, str
         if not isinstance(entry, Mapping) or not entry.get("file"):
             raise DataError(f"{source}: sheet #{i + 1} has no 'file'")
         name = str(entry["file"])
+        layout = entry.get("layout", "grid")
+        if layout not in LAYOUTS:
+            raise DataError(
+                f"sheet {name}: layout must be grid (equal cells) or auto (found by the reader); got {layout!r}"
+            )
         rows, cols = entry.get("rows"), entry.get("cols")
         for key, v in (("rows", rows), ("cols", cols)):
+            if layout == "auto" and v is None:
+                continue  # counted on the page
             if isinstance(v, bool) or not isinstance(v, int) or v <= 0:
                 raise DataError(f"sheet {name}: {key} must be a positive integer (got {v!r})")
         invert = entry.get("invert", "auto")
         if invert not in (True, False, "auto"):
             raise DataError(f"sheet {name}: invert must be true, false or auto (got {invert!r})")
         path = folder / name
-        labels = _labels_for(entry, name, rows, cols, folder)
+        # An auto sheet without rows/cols gets its labels once the reader has counted the digits.
+        labels = _labels_for(entry, name, rows, cols, folder) if rows and cols else []
         writer = str(entry.get("writer") or Path(name).stem)
-        sheets.append(Sheet(path, rows, cols, labels, invert, writer, name, (md5s or {}).get(name)))
+        sheets.append(
+            Sheet(
+                path,
+                rows or 0,
+                cols or 0,
+                labels,
+                invert,
+                writer,
+                name,
+                (md5s or {}).get(name),
+                extra={"entry": dict(entry), "folder": folder},
+                layout=layout,
+            )
+        )
     return sheets
 
 
@@ -283,7 +333,9 @@ def read_manifest(path: str | Path) -> list[Sheet]:
     try:
         doc = yaml.safe_load(path.read_text())
     except FileNotFoundError:
-        raise DataError(f"digit manifest {path} not found; give the path of a sheets YAML (see docs/digits.md)") from None
+        raise DataError(
+            f"digit manifest {path} not found; give the path of a sheets YAML (see docs/digits.md)"
+        ) from None
     except (OSError, yaml.YAMLError) as e:
         raise DataError(f"digit manifest {path}: cannot parse ({type(e).__name__}: {str(e).splitlines()[0]})") from None
     if not isinstance(doc, Mapping) or "sheets" not in doc:
@@ -291,7 +343,7 @@ def read_manifest(path: str | Path) -> list[Sheet]:
     return parse_sheets(doc["sheets"], path.parent, str(path))
 
 
-def builtin_sheets(data_dir: str | Path, timeout: float = 30.0) -> list[Sheet]:
+def builtin_sheets(data_dir: str | Path, timeout: float | None = None) -> list[Sheet]:
     """The authors' four sheets in `<data_dir>/digits/`, md5-checked, downloaded when missing."""
     folder = Path(data_dir).expanduser() / "digits"
     urls = {name: [DIGITS_URL + name] for name in DIGITS_FILES}
@@ -315,38 +367,92 @@ class DigitSet:
         return list(dict.fromkeys(self.writer))
 
 
-def load_sheet(sheet: Sheet, size: int, preprocess: str = "paper", border: float = 0.08,
-               despeckle: float = 0.0) -> tuple[torch.Tensor, bool]:
-    """One sheet -> (float [rows*cols, size, size] in [0, 1], inverted?)."""
+def cut_sheet(sheet: Sheet) -> tuple[list[np.ndarray], bool, Sheet]:
+    """A sheet's cells in row-major order, whether they need inverting, and the sheet with its
+    grid and labels filled in (layout auto: counted by the sheet reader and checked)."""
     if not sheet.file.is_file():
         raise DataError(f"sheet {sheet.name}: image file {sheet.file} not found; fix 'file' in the manifest")
     grey = load_grey(sheet.file, what=f"sheet {sheet.name}")
-    if grey.shape[0] < sheet.rows or grey.shape[1] < sheet.cols:
-        raise DataError(f"sheet {sheet.name}: a {grey.shape[1]}x{grey.shape[0]} image cannot hold a {sheet.rows}x{sheet.cols} grid")
-    invert = dark_ink(grey) if sheet.invert == "auto" else bool(sheet.invert)
-    cells = [preprocess_cell(c, size, invert, preprocess, border, despeckle) for c in slice_grid(grey, sheet.rows, sheet.cols)]
-    return torch.stack(cells), invert
+    if sheet.layout == "grid":
+        if grey.shape[0] < sheet.rows or grey.shape[1] < sheet.cols:
+            raise DataError(
+                f"sheet {sheet.name}: a {grey.shape[1]}x{grey.shape[0]} image cannot hold a "
+                f"{sheet.rows}x{sheet.cols} grid"
+            )
+        invert = dark_ink(grey) if sheet.invert == "auto" else bool(sheet.invert)
+        return slice_grid(grey, sheet.rows, sheet.cols), invert, sheet
+    if sheet.invert != "auto" and bool(sheet.invert) != dark_ink(grey):
+        grey = 1.0 - grey  # the reader detects the polarity by itself; a forced one flips the page
+    page = read_page(grey)  # NoDigitError is a DataError: one line naming the sheet below
+    rows, cols = sheet.rows, sheet.cols
+    if not rows:
+        counts = [len(r) for r in page.rows]
+        rows, cols = len(counts), max(counts)
+    problem = page.grid_mismatch(rows, cols)
+    if problem:
+        raise DataError(
+            f"sheet {sheet.name} (layout auto): the reader {problem}; check the page with "
+            f"`python predict.py CKPT {sheet.file}` or give it a hand grid (layout: grid)"
+        )
+    labels = sheet.labels or _labels_for(sheet.extra["entry"], sheet.name, rows, cols, sheet.extra["folder"])
+    resolved = Sheet(
+        sheet.file, rows, cols, labels, sheet.invert, sheet.writer, sheet.name, sheet.md5, sheet.extra, sheet.layout
+    )
+    return [c.image for c in page.cells], False, resolved  # reader cells: light ink on black
 
 
-def build_digits(sheets: Sequence[Sheet], size: int = 32, preprocess: str = "paper", border: float = 0.08,
-                 writer_groups: Mapping[str, str] | None = None, despeckle: float = 0.0) -> DigitSet:
+def load_sheet(
+    sheet: Sheet, size: int, preprocess: str = "paper", border: float = 0.08, despeckle: float = 0.0
+) -> tuple[torch.Tensor, bool]:
+    """One sheet -> (float [rows*cols, size, size] in [0, 1], inverted?)."""
+    x, invert, _ = _load_sheet(sheet, size, preprocess, border, despeckle)
+    return x, invert
+
+
+def _load_sheet(
+    sheet: Sheet, size: int, preprocess: str, border: float, despeckle: float
+) -> tuple[torch.Tensor, bool, Sheet]:
+    cells, invert, sheet = cut_sheet(sheet)
+    return torch.stack([preprocess_cell(c, size, invert, preprocess, border, despeckle) for c in cells]), invert, sheet
+
+
+def build_digits(
+    sheets: Sequence[Sheet],
+    size: int = 32,
+    preprocess: str = "paper",
+    border: float = 0.08,
+    writer_groups: Mapping[str, str] | None = None,
+    despeckle: float = 0.0,
+) -> DigitSet:
     if preprocess not in PREPROCESS:
         raise ConfigError(f"data.preprocess must be one of {', '.join(PREPROCESS)} (got {preprocess!r})")
     xs, ys, sh, cells, writers = [], [], [], [], []
     groups = dict(writer_groups or {})
+    resolved = []
     for i, s in enumerate(sheets):
-        x, _ = load_sheet(s, size, preprocess, border, despeckle)
+        x, _, s = _load_sheet(s, size, preprocess, border, despeckle)
+        resolved.append(s)
         xs.append(x)
         ys.extend(s.labels)
         sh.extend([i] * len(s.labels))
         cells.extend([(r, c) for r in range(s.rows) for c in range(s.cols)])
         writers.extend([groups.get(s.name, s.writer)] * len(s.labels))
-    return DigitSet(torch.cat(xs).unsqueeze(1), torch.tensor(ys, dtype=torch.long), torch.tensor(sh),
-                    torch.tensor(cells, dtype=torch.long), writers, list(sheets))
+    return DigitSet(
+        torch.cat(xs).unsqueeze(1),
+        torch.tensor(ys, dtype=torch.long),
+        torch.tensor(sh),
+        torch.tensor(cells, dtype=torch.long),
+        writers,
+        resolved,
+    )
 
 
-def resolve_sheets(data_dir: str | Path, manifest: str | None = "builtin", extra_manifests: Sequence[str] = (),
-                   timeout: float = 30.0) -> list[Sheet]:
+def resolve_sheets(
+    data_dir: str | Path,
+    manifest: str | None = "builtin",
+    extra_manifests: Sequence[str] = (),
+    timeout: float | None = None,
+) -> list[Sheet]:
     """`manifest: builtin` -> the authors' sheets; a path -> that YAML; plus every extra manifest."""
     if manifest in (None, "builtin"):
         sheets = builtin_sheets(data_dir, timeout)
@@ -406,10 +512,14 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
         if not 0 <= border < 0.5:
             raise ConfigError(f"data.border must be in [0, 0.5) (got {border})")
         if not 0 <= despeckle < 0.5:
-            raise ConfigError(f"data.despeckle must be in [0, 0.5): the ink fraction below which a blob is erased (got {despeckle})")
+            raise ConfigError(
+                f"data.despeckle must be in [0, 0.5): the ink fraction below which a blob is erased (got {despeckle})"
+            )
         if not 0 < test_fraction < 1 or not 0 <= val_fraction < 1:
-            raise ConfigError(f"data.test_fraction must be in (0, 1) and data.val_fraction in [0, 1) "
-                              f"(got {test_fraction}, {val_fraction})")
+            raise ConfigError(
+                f"data.test_fraction must be in (0, 1) and data.val_fraction in [0, 1) "
+                f"(got {test_fraction}, {val_fraction})"
+            )
         self.save_hyperparameters(ignore=["download_timeout"])
         self.timeout = download_timeout
         self.batch_size, self.eval_batch_size, self.drop_last = batch_size, eval_batch_size, drop_last
@@ -433,7 +543,9 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
         n = len(d.y)
         if hp.test_writer is not None:
             if hp.test_writer not in d.writers:
-                raise ConfigError(f"data.test_writer={hp.test_writer!r} is not a writer group; choose one of {', '.join(d.writers)}")
+                raise ConfigError(
+                    f"data.test_writer={hp.test_writer!r} is not a writer group; choose one of {', '.join(d.writers)}"
+                )
             is_test = torch.tensor([w == hp.test_writer for w in d.writer])
             test, rest = torch.nonzero(is_test).flatten(), torch.nonzero(~is_test).flatten()
         else:
@@ -457,19 +569,20 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
         x, y = self.tensors[split]
         if len(y) == 0:
             raise ConfigError(f"the {split} split of the digit sheets is empty; raise data.val_fraction or add sheets")
-        return tensor_loader(x, y, batch_size=bs, shuffle=train, seed=self.hparams.shuffle_seed,
-                             drop_last=train and self.drop_last)
+        return tensor_loader(
+            x, y, batch_size=bs, shuffle=train, seed=self.hparams.shuffle_seed, drop_last=train and self.drop_last
+        )
 
 
 # ----------------------------------------------------------------------------- contact sheet
 
 
-def contact_sheet(d: DigitSet, out: str | Path, scale: int = 2, overwrite: bool = True,
-                  highlight: Sequence[int] = ()) -> Path:
+def contact_sheet(
+    d: DigitSet, out: str | Path, scale: int = 2, overwrite: bool = True, highlight: Sequence[int] = ()
+) -> Path:
     """Every digit with its label, one block per sheet in the sheet's own grid; `highlight` (digit
     indices, e.g. misclassified ones) are framed in red."""
     from PIL import Image, ImageDraw
-
 
     s = d.x.shape[-1] * scale
     cw, ch, gap, head = s + 4, s + 14, 16, 16
@@ -511,7 +624,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=32)
     p.add_argument("--preprocess", choices=PREPROCESS, default="paper")
     p.add_argument("--border", type=float, default=0.08)
-    p.add_argument("--despeckle", type=float, default=0.0, help="clean: erase blobs with less than this fraction of the ink")
+    p.add_argument(
+        "--despeckle", type=float, default=0.0, help="clean: erase blobs with less than this fraction of the ink"
+    )
     p.add_argument("--scale", type=int, default=2)
     a = p.parse_args(argv)
 

@@ -1,42 +1,57 @@
 """Read handwritten digits with a trained LeNet-5 checkpoint.
 
-    python predict.py CKPT IMAGE_OR_FOLDER [...]            # one digit per image
-    python predict.py CKPT sheet.png --grid 10x10           # a whole sheet, cut into a grid
+    python predict.py CKPT page.png                         # every digit on the page (--grid auto)
+    python predict.py CKPT page.jpg --grid 10x10            # ... and check they fill 10 x 10
+    python predict.py CKPT page.jpg --expect 0123456789     # each row reads 0..9: score the page
+    python predict.py CKPT page.jpg --labels page.txt       # the digits of the page, row-major
+    python predict.py CKPT photos/                          # every image of a folder
+    python predict.py CKPT sheet.png --grid 10x10 --cut uniform   # the old equal-cells slicing
 
-Images: PNG/JPG/..., any size, grey/RGB/RGBA, light or dark ink (auto-detected: a light
-background means dark ink; force with --invert yes/no). Each image is prepared the way the
-checkpoint's training data was (its datamodule settings are stored in the checkpoint): the digit
-sheets' `paper` or `clean` preprocessing, or MNIST-like centring for an MNIST model.
-Prints `<image>: <digit> (confidence <p>)` per image (per cell with --grid).
+The sheet reader (hybridlearn.digits.reader) finds the digits whatever the margins, paper (plain,
+dotted, squared, lined), spacing, slight rotation and lighting; an image of a single digit is a
+page with one digit. Pages larger than --max-side (2000 px) are shrunk first. Prints one line per
+digit in reading order, `<page> [row,col]: <digit> (confidence <p>)` (row, col from 0), then the
+page as a grid, the accuracy with --expect/--labels (an image holding one digit prints
+`<image>: <digit> (confidence <p>)`), and writes `<page stem>_read.png` (next to the page, or in --out-dir): the page with a box, the digit and its confidence per cell, errors in red.
+An existing picture is never replaced without --overwrite. A page with no digit prints
+`<page>: no digit found (...)`; an unreadable image, a count that does not fit --grid or the labels
+are reported at the end (exit status 1; 2 when no image could be read) and nothing is printed or
+written for that page.
+Each digit is prepared the way the checkpoint's training data was (its datamodule settings are
+stored in the checkpoint).
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from hybridlearn.core.checkpoint import load_module, read_checkpoint
 from hybridlearn.core.errors import ConfigError, DataError, HybridlearnError
-from hybridlearn.digits.data import (
-    IMAGE_SUFFIXES,
-    dark_ink,
-    load_grey,
-    preprocess_cell,
-    slice_grid,
-)
+from hybridlearn.core.io import atomic_output
+from hybridlearn.digits.data import IMAGE_SUFFIXES, cell_bounds, dark_ink, load_grey, preprocess_cell, slice_grid
+from hybridlearn.digits.reader import MAX_SIDE, NoDigitError, read_page
 from hybridlearn.mnist.data import to_range
 from hybridlearn.mnist.lenet import LeNet5
 
+ANNOTATED = "_read.png"  # suffix of the annotated pictures (skipped when a folder is read)
 
-def parse_grid(text: str) -> tuple[int, int]:
+
+def parse_grid(text: str) -> tuple[int, int] | None:
+    if text.lower() == "auto":
+        return None
     try:
         r, c = (int(v) for v in text.lower().replace("*", "x").split("x"))
         if r <= 0 or c <= 0:
             raise ValueError
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--grid must look like ROWSxCOLS, e.g. 10x10 (got {text!r})") from None
+        raise argparse.ArgumentTypeError(f"--grid must be auto or ROWSxCOLS, e.g. 10x10 (got {text!r})") from None
     return r, c
 
 
@@ -44,83 +59,254 @@ def list_images(paths: list[str]) -> list[Path]:
     out = []
     for p in map(Path, paths):
         if p.is_dir():
-            found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            found = sorted(
+                f
+                for f in p.iterdir()
+                if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES and not f.name.endswith(ANNOTATED)
+            )
             if not found:
                 raise DataError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
             out += found
-        elif p.is_file():
-            out.append(p)
         else:
-            raise DataError(f"{p}: no such file or folder")
+            out.append(p)  # a missing file is reported with the unreadable ones
     return out
 
 
 def load_model(ckpt: str):
     """(model, preprocessing settings) from a LeNet5 checkpoint, loaded with weights_only=True."""
-    path = Path(ckpt)
-    if not path.is_file():
-        raise ConfigError(f"checkpoint {ckpt} not found; give a .ckpt (e.g. <run>/checkpoints/last.ckpt)")
-    try:
-        raw = torch.load(path, map_location="cpu", weights_only=True)
-        model = LeNet5.load_from_checkpoint(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001
-        raise DataError(f"checkpoint {ckpt}: cannot load a LeNet-5 from it ({type(e).__name__}: {str(e).splitlines()[0]})") from None
+    raw = read_checkpoint(ckpt, "a LeNet-5 checkpoint")
+    model = load_module(LeNet5, ckpt, what="a LeNet-5 checkpoint")
     model.eval()
     dm = dict(raw.get("datamodule_hyper_parameters") or {})
     in_size = int(model.hparams.in_size)
     prep = {
         "preprocess": dm.get("preprocess", "clean"),  # MNIST checkpoints: MNIST-like centring
-        "size": int(dm.get("size", in_size)),
+        "size": in_size,
         "value_range": dm.get("value_range", "standard"),
         "border": float(dm.get("border", 0.08)),
         "despeckle": float(dm.get("despeckle", 0.0)),
     }
-    if prep["size"] != in_size:
-        prep["size"] = in_size
     return model, prep
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
-                                epilog=__doc__.split("\n", 2)[2])
-    p.add_argument("checkpoint", help="a LeNet-5 .ckpt (experiment=lenet_digits, lenet_digits_transfer or lenet_mnist)")
-    p.add_argument("images", nargs="+", help="image files and/or folders of images")
-    p.add_argument("--grid", type=parse_grid, metavar="ROWSxCOLS", help="each image is a sheet of ROWSxCOLS equal cells")
-    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto", help="dark ink on light paper? (default: detect)")
-    p.add_argument("--preprocess", choices=("auto", "paper", "clean"), default="auto",
-                   help="auto: as the checkpoint's training data; clean crops and centres the digit like MNIST")
-    a = p.parse_args(argv)
+@dataclass
+class Reading:
+    """One page read: cells in reading order with their grid place, box, digit and confidence."""
+
+    place: list[tuple[int, int]]
+    boxes: list[tuple[int, int, int, int]]
+    digits: list[int]
+    conf: list[float]
+    shape: tuple[int, int]
 
 
+def classify(model, prep: dict, cells: list[np.ndarray], invert: bool) -> tuple[list[int], list[float]]:
+    x = torch.stack(
+        [preprocess_cell(c, prep["size"], invert, prep["preprocess"], prep["border"], prep["despeckle"]) for c in cells]
+    )
+    x = to_range(x.unsqueeze(1), prep["value_range"])
+    with torch.no_grad():
+        prob = torch.softmax(model.eval_logits(x), -1)  # with the checkpoint's test-time augmentation
+    conf, digit = prob.max(-1)
+    return digit.tolist(), conf.tolist()
+
+
+def read_digits(
+    model, prep: dict, grey: np.ndarray, grid: tuple[int, int] | None, cut: str = "reader", invert: str = "auto"
+) -> Reading:
+    """Read one page. NoDigitError when there is no digit; DataError when it does not fit `grid`."""
+    if cut == "uniform":
+        if grid is None:
+            raise ConfigError("--cut uniform needs --grid ROWSxCOLS")
+        rows, cols = grid
+        if grey.shape[0] < rows or grey.shape[1] < cols:
+            raise DataError(f"a {grey.shape[1]}x{grey.shape[0]} image cannot hold a {rows}x{cols} grid")
+        inv = dark_ink(grey) if invert == "auto" else invert == "yes"
+        digits, conf = classify(model, prep, slice_grid(grey, rows, cols), inv)
+        boxes = [
+            (c0, r0, c1, r1)
+            for r0, r1 in cell_bounds(rows, grey.shape[0])
+            for c0, c1 in cell_bounds(cols, grey.shape[1])
+        ]
+        place = [(r, c) for r in range(rows) for c in range(cols)]
+        return Reading(place, boxes, digits, conf, grey.shape)
+    if invert != "auto":  # the reader detects the polarity; force it by flipping the page
+        if (invert == "yes") != dark_ink(grey):
+            grey = 1.0 - grey
+    page = read_page(grey)
+    if grid is not None:
+        problem = page.grid_mismatch(*grid)
+        if problem:
+            raise DataError(f"{problem}; check the page or leave out --grid")
+    digits, conf = classify(model, prep, [c.image for c in page.cells], invert=False)
+    return Reading([(c.row, c.col) for c in page.cells], [c.box for c in page.cells], digits, conf, grey.shape)
+
+
+def expected_labels(reading: Reading, expect: str | None, labels_text: str | None) -> list[int] | None:
+    """The true digits of a page from --expect (each row reads it; or all digits row-major) or
+    from a labels file (all digits row-major; separators ignored)."""
+    n = len(reading.digits)
+    if labels_text is not None:
+        digits = re.sub(r"[^0-9]", "", labels_text)
+        if len(digits) != n:
+            raise DataError(f"the labels file holds {len(digits)} digits but the page has {n}")
+        return [int(d) for d in digits]
+    if expect is None:
+        return None
+    if len(expect) == n and n != 0:
+        return [int(d) for d in expect]
+    out = []
+    for r, c in reading.place:
+        if c >= len(expect):
+            row_len = sum(1 for p in reading.place if p[0] == r)
+            raise DataError(f"row {r} has {row_len} digits but --expect gives {len(expect)}")
+        out.append(int(expect[c]))
+    lens = {sum(1 for p in reading.place if p[0] == r) for r, _ in reading.place}
+    if lens != {len(expect)}:
+        raise DataError(f"rows have {sorted(lens)} digits but --expect gives {len(expect)}")
+    return out
+
+
+def annotate(grey: np.ndarray, reading: Reading, labels: list[int] | None, out: Path, overwrite: bool) -> Path:
+    """The page with a box, the digit and its confidence per cell (red: wrong, green: right)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.fromarray(np.clip(grey * 255, 0, 255).astype(np.uint8)).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    heights = [b[3] - b[1] for b in reading.boxes] or [20]
+    size = max(10, int(np.median(heights) * 0.35))
     try:
+        font = ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1
+        font = ImageFont.load_default()
+    width = max(1, size // 8)
+    for k, (box, d, p) in enumerate(zip(reading.boxes, reading.digits, reading.conf)):
+        if labels is None:
+            colour, text = (0, 90, 255), f"{d} {p:.2f}"
+        elif labels[k] == d:
+            colour, text = (0, 170, 0), f"{d} {p:.2f}"
+        else:
+            colour, text = (230, 0, 0), f"{d}!={labels[k]} {p:.2f}"
+        draw.rectangle(box, outline=colour, width=width)
+        draw.text((box[0], max(0, box[1] - size - 2)), text, fill=colour, font=font)
+    with atomic_output(out, overwrite=overwrite) as tmp:
+        img.save(tmp)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__.split("\n")[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__.split("\n", 2)[2],
+    )
+    p.add_argument("checkpoint", help="a LeNet-5 .ckpt (experiment=lenet_digits, lenet_digits_transfer or lenet_mnist)")
+    p.add_argument("images", nargs="+", help="page images and/or folders of them")
+    p.add_argument(
+        "--grid",
+        type=parse_grid,
+        default=None,
+        metavar="auto|ROWSxCOLS",
+        help="auto (default): whatever the page holds; ROWSxCOLS: check the digits fill it",
+    )
+    p.add_argument(
+        "--cut",
+        choices=("reader", "uniform"),
+        default="reader",
+        help="reader (default): find the digits; uniform: equal cells of --grid",
+    )
+    p.add_argument("--expect", metavar="DIGITS", help="what each row reads, e.g. 0123456789 (or all digits, row-major)")
+    p.add_argument("--labels", metavar="FILE", help="a text file with the page's digits, row-major")
+    p.add_argument("--out-dir", metavar="DIR", help="where the annotated pictures go (default: next to each page)")
+    p.add_argument("--no-annotate", action="store_true", help="do not write <page>_read.png")
+    p.add_argument("--overwrite", action="store_true", help="replace existing annotated pictures")
+    p.add_argument("--max-side", type=int, default=MAX_SIDE, help="shrink larger pages to this longest side first")
+    p.add_argument(
+        "--invert", choices=("auto", "yes", "no"), default="auto", help="dark ink on light paper? (default: detect)"
+    )
+    p.add_argument(
+        "--preprocess",
+        choices=("auto", "paper", "clean"),
+        default="auto",
+        help="auto: as the checkpoint's training data; clean crops and centres the digit like MNIST",
+    )
+    a = p.parse_args(argv)
+    if a.expect is not None and not a.expect.isdigit():
+        p.error(f"--expect takes digits, e.g. 0123456789 (got {a.expect!r})")
+    if a.max_side < 64:
+        p.error("--max-side must be at least 64")
+
+    failed: list[str] = []
+    try:
+        labels_text = None
+        if a.labels:
+            try:
+                labels_text = Path(a.labels).read_text()
+            except OSError as e:
+                raise DataError(f"cannot read the labels file {a.labels} ({e.strerror or e})") from None
         model, prep = load_model(a.checkpoint)
         if a.preprocess != "auto":
             prep["preprocess"] = a.preprocess
-        for img in list_images(a.images):
-            grey = load_grey(img)
-            invert = dark_ink(grey) if a.invert == "auto" else a.invert == "yes"
-            if a.grid:
-                rows, cols = a.grid
-                if grey.shape[0] < rows or grey.shape[1] < cols:
-                    raise HybridlearnError(f"{img}: a {grey.shape[1]}x{grey.shape[0]} image cannot hold a {rows}x{cols} grid")
-                cells = slice_grid(grey, rows, cols)
-                names = [f"{img} [{r},{c}]" for r in range(rows) for c in range(cols)]
+        images = list_images(a.images)
+        outs = {}
+        if not a.no_annotate:
+            for img in images:
+                out = (Path(a.out_dir) if a.out_dir else img.parent) / f"{img.stem}{ANNOTATED}"
+                if out.exists() and not a.overwrite:
+                    raise ConfigError(
+                        f"{out} already exists; pass --overwrite to replace it or --out-dir to write elsewhere"
+                    )
+                outs[img] = out
+        total = correct = 0
+        for img in images:
+            try:
+                grey = load_grey(img, max_side=a.max_side)
+            except DataError as e:
+                failed.append(f"{img}: unreadable ({e})")
+                continue
+            try:
+                reading = read_digits(model, prep, grey, a.grid, a.cut, a.invert)
+                labels = expected_labels(reading, a.expect, labels_text)
+            except NoDigitError as e:
+                print(f"{img}: {e}")
+                continue
+            except DataError as e:
+                failed.append(f"{img}: {e}")
+                continue
+            if len(reading.digits) == 1 and a.grid is None:  # an image of one digit: `<image>: <digit> ...`
+                print(f"{img}: {reading.digits[0]} (confidence {reading.conf[0]:.3f})")
             else:
-                cells, names = [grey], [str(img)]
-            x = torch.stack([preprocess_cell(c, prep["size"], invert, prep["preprocess"], prep["border"], prep["despeckle"]) for c in cells])
-            x = to_range(x.unsqueeze(1), prep["value_range"])
-            with torch.no_grad():
-                prob = torch.softmax(model.eval_logits(x), -1)  # with the checkpoint's test-time augmentation
-            conf, digit = prob.max(-1)
-            for name, d, c in zip(names, digit.tolist(), conf.tolist()):
-                print(f"{name}: {d} (confidence {c:.3f})")
-            if a.grid:
+                for (r, c), d, conf in zip(reading.place, reading.digits, reading.conf):
+                    print(f"{img} [{r},{c}]: {d} (confidence {conf:.3f})")
+            if len(reading.digits) > 1:
                 print(f"{img} grid:")
-                for r in range(rows):
-                    print("  " + " ".join(str(d) for d in digit[r * cols : (r + 1) * cols].tolist()))
+                rows: dict[int, list[str]] = {}
+                for (r, _), d in zip(reading.place, reading.digits):
+                    rows.setdefault(r, []).append(str(d))
+                for r in sorted(rows):
+                    print("  " + " ".join(rows[r]))
+            if labels is not None:
+                ok = sum(int(d == t) for d, t in zip(reading.digits, labels))
+                total, correct = total + len(labels), correct + ok
+                print(f"{img} accuracy: {ok / len(labels):.3f} ({ok}/{len(labels)})")
+            if img in outs:
+                print(
+                    f"{img}: annotated page {annotate(grey, reading, labels, outs[img], a.overwrite)}", file=sys.stderr
+                )
+        if total and len(images) > 1:
+            print(f"accuracy over all pages: {correct / total:.3f} ({correct}/{total})")
     except HybridlearnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if failed and len(failed) == len(images):  # nothing read at all
+        for line in failed:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
+    if failed:
+        print(f"not read ({len(failed)} of {len(images)} images):", file=sys.stderr)
+        for line in failed:
+            print(f"  {line}", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -37,14 +37,19 @@ def paper32(sheets):
 
 def test_builtin_layout_matches_the_shared_manifest(data_dir, sheets):
     shared = read_manifest(data_dir / "digits" / "sheets.yaml")
-    assert [(s.name, s.rows, s.cols, s.labels, s.invert) for s in shared] == \
-           [(s.name, s.rows, s.cols, s.labels, s.invert) for s in sheets]
+    assert [(s.name, s.rows, s.cols, s.labels, s.invert) for s in shared] == [
+        (s.name, s.rows, s.cols, s.labels, s.invert) for s in sheets
+    ]
     assert {s["file"] for s in BUILTIN_SHEETS} == {s.name for s in shared}
 
 
 def test_label_counts_and_first_rows(sheets, paper32):
-    assert {s.name: len(s.labels) for s in sheets} == {"jpossaz.png": 100, "jpossaz2.png": 100,
-                                                       "JuanRengifo.png": 100, "cossio.png": 310}
+    assert {s.name: len(s.labels) for s in sheets} == {
+        "jpossaz.png": 100,
+        "jpossaz2.png": 100,
+        "JuanRengifo.png": 100,
+        "cossio.png": 310,
+    }
     assert len(paper32.y) == 610 and paper32.x.shape == (610, 1, 32, 32)
     by = {s.name: s for s in sheets}
     for name in ("jpossaz.png", "jpossaz2.png"):  # labels: columns
@@ -152,15 +157,25 @@ def test_writer_groups_and_leave_one_writer_out(data_dir):
 
 
 def test_config_errors(data_dir):
-    for kw, key in (({"value_range": "x"}, "value_range"), ({"preprocess": "x"}, "preprocess"),
-                    ({"size": 4}, "size"), ({"test_fraction": 1.0}, "test_fraction"),
-                    ({"despeckle": 0.7}, "despeckle")):
+    for kw, key in (
+        ({"value_range": "x"}, "value_range"),
+        ({"preprocess": "x"}, "preprocess"),
+        ({"size": 4}, "size"),
+        ({"test_fraction": 1.0}, "test_fraction"),
+        ({"despeckle": 0.7}, "despeckle"),
+    ):
         with pytest.raises(ConfigError, match=key):
             DigitSheetsDataModule(str(data_dir), **kw)
 
 
 def _manifest(tmp_path: Path, data_dir: Path, **entry) -> Path:
-    base = {"file": str(data_dir / "digits" / "jpossaz.png"), "rows": 10, "cols": 10, "labels": "columns", "invert": False}
+    base = {
+        "file": str(data_dir / "digits" / "jpossaz.png"),
+        "rows": 10,
+        "cols": 10,
+        "labels": "columns",
+        "invert": False,
+    }
     base.update(entry)
     base = {k: v for k, v in base.items() if v is not None}
     p = tmp_path / "m.yaml"
@@ -168,17 +183,23 @@ def _manifest(tmp_path: Path, data_dir: Path, **entry) -> Path:
     return p
 
 
-@pytest.mark.parametrize("entry, match", [
-    ({"labels": "csv", "labels_file": "l.csv", "_csv": "1,2,3"}, r"sheet .*jpossaz.png: 3 labels for a 10x10 grid"),
-    ({"labels": "csv", "labels_file": "l.csv", "_csv": ",".join(["1"] * 99 + ["x"])}, r"sheet .*jpossaz.png: labels must be digits 0-9; found 'x'"),
-    ({"labels": [1] * 99 + [12]}, r"labels must be digits 0-9; found '12'"),
-    ({"labels": "csv", "labels_file": "missing.csv"}, r"sheet .*jpossaz.png: cannot read labels_file"),
-    ({"labels": "diagonal"}, r"sheet .*jpossaz.png: labels must be columns, rows, csv"),
-    ({"cols": 11}, r"labels=columns needs at most 10 columns"),
-    ({"rows": 0}, r"sheet .*: rows must be a positive integer"),
-    ({"invert": "maybe"}, r"invert must be true, false or auto"),
-    ({"file": "nope.png"}, r"sheet nope.png: image file .*nope.png not found"),
-])
+@pytest.mark.parametrize(
+    "entry, match",
+    [
+        ({"labels": "csv", "labels_file": "l.csv", "_csv": "1,2,3"}, r"sheet .*jpossaz.png: 3 labels for a 10x10 grid"),
+        (
+            {"labels": "csv", "labels_file": "l.csv", "_csv": ",".join(["1"] * 99 + ["x"])},
+            r"sheet .*jpossaz.png: labels must be digits 0-9; found 'x'",
+        ),
+        ({"labels": [1] * 99 + [12]}, r"labels must be digits 0-9; found '12'"),
+        ({"labels": "csv", "labels_file": "missing.csv"}, r"sheet .*jpossaz.png: cannot read labels_file"),
+        ({"labels": "diagonal"}, r"sheet .*jpossaz.png: labels must be columns, rows, csv"),
+        ({"cols": 11}, r"labels=columns needs at most 10 columns"),
+        ({"rows": 0}, r"sheet .*: rows must be a positive integer"),
+        ({"invert": "maybe"}, r"invert must be true, false or auto"),
+        ({"file": "nope.png"}, r"sheet nope.png: image file .*nope.png not found"),
+    ],
+)
 def test_bad_manifests_name_the_sheet(tmp_path, data_dir, entry, match):
     entry = dict(entry)
     csv = entry.pop("_csv", None)
@@ -213,9 +234,18 @@ def test_user_sheet_via_extra_manifest_with_auto_invert_and_alpha(tmp_path, data
     rgba = np.zeros((*juan.shape, 4), np.uint8)
     rgba[..., 3] = 255 - juan  # ink opaque, paper transparent, colour black
     Image.fromarray(rgba, "RGBA").save(tmp_path / "mine.png")
-    (tmp_path / "mine.yaml").write_text(yaml.safe_dump({"sheets": [
-        {"file": "mine.png", "rows": 2, "cols": 10, "labels": "0000000000 1111111111", "invert": "auto"}]}))
-    dm = DigitSheetsDataModule(str(data_dir), extra_manifests=[str(tmp_path / "mine.yaml")], size=28, preprocess="clean")
+    (tmp_path / "mine.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "sheets": [
+                    {"file": "mine.png", "rows": 2, "cols": 10, "labels": "0000000000 1111111111", "invert": "auto"}
+                ]
+            }
+        )
+    )
+    dm = DigitSheetsDataModule(
+        str(data_dir), extra_manifests=[str(tmp_path / "mine.yaml")], size=28, preprocess="clean"
+    )
     dm.setup()
     d = dm.digits
     assert len(d.y) == 630 and d.writers[-1] == "mine"
@@ -225,7 +255,9 @@ def test_user_sheet_via_extra_manifest_with_auto_invert_and_alpha(tmp_path, data
 
 def test_contact_sheet_cli(tmp_path, data_dir, capsys):
     out = tmp_path / "contact.png"
-    assert main(["--contact-sheet", str(out), "--data-dir", str(data_dir), "--size", "28", "--preprocess", "clean"]) == 0
+    assert (
+        main(["--contact-sheet", str(out), "--data-dir", str(data_dir), "--size", "28", "--preprocess", "clean"]) == 0
+    )
     from PIL import Image
 
     assert Image.open(out).size[0] > 1000

@@ -35,11 +35,29 @@ BATCH, LATENT = 512, 128
 
 
 def bare_nets():
-    g = nn.Sequential(nn.Linear(LATENT, 256), nn.LeakyReLU(0.2), nn.Linear(256, 512), nn.LeakyReLU(0.2),
-                      nn.Linear(512, 1024), nn.LeakyReLU(0.2), nn.Linear(1024, 784), nn.Tanh())
-    d = nn.Sequential(nn.Linear(784, 1024), nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(1024, 512),
-                      nn.LeakyReLU(0.2), nn.Dropout(0.3), nn.Linear(512, 256), nn.LeakyReLU(0.2), nn.Dropout(0.3),
-                      nn.Linear(256, 1), nn.Sigmoid())
+    g = nn.Sequential(
+        nn.Linear(LATENT, 256),
+        nn.LeakyReLU(0.2),
+        nn.Linear(256, 512),
+        nn.LeakyReLU(0.2),
+        nn.Linear(512, 1024),
+        nn.LeakyReLU(0.2),
+        nn.Linear(1024, 784),
+        nn.Tanh(),
+    )
+    d = nn.Sequential(
+        nn.Linear(784, 1024),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Linear(1024, 512),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Linear(512, 256),
+        nn.LeakyReLU(0.2),
+        nn.Dropout(0.3),
+        nn.Linear(256, 1),
+        nn.Sigmoid(),
+    )
     return g, d
 
 
@@ -150,11 +168,21 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
     out = Path(tempfile.mkdtemp(prefix="bench_gan_"))
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose("train", overrides=["experiment=gan_mnist", f"+trainer.limit_train_batches={steps}",
-                                          "trainer.max_epochs=1", "model.fid.enabled=false",
-                                          "trainer.enable_progress_bar=false", "+trainer.enable_model_summary=false",
-                                          "~callbacks.model_summary", "callbacks.gan_samples.at_start=false",
-                                          *overrides], return_hydra_config=True)
+        cfg = compose(
+            "train",
+            overrides=[
+                "experiment=gan_mnist",
+                f"+trainer.limit_train_batches={steps}",
+                "trainer.max_epochs=1",
+                "model.fid.enabled=false",
+                "trainer.enable_progress_bar=false",
+                "+trainer.enable_model_summary=false",
+                "~callbacks.model_summary",
+                "callbacks.gan_samples.at_start=false",
+                *overrides,
+            ],
+            return_hydra_config=True,
+        )
     HydraConfig().set_config(cfg)
     with open_dict(cfg):
         cfg.paths.output_dir = str(out)
@@ -164,8 +192,12 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
     dm.setup("fit")  # MNIST decoded before timing
     model = instantiate(cfg.model)
     stamps = Stamps()
-    trainer = instantiate(cfg.trainer, callbacks=[*_instantiate_group(cfg.callbacks), stamps],
-                          logger=_instantiate_group(cfg.logger) or False, default_root_dir=str(out))
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[*_instantiate_group(cfg.callbacks), stamps],
+        logger=_instantiate_group(cfg.logger) or False,
+        default_root_dir=str(out),
+    )
     trainer.fit(model, datamodule=dm)
     if paired:
         pairs = stamps.pairs[warmup:]
@@ -175,12 +207,12 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
 
 def fid_cost(n: int = 10000) -> float:
     """Seconds for one end-of-epoch evaluation (n samples: FID + class histogram)."""
-    from hybridlearn.gan.metrics import GANEvaluator, cached_classifier
+    from hybridlearn.gan.metrics import GANEvaluator, mnist_classifier
     from hybridlearn.gan.model import Generator
     from hybridlearn.mnist.data import load_mnist, to_float
 
     cache = os.environ.get("HYBRIDLEARN_CACHE", str(Path.home() / ".cache" / "hybridlearn"))
-    net, info = cached_classifier(cache, os.environ["DATA_DIR"], 60000, 1)
+    net, info = mnist_classifier(os.environ["DATA_DIR"], cache, 60000, 1)
     ev = GANEvaluator(net, info)
     real = to_float(load_mnist(os.environ["DATA_DIR"])["train_x"][:n], "tanh")
     ev.set_reference(real)
@@ -206,14 +238,18 @@ def paired_table(names: list[str], args) -> None:
         pairs = []
         for _ in range(args.rounds):
             pairs += lightning_run(args.steps, args.warmup, VARIANTS[n], paired=True)
-        rows.append((n, med(b for _, b in pairs), med(l for l, _ in pairs), med(l / b for l, b in pairs), len(pairs)))
+        rows.append(
+            (n, med(b for _, b in pairs), med(lt for lt, _ in pairs), med(lt / b for lt, b in pairs), len(pairs))
+        )
         print(f"{n}: {rows[-1]}", flush=True)
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}; each Lightning step "
-          f"is followed by one bare-loop step (for-loop Adam) timed apart; medians over steps\n")
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}; each Lightning step "
+        f"is followed by one bare-loop step (for-loop Adam) timed apart; medians over steps\n"
+    )
     print("| variant | steps | bare loop img/s | Lightning img/s | ratio (median of per-step ratios) |")
     print("|---|---|---|---|---|")
-    for n, b, l, r, k in rows:
-        print(f"| {n} | {k} | {b:.0f} | {l:.0f} | {r:.2f}x |")
+    for n, b, lt, r, k in rows:
+        print(f"| {n} | {k} | {b:.0f} | {lt:.0f} | {r:.2f}x |")
     if not args.no_fid:
         print(f"\nend-of-epoch evaluation (10k samples: LeNet-FID + class histogram): {fid_cost():.1f} s")
 
@@ -225,10 +261,17 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--variants", default="all", help="comma-separated names from VARIANTS, or all")
     ap.add_argument("--no-fid", action="store_true")
-    ap.add_argument("--paired", action="store_true",
-                    help="interleave one bare step after every Lightning step (robust on a shared machine)")
+    ap.add_argument(
+        "--paired",
+        action="store_true",
+        help="interleave one bare step after every Lightning step (robust on a shared machine)",
+    )
     args = ap.parse_args()
-    names = list(VARIANTS) if args.variants == "all" else [n for n in VARIANTS if any(k in n for k in args.variants.split(","))]
+    names = (
+        list(VARIANTS)
+        if args.variants == "all"
+        else [n for n in VARIANTS if any(k in n for k in args.variants.split(","))]
+    )
     if args.paired:
         return paired_table(names, args)
     res: dict[str, list[tuple[float, float]]] = {"bare loop (for-loop Adam)": [], "bare loop, fused Adam": []}
@@ -244,13 +287,17 @@ def main() -> None:
             ratios.setdefault(k, []).append((v[-1][0] / bare[0], v[-1][1] / bare[1]))
         print(f"round {r + 1}: " + ", ".join(f"{k}={v[-1][0]:.0f}/{v[-1][1]:.0f}" for k, v in res.items()), flush=True)
     med = statistics.median
-    print(f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, "
-          f"{args.steps - args.warmup} timed steps x {args.rounds} rounds (median of rounds; ratios per round)\n")
+    print(
+        f"\ntorch {torch.__version__}, {torch.get_num_threads()} threads, batch {BATCH}, "
+        f"{args.steps - args.warmup} timed steps x {args.rounds} rounds (median of rounds; ratios per round)\n"
+    )
     print("| variant | img/s (wall) | vs bare (wall) | img per CPU-s | vs bare (CPU) |")
     print("|---|---|---|---|---|")
     for k, v in res.items():
-        print(f"| {k} | {med(x[0] for x in v):.0f} | {med(x[0] for x in ratios[k]):.2f}x "
-              f"| {med(x[1] for x in v):.0f} | {med(x[1] for x in ratios[k]):.2f}x |")
+        print(
+            f"| {k} | {med(x[0] for x in v):.0f} | {med(x[0] for x in ratios[k]):.2f}x "
+            f"| {med(x[1] for x in v):.0f} | {med(x[1] for x in ratios[k]):.2f}x |"
+        )
     if not args.no_fid:
         print(f"\nend-of-epoch evaluation (10k samples: LeNet-FID + class histogram): {fid_cost():.1f} s")
 

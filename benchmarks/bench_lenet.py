@@ -51,9 +51,18 @@ def lightning_epoch(dm: MNISTDataModule, lr: float, seed: int) -> float:
     L.seed_everything(seed, verbose=False)
     model = LeNet5(lr=lr, scheduler=None)
     timer = Timer()
-    trainer = L.Trainer(max_epochs=1, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-                        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-                        num_sanity_val_steps=0, callbacks=[timer])
+    trainer = L.Trainer(
+        max_epochs=1,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        callbacks=[timer],
+    )
     trainer.fit(model, datamodule=dm)
     return timer.seconds
 
@@ -74,15 +83,17 @@ def main() -> None:
         net = LeNet5(lr=args.lr, scheduler=None).net
         bare.append(bare_epoch(net, tensor_loader(x, y, batch_size=args.batch_size, shuffle=True, seed=r), args.lr))
         light.append(lightning_epoch(dm, args.lr, r))
-    b, l = statistics.median(bare), statistics.median(light)
+    b, lt = statistics.median(bare), statistics.median(light)
     n = len(x)
-    print(f"LeNet-5, MNIST train split {n} images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
-          f"median of {args.repeats} epochs")
+    print(
+        f"LeNet-5, MNIST train split {n} images, batch {args.batch_size}, {torch.get_num_threads()} threads, "
+        f"median of {args.repeats} epochs"
+    )
     print("| path | epoch s | images/s |")
     print("|---|---|---|")
     print(f"| bare PyTorch loop | {b:.2f} | {n / b:,.0f} |")
-    print(f"| Lightning (LeNet5 module, torchmetrics, logging) | {l:.2f} | {n / l:,.0f} |")
-    print(f"| **ratio Lightning / bare** | **{l / b:.3f}x** | goal <= 1.2x |")
+    print(f"| Lightning (LeNet5 module, torchmetrics, logging) | {lt:.2f} | {n / lt:,.0f} |")
+    print(f"| **ratio Lightning / bare** | **{lt / b:.3f}x** | goal <= 1.2x |")
 
 
 if __name__ == "__main__":

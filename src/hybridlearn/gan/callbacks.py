@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning as L
 import torch
@@ -22,8 +22,13 @@ FRAME_RE = re.compile(r"epoch_(\d+)\.png$")
 
 def to_grid(images: torch.Tensor, nrow: int = 8, padding: int = 2) -> torch.Tensor:
     """[-1, 1] images [N, C, H, W] -> uint8 grid [3, H', W']."""
-    grid = make_grid(images.detach().float().cpu().clamp(-1, 1), nrow=nrow, padding=padding,
-                     normalize=True, value_range=(-1, 1))
+    grid = make_grid(
+        images.detach().float().cpu().clamp(-1, 1),
+        nrow=nrow,
+        padding=padding,
+        normalize=True,
+        value_range=(-1, 1),
+    )
     return grid.mul(255).round().to(torch.uint8)
 
 
@@ -33,8 +38,13 @@ def save_png(grid: torch.Tensor, path: Path) -> Path:
     return path
 
 
-def write_gif(frames: Sequence[Path], path: Path, duration_ms: int = 300, last_ms: int = 1500,
-              label: bool = True) -> Path:
+def write_gif(
+    frames: Sequence[Path],
+    path: Path,
+    duration_ms: int = 300,
+    last_ms: int = 1500,
+    label: bool = True,
+) -> Path:
     """Animated GIF of PNG frames (named epoch_NNNN.png), each labelled with its epoch."""
     images = []
     for f in frames:
@@ -50,7 +60,14 @@ def write_gif(frames: Sequence[Path], path: Path, duration_ms: int = 300, last_m
         images.append(im.quantize(colors=64))
     durations = [duration_ms] * (len(images) - 1) + [last_ms]
     with atomic_output(path, overwrite=True) as tmp:
-        images[0].save(tmp, format="GIF", save_all=True, append_images=images[1:], duration=durations, loop=0)
+        images[0].save(
+            tmp,
+            format="GIF",
+            save_all=True,
+            append_images=images[1:],
+            duration=durations,
+            loop=0,
+        )
     return path
 
 
@@ -61,17 +78,33 @@ class GANSampleGrid(L.Callback):
     `<dirpath>/training.gif` animates all grids of the run and is rewritten at each new grid.
     """
 
-    def __init__(self, dirpath: str, every_n_epochs: int = 10, epochs: Sequence[int] = (1, 100, 200),
-                 at_start: bool = True, nrow: int = 8, gif: bool = True, gif_ms: int = 300):
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_epochs: int = 10,
+        epochs: Sequence[int] = (1, 100, 200),
+        at_start: bool = True,
+        nrow: int = 8,
+        gif: bool = True,
+        gif_ms: int = 300,
+    ):
         if every_n_epochs < 0:
             raise ValueError("every_n_epochs must be >= 0 (0: only the listed epochs)")
-        self.dirpath, self.every, self.epochs = Path(dirpath), every_n_epochs, {int(e) for e in epochs}
+        self.dirpath, self.every, self.epochs = (
+            Path(dirpath),
+            every_n_epochs,
+            {int(e) for e in epochs},
+        )
         self.at_start, self.nrow, self.gif, self.gif_ms = at_start, nrow, gif, gif_ms
         self.written: list[Path] = []
 
     def _due(self, trainer: L.Trainer, epoch: int) -> bool:
-        return (epoch in self.epochs or (self.every > 0 and epoch % self.every == 0)
-                or epoch == trainer.max_epochs or trainer.fast_dev_run)
+        return (
+            epoch in self.epochs
+            or (self.every > 0 and epoch % self.every == 0)
+            or epoch == trainer.max_epochs
+            or trainer.fast_dev_run
+        )
 
     @rank_zero_only
     def _write(self, trainer: L.Trainer, pl_module: L.LightningModule, epoch: int) -> None:
@@ -91,9 +124,12 @@ class GANSampleGrid(L.Callback):
                 if name == "TensorBoardLogger":
                     lg.experiment.add_image("samples/fixed_noise", grid, global_step=epoch)
                 elif name == "WandbLogger":
-                    lg.log_image(key="samples/fixed_noise", images=[grid.permute(1, 2, 0).numpy()],
-                                 caption=[f"epoch {epoch}"])
-            except Exception as e:  # a logger failing must not stop training
+                    lg.log_image(
+                        key="samples/fixed_noise",
+                        images=[grid.permute(1, 2, 0).numpy()],
+                        caption=[f"epoch {epoch}"],
+                    )
+            except Exception as e:  # noqa: BLE001 - a logger failing must not stop training
                 log.warning("could not log the sample grid to %s: %s", name, e)
 
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +19,11 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from hybridlearn.core.errors import ConfigError
-from hybridlearn.core.io import atomic_output
-from hybridlearn.mnist.data import load_mnist, to_float, to_range
-from hybridlearn.mnist.lenet import LeNet5Net
+from hybridlearn.mnist.data import to_range
+from hybridlearn.mnist.lenet import LeNet5Net, read_lenet
+from hybridlearn.mnist.pretrain import pretrained_lenet
 
 log = logging.getLogger(__name__)
-CACHE_VERSION = 1
 
 
 def tanh_to_standard(x: torch.Tensor) -> torch.Tensor:
@@ -46,70 +44,42 @@ class LeNetFeatures(nn.Module):
         return self.net.embed(tanh_to_standard(x.float()))
 
 
-def train_classifier(mnist_dir: str | Path, n_train: int = 60000, epochs: int = 1, seed: int = 0,
-                     batch_size: int = 128, lr: float = 2e-3) -> tuple[LeNet5Net, float]:
-    """A LeNet-5 on MNIST (standard normalisation), trained without touching the global RNG."""
-    raw = load_mnist(mnist_dir)
-    x, y = to_float(raw["train_x"][:n_train], "standard"), raw["train_y"][:n_train]
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = LeNet5Net()
-        opt = torch.optim.Adam(net.parameters(), lr=lr)
-        steps = epochs * math.ceil(len(x) / batch_size)
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-        net.train()
-        for _ in range(epochs):
-            for idx in torch.randperm(len(x)).split(batch_size):
-                loss = F.cross_entropy(net(x[idx]), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-    net.eval()
-    tx, ty = to_float(raw["test_x"], "standard"), raw["test_y"]
-    with torch.no_grad():
-        acc = torch.cat([net(b).argmax(1) for b in tx.split(2000)]).eq(ty).float().mean().item()
-    return net, acc
-
-
 def load_classifier(path: str | Path) -> tuple[LeNet5Net, dict[str, Any]]:
-    """A Lightning LeNet5 checkpoint (experiment=lenet_mnist) or a classifier cached by this module."""
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"model.fid.classifier_ckpt={path} is not a file; give a LeNet-5 .ckpt or null to train one")
-    ck = torch.load(path, map_location="cpu", weights_only=True)
-    if "hyper_parameters" in ck:  # hybridlearn.mnist.lenet.LeNet5 checkpoint
-        hp = ck["hyper_parameters"]
-        keys = ("in_size", "in_channels", "num_classes", "activation", "pool", "first_padding")
-        net = LeNet5Net(**{k: hp[k] for k in keys if k in hp})
-        sd = {k[len("net."):].replace("_orig_mod.", ""): v for k, v in ck["state_dict"].items() if k.startswith("net.")}
-        info = {"source": str(path)}
-    else:
-        net = LeNet5Net()
-        sd = ck["state_dict"]
-        info = {"source": str(path), "test_acc": ck.get("test_acc")}
-    if getattr(net, "classifier")[-2].out_features != 84:
-        raise ConfigError(f"{path}: the classifier's penultimate layer must have 84 features")
+    """A LeNet-5 checkpoint (experiment=lenet_mnist) or a cached MNIST pretraining, as the FID classifier."""
+    what = "model.fid.classifier_ckpt"
+    sd, arch = read_lenet(path, what)
+    net = LeNet5Net(**arch)
+    if net.classifier[-2].out_features != 84:
+        raise ConfigError(f"{what}={path}: the classifier's penultimate layer must have 84 features")
+    try:
+        net.load_state_dict(sd)
+    except RuntimeError as e:
+        raise ConfigError(f"{what}={path}: weights do not fit LeNet-5 ({str(e).strip().splitlines()[0]})") from None
+    return net.eval(), {"source": str(path)}
+
+
+def mnist_classifier(
+    data_dir: str | Path,
+    cache_dir: str | Path,
+    n_train: int | None = None,
+    epochs: int = 1,
+    seed: int = 0,
+) -> tuple[LeNet5Net, dict[str, Any]]:
+    """The FID classifier: the MNIST LeNet-5 pretraining (hybridlearn.mnist.pretrain, cached) with
+    standard normalisation, no augmentation, `epochs` epochs on the first `n_train` images."""
+    net = LeNet5Net()
+    sd, info = pretrained_lenet(
+        net,
+        data_dir=str(data_dir),
+        cache_dir=str(cache_dir),
+        epochs=epochs,
+        value_range="standard",
+        augment=False,
+        seed=seed,
+        subset=None if not n_train or n_train >= 60000 else n_train,
+    )
     net.load_state_dict(sd)
-    return net.eval(), info
-
-
-def cached_classifier(cache_dir: str | Path, mnist_dir: str | Path, n_train: int, epochs: int,
-                      seed: int = 0) -> tuple[LeNet5Net, dict[str, Any]]:
-    """Load the LeNet-5 cached under cache_dir, training (and caching) it first when missing."""
-    path = Path(cache_dir).expanduser() / f"gan_fid_lenet5_mnist_v{CACHE_VERSION}_n{n_train}_e{epochs}_s{seed}.pt"
-    if path.is_file():
-        try:
-            return load_classifier(path)
-        except Exception as e:  # a corrupt cache is rebuilt
-            log.warning("rebuilding the FID classifier cache %s: %s", path, e)
-    t0 = time.time()
-    log.info("training the LeNet-5 for FID on %d MNIST images (cached in %s)", n_train, path)
-    net, acc = train_classifier(mnist_dir, n_train, epochs, seed)
-    with atomic_output(path, overwrite=True) as tmp:
-        torch.save({"state_dict": net.state_dict(), "test_acc": acc}, tmp)
-    log.info("FID classifier: test accuracy %.4f after %.1f s", acc, time.time() - t0)
-    return net, {"source": str(path), "test_acc": acc}
+    return net.eval(), {"source": info["source"], "test_acc": info["mnist_test_acc"]}
 
 
 def collect_images(loader, n: int) -> torch.Tensor:
@@ -133,21 +103,33 @@ class GANEvaluator:
     neither consume the global RNG (seeded resumes stay exact) nor vary between epochs by chance.
     """
 
-    def __init__(self, classifier: LeNet5Net, classifier_info: dict[str, Any], batch_size: int = 1000, seed: int = 1234):
+    def __init__(
+        self,
+        classifier: LeNet5Net,
+        classifier_info: dict[str, Any],
+        batch_size: int = 1000,
+        seed: int = 1234,
+    ):
         self.classifier, self.classifier_info = classifier.eval(), classifier_info
         self.batch_size, self.seed = batch_size, seed
         self.fid = FrechetInceptionDistance(feature=LeNetFeatures(classifier), reset_real_features=False)
 
     @classmethod
-    def from_config(cls, c: dict[str, Any]) -> "GANEvaluator":
+    def from_config(cls, c: dict[str, Any]) -> GANEvaluator:
         if c.get("classifier_ckpt"):
             net, info = load_classifier(c["classifier_ckpt"])
         else:
             if not c.get("cache_dir") or not c.get("mnist_dir"):
-                raise ConfigError("model.fid.cache_dir and model.fid.mnist_dir must be set to train the FID "
-                                  "classifier (or give model.fid.classifier_ckpt, or set model.fid.enabled=false)")
-            net, info = cached_classifier(c["cache_dir"], c["mnist_dir"], c["classifier_train_size"],
-                                          c["classifier_epochs"])
+                raise ConfigError(
+                    "model.fid.cache_dir and model.fid.mnist_dir must be set to train the FID "
+                    "classifier (or give model.fid.classifier_ckpt, or set model.fid.enabled=false)"
+                )
+            net, info = mnist_classifier(
+                c["mnist_dir"],
+                c["cache_dir"],
+                c["classifier_train_size"],
+                c["classifier_epochs"],
+            )
         return cls(net, info, c["batch_size"], c["seed"])
 
     @torch.no_grad()

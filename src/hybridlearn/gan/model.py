@@ -18,19 +18,27 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
-from typing import Any, Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.data import DataLoader
 
+from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError, HybridlearnError
+from hybridlearn.core.io import atomic_output
+from hybridlearn.core.loaders import tensor_loader
+from hybridlearn.gan.callbacks import save_png, to_grid
 from hybridlearn.gan.metrics import GANEvaluator, collect_images
 
 log = logging.getLogger(__name__)
 
 OPTIMIZER_IMPLS = ("fused", "foreach", "forloop")
+MAX_GRID = 10_000  # images in one PNG grid (generate.py -n, task=predict): 10k 28x28 is ~8 MB
 
 
 class NonFiniteLossError(HybridlearnError):
@@ -38,8 +46,13 @@ class NonFiniteLossError(HybridlearnError):
 
 
 class Generator(nn.Module):
-    def __init__(self, latent_dim: int = 128, hidden: Sequence[int] = (256, 512, 1024),
-                 img_shape: Sequence[int] = (1, 28, 28), negative_slope: float = 0.2):
+    def __init__(
+        self,
+        latent_dim: int = 128,
+        hidden: Sequence[int] = (256, 512, 1024),
+        img_shape: Sequence[int] = (1, 28, 28),
+        negative_slope: float = 0.2,
+    ):
         super().__init__()
         self.latent_dim, self.img_shape = latent_dim, tuple(img_shape)
         layers: list[nn.Module] = []
@@ -67,17 +80,30 @@ class GenDropout(nn.Dropout):
 
 
 class Discriminator(nn.Module):
-    def __init__(self, img_shape: Sequence[int] = (1, 28, 28), hidden: Sequence[int] = (1024, 512, 256),
-                 negative_slope: float = 0.2, dropout: float = 0.3):
+    """`spectral_norm`: every linear layer's weight divided by its largest singular value (Miyato
+    et al. 2018), which bounds D's Lipschitz constant; off in the paper's model."""
+
+    def __init__(
+        self,
+        img_shape: Sequence[int] = (1, 28, 28),
+        hidden: Sequence[int] = (1024, 512, 256),
+        negative_slope: float = 0.2,
+        dropout: float = 0.3,
+        spectral_norm: bool = False,
+    ):
         super().__init__()
+
+        def linear(i: int, o: int) -> nn.Module:
+            return nn.utils.parametrizations.spectral_norm(nn.Linear(i, o)) if spectral_norm else nn.Linear(i, o)
+
         layers: list[nn.Module] = []
         d = math.prod(img_shape)
         for h in hidden:
-            layers += [nn.Linear(d, h), nn.LeakyReLU(negative_slope, inplace=True)]
+            layers += [linear(d, h), nn.LeakyReLU(negative_slope, inplace=True)]
             if dropout > 0:
                 layers.append(GenDropout(dropout))
             d = h
-        layers.append(nn.Linear(d, 1))
+        layers.append(linear(d, 1))
         self.net = nn.Sequential(*layers)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,13 +136,13 @@ def make_adam(params, lr: float, betas: tuple[float, float], impl: str) -> torch
 FID_DEFAULTS: dict[str, Any] = {
     "enabled": True,
     "every_n_epochs": 1,
-    "num_samples": 10000,     # generated images per evaluation (same count as the real test set)
-    "num_real": 10000,        # training images forming the real reference
+    "num_samples": 10000,  # generated images per evaluation (same count as the real test set)
+    "num_real": 10000,  # training images forming the real reference
     "batch_size": 1000,
-    "seed": 1234,             # latent vectors for evaluation: the same set every time
+    "seed": 1234,  # latent vectors for evaluation: the same set every time
     "classifier_ckpt": None,  # LeNet-5 checkpoint (experiment=lenet_mnist .ckpt or a cached .pt)
-    "cache_dir": None,        # where an on-the-fly classifier is cached (paths.cache_dir)
-    "mnist_dir": None,        # data dir holding mnist/ (paths.data_dir) to train that classifier
+    "cache_dir": None,  # where an on-the-fly classifier is cached (paths.cache_dir)
+    "mnist_dir": None,  # data dir holding mnist/ (paths.data_dir) to train that classifier
     "classifier_train_size": 60000,
     "classifier_epochs": 1,
 }
@@ -140,11 +166,25 @@ class MLPGAN(L.LightningModule):
         compile: bool = False,
         num_fixed: int = 64,
         fixed_seed: int = 0,
+        label_smoothing: float = 0.0,
+        spectral_norm: bool = False,
+        n_predict: int = 64,
+        predict_seed: int = 0,
         fid: dict[str, Any] | None = None,
     ):
+        """The paper's GAN by default. Modern options (issue 13), both off by default:
+        `label_smoothing` s > 0: one-sided label smoothing, the discriminator's real targets are
+        1 - s (fakes stay 0, the generator's targets stay 1; Salimans et al. 2016);
+        `spectral_norm`: spectral normalisation of the discriminator's layers.
+        `n_predict` / `predict_seed`: the images task=predict generates (hybridlearn.gan.generate caps)."""
         super().__init__()
+        if not 0 <= label_smoothing <= 0.5:
+            raise ConfigError(f"model.label_smoothing must be in [0, 0.5] (got {label_smoothing})")
+        check_int("model.n_predict", n_predict, 1, MAX_GRID)
         if optimizer_impl not in OPTIMIZER_IMPLS:
-            raise ConfigError(f"model.optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)} (got {optimizer_impl!r})")
+            raise ConfigError(
+                f"model.optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)} (got {optimizer_impl!r})"
+            )
         if latent_dim <= 0 or num_fixed <= 0:
             raise ConfigError(f"model.latent_dim and model.num_fixed must be > 0 (got {latent_dim}, {num_fixed})")
         if not 0 <= dropout < 1:
@@ -156,7 +196,7 @@ class MLPGAN(L.LightningModule):
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = Generator(latent_dim, g_hidden, img_shape, negative_slope)
-        self.discriminator = Discriminator(img_shape, d_hidden, negative_slope, dropout)
+        self.discriminator = Discriminator(img_shape, d_hidden, negative_slope, dropout, spectral_norm)
         if compile:
             self.generator.compile()
             self.discriminator.compile()
@@ -169,7 +209,9 @@ class MLPGAN(L.LightningModule):
         self._rng_seed = int(torch.randint(0, 2**62, (1,)).item())  # seeded by seed_everything
         self._rng: torch.Generator | None = None
         self._rng_pending: dict[str, Any] | None = None
-        self.evaluator = None  # hybridlearn.gan.metrics.GANEvaluator, built at fit/test start
+        # LeNet-FID: its classifier (the cached MNIST LeNet-5 pretraining) is made here, before the
+        # run's Trainer and loggers exist, not in the middle of fit.
+        self.evaluator = GANEvaluator.from_config(self.fid_cfg) if self.fid_cfg["enabled"] else None
         self.extra_results: dict[str, Any] = {}
 
     # ---------------------------------------------------------------- sampling
@@ -192,7 +234,11 @@ class MLPGAN(L.LightningModule):
                 if p["device"] == device.type:
                     g.set_state(p["state"].cpu())
                 else:
-                    log.warning("GAN RNG state saved on %s, now on %s: reseeded", p["device"], device.type)
+                    log.warning(
+                        "GAN RNG state saved on %s, now on %s: reseeded",
+                        p["device"],
+                        device.type,
+                    )
             self._rng = g
             for m in self.discriminator.modules():
                 if isinstance(m, GenDropout):
@@ -208,8 +254,13 @@ class MLPGAN(L.LightningModule):
             self._rng_pending, self._rng = checkpoint["gan_rng"], None
 
     def noise(self, n: int) -> torch.Tensor:
-        return torch.randn(n, self.hparams.latent_dim, device=self.fixed_noise.device,
-                           dtype=self.fixed_noise.dtype, generator=self.rng())
+        return torch.randn(
+            n,
+            self.hparams.latent_dim,
+            device=self.fixed_noise.device,
+            dtype=self.fixed_noise.dtype,
+            generator=self.rng(),
+        )
 
     # ---------------------------------------------------------------- optimisation
     def configure_optimizers(self):
@@ -232,13 +283,22 @@ class MLPGAN(L.LightningModule):
             where = f" at epoch {self.current_epoch} batch {self.trainer.fit_loop.epoch_loop.batch_idx}"
             ckpt = self.trainer.checkpoint_callback
             last = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "") if ckpt else ""
-        keep = (f"the last good checkpoint is {last}; resume from it with ckpt_path={last}" if last
-                else "no checkpoint had been saved yet")
+        keep = (
+            f"the last good checkpoint is {last}; resume from it with ckpt_path={last}"
+            if last
+            else "no checkpoint had been saved yet"
+        )
         raise NonFiniteLossError(
             f"non-finite GAN loss {name}={loss.item()}{where}; training stopped before this update "
-            f"({keep}); try lower model.g_lr / model.d_lr")
+            f"({keep}); try lower model.g_lr / model.d_lr"
+        )
 
-    def d_step(self, real: torch.Tensor, opt_d: torch.optim.Optimizer, z: torch.Tensor | None = None):
+    def d_step(
+        self,
+        real: torch.Tensor,
+        opt_d: torch.optim.Optimizer,
+        z: torch.Tensor | None = None,
+    ):
         """Discriminator update on real (label 1) + fake (label 0). Returns (loss, fake, D(x), D(G(z)))."""
         b = real.shape[0]
         if z is None:
@@ -251,7 +311,13 @@ class MLPGAN(L.LightningModule):
                 fake = self.generator(z)
             fake_in = fake
         logits = self.discriminator.logits(torch.cat([real, fake_in]))
-        target = torch.cat([torch.ones(b, device=real.device), torch.zeros(b, device=real.device)]).to(logits.dtype)
+        real_target = 1.0 - self.hparams.label_smoothing  # one-sided: fakes stay 0
+        target = torch.cat(
+            [
+                torch.full((b,), real_target, device=real.device),
+                torch.zeros(b, device=real.device),
+            ]
+        ).to(logits.dtype)
         loss = F.binary_cross_entropy_with_logits(logits, target)
         self._check_finite("d_loss", loss)
         opt_d.zero_grad(set_to_none=True)
@@ -280,17 +346,25 @@ class MLPGAN(L.LightningModule):
         self.rng()  # binds the dropout layers to the private generator
         d_loss, fake, d_real, d_fake = self.d_step(real, opt_d)
         g_loss = self.g_step(real.shape[0], opt_g, fake if self.hparams.reuse_fake else None)
-        self.log_dict({"train/d_loss": d_loss, "train/g_loss": g_loss}, on_step=True, on_epoch=True,
-                      prog_bar=True, batch_size=real.shape[0])
-        self.log_dict({"train/d_real": d_real, "train/d_fake": d_fake}, on_step=False, on_epoch=True,
-                      batch_size=real.shape[0])
+        self.log_dict(
+            {"train/d_loss": d_loss, "train/g_loss": g_loss},
+            on_step=True,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=real.shape[0],
+            sync_dist=True,
+        )
+        self.log_dict(
+            {"train/d_real": d_real, "train/d_fake": d_fake},
+            on_step=False,
+            on_epoch=True,
+            batch_size=real.shape[0],
+            sync_dist=True,
+        )
 
     # ---------------------------------------------------------------- quality metrics
     def _build_evaluator(self):
-        if self.evaluator is None:
-            c = self.fid_cfg
-            self.evaluator = GANEvaluator.from_config(c)
-            self.extra_results["fid_classifier"] = self.evaluator.classifier_info
+        self.extra_results["fid_classifier"] = self.evaluator.classifier_info
         return self.evaluator
 
     def _datamodule_images(self, split: str, n: int) -> torch.Tensor | None:
@@ -300,7 +374,7 @@ class MLPGAN(L.LightningModule):
             return None
         try:
             return collect_images(fn(), n)
-        except Exception as e:  # a datamodule without that split
+        except Exception as e:  # noqa: BLE001 - a datamodule without that split
             log.warning("no %s images for the FID floor: %s", split, e)
             return None
 
@@ -312,7 +386,9 @@ class MLPGAN(L.LightningModule):
         real = self._datamodule_images("train", c["num_real"])
         ev.set_reference(real)
         if self.current_epoch == 0 and not self.trainer.ckpt_path and "fid_init" not in self.extra_results:
-            self.extra_results["fid_init"] = ev.evaluate(self.generator, self.hparams.latent_dim, c["num_samples"])["fid"]
+            self.extra_results["fid_init"] = ev.evaluate(self.generator, self.hparams.latent_dim, c["num_samples"])[
+                "fid"
+            ]
         other = self._datamodule_images("test", c["num_samples"])
         if other is not None and len(other) >= 2:
             floor = ev.fid_of_images(other)
@@ -324,11 +400,17 @@ class MLPGAN(L.LightningModule):
         if not c["enabled"] or self.evaluator is None or (self.current_epoch + 1) % c["every_n_epochs"]:
             return
         stats = self.evaluator.evaluate(self.generator, self.hparams.latent_dim, c["num_samples"])
-        self.log("fid", stats["fid"], prog_bar=True)
+        self.log("fid", stats["fid"], prog_bar=True, sync_dist=True)
         if "fid_floor" in self.extra_results:
-            self.log("fid_floor", self.extra_results["fid_floor"])
-        self.log_dict({f"gen/{k}": v for k, v in stats.items() if k not in ("fid", "class_hist")})
-        self.log_dict({f"gen/class_{i}": v for i, v in enumerate(stats["class_hist"])})
+            self.log("fid_floor", self.extra_results["fid_floor"], sync_dist=True)
+        self.log_dict(
+            {f"gen/{k}": v for k, v in stats.items() if k not in ("fid", "class_hist")},
+            sync_dist=True,
+        )
+        self.log_dict(
+            {f"gen/class_{i}": v for i, v in enumerate(stats["class_hist"])},
+            sync_dist=True,
+        )
         self.extra_results["gen/class_hist"] = stats["class_hist"]
         hist = self.extra_results.setdefault("fid_history", [])
         hist.append([self.current_epoch + 1, round(stats["fid"], 4)])
@@ -353,10 +435,50 @@ class MLPGAN(L.LightningModule):
             return
         ev.set_reference(test_real)
         stats = ev.evaluate(self.generator, self.hparams.latent_dim, c["num_samples"])
-        out = {"test/fid": stats["fid"], "test/confidence": stats["confidence"],
-               "test/modes_covered": stats["modes_covered"]}
+        out = {
+            "test/fid": stats["fid"],
+            "test/confidence": stats["confidence"],
+            "test/modes_covered": stats["modes_covered"],
+        }
         train = self._datamodule_images("train", len(test_real))
         if train is not None and len(train) >= 2:
             out["test/fid_floor"] = ev.fid_of_images(train)
-        self.log_dict(out)
+        self.log_dict(out, sync_dist=True)
         self.extra_results["test/class_hist"] = stats["class_hist"]
+
+    # ---------------------------------------------------------------- task=predict
+    def predict_latents(self) -> torch.Tensor:
+        """The `n_predict` latent vectors of task=predict (seeded by `predict_seed`)."""
+        g = torch.Generator().manual_seed(self.hparams.predict_seed)
+        return torch.randn(self.hparams.n_predict, self.hparams.latent_dim, generator=g)
+
+    def predict_dataloader(self) -> DataLoader:
+        """The latent vectors in batches of 1000 (used when no datamodule is given)."""
+        return tensor_loader(self.predict_latents(), batch_size=1000, shuffle=False)
+
+    def predict_step(self, batch, batch_idx):
+        """Images in [-1, 1] of a batch of latent vectors. A datamodule's predict split (real
+        images, which the CLI passes) only drives the loop: its first batch yields all
+        `n_predict` images of the model's own latent vectors, the others none."""
+        z = batch[0] if isinstance(batch, (tuple, list)) else batch
+        if z.dim() != 2 or z.shape[1] != self.hparams.latent_dim:
+            if batch_idx > 0:
+                return torch.empty(0, *self.hparams.img_shape)
+            z = self.predict_latents()
+        return torch.cat([self.generator(b.to(self.fixed_noise)).float().cpu() for b in z.split(1000)])
+
+    def write_predictions(self, predictions: list, output_dir: Path) -> dict[str, Any]:
+        """`samples.pt` (float [N, C, H, W] in [-1, 1]) and `samples.png` (grid of the first
+        MAX_GRID) in `output_dir` (task=predict)."""
+        images = torch.cat(predictions)
+        pt = Path(output_dir) / "samples.pt"
+        with atomic_output(pt) as tmp:
+            torch.save(images.contiguous(), tmp)
+        png = save_png(
+            to_grid(
+                images[:MAX_GRID],
+                nrow=max(1, min(32, math.isqrt(min(len(images), MAX_GRID)))),
+            ),
+            Path(output_dir) / "samples.png",
+        )
+        return {"samples": str(pt), "samples_grid": str(png), "n": len(images)}

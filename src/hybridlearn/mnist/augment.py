@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -30,15 +30,28 @@ class HandwritingAugment(nn.Module):
     carries it keeps the same state_dict.
     """
 
-    def __init__(self, rotate: float = 12.0, shear: float = 8.0, scale: tuple[float, float] = (0.85, 1.15),
-                 translate: float = 0.1, thickness: float = 0.5, p: float = 1.0, value_range: str = "unit"):
+    def __init__(
+        self,
+        rotate: float = 12.0,
+        shear: float = 8.0,
+        scale: tuple[float, float] = (0.85, 1.15),
+        translate: float = 0.1,
+        thickness: float = 0.5,
+        p: float = 1.0,
+        value_range: str = "unit",
+    ):
         super().__init__()
         lo, hi = float(scale[0]), float(scale[1])
         if not 0 < lo <= hi:
             raise ConfigError(f"augment.scale must be [low, high] with 0 < low <= high (got {list(scale)})")
         if not 0 <= p <= 1 or not 0 <= thickness <= 1:
             raise ConfigError(f"augment.p and augment.thickness must be in [0, 1] (got {p}, {thickness})")
-        self.rotate, self.shear, self.scale, self.translate = rotate, shear, (lo, hi), translate
+        self.rotate, self.shear, self.scale, self.translate = (
+            rotate,
+            shear,
+            (lo, hi),
+            translate,
+        )
         self.thickness, self.p = thickness, p
         self.bg = background_value(value_range)
         self.ink = float(to_range(torch.ones(()), value_range))
@@ -55,7 +68,13 @@ class HandwritingAugment(nn.Module):
         t = self._u(2 * n, -self.translate, self.translate, dev).view(n, 2) * 2  # grid units span 2
         cos, sin, tan = torch.cos(rot), torch.sin(rot), torch.tan(sh)
         # inverse map (output -> input): rotate, shear x, then 1/scale
-        a = torch.stack([torch.stack([cos, -sin + cos * tan], -1), torch.stack([sin, cos + sin * tan], -1)], 1)
+        a = torch.stack(
+            [
+                torch.stack([cos, -sin + cos * tan], -1),
+                torch.stack([sin, cos + sin * tan], -1),
+            ],
+            1,
+        )
         a = a / sc.view(n, 1, 1)
         theta = torch.cat([a, t.unsqueeze(-1)], -1)
         keep = torch.rand(n, device=dev) >= self.p
@@ -70,8 +89,10 @@ class HandwritingAugment(nn.Module):
         return z.clamp_(0, 1) * (self.ink - self.bg) + self.bg
 
     def extra_repr(self) -> str:
-        return (f"rotate={self.rotate}, shear={self.shear}, scale={self.scale}, translate={self.translate}, "
-                f"thickness={self.thickness}, p={self.p}")
+        return (
+            f"rotate={self.rotate}, shear={self.shear}, scale={self.scale}, translate={self.translate}, "
+            f"thickness={self.thickness}, p={self.p}"
+        )
 
 
 class TestTimeAugment(nn.Module):
@@ -95,7 +116,9 @@ class TestTimeAugment(nn.Module):
         out = [x]
         for deg in self.rotate:
             r = math.radians(deg)
-            theta = x.new_tensor([[math.cos(r), -math.sin(r), 0.0], [math.sin(r), math.cos(r), 0.0]]).expand(len(x), 2, 3)
+            theta = x.new_tensor([[math.cos(r), -math.sin(r), 0.0], [math.sin(r), math.cos(r), 0.0]]).expand(
+                len(x), 2, 3
+            )
             out.append(warp(x - self.bg, theta) + self.bg)
         return out
 

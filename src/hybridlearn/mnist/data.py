@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import lightning as L
 import numpy as np
@@ -44,7 +44,9 @@ def read_idx_gz(path: str | Path) -> np.ndarray:
 
 
 def load_mnist(
-    data_dir: str | Path, mirrors: Sequence[str] = MNIST_MIRRORS, timeout: float = 30.0
+    data_dir: str | Path,
+    mirrors: Sequence[str] = MNIST_MIRRORS,
+    timeout: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """Return uint8 images [N, 28, 28] and int64 labels for train and test."""
     folder = Path(data_dir).expanduser() / "mnist"
@@ -100,12 +102,15 @@ class MNISTDataModule(SplitLoaders, L.LightningDataModule):
         split_seed: int = 42,
         shuffle_seed: int = 0,
         mirrors: Sequence[str] = MNIST_MIRRORS,
-        download_timeout: float = 30.0,
+        download_timeout: float
+        | None = None,  # total seconds for all downloads (None: $HYBRIDLEARN_DOWNLOAD_TIMEOUT or 60)
         drop_last: bool = False,
     ):
         super().__init__()
         if batch_size <= 0 or eval_batch_size <= 0:
-            raise ConfigError(f"data.batch_size and data.eval_batch_size must be > 0 (got {batch_size}, {eval_batch_size})")
+            raise ConfigError(
+                f"data.batch_size and data.eval_batch_size must be > 0 (got {batch_size}, {eval_batch_size})"
+            )
         if not 0 <= val_size < 60000:
             raise ConfigError(f"data.val_size must be in [0, 60000) (got {val_size})")
         for key, v in (("train_subset", train_subset), ("test_subset", test_subset)):
@@ -113,8 +118,16 @@ class MNISTDataModule(SplitLoaders, L.LightningDataModule):
                 raise ConfigError(f"data.{key} must be > 0 or null (got {v})")
         to_float(torch.zeros(1, 1, 1, dtype=torch.uint8), value_range)  # validates value_range early
         self.save_hyperparameters(ignore=["mirrors", "download_timeout"])
-        self.data_dir, self.mirrors, self.timeout = data_dir, list(mirrors), download_timeout
-        self.batch_size, self.eval_batch_size, self.drop_last = batch_size, eval_batch_size, drop_last
+        self.data_dir, self.mirrors, self.timeout = (
+            data_dir,
+            list(mirrors),
+            download_timeout,
+        )
+        self.batch_size, self.eval_batch_size, self.drop_last = (
+            batch_size,
+            eval_batch_size,
+            drop_last,
+        )
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def prepare_data(self) -> None:
@@ -135,9 +148,19 @@ class MNISTDataModule(SplitLoaders, L.LightningDataModule):
         test_x, test_y = to_float(raw["test_x"], hp.value_range), raw["test_y"]
         if hp.test_subset:
             test_x, test_y = test_x[: hp.test_subset], test_y[: hp.test_subset]
-        self.tensors = {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": (test_x, test_y)}
+        self.tensors = {
+            "train": (x[train_idx], y[train_idx]),
+            "val": (x[val_idx], y[val_idx]),
+            "test": (test_x, test_y),
+        }
 
     def _loader(self, split: str, train: bool):
         seed = self.hparams.shuffle_seed
         bs = self.batch_size if train else self.eval_batch_size
-        return tensor_loader(*self.tensors[split], batch_size=bs, shuffle=train, seed=seed, drop_last=train and self.drop_last)
+        return tensor_loader(
+            *self.tensors[split],
+            batch_size=bs,
+            shuffle=train,
+            seed=seed,
+            drop_last=train and self.drop_last,
+        )

@@ -2,19 +2,29 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import logging
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch.utilities import rank_zero_only
 from torch import nn
-from torchmetrics.classification import MulticlassAccuracy
+from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
-from hybridlearn.core.config import plain
-from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.core.checkpoint import check_class, read_checkpoint
+from hybridlearn.core.config import check_float, plain
+from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.io import write_text_atomic
+from hybridlearn.core.plotting import save_figure
 from hybridlearn.mnist.augment import TestTimeAugment
-from hybridlearn.mnist.pretrain import mnist_lenet_weights
+from hybridlearn.mnist.pretrain import pretrained_lenet
+
+log = logging.getLogger(__name__)
 
 ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "sigmoid": nn.Sigmoid}
 POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
@@ -24,24 +34,51 @@ class LeNet5Net(nn.Module):
     """conv 5x5 -> 6, subsample, conv 5x5 -> 16, subsample, 120, 84, 10.
 
     `first_padding=2` ("same" on 28x28, as Keras' padding='same') feeds 28x28 MNIST at LeNet's
-    32x32 geometry; use 0 for 32x32 inputs.
+    32x32 geometry; use 0 for 32x32 inputs. `width` scales every layer's channels/units (1 = LeCun's
+    6/16/120/84); `dropout` > 0 adds dropout after the two hidden fully connected layers (the
+    parameter names stay those of the plain network, so checkpoints load either way).
     """
 
-    def __init__(self, in_size: int = 28, in_channels: int = 1, num_classes: int = 10,
-                 activation: str = "relu", pool: str = "max", first_padding: int = 2):
+    def __init__(
+        self,
+        in_size: int = 28,
+        in_channels: int = 1,
+        num_classes: int = 10,
+        activation: str = "relu",
+        pool: str = "max",
+        first_padding: int = 2,
+        width: float = 1.0,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         act, pool_cls = ACTIVATIONS[activation], POOLS[pool]
         side = ((in_size + 2 * first_padding - 4) // 2 - 4) // 2
         if side < 1:
             raise ConfigError(f"model.in_size={in_size} with first_padding={first_padding} is too small for LeNet-5")
+        check_float("model.width", width, 0.0, 16.0)
+        if not 0.0 <= dropout < 1.0:
+            raise ConfigError(f"model.dropout must be in [0, 1) (got {dropout!r})")
+        c1, c2, f1, f2 = (max(1, round(n * width)) for n in (6, 16, 120, 84))
+
+        def hidden_act() -> nn.Module:  # dropout rides with the activation: no parameter index moves
+            return nn.Sequential(act(), nn.Dropout(dropout)) if dropout > 0 else act()
+
         self.features = nn.Sequential(
-            nn.Conv2d(in_channels, 6, 5, padding=first_padding), act(), pool_cls(2),
-            nn.Conv2d(6, 16, 5), act(), pool_cls(2),
+            nn.Conv2d(in_channels, c1, 5, padding=first_padding),
+            act(),
+            pool_cls(2),
+            nn.Conv2d(c1, c2, 5),
+            act(),
+            pool_cls(2),
         )
         self.classifier = nn.Sequential(
-            nn.Flatten(), nn.Linear(16 * side * side, 120), act(), nn.Linear(120, 84), act(),
+            nn.Flatten(),
+            nn.Linear(c2 * side * side, f1),
+            hidden_act(),
+            nn.Linear(f1, f2),
+            hidden_act(),
         )
-        self.head = nn.Linear(84, num_classes)
+        self.head = nn.Linear(f2, num_classes)
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """The 84-d penultimate features (used as the feature space for FID)."""
@@ -59,34 +96,47 @@ def keras_init_(net: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-def net_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """LeNet5Net weights from a Lightning checkpoint (keys `net.*`) or a plain state_dict file."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise ConfigError(f"model.pretrained={path} is not a file; give a .ckpt (e.g. from experiment=lenet_mnist) or 'mnist'")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unpickling/format error is a bad file
-        raise DataError(f"model.pretrained={path}: cannot load ({type(e).__name__}: {e})") from None
-    sd = obj.get("state_dict", obj) if isinstance(obj, dict) else None
-    if not isinstance(sd, dict):
-        raise DataError(f"model.pretrained={path}: no state_dict inside")
+NET_KEYS = (
+    "in_size",
+    "in_channels",
+    "num_classes",
+    "activation",
+    "pool",
+    "first_padding",
+)
+
+
+def read_lenet(path: str | Path, what: str = "model.pretrained") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(LeNet5Net weights, LeNet5Net arguments) of a LeNet5 Lightning checkpoint (keys `net.*`) or of
+    a cached pretraining (hybridlearn.mnist.pretrain: no arguments), read by the one checkpoint
+    loader (weights_only=True; one line for a non-checkpoint or another model's checkpoint)."""
+    ck = read_checkpoint(path, what)
+    check_class(ck, LeNet5, path, what)
+    sd = ck["state_dict"]
     if any(k.startswith("net.") for k in sd):
         sd = {k[4:]: v for k, v in sd.items() if k.startswith("net.")}
-    return {k.replace("_orig_mod.", ""): v for k, v in sd.items()}
+    arch = {k: v for k, v in (ck.get("hyper_parameters") or {}).items() if k in NET_KEYS}
+    return {k.replace("_orig_mod.", ""): v for k, v in sd.items()}, arch
+
+
+def net_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """LeNet5Net weights for `model.pretrained=<path>`."""
+    return read_lenet(path)[0]
 
 
 def load_pretrained_(net: nn.Module, pretrained: str, pretrain: Mapping[str, Any] | None = None) -> None:
     if pretrained == "mnist":
-        sd = mnist_lenet_weights(net, **dict(pretrain or {}))
+        sd, _ = pretrained_lenet(net, **dict(pretrain or {}))
     else:
         sd = net_state_dict(pretrained)
     try:
         net.load_state_dict(sd)
     except RuntimeError as e:
         first = str(e).strip().splitlines()
-        raise ConfigError(f"model.pretrained={pretrained}: weights do not fit this LeNet-5 (in_size/first_padding/"
-                          f"num_classes must match the pretrained model): {' '.join(first[1:2]) or first[0]}") from None
+        raise ConfigError(
+            f"model.pretrained={pretrained}: weights do not fit this LeNet-5 (in_size/first_padding/"
+            f"num_classes must match the pretrained model): {' '.join(first[1:2]) or first[0]}"
+        ) from None
 
 
 class LeNet5(L.LightningModule):
@@ -98,6 +148,8 @@ class LeNet5(L.LightningModule):
         activation: str = "relu",
         pool: str = "max",
         first_padding: int = 2,
+        width: float = 1.0,
+        dropout: float = 0.0,
         optimizer: str = "adam",
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -138,7 +190,7 @@ class LeNet5(L.LightningModule):
             raise ConfigError(f"model.tta must be null or a mapping like {{rotate: [-8, 8]}} (got {tta!r})")
         tta = plain(tta)
         self.save_hyperparameters(ignore=["pretrained", "pretrain", "augment"])
-        self.net = LeNet5Net(in_size, in_channels, num_classes, activation, pool, first_padding)
+        self.net = LeNet5Net(in_size, in_channels, num_classes, activation, pool, first_padding, width, dropout)
         if init == "keras":
             keras_init_(self.net)
         if pretrained:
@@ -157,7 +209,11 @@ class LeNet5(L.LightningModule):
             self.tta = None
         if compile:
             self.net = torch.compile(self.net)
-        self.acc = nn.ModuleDict({s: MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in ("val_", "test_")})
+        self.acc = nn.ModuleDict(
+            {s: MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in ("val_", "test_")}
+        )
+        # test confusion matrix (issue 12); metric states are not saved, so checkpoints keep their keys
+        self.confmat = MulticlassConfusionMatrix(num_classes, validate_args=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
@@ -177,14 +233,37 @@ class LeNet5(L.LightningModule):
             # Each self.log call costs ~0.5 ms in Lightning (bench_lenet): count correct answers
             # here and log the epoch's accuracy once, at its last batch (so callbacks see it).
             self._train_counts += torch.stack([(logits.detach().argmax(1) == y).sum(), y.new_tensor(len(y))])
-            self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=len(y))
+            self.log(
+                "train/loss",
+                loss,
+                on_step=True,
+                on_epoch=True,
+                prog_bar=True,
+                batch_size=len(y),
+                sync_dist=True,
+            )
             if batch_idx + 1 >= self.trainer.num_training_batches:
                 correct, seen = self._train_counts.tolist()
-                self.log("train/acc", correct / seen, on_epoch=True, prog_bar=True)
+                self.log(
+                    "train/acc",
+                    correct / seen,
+                    on_epoch=True,
+                    prog_bar=True,
+                    sync_dist=True,
+                )
             return loss
         acc = self.acc[stage + "_"]
         acc.update(logits.detach(), y)  # accumulate only; computed once per epoch when logged
-        self.log(f"{stage}/loss", loss, on_epoch=True, prog_bar=True, batch_size=len(y))
+        if stage == "test":
+            self.confmat.update(logits.detach(), y)
+        self.log(
+            f"{stage}/loss",
+            loss,
+            on_epoch=True,
+            prog_bar=True,
+            batch_size=len(y),
+            sync_dist=True,
+        )
         self.log(f"{stage}/acc", acc, on_epoch=True, prog_bar=True, batch_size=len(y))
         return loss
 
@@ -205,9 +284,61 @@ class LeNet5(L.LightningModule):
     def test_step(self, batch, batch_idx):
         self._step(batch, "test")
 
+    def on_test_epoch_start(self) -> None:
+        self.confmat.reset()
+
+    def on_test_epoch_end(self) -> None:
+        counts = self.confmat.compute().cpu()  # synchronised across DDP ranks
+        if int(counts.sum()) > 0:
+            self._write_confusion_matrix(counts)
+
+    @rank_zero_only
+    def _write_confusion_matrix(self, counts: torch.Tensor) -> None:
+        """`<run>/confusion_matrix.png` (torchmetrics' plot) and the same figure in TensorBoard / W&B."""
+        fig, _ = self.confmat.plot(counts)
+        fig.suptitle(f"test confusion matrix ({int(counts.sum())} images; rows: true, columns: predicted)")
+        for lg in self.trainer.loggers:
+            if type(lg).__name__ == "TensorBoardLogger":
+                lg.experiment.add_figure(
+                    "test/confusion_matrix",
+                    fig,
+                    global_step=self.global_step,
+                    close=False,
+                )
+        path = save_figure(fig, Path(self.trainer.default_root_dir) / "confusion_matrix.png")
+        for lg in self.trainer.loggers:
+            if type(lg).__name__ == "WandbLogger":
+                lg.log_image(key="test/confusion_matrix", images=[str(path)])
+        self.extra_results = {
+            **getattr(self, "extra_results", {}),
+            "confusion_matrix": str(path),
+        }
+
     def predict_step(self, batch, batch_idx):
-        x = batch[0] if isinstance(batch, (tuple, list)) else batch
-        return F.softmax(self.eval_logits(x), dim=-1)
+        """Class probabilities (with the model's TTA); the labels too when the data has them."""
+        x, y = (batch[0], batch[1]) if isinstance(batch, (tuple, list)) and len(batch) > 1 else (batch, None)
+        x = x[0] if isinstance(x, (tuple, list)) else x
+        out = {"probs": F.softmax(self.eval_logits(x), dim=-1).cpu()}
+        if y is not None:
+            out["label"] = y.cpu()
+        return out
+
+    def write_predictions(self, predictions: list, output_dir: Path) -> dict[str, Any]:
+        """`<output_dir>/predictions.csv`: index, digit, confidence (and label when known), one row
+        per image of the predict split, in order (task=predict)."""
+        probs = torch.cat([p["probs"] for p in predictions])
+        labels = torch.cat([p["label"] for p in predictions]) if all("label" in p for p in predictions) else None
+        conf, digit = probs.max(1)
+        buf = io.StringIO()
+        w = csv.writer(buf, lineterminator="\n")
+        w.writerow(["index", "digit", "confidence"] + (["label"] if labels is not None else []))
+        for i in range(len(digit)):
+            w.writerow([i, int(digit[i]), f"{float(conf[i]):.6f}"] + ([int(labels[i])] if labels is not None else []))
+        path = write_text_atomic(Path(output_dir) / "predictions.csv", buf.getvalue())
+        out: dict[str, Any] = {"predictions": str(path), "n": len(digit)}
+        if labels is not None:
+            out["predict/acc"] = float((digit == labels).float().mean())
+        return out
 
     def _trainable(self):
         return [p for p in self.parameters() if p.requires_grad]
@@ -225,4 +356,7 @@ class LeNet5(L.LightningModule):
             sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=hp.lr, total_steps=max(1, int(steps)))
         else:
             sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, int(steps)))
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "interval": "step"},
+        }

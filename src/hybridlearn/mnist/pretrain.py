@@ -1,5 +1,7 @@
-"""A LeNet-5 trained on MNIST on the fly (a few epochs, plain PyTorch) and cached on disk, as the
-starting point for fine-tuning on the digit sheets (`model.pretrained: mnist`)."""
+"""The one MNIST LeNet-5 pretraining, trained by a Lightning Trainer and cached on disk by a hash of
+its settings. Its users: `model.pretrained: mnist` (digits transfer and study) and the GAN's FID
+classifier (hybridlearn.gan.metrics), each with its own settings (epochs, images, augmentation).
+"""
 
 from __future__ import annotations
 
@@ -7,21 +9,62 @@ import copy
 import hashlib
 import json
 import logging
+import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
+import lightning as L
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybridlearn.core.checkpoint import read_checkpoint
+from hybridlearn.core.config import check_int
+from hybridlearn.core.errors import HybridlearnError
 from hybridlearn.core.io import atomic_output
+from hybridlearn.core.loaders import tensor_loader
+from hybridlearn.core.trainer import build_trainer, current_config, finish_loggers
 from hybridlearn.mnist.augment import HandwritingAugment
 from hybridlearn.mnist.data import load_mnist, to_float
 
 log = logging.getLogger(__name__)
+CACHE_VERSION = 2  # bump when the training changes, so old caches are not reused
 
 
-def mnist_lenet_weights(
+class MNISTPretraining(L.LightningModule):
+    """Cross-entropy on MNIST for any classifier `net` (a LeNet5Net): Adam + one-cycle, optional
+    handwriting augmentation of the training batches, test accuracy."""
+
+    def __init__(self, net: nn.Module, lr: float, augment: nn.Module | None = None):
+        super().__init__()
+        self.net, self.lr, self.augment = net, lr, augment
+        self.test_counts = torch.zeros(2, dtype=torch.long)  # correct, seen
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        if self.augment is not None:
+            with torch.no_grad():
+                x = self.augment(x)
+        loss = F.cross_entropy(self.net(x), y)
+        self.log("pretrain/loss", loss, on_step=True, on_epoch=True, batch_size=len(y))
+        return loss
+
+    def test_step(self, batch, batch_idx):
+        x, y = batch
+        self.test_counts += torch.tensor([int((self.net(x).argmax(1) == y).sum()), len(y)])
+
+    def configure_optimizers(self):
+        opt = torch.optim.Adam(self.net.parameters(), lr=self.lr)
+        steps = max(1, int(self.trainer.estimated_stepping_batches))
+        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=self.lr, total_steps=steps)
+        return {
+            "optimizer": opt,
+            "lr_scheduler": {"scheduler": sched, "interval": "step"},
+        }
+
+
+def pretrained_lenet(
     net: nn.Module,
     data_dir: str = "./data",
     cache_dir: str = "~/.cache/hybridlearn",
@@ -32,55 +75,100 @@ def mnist_lenet_weights(
     augment: bool = True,
     seed: int = 0,
     subset: int | None = None,
-) -> dict[str, torch.Tensor]:
-    """State dict of a copy of `net` trained on the 60k MNIST training images (or the first `subset`).
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """(state dict, info) of a copy of `net` trained on the 60k MNIST training images (or the first
+    `subset`); info holds `mnist_test_acc` (10k test images) and `source` (the cache file).
 
     Cached as `<cache_dir>/lenet5_mnist_<key>.pt`, the key hashing the architecture and these
-    settings, so every later run (and every seed of a study) reuses it.
+    settings, so every later run (every seed of a study, every GAN run) reuses it. Trained by
+    `build_trainer(current_config(), ...)`: inside a run, the run's accelerator, precision and
+    loggers apply (logs in `<run>/lenet_pretrain/`); the global RNG is left as it was.
     """
-    settings = {"arch": repr(net), "epochs": epochs, "lr": lr, "batch_size": batch_size,
-                "value_range": value_range, "augment": augment, "seed": seed, "subset": subset, "v": 1}
+    check_int("model.pretrain.epochs", epochs, 1, 10_000)
+    if subset is not None:
+        check_int("model.pretrain.subset", subset, 1, 60_000)
+    settings = {
+        "arch": repr(net),
+        "epochs": epochs,
+        "lr": lr,
+        "batch_size": batch_size,
+        "value_range": value_range,
+        "augment": augment,
+        "seed": seed,
+        "subset": subset,
+        "v": CACHE_VERSION,
+    }
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir).expanduser() / f"lenet5_mnist_{key}.pt"
     if path.is_file():
-        log.info("pretrained MNIST LeNet-5 from cache %s", path)
-        return torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            ck = read_checkpoint(path, "cached MNIST LeNet-5")
+            log.info("pretrained MNIST LeNet-5 from cache %s", path)
+            return ck["state_dict"], {
+                "source": str(path),
+                "mnist_test_acc": ck.get("mnist_test_acc"),
+            }
+        except HybridlearnError as e:  # a corrupt cache file is rebuilt
+            log.warning("rebuilding %s", e)
 
     log.info("pretraining LeNet-5 on MNIST for %d epoch(s) -> %s", epochs, path)
     started = time.time()
     raw = load_mnist(data_dir)
-    x, y = to_float(raw["train_x"], value_range), raw["train_y"]
-    tx, ty = to_float(raw["test_x"], value_range), raw["test_y"]
-    if subset:  # quick pretraining (tests): the first `subset` training images
-        x, y = x[:subset], y[:subset]
-    model = copy.deepcopy(net)
-    g = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng():
+    n = subset or len(raw["train_y"])
+    train = tensor_loader(
+        to_float(raw["train_x"][:n], value_range),
+        raw["train_y"][:n],
+        batch_size=batch_size,
+        shuffle=True,
+        seed=seed,
+    )
+    test = tensor_loader(
+        to_float(raw["test_x"], value_range),
+        raw["test_y"],
+        batch_size=2000,
+        shuffle=False,
+    )
+    cfg = current_config()
+    with torch.random.fork_rng(), tempfile.TemporaryDirectory() as tmp:
         torch.manual_seed(seed)
+        model = copy.deepcopy(net)
         for m in model.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
-        aug = HandwritingAugment(value_range=value_range) if augment else None
-        opt = torch.optim.Adam(model.parameters(), lr=lr)
-        steps = epochs * (-(-len(x) // batch_size))
-        sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps)
-        model.train()
-        for _ in range(epochs):
-            for idx in torch.randperm(len(x), generator=g).split(batch_size):
-                xb = x[idx]
-                if aug is not None:
-                    xb = aug(xb)
-                loss = F.cross_entropy(model(xb), y[idx])
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-    model.eval()
-    with torch.no_grad():
-        acc = sum(int((model(tx[i : i + 2000]).argmax(1) == ty[i : i + 2000]).sum()) for i in range(0, len(tx), 2000)) / len(tx)
+        module = MNISTPretraining(model, lr, HandwritingAugment(value_range=value_range) if augment else None)
+        out = Path(cfg.paths.output_dir) / "lenet_pretrain" if cfg is not None else tmp
+        # What is trained is fixed by the settings above (the cache key): the run's debug limits and
+        # devices (fast_dev_run, limit_*, DDP) must not change it, only where and how fast it runs.
+        trainer = build_trainer(
+            cfg,
+            out,
+            name="lenet_pretrain",
+            use_config_callbacks=False,
+            max_epochs=epochs,
+            min_epochs=1,
+            max_steps=-1,
+            fast_dev_run=False,
+            limit_train_batches=1.0,
+            limit_val_batches=0,
+            limit_test_batches=1.0,
+            overfit_batches=0.0,
+            devices=1,
+            num_nodes=1,
+            strategy="auto",
+            enable_checkpointing=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        try:
+            trainer.fit(module, train_dataloaders=train)
+            module.test_counts.zero_()
+            trainer.test(module, dataloaders=test, verbose=False)
+        finally:
+            finish_loggers(trainer)
+    correct, seen = module.test_counts.tolist()
+    acc = correct / seen
     log.info("MNIST LeNet-5: test accuracy %.4f after %.0f s", acc, time.time() - started)
-    sd = {k: v.detach().clone() for k, v in model.state_dict().items()}
-    with atomic_output(path) as tmp:
-        torch.save(sd, tmp)
-    (path.with_suffix(".json")).write_text(json.dumps({**settings, "mnist_test_acc": acc}, indent=2))
-    return sd
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    with atomic_output(path, overwrite=True) as tmp_path:
+        torch.save({"state_dict": sd, "mnist_test_acc": acc, "settings": settings}, tmp_path)
+    return sd, {"source": str(path), "mnist_test_acc": acc}

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import compose_cfg, train_cli
+from omegaconf import OmegaConf
 
 from hybridlearn.core.cli import run
 from hybridlearn.core.errors import ConfigError, DataError
@@ -30,8 +31,16 @@ def digit_runs(data_dir, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("digits")
     common = [f"paths.cache_dir={tmp / 'cache'}", "seed=0", *QUIET]
     scratch = _run(["experiment=lenet_digits", "trainer.max_epochs=5", *common], tmp / "scratch")
-    transfer = _run(["experiment=lenet_digits_transfer", "trainer.max_epochs=5",
-                     "model.pretrain.epochs=1", "model.pretrain.subset=6000", *common], tmp / "transfer")
+    transfer = _run(
+        [
+            "experiment=lenet_digits_transfer",
+            "trainer.max_epochs=5",
+            "model.pretrain.epochs=1",
+            "model.pretrain.subset=6000",
+            *common,
+        ],
+        tmp / "transfer",
+    )
     return {"scratch": scratch, "transfer": transfer, "tmp": tmp}
 
 
@@ -79,16 +88,22 @@ def test_predict_on_sliced_cells(digit_runs, data_dir, tmp_path, capsys):
     assert predict.main([ckpt, str(folder)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 6
-    got = {Path(l.split(":")[0]).stem: int(l.split(": ")[1].split()[0]) for l in lines}
-    want = {"JuanRengifo_0_0": 0, "JuanRengifo_3_4": 3, "JuanRengifo_7_2": 7,
-            "jpossaz2_1_1": 1, "jpossaz2_4_4": 4, "jpossaz2_2_6": 6}
+    got = {Path(ln.split(":")[0]).stem: int(ln.split(": ")[1].split()[0]) for ln in lines}
+    want = {
+        "JuanRengifo_0_0": 0,
+        "JuanRengifo_3_4": 3,
+        "JuanRengifo_7_2": 7,
+        "jpossaz2_1_1": 1,
+        "jpossaz2_4_4": 4,
+        "jpossaz2_2_6": 6,
+    }
     assert sum(got[k] == v for k, v in want.items()) >= 5, got
-    assert all("confidence 0." in l or "confidence 1." in l for l in lines)
+    assert all("confidence 0." in ln or "confidence 1." in ln for ln in lines)
 
     # a whole sheet with a grid: the same preprocessing as training, so it reads the sheet
-    assert predict.main([ckpt, str(digits / "JuanRengifo.png"), "--grid", "10x10"]) == 0
+    assert predict.main([ckpt, str(digits / "JuanRengifo.png"), "--grid", "10x10", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
-    grid = [list(map(int, l.split())) for l in out[-10:]]
+    grid = [list(map(int, ln.split())) for ln in out[-10:]]
     assert np.mean([d == r for r, row in enumerate(grid) for d in row]) >= 0.7
 
 
@@ -110,21 +125,33 @@ def test_lenet_extensions_are_backward_compatible(tmp_path, digit_runs):
     k = LeNet5(in_size=32, activation="tanh", pool="avg", init="keras", freeze="features")
     assert all(float(b.abs().sum()) == 0 for n, b in k.net.named_parameters() if n.endswith("bias"))
     assert not any(p.requires_grad for p in k.net.features.parameters())
-    # pretrained from a Lightning checkpoint and from a plain state_dict
+    # pretrained from a Lightning checkpoint and from the MNIST pretraining's cache file
     ckpt = digit_runs["transfer"]["metrics"]["last_ckpt"]
     p = LeNet5(pretrained=ckpt)
     sd = torch.load(ckpt, weights_only=True)["state_dict"]
     assert torch.equal(p.net.head.weight, sd["net.head.weight"])
-    torch.save(p.net.state_dict(), tmp_path / "w.pt")
-    assert torch.equal(LeNet5(pretrained=str(tmp_path / "w.pt")).net.head.weight, sd["net.head.weight"])
+    cached = next((digit_runs["tmp"] / "cache").glob("lenet5_mnist_*.pt"))
+    want = torch.load(cached, weights_only=True)["state_dict"]["head.weight"]
+    assert torch.equal(LeNet5(pretrained=str(cached)).net.head.weight, want)
     assert "pretrained" not in p.hparams
     with pytest.raises(ConfigError, match="do not fit"):
         LeNet5(in_size=32, pretrained=ckpt)
+    # the one checkpoint loader: one line for a missing file, a non-checkpoint, another model's checkpoint
     with pytest.raises(ConfigError, match="not a file"):
         LeNet5(pretrained=str(tmp_path / "none.ckpt"))
     (tmp_path / "bad.ckpt").write_text("x")
-    with pytest.raises(DataError, match="cannot load"):
+    with pytest.raises(DataError, match="not a readable PyTorch checkpoint"):
         LeNet5(pretrained=str(tmp_path / "bad.ckpt"))
+    torch.save(
+        {
+            "state_dict": {"generator.net.0.weight": torch.zeros(2, 2)},
+            "hybridlearn_class": "hybridlearn.gan.model.MLPGAN",
+        },
+        tmp_path / "gan.ckpt",
+    )
+    with pytest.raises(ConfigError, match="holds MLPGAN, not LeNet5") as e:
+        LeNet5(pretrained=str(tmp_path / "gan.ckpt"))
+    assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="model.init"):
         LeNet5(init="he")
 
@@ -143,7 +170,9 @@ def test_tta_identity_equals_plain_prediction_and_is_saved(digit_runs):
     m.net.load_state_dict(plain.net.state_dict())
     with torch.no_grad():
         p = m.eval_logits(x).exp()
-    assert torch.allclose(p.sum(-1), torch.ones(16), atol=1e-5) and not torch.allclose(p, plain(x).softmax(-1), atol=1e-3)
+    assert torch.allclose(p.sum(-1), torch.ones(16), atol=1e-5) and not torch.allclose(
+        p, plain(x).softmax(-1), atol=1e-3
+    )
     assert m.state_dict().keys() == plain.state_dict().keys()  # TTA holds no weights
     # the transfer experiment's checkpoint carries its TTA and despeckling, so predict.py matches the test
 
@@ -157,10 +186,17 @@ def test_tta_identity_equals_plain_prediction_and_is_saved(digit_runs):
 
 def test_cli_bad_manifest_is_one_line(tmp_path):
     (tmp_path / "m.yaml").write_text("sheets:\n  - {file: gone.png, rows: 2, cols: 10, labels: columns}\n")
-    p = train_cli(["experiment=lenet_digits", f"data.manifest={tmp_path / 'm.yaml'}", f"hydra.run.dir={tmp_path / 'run'}",
-                   "logger=none"], timeout=300)
+    p = train_cli(
+        [
+            "experiment=lenet_digits",
+            f"data.manifest={tmp_path / 'm.yaml'}",
+            f"hydra.run.dir={tmp_path / 'run'}",
+            "logger=none",
+        ],
+        timeout=300,
+    )
     assert p.returncode == 2
-    err = [l for l in p.stderr.splitlines() if l.startswith("error:")]
+    err = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert len(err) == 1 and "sheet gone.png" in err[0], p.stderr[-2000:]
 
 
@@ -172,11 +208,48 @@ def test_transfer_reaches_98_percent(tmp_path, data_dir):
 
 def test_study_entry_writes_tables(digit_runs, tmp_path):
     cache = digit_runs["tmp"] / "cache"
-    r = _run(["experiment=digits_study", f"paths.cache_dir={cache}", "study.seeds=[0]", "study.paper_epochs=[1,2]",
-              "study.transfer_epochs=1", "study.ablations=[]", "study.lowo_seeds=[0]",
-              'study.extra_overrides=["++model.pretrain.epochs=1","++model.pretrain.subset=6000"]', *QUIET], tmp_path / "s")
+    r = _run(
+        [
+            "experiment=digits_study",
+            f"paths.cache_dir={cache}",
+            "study.seeds=[0]",
+            "study.paper_epochs=[1,2]",
+            "study.transfer_epochs=1",
+            "study.ablations=[no_tta]",
+            "study.lowo_seeds=[0]",
+            "study.variants.transfer.model.pretrain.epochs=1",
+            "study.variants.transfer.model.pretrain.subset=6000",
+            "logger=csv",
+            "trainer.enable_progress_bar=false",
+            "~callbacks.model_summary",
+        ],
+        tmp_path / "s",
+    )
     assert r["status"] == "completed", r.get("error")
     md = (tmp_path / "s" / "study.md").read_text()
     assert "| 2 | n/a |" in md and "| cossio | 310 |" in md and "no fine-tuning" in md
+    assert "| transfer, no test-time augmentation |" in md
     assert (tmp_path / "s" / "curves_paper.png").exists()
     assert 0 <= r["metrics"]["lowo/cossio/transfer"] <= 1
+    # every study run was trained by a Trainer from the run's own config: its logger wrote there
+    runs = tmp_path / "s" / "runs"
+    assert (runs / "paper_seed0" / "csv" / "metrics.csv").is_file() and (
+        runs / "no_tta_seed0" / "csv" / "metrics.csv"
+    ).is_file()
+    assert len((runs / "paper_seed0" / "csv" / "metrics.csv").read_text().splitlines()) > 2
+    assert len(list(cache.glob("lenet5_mnist_*.pt"))) == 1  # the fixture's pretraining, reused
+
+
+def test_study_variants_match_experiments(tmp_path):
+    """The study's paper and transfer variants are experiment=lenet_digits / lenet_digits_transfer."""
+    from hybridlearn.digits.study import variant_config
+
+    study = compose_cfg(["experiment=digits_study"], tmp_path)
+    for name, exp in (("paper", "lenet_digits"), ("transfer", "lenet_digits_transfer")):
+        want = compose_cfg([f"experiment={exp}", "seed=3"], tmp_path)
+        got = variant_config(study, study.study.variants[name], 3)
+        for group in ("data", "model"):
+            assert OmegaConf.to_container(got[group], resolve=True) == OmegaConf.to_container(
+                want[group], resolve=True
+            ), (name, group)
+        assert got.trainer.log_every_n_steps == want.trainer.log_every_n_steps

@@ -1,6 +1,6 @@
 """MLP GAN (experiment=gan_mnist): model, manual optimization, metrics, grids/GIF, NaN guard, resume,
-generate.py. Runs are tiny (256 MNIST images, batch 64); the FID classifier is trained once on 5k
-images into a session cache."""
+the modern options, task=predict, generate.py. Runs are tiny (256 MNIST images, batch 64); the FID
+classifier (the MNIST LeNet-5 pretraining) is trained once on 5k images into a session cache."""
 
 from __future__ import annotations
 
@@ -12,22 +12,35 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, compose_cfg
+from conftest import ROOT, compose_cfg, read_wandb_records
 from PIL import Image
 
+from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.gan.generate import load_generator
 from hybridlearn.gan.model import MLPGAN, Discriminator, Generator, NonFiniteLossError
+from hybridlearn.mnist.lenet import LeNet5
 
-SMALL = ["experiment=gan_mnist", "data.train_subset=256", "data.batch_size=64", "trainer.max_epochs=2",
-         "trainer.enable_progress_bar=false", "model.fid.num_samples=500", "model.fid.num_real=500",
-         "model.fid.batch_size=250", "model.fid.classifier_train_size=5000", "logger=csv"]
+SMALL = [
+    "experiment=gan_mnist",
+    "data.train_subset=256",
+    "data.batch_size=64",
+    "trainer.max_epochs=2",
+    "trainer.enable_progress_bar=false",
+    "model.fid.num_samples=500",
+    "model.fid.num_real=500",
+    "model.fid.batch_size=250",
+    "model.fid.classifier_train_size=5000",
+    "logger=csv",
+]
 
 
 @pytest.fixture(scope="session")
 def fid_cache(tmp_path_factory, data_dir) -> Path:
-    from hybridlearn.gan.metrics import cached_classifier
+    from hybridlearn.gan.metrics import mnist_classifier
 
     cache = tmp_path_factory.mktemp("fid_cache")
-    cached_classifier(cache, data_dir, 5000, 1)
+    mnist_classifier(data_dir, cache, 5000, 1)
+    assert len(list(cache.glob("lenet5_mnist_*.pt"))) == 1  # the one MNIST LeNet-5 pretraining's cache
     return cache
 
 
@@ -122,7 +135,9 @@ def test_run_writes_grids_gif_and_metrics(gan_run: Path):
 def test_training_lowers_fid(tmp_path, fid_cache):
     """120 steps (batch 64) on real MNIST: LeNet-FID below the untrained generator's at every epoch.
     (Early on the samples are noisy mean-digit blobs, so the drop is modest; see the slow test.)"""
-    r = run_gan(tmp_path / "run", ["data.train_subset=3840", "test=false", "callbacks.gan_samples.gif=false"], fid_cache)
+    r = run_gan(
+        tmp_path / "run", ["data.train_subset=3840", "test=false", "callbacks.gan_samples.gif=false"], fid_cache
+    )
     m = r["metrics"]
     assert all(f < 0.97 * m["fid_init"] for _, f in m["fid_history"]), (m["fid_init"], m["fid_history"])
 
@@ -131,8 +146,17 @@ def test_training_lowers_fid(tmp_path, fid_cache):
 def test_paper_settings_lower_fid(tmp_path, fid_cache):
     """400 steps with the paper's lr (2e-4), batch 64: FID well below the untrained generator's.
     (~5 min of CPU; it took 28 min wall on the shared 2-core machine.)"""
-    r = run_gan(tmp_path / "run", ["data.train_subset=12800", "test=false", "callbacks.gan_samples.gif=false",
-                                   "model.fid.num_samples=1000", "model.fid.num_real=1000"], fid_cache)
+    r = run_gan(
+        tmp_path / "run",
+        [
+            "data.train_subset=12800",
+            "test=false",
+            "callbacks.gan_samples.gif=false",
+            "model.fid.num_samples=1000",
+            "model.fid.num_real=1000",
+        ],
+        fid_cache,
+    )
     m = r["metrics"]
     assert m["fid"] < 0.75 * m["fid_init"], (m["fid_init"], m["fid_history"])  # measured: 202 vs 332
 
@@ -179,15 +203,18 @@ def test_generate_cli(gan_run: Path, tmp_path):
     ckpt = gan_run / "checkpoints" / "last.ckpt"
 
     def gen(*args):
-        return subprocess.run([sys.executable, str(ROOT / "generate.py"), str(ckpt), *args],
-                              capture_output=True, text=True, timeout=120)
+        return subprocess.run(
+            [sys.executable, str(ROOT / "generate.py"), str(ckpt), *args], capture_output=True, text=True, timeout=120
+        )
 
     p = gen("--out", str(tmp_path / "grid.png"), "--fixed")
     assert p.returncode == 0, p.stderr
     fixed = Image.open(tmp_path / "grid.png")
     assert fixed.size == (242, 242)
     # the --fixed grid is the run's own last grid
-    assert list(fixed.convert("RGB").getdata()) == list(Image.open(gan_run / "samples" / "epoch_0002.png").convert("RGB").getdata())
+    assert list(fixed.convert("RGB").getdata()) == list(
+        Image.open(gan_run / "samples" / "epoch_0002.png").convert("RGB").getdata()
+    )
     p = gen("--out", str(tmp_path / "many"), "-n", "5")
     assert p.returncode == 0, p.stderr
     assert len(list((tmp_path / "many").glob("sample_*.png"))) == 5
@@ -196,16 +223,117 @@ def test_generate_cli(gan_run: Path, tmp_path):
     assert t.shape == (7, 1, 28, 28) and t.abs().max() <= 1
     p = gen("--out", str(tmp_path / "grid.png"))
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "already exists" in p.stderr
-    p = subprocess.run([sys.executable, str(ROOT / "generate.py"), str(tmp_path / "nope.ckpt"), "--out", "x.png"],
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "generate.py"), str(tmp_path / "nope.ckpt"), "--out", "x.png"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 2 and "is not a file" in p.stderr
+    # -n is capped for one grid / one .pt (a clear one-line error before any work), not for a folder
+    for out in ("big.png", "big.pt"):
+        p = gen("--out", str(tmp_path / out), "-n", "10001")
+        assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr
+        assert "more than 10,000" in p.stderr and not (tmp_path / out).exists()
+    assert "folder" in gen("--out", str(tmp_path / "big.png"), "-n", "10001").stderr
+    p = gen("--out", str(tmp_path / "lots"), "-n", "100001")
+    assert p.returncode == 2 and "more than 100,000" in p.stderr
+
+
+def test_load_generator_refuses_other_files(tmp_path):
+    """The one checkpoint loader: a non-checkpoint and another model's checkpoint give one line."""
+    (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
+    with pytest.raises(DataError, match="not a readable PyTorch checkpoint"):
+        load_generator(tmp_path / "junk.ckpt")
+    lenet = {"state_dict": {f"net.{k}": v for k, v in LeNet5().net.state_dict().items()}}
+    torch.save({**lenet, "hybridlearn_class": "hybridlearn.mnist.lenet.LeNet5"}, tmp_path / "lenet.ckpt")
+    with pytest.raises(ConfigError, match="holds LeNet5, not MLPGAN") as e:
+        load_generator(tmp_path / "lenet.ckpt")
+    assert "\n" not in str(e.value)
+    torch.save(lenet, tmp_path / "untagged.ckpt")  # no class tag (an older checkpoint): by its weights
+    with pytest.raises(ConfigError, match="not an MLPGAN"):
+        load_generator(tmp_path / "untagged.ckpt")
+
+
+def test_label_smoothing_and_spectral_norm(tmp_path):
+    """The modern options: one-sided smoothing lowers only the real targets of D's loss (same
+    logits: the loss is BCE against 1 - s), spectral norm keeps D's layers at spectral norm ~1;
+    both train a few steps with finite losses, and the default stays the paper's model."""
+    assert MLPGAN(fid={"enabled": False}).hparams.label_smoothing == 0.0
+    real = torch.rand(32, 1, 28, 28) * 2 - 1
+    losses = {}
+    for s in (0.0, 0.1):
+        torch.manual_seed(0)
+        m = MLPGAN(fid={"enabled": False}, dropout=0.0, label_smoothing=s)
+        opt_g, opt_d = m.configure_optimizers()
+        z = torch.randn(32, 128)
+        with torch.no_grad():
+            logits = m.discriminator.logits(torch.cat([real, m.generator(z)]))
+        losses[s] = float(m.d_step(real, opt_d, z)[0])
+        want = torch.cat([torch.full((32,), 1.0 - s), torch.zeros(32)])
+        assert losses[s] == pytest.approx(
+            float(torch.nn.functional.binary_cross_entropy_with_logits(logits, want)), rel=1e-5
+        )
+    assert losses[0.0] != losses[0.1]
+    with pytest.raises(ConfigError, match="label_smoothing"):
+        MLPGAN(fid={"enabled": False}, label_smoothing=0.7)
+    torch.manual_seed(0)
+    m = MLPGAN(fid={"enabled": False}, spectral_norm=True, label_smoothing=0.1)
+    opt_g, opt_d = m.configure_optimizers()
+    for _ in range(5):
+        d_loss, fake, _, _ = m.d_step(real, opt_d)
+        g_loss = m.g_step(32, opt_g)
+        assert torch.isfinite(d_loss) and torch.isfinite(g_loss)
+    m.discriminator.eval()  # no power iteration: weight = original / its estimated spectral norm
+    lin = [layer for layer in m.discriminator.net if isinstance(layer, torch.nn.Linear)]
+    with torch.no_grad():
+        assert float(torch.linalg.matrix_norm(lin[-1].weight, ord=2)) == pytest.approx(1.0, abs=1e-4)  # a vector: exact
+        assert all(0.7 < float(torch.linalg.matrix_norm(layer.weight, ord=2)) < 1.3 for layer in lin)
+        w = lin[0].weight.clone()
+        lin[0].parametrizations.weight.original.mul_(10)  # scale-free: D cannot grow its weights
+        assert torch.allclose(lin[0].weight, w, atol=1e-6)
+    assert not any(hasattr(layer, "parametrizations") for layer in MLPGAN(fid={"enabled": False}).discriminator.net)
+
+
+def test_spectral_norm_trains_in_a_run(tmp_path, fid_cache):
+    r = run_gan(
+        tmp_path / "sn",
+        [
+            "trainer.max_epochs=1",
+            "test=false",
+            "model.spectral_norm=true",
+            "model.label_smoothing=0.1",
+            "callbacks.gan_samples.gif=false",
+        ],
+        fid_cache,
+    )
+    assert r["status"] == "completed", r.get("error")
+    assert r["metrics"]["fid"] < r["metrics"]["fid_init"]
+
+
+def test_task_predict_writes_samples(gan_run: Path, tmp_path, fid_cache):
+    """task=predict ckpt_path=<ckpt>: model.n_predict images of its seeded latent vectors, as
+    samples.pt and a samples.png grid, listed in results.json."""
+    ckpt = gan_run / "checkpoints" / "last.ckpt"
+    r = run_gan(tmp_path / "p", ["task=predict", f"ckpt_path={ckpt}", "model.n_predict=50"], fid_cache)
+    assert r["status"] == "completed", r.get("error")
+    m = r["metrics"]
+    t = torch.load(m["samples"], weights_only=True)
+    assert t.shape == (50, 1, 28, 28) and t.abs().max() <= 1 and m["n"] == 50
+    assert Path(m["samples_grid"]).name == "samples.png" and Image.open(m["samples_grid"]).size == (
+        7 * 30 + 2,
+        8 * 30 + 2,
+    )
+    # the same images as the generator of the checkpoint on the same latent vectors
+    g, _, _ = load_generator(ckpt)
+    z = torch.randn(50, 128, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        assert torch.allclose(t, g(z), atol=1e-6)
 
 
 def test_sample_grids_reach_wandb(tmp_path, fid_cache, monkeypatch):
     """With logger=wandb (offline) every sample grid is logged as an image (a failing logger only
     warns, so look for the files): media PNGs of the grid's size, one per grid, and the history key."""
-    from test_runs import read_wandb_records
-
     monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "run"
     r = run_gan(out, ["logger=wandb", "trainer.max_epochs=1", "test=false"], fid_cache)
@@ -220,6 +348,10 @@ def test_sample_grids_reach_wandb(tmp_path, fid_cache, monkeypatch):
     while not any(rec.WhichOneof("record_type") == "exit" for rec in read_wandb_records(log)):
         assert time.time() < deadline, "the offline run never got its exit record"
         time.sleep(0.5)
-    keys = {it.key or "/".join(it.nested_key) for rec in read_wandb_records(log)
-            if rec.WhichOneof("record_type") == "history" for it in rec.history.item}
+    keys = {
+        it.key or "/".join(it.nested_key)
+        for rec in read_wandb_records(log)
+        if rec.WhichOneof("record_type") == "history"
+        for it in rec.history.item
+    }
     assert any(k.startswith("samples/fixed_noise") for k in keys), sorted(keys)

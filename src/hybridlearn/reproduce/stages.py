@@ -1,0 +1,400 @@
+"""The reproduce plan and its resumable runner (`python train.py experiment=reproduce`).
+
+Every run of a stage is a subprocess `train.py experiment=<name> ... hydra.run.dir=<dir>/<stage>/<run>`
+(or a module CLI), so no experiment package is imported here. A run's folder holds
+`reproduce_run.json` (the arguments it was started with): a second invocation skips a run whose
+results.json says completed with the same arguments, resumes an unfinished resumable one (the GAN)
+from `checkpoints/last.ckpt`, starts the others again, and moves aside a folder whose run had
+other arguments (`<run>.stale-N`), so a changed setting never reuses an old result.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from hybridlearn.core.config import check_choice, conf_dir
+from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.io import write_json_atomic
+from hybridlearn.reproduce.report import write_report
+
+log = logging.getLogger(__name__)
+STAGES = ("gom", "digits", "gan", "style")
+MARKER = "reproduce_run.json"
+
+
+@dataclass
+class Run:
+    """One subprocess of a stage: `train.py <args>` (kind train) or `python -m <args>` (kind module)."""
+
+    stage: str
+    name: str
+    args: list[str]
+    kind: str = "train"
+    resumable: bool = False  # a Lightning fit that resumes from checkpoints/last.ckpt
+    optional: bool = False  # its failure is reported but does not fail the command (data that may be offline)
+
+    @property
+    def rel(self) -> str:
+        return f"{self.stage}/{self.name}"
+
+
+@dataclass
+class Plan:
+    runs: dict[str, list[Run]] = field(default_factory=dict)  # stage -> its runs, in order
+    notes: dict[str, list[str]] = field(default_factory=dict)  # stage -> what was left out, and why
+
+
+# ------------------------------------------------------------------------------------ overrides
+def _value(v: Any) -> str:
+    """A value in Hydra's override grammar."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{" + ",".join(f"{k}:{_value(x)}" for k, x in v.items()) + "}"
+    s = str(v)
+    if s and all(c.isalnum() or c in "._-/" for c in s):
+        return s
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def flatten(node: Any, prefix: str = "") -> list[str]:
+    """{a: {b: 1, c: [2]}} -> ["a.b=1", "a.c=[2]"]: a nested mapping as key=value overrides."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, Mapping):
+        return [f"{prefix}={_value(node)}"]
+    out: list[str] = []
+    for k, v in node.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out += flatten(v, key) if isinstance(v, Mapping) and v else [f"{key}={_value(v)}"]
+    return out
+
+
+def _compose(overrides: list[str]) -> DictConfig:
+    """The composed config of `train.py <overrides>`: checks every planned run's keys up front."""
+    try:
+        if GlobalHydra.instance().is_initialized():
+            return compose("train", overrides=overrides)
+        with initialize_config_dir(str(conf_dir()), version_base="1.3"):
+            return compose("train", overrides=overrides)
+    except (HydraException, OmegaConfBaseException) as e:  # bad override, unknown key
+        raise ConfigError(
+            f"reproduce: `train.py {' '.join(overrides)}` does not compose: "
+            f"{str(e).splitlines()[0]}; fix reproduce.scale"
+        ) from None
+
+
+# ------------------------------------------------------------------------------------------ plan
+def scale_settings(cfg: DictConfig) -> DictConfig:
+    rp = cfg.reproduce
+    return rp.scale.quick if rp.quick else rp.scale.paper
+
+
+def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
+    """The runs of every selected stage. With `check`, each train run's overrides are composed
+    first, so a typo fails in a second instead of after an hour."""
+    rp = cfg.reproduce
+    stages = list(rp.stages)
+    for i, s in enumerate(stages):
+        check_choice(f"reproduce.stages[{i}]", s, STAGES)
+    sc = scale_settings(cfg)
+    common = [
+        f"paths.data_dir={_value(str(Path(cfg.paths.data_dir).resolve()))}",
+        f"paths.cache_dir={_value(str(Path(cfg.paths.cache_dir).expanduser().resolve()))}",
+    ]
+    plan = Plan()
+    for stage in STAGES:
+        if stage not in stages:
+            continue
+        s = sc[stage]
+        runs: list[Run] = []
+        notes: list[str] = []
+        if stage == "gom":
+            base = flatten(s.get("set") or {})
+            for seed in s.seeds:
+                runs.append(
+                    Run(
+                        stage,
+                        f"study_seed{seed}",
+                        ["experiment=gom_study", f"seed={seed}", *common, *base],
+                    )
+                )
+            cv_exp = s.get("cv_experiment")
+            if cv_exp:
+                cv_base = [
+                    f"experiment={cv_exp}",
+                    *common,
+                    *flatten(s.get("cv_set") or {}),
+                ]
+                has_features = "features" in _compose([f"experiment={cv_exp}"]).data
+                for feat in s.get("cv_features") or []:
+                    if has_features:
+                        runs.append(
+                            # the default file ships with the paper's data; another may need a download
+                            Run(
+                                stage,
+                                f"cv_{feat}",
+                                [*cv_base, f"data.features={_value(feat)}"],
+                                optional=feat != "default",
+                            )
+                        )
+                    elif feat == "default":  # this version reads the 68 default features only
+                        runs.append(Run(stage, f"cv_{feat}", cv_base))
+                    else:
+                        notes.append(
+                            f"cv_{feat}: not run, `data.features` is not an option of {cv_exp} "
+                            "in this version (68 default features only)"
+                        )
+        elif stage == "digits":
+            runs.append(
+                Run(
+                    stage,
+                    "study",
+                    ["experiment=digits_study", *common, *flatten(s.get("set") or {})],
+                )
+            )
+            runs.append(
+                Run(
+                    stage,
+                    "contact_sheet",
+                    [
+                        "hybridlearn.digits.data",
+                        "--contact-sheet",
+                        "fig04_digits.png",
+                        "--data-dir",
+                        str(Path(cfg.paths.data_dir).resolve()),
+                    ],
+                    kind="module",
+                )
+            )
+        elif stage == "gan":
+            runs.append(
+                Run(
+                    stage,
+                    "mnist",
+                    ["experiment=gan_mnist", *common, *flatten(s.get("set") or {})],
+                    resumable=True,
+                )
+            )
+        elif stage == "style":
+            base = flatten(s.get("set") or {})
+            for name, over in (s.get("variants") or {}).items():
+                runs.append(
+                    Run(
+                        stage,
+                        str(name),
+                        [
+                            "experiment=style_video",
+                            "overwrite=true",
+                            *common,
+                            *base,
+                            *flatten(over or {}),
+                        ],
+                    )
+                )
+        if check:
+            for r in runs:
+                if r.kind == "train":
+                    _compose(r.args)
+        plan.runs[stage], plan.notes[stage] = runs, notes
+    return plan
+
+
+# ----------------------------------------------------------------------------------------- state
+def run_state(run_dir: Path, run: Run) -> str:
+    """new | done | resume | rerun | stale (started with other arguments)."""
+    marker = run_dir / MARKER
+    if not run_dir.exists():
+        return "new"
+    if not marker.exists():
+        return "stale" if any(run_dir.iterdir()) else "new"
+    if json.loads(marker.read_text()).get("args") != run.args:
+        return "stale"
+    res = run_dir / "results.json"
+    if res.exists() and json.loads(res.read_text()).get("status") == "completed":
+        return "done"
+    if run.resumable and (run_dir / "checkpoints" / "last.ckpt").is_file():
+        return "resume"
+    return "rerun"
+
+
+def _move_aside(run_dir: Path) -> Path:
+    n = 1
+    while (aside := run_dir.with_name(f"{run_dir.name}.stale-{n}")).exists():
+        n += 1
+    run_dir.rename(aside)
+    return aside
+
+
+def _command(run: Run, run_dir: Path, python: str, resume: bool) -> list[str]:
+    if run.kind == "module":
+        args = list(run.args)
+        if "--contact-sheet" in args:  # the output file lives in the run folder
+            i = args.index("--contact-sheet") + 1
+            args[i] = str(run_dir / args[i])
+        return [python, "-m", *args]
+    train_py = conf_dir().parent / "train.py"
+    head = [python, str(train_py)] if train_py.is_file() else [str(Path(python).parent / "hybridlearn-train")]
+    extra = [f"ckpt_path={_value(str(run_dir / 'checkpoints' / 'last.ckpt'))}"] if resume else []
+    return [*head, *run.args, *extra, f"hydra.run.dir={_value(str(run_dir))}"]
+
+
+def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
+    """Bring one run to `done` (skip, resume or start it). Returns {state, seconds, ok, error}."""
+    run_dir = root / run.stage / run.name
+    state = run_state(run_dir, run)
+    if state == "done":
+        return {"state": "skipped", "seconds": 0.0, "ok": True}
+    if state == "stale":
+        log.info(
+            "reproduce: %s was run with other settings; moved to %s",
+            run.rel,
+            _move_aside(run_dir).name,
+        )
+    run_dir.mkdir(parents=True, exist_ok=True)
+    resume = state == "resume"
+    if resume:  # the CSV logger starts a new metrics.csv: keep the earlier epochs for the report
+        csv = run_dir / "csv" / "metrics.csv"
+        if csv.is_file():
+            hist = run_dir / "resumed"
+            hist.mkdir(exist_ok=True)
+            shutil.copy2(csv, hist / f"metrics_{len(list(hist.glob('metrics_*.csv'))):03d}.csv")
+    write_json_atomic(run_dir / MARKER, {"args": run.args, "kind": run.kind})
+    cmd = _command(run, run_dir, python, resume)
+    log.info(
+        "reproduce: %s %s (log: %s)",
+        "resuming" if resume else "running",
+        run.rel,
+        run_dir / "stage.log",
+    )
+    t0 = time.time()
+    with open(run_dir / "stage.log", "a") as fh:
+        fh.write(f"$ {' '.join(cmd)}\n")
+        fh.flush()
+        proc = subprocess.Popen(
+            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=os.getcwd(), env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+        try:
+            rc = proc.wait()
+        except KeyboardInterrupt:  # Ctrl-C reached the run too: let it write its record and checkpoint
+            try:
+                proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            raise
+    seconds = time.time() - t0
+    if run.kind == "module" and rc == 0:  # module CLIs write no results.json of their own
+        write_json_atomic(
+            run_dir / "results.json",
+            {
+                "status": "completed",
+                "duration_s": round(seconds, 3),
+                "command": cmd[1:],
+            },
+        )
+    res = run_dir / "results.json"
+    status = json.loads(res.read_text()).get("status") if res.exists() else None
+    if rc == 0 and status == "completed":
+        return {"state": "resumed" if resume else "ran", "seconds": seconds, "ok": True}
+    error = json.loads(res.read_text()).get("error") if res.exists() else None
+    tail = (run_dir / "stage.log").read_text().strip().splitlines()[-1:] or [""]
+    return {
+        "state": "failed",
+        "seconds": seconds,
+        "ok": False,
+        "error": error or f"exit code {rc}: {tail[0]}",
+    }
+
+
+# ---------------------------------------------------------------------------------------- entry
+def _fmt_s(s: float) -> str:
+    return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def run_reproduce(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    """Entry `hybridlearn.reproduce.stages:run_reproduce`: run the selected stages, write REPORT.md."""
+    rp = cfg.reproduce
+    root = Path(rp.dir).resolve()
+    plan = make_plan(cfg)
+    python = str(rp.get("python") or sys.executable)
+    expected = dict(rp.expected_quick_s if rp.quick else rp.expected_s)
+    stages = list(plan.runs)
+    t_start = time.time()
+    measured = predicted = 0.0  # seconds run / expected for the stages that ran: the machine's speed
+    summary: dict[str, Any] = {}
+    failed: list[str] = []
+    for i, stage in enumerate(stages):
+        t0 = time.time()
+        outcomes = {r.name: execute(r, root, python) for r in plan.runs[stage]}
+        took = time.time() - t0
+        states = [o["state"] for o in outcomes.values()]
+        optional = {r.name for r in plan.runs[stage] if r.optional}
+        bad = [f"{n}: {o['error']}" for n, o in outcomes.items() if not o["ok"]]
+        fatal = [f"{stage}/{n}: {o['error']}" for n, o in outcomes.items() if not o["ok"] and n not in optional]
+        failed += fatal
+        if any(s != "skipped" for s in states) and not fatal:  # the stage's time says how fast this machine is
+            measured += took
+            predicted += float(expected.get(stage, 0)) * sum(s != "skipped" for s in states) / max(len(states), 1)
+        speed = min(max(measured / predicted, 0.25), 4.0) if predicted > 0 else 1.0
+        rest = stages[i + 1 :]
+        left = speed * sum(float(expected.get(s, 0)) for s in rest)
+        counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states)) or "no runs"
+        log.info(
+            "reproduce: stage %d/%d %s %s in %s (%s); elapsed %s; left ~%s%s",
+            i + 1,
+            len(stages),
+            stage,
+            "FAILED" if fatal else "done",
+            _fmt_s(took),
+            counts,
+            _fmt_s(time.time() - t_start),
+            _fmt_s(left),
+            f" ({', '.join(rest)})" if rest else "",
+        )
+        for b in bad:
+            log.log(logging.WARNING if b.split(":", 1)[0] in optional else logging.ERROR, "reproduce: %s/%s", stage, b)
+        summary[stage] = {n: {k: v for k, v in o.items() if k != "ok"} for n, o in outcomes.items()}
+    report = write_report(
+        root,
+        quick=bool(rp.quick),
+        stages=stages,
+        notes=plan.notes,
+        expected={s: float(v) for s, v in expected.items()},
+        gif_max_mb=float(rp.gif_max_mb),
+        video_frames_n=int(rp.video_frames),
+    )
+    log.info("reproduce: report %s", report)
+    if failed:
+        raise ConfigError(
+            f"reproduce: {len(failed)} run(s) failed: {'; '.join(failed)}; the report has the rest "
+            f"({report}); fix and run the same command again (finished runs are kept)"
+        )
+    return {
+        "report": str(report),
+        "stages": summary,
+        "quick": bool(rp.quick),
+        "seconds": round(time.time() - t_start, 3),
+    }

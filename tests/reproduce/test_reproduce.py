@@ -1,0 +1,331 @@
+"""make reproduce: the plan, the resume logic, the report read from the runs' own files, and the
+quick mode end to end with tiny settings (every stage a real subprocess, seconds each)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import compose_cfg, train_cli
+from PIL import Image
+
+from hybridlearn.core.errors import ConfigError
+from hybridlearn.reproduce.report import write_report
+from hybridlearn.reproduce.stages import MARKER, Run, flatten, make_plan, run_state
+
+# Every stage in seconds: one GOM seed on a 2x2 grid, 2-fold CV, one digits seed for 1-2 epochs,
+# the GAN for 2 epochs on 1024 images, the video for 6 frames at 64 px.
+TINY = [
+    "reproduce.quick=true",
+    "reproduce.scale.quick.gom.seeds=[0]",
+    "reproduce.scale.quick.gom.cv_features=[default]",
+    "++reproduce.scale.quick.gom.set.grid.depths=[1]",
+    "++reproduce.scale.quick.gom.set.grid.widths=[1,2]",
+    "++reproduce.scale.quick.gom.set.grid.mlp_lrs=[0.1]",
+    "++reproduce.scale.quick.gom.set.grid.ae_hidden=[[1,3],[69,70]]",
+    "++reproduce.scale.quick.gom.set.grid.ae_lrs=[0.1]",
+    "++reproduce.scale.quick.gom.set.grid.epochs=5",
+    "++reproduce.scale.quick.gom.set.trainer.max_epochs=3",
+    "++reproduce.scale.quick.gom.cv_set.data.cv_folds=2",
+    "++reproduce.scale.quick.gom.cv_set.trainer.max_epochs=2",
+    "++reproduce.scale.quick.gom.cv_set.model.ae_epochs=5",
+    "reproduce.scale.quick.digits.set.study.seeds=[0]",
+    "++reproduce.scale.quick.digits.set.study.paper_epochs=[1,2]",
+    "reproduce.scale.quick.digits.set.study.transfer_epochs=1",
+    "reproduce.scale.quick.gan.set.trainer.max_epochs=2",
+    "reproduce.scale.quick.gan.set.data.train_subset=1024",
+    "++reproduce.scale.quick.gan.set.data.batch_size=256",
+    "++reproduce.scale.quick.gan.set.data.test_subset=500",
+    "++reproduce.scale.quick.gan.set.model.fid.num_samples=500",
+    "++reproduce.scale.quick.gan.set.model.fid.num_real=500",
+    "reproduce.scale.quick.gan.set.callbacks.gan_samples.epochs=[1,2]",
+    "reproduce.scale.quick.style.set.data.max_frames=6",
+    "reproduce.scale.quick.style.set.data.max_side=64",
+]
+
+
+def table(md: str, heading: str) -> list[list[str]]:
+    """Rows (cells) of the first markdown table after the line starting with `heading`."""
+    lines = md.splitlines()
+    i = next(k for k, line in enumerate(lines) if line.startswith(heading))
+    rows = []
+    for line in lines[i if lines[i].startswith("|") else i + 1 :]:
+        if line.startswith("|"):
+            if not set(line) <= set("|-"):
+                rows.append([c.strip() for c in line.strip("|").split("|")])
+        elif rows:
+            break
+    return rows[1:]  # without the header
+
+
+def first_number(cell: str) -> float:
+    return float(re.search(r"-?\d+(\.\d+)?", cell).group())
+
+
+# ------------------------------------------------------------------------------------ plan, state
+def test_flatten_quotes_values_for_hydra():
+    got = flatten({"a": {"b": 1, "c": [1, 2.5], "d": None, "e": True}, "s": "x y", "p": "/tmp/a_b.png"})
+    assert got == ["a.b=1", "a.c=[1,2.5]", "a.d=null", "a.e=true", "s='x y'", "p=/tmp/a_b.png"]
+
+
+def test_plan_quick_and_paper(tmp_path, data_dir):
+    paper = make_plan(compose_cfg(["experiment=reproduce"], tmp_path))
+    assert [r.name for r in paper.runs["gom"]][:5] == [f"study_seed{s}" for s in range(5)]  # >= 5 seeds
+    assert [r.rel for r in paper.runs["gan"]] == ["gan/mnist"] and paper.runs["gan"][0].resumable
+    assert not any("max_epochs" in a for a in paper.runs["gan"][0].args)  # the paper's 200 epochs
+    quick = make_plan(
+        compose_cfg(["experiment=reproduce", "reproduce.quick=true", "reproduce.stages=[gan,style]"], tmp_path)
+    )
+    assert list(quick.runs) == ["gan", "style"]
+    assert "trainer.max_epochs=5" in quick.runs["gan"][0].args
+    assert {r.name for r in quick.runs["style"]} == {"per_frame", "temporal_blend"}
+    assert "model.temporal_blend=0.6" in next(r for r in quick.runs["style"] if r.name == "temporal_blend").args
+
+
+def test_plan_refuses_unknown_stage_and_keys(tmp_path, data_dir):
+    with pytest.raises(ConfigError, match="reproduce.stages"):
+        make_plan(compose_cfg(["experiment=reproduce", "reproduce.stages=[gom,gann]"], tmp_path))
+    with pytest.raises(ConfigError, match="does not compose"):  # a typo fails before any run starts
+        make_plan(
+            compose_cfg(
+                [
+                    "experiment=reproduce",
+                    "reproduce.stages=[gan]",
+                    "++reproduce.scale.paper.gan.set.trainer.max_epoch=3",
+                ],
+                tmp_path,
+            )
+        )
+
+
+def test_run_state(tmp_path):
+    run = Run("gan", "mnist", ["experiment=gan_mnist"], resumable=True)
+    d = tmp_path / "gan" / "mnist"
+    assert run_state(d, run) == "new"
+    d.mkdir(parents=True)
+    (d / MARKER).write_text(json.dumps({"args": run.args}))
+    assert run_state(d, run) == "rerun"  # killed before any checkpoint
+    (d / "checkpoints").mkdir()
+    (d / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (d / "results.json").write_text(json.dumps({"status": "interrupted"}))
+    assert run_state(d, run) == "resume"
+    assert run_state(d, Run("gan", "mnist", run.args)) == "rerun"  # not resumable: start again
+    (d / "results.json").write_text(json.dumps({"status": "completed"}))
+    assert run_state(d, run) == "done"
+    assert run_state(d, Run("gan", "mnist", [*run.args, "trainer.max_epochs=3"], resumable=True)) == "stale"
+
+
+# ------------------------------------------------------------------------------------- the report
+def _fake_runs(root: Path) -> None:
+    """Run folders as the experiments write them, with known numbers."""
+    for seed, (m1, m2, km) in enumerate([(25, 81, 4182.0), (19, 87, 3900.0)]):
+        d = root / "gom" / f"study_seed{seed}"
+        d.mkdir(parents=True)
+        m = {
+            "mlp_best": {"depth": 5, "width": 5, "lr": 0.9, "best_val_energy": 0.037, "test_km": 4554.0},
+            "hybrid": {
+                "M1": {
+                    "ae_hidden": m1,
+                    "ae_lr": 0.1,
+                    "test/km": km,
+                    "test/km_median": 3400.0,
+                    "test/r2_lat": 0.07,
+                    "test/r2_lon": 0.06,
+                },
+                "M2": {
+                    "ae_hidden": m2,
+                    "ae_lr": 0.1,
+                    "test/km": km - 300,
+                    "test/km_median": 3100.0,
+                    "test/r2_lat": 0.0,
+                    "test/r2_lon": 0.2,
+                },
+            },
+            "baselines": {"baseline_mean_km": 4588.0, "baseline_knn_km": 3520.0},
+            "figures": {},
+        }
+        (d / "results.json").write_text(json.dumps({"status": "completed", "metrics": m, "duration_s": 40.0}))
+    d = root / "gom" / "cv_default"
+    d.mkdir()
+    cv = {
+        "cv_model_km": 3061.4,
+        "cv_model_km_median": 1814.0,
+        "cv_knn_km": 3618.0,
+        "cv_mean_km": 4604.0,
+        "cv_folds": 10,
+        "zhou2014_rf_km": 3113.0,
+        "folds": [{"test_km": 3000.0}, {"test_km": 3100.0}],
+    }
+    (d / "results.json").write_text(json.dumps({"status": "completed", "metrics": cv}))
+    d = root / "digits" / "study"
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({"status": "completed", "metrics": {}}))
+    (d / "study.json").write_text(
+        json.dumps(
+            {
+                "seeds": [0, 1],
+                "paper_setup": {
+                    "10": {"train_acc": [0.66, 0.68], "val_acc": [0.5, 0.6], "test_acc": [0.5, 0.55]},
+                    "50": {"train_acc": [0.99, 1.0], "val_acc": [0.6, 0.62], "test_acc": [0.64, 0.66]},
+                },
+                "zero_shot_test_acc": [0.95, 0.94],
+                "transfer": {"transfer (pretrained + augmentation)": [0.984, 0.992]},
+            }
+        )
+    )
+    d = root / "gan" / "mnist"
+    (d / "samples").mkdir(parents=True)
+    (d / ".hydra").mkdir()
+    (d / ".hydra" / "config.yaml").write_text(
+        "trainer: {max_epochs: 3}\ndata: {batch_size: 512}\ncallbacks: {gan_samples: {epochs: [1, 3]}}\n"
+    )
+    for e in (1, 3):
+        Image.new("RGB", (20, 20), (e * 40, 0, 0)).save(d / "samples" / f"epoch_{e:04d}.png")
+    (d / "resumed").mkdir()  # epochs 1-2 before a kill, epoch 3 after the resume
+    (d / "resumed" / "metrics_000.csv").write_text("epoch,fid,gen/modes_covered,step\n0,900.5,1,10\n1,500.25,4,20\n")
+    (d / "csv").mkdir()
+    (d / "csv" / "metrics.csv").write_text("epoch,fid,gen/modes_covered,step\n2,300.0,7,30\n")
+    (d / "results.json").write_text(
+        json.dumps(
+            {
+                "status": "completed",
+                "metrics": {
+                    "fid": 300.0,
+                    "fid_floor": 0.82,
+                    "fid_history": [[3, 300.0]],
+                    "test/fid": 310.0,
+                    "gen/modes_covered": 7,
+                },
+            }
+        )
+    )
+    for name, ratio in (("per_frame", 3.089), ("temporal_blend", 2.095)):
+        d = root / "style" / name
+        d.mkdir(parents=True)
+        (d / "results.json").write_text(
+            json.dumps(
+                {"status": "completed", "metrics": {"frames": 554, "flicker_ratio": ratio, "flicker_input": 0.0121}}
+            )
+        )
+
+
+def test_report_filled_from_the_runs_files(tmp_path):
+    _fake_runs(tmp_path)
+    md = write_report(tmp_path, quick=False, stages=["gom", "digits", "gan", "style"]).read_text()
+    assert md.startswith("# Hybrid supervised learning") and "QUICK" not in md.splitlines()[0]
+    m = {r[0]: r for r in table(md, "### Best autoencoders")}
+    assert m["M1* (hidden units)"][1:3] == ["19", "25, 19"] and m["M2* (hidden units)"][1:3] == ["87", "81, 87"]
+    hy = {r[0]: r for r in table(md, "### Hybrid")}
+    assert first_number(hy["hybrid M1*"][2]) == pytest.approx((4182 + 3900) / 2, abs=0.5)
+    assert hy["hybrid M1*"][3] == "4182, 3900"
+    cv = table(md, "### What we add: 10-fold")[0]
+    assert [first_number(c) for c in cv[2:8]] == [3061, 71, 1814, 3618, 4604, 3113]
+    dg = {r[0]: r for r in table(md, "### Figs. 12-13")}
+    assert dg["10"][1] == "0.645" and dg["10"][2] == "0.670 ± 0.014" and dg["50"][3] == "0.615"
+    tr = {r[0]: r for r in table(md, "### What we add: transfer")}
+    assert tr["transfer (pretrained + augmentation)"][2] == "0.984, 0.992"
+    gan = {r[0]: r[1] for r in table(md, "| metric | value |")}
+    assert gan["LeNet-FID, best epoch"] == "300.00 (epoch 3)" and gan["epochs trained"] == "3"
+    assert gan["real-vs-real floor"] == "0.82" and gan["test: best checkpoint vs test images"] == "310.00"
+    assert gan["LeNet-FID, epoch 1"] == "900.50" and gan["digits covered (>= 2.5% of samples), last epoch"] == "7"
+    assert (tmp_path / "figures" / "gan_epoch_001.png").is_file() and (
+        tmp_path / "figures" / "gan_epoch_003.png"
+    ).is_file()
+    assert (tmp_path / "figures" / "gan_fid_curve.png").is_file()
+    st = {r[0]: r for r in table(md, "| variant |")}
+    assert first_number(st["per_frame"][2]) == 3.089 and first_number(st["temporal_blend"][2]) == 2.095
+    assert "M1* = 25, 19 (seeds) vs the paper's 19" in md
+    assert write_report(tmp_path, quick=False, stages=["gom", "digits", "gan", "style"]).read_text() == md
+    (tmp_path / "gom" / "study_seed0.stale-1").mkdir()  # moved aside: not a seed of the report
+    quick = write_report(tmp_path, quick=True, stages=["gan"]).read_text()
+    assert quick.splitlines()[0].startswith("# QUICK MODE") and "## 1. Geographical" in quick  # the folder's runs
+    assert table(quick, "### Best autoencoders")[0][2] == "25, 19"
+    empty = tmp_path / "empty"
+    assert "Not run" in write_report(empty, quick=False, stages=["gom"]).read_text()
+
+
+# --------------------------------------------------------------------------- quick mode, end to end
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory, data_dir):
+    root = tmp_path_factory.mktemp("reproduce") / "quick"
+    p = train_cli(["experiment=reproduce", *TINY, f"reproduce.dir={root}"], timeout=900)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    return root, p
+
+
+def results(root: Path, rel: str) -> dict:
+    return json.loads((root / rel / "results.json").read_text())
+
+
+def test_quick_tiny_end_to_end(tiny):
+    root, p = tiny
+    md = (root / "REPORT.md").read_text()
+    assert md.splitlines()[0].startswith("# QUICK MODE")
+    log = (root / "train.log").read_text()
+    assert len(re.findall(r"reproduce: stage \d/4 \w+ done in .*; elapsed .*; left ~", log)) == 4
+    # the tables hold the runs' own numbers
+    g = results(root, "gom/study_seed0")["metrics"]
+    m = {r[0]: r for r in table(md, "### Best autoencoders")}
+    assert m["M1* (hidden units)"][2] == str(g["hybrid"]["M1"]["ae_hidden"])
+    hy = {r[0]: r for r in table(md, "### Hybrid")}
+    assert first_number(hy["hybrid M2*"][2]) == pytest.approx(g["hybrid"]["M2"]["test/km"], abs=0.5)
+    cv = results(root, "gom/cv_default")["metrics"]
+    assert first_number(table(md, "### What we add: 10-fold")[0][2]) == pytest.approx(cv["cv_model_km"], abs=0.5)
+    st = json.loads((root / "digits/study/study.json").read_text())
+    dg = {r[0]: r for r in table(md, "### Figs. 12-13")}
+    assert first_number(dg["2"][2]) == pytest.approx(st["paper_setup"]["2"]["train_acc"][0], abs=5e-4)
+    gm = results(root, "gan/mnist")["metrics"]
+    gan = {r[0]: r[1] for r in table(md, "| metric | value |")}
+    assert first_number(gan["LeNet-FID, last epoch"]) == pytest.approx(gm["fid"], abs=5e-3)
+    assert first_number(gan["real-vs-real floor"]) == pytest.approx(gm["fid_floor"], abs=5e-3)
+    sty = {r[0]: r for r in table(md, "| variant |")}
+    for v in ("per_frame", "temporal_blend"):
+        assert first_number(sty[v][2]) == pytest.approx(
+            results(root, f"style/{v}")["metrics"]["flicker_ratio"], abs=5e-4
+        )
+    figs = {f.name for f in (root / "figures").iterdir()}
+    assert {
+        "gan_epoch_001.png",
+        "gan_epoch_002.png",
+        "gan_training.gif",
+        "gan_fid_curve.png",
+        "digits_fig04_contact_sheet.png",
+        "digits_fig12_13_curves.png",
+        "style_video_frames.png",
+    } <= figs
+    assert all((root / "figures" / f).stat().st_size <= 2 * 2**20 for f in figs)
+    assert not any(f.endswith(".mp4") for f in figs)
+
+
+def test_second_run_skips_and_killed_runs_resume(tiny):
+    root, _ = tiny
+    md = (root / "REPORT.md").read_text()
+    # 1. nothing left to do: every run skipped, the same report
+    p = train_cli(["experiment=reproduce", *TINY, f"reproduce.dir={root}"], timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    log = (root / "train.log").read_text()
+    assert (
+        "stage 3/4 gan done in" in log
+        and "(1 skipped)" in log
+        and "running gan/mnist" not in log.split("stage 4/4")[-1]
+    )
+    assert (root / "REPORT.md").read_text() == md
+    # 2. the GAN killed (interrupted record, last.ckpt kept) and a style run killed before its record
+    gan = root / "gan" / "mnist"
+    (gan / "results.json").write_text(json.dumps({"status": "interrupted"}))
+    (root / "style" / "per_frame" / "results.json").unlink()
+    shutil.copy2(gan / "csv" / "metrics.csv", gan / "metrics_before.csv")
+    p = train_cli(["experiment=reproduce", *TINY, f"reproduce.dir={root}"], timeout=600)
+    assert p.returncode == 0, p.stderr[-3000:]
+    log = (root / "train.log").read_text().split("stage 4/4")[-2]  # this invocation's lines
+    assert "resuming gan/mnist" in log and "running gom/" not in log.split("resuming gan/mnist")[-1]
+    r = results(root, "gan/mnist")
+    assert r["status"] == "completed" and f"ckpt_path={gan / 'checkpoints' / 'last.ckpt'}" in r["overrides"]
+    assert (gan / "resumed" / "metrics_000.csv").read_text() == (gan / "metrics_before.csv").read_text()
+    assert results(root, "style/per_frame")["status"] == "completed"
+    new = (root / "REPORT.md").read_text()
+    # the same numbers; only the wall-time table may move
+    assert new.split("## Runs")[0] == md.split("## Runs")[0]

@@ -3,13 +3,13 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# extras to install: `make test EXTRAS=dev,tf` adds TensorFlow (TF-Hub / TFLite style backends)
+# extras to install: `make test EXTRAS=dev,tf` adds TensorFlow (the style transfer's TF-Hub path)
 EXTRAS ?= dev
 COMMA := ,
 STAMP := $(VENV)/.installed-$(subst $(COMMA),-,$(EXTRAS))
 export DATA_DIR ?= ./data
 
-.PHONY: help install train test test-all sweep bench clean
+.PHONY: help install lint format train test test-all sweep bench reproduce clean
 
 help:  ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -21,6 +21,14 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)  ## create .venv and install the package with its dev extra (idempotent)
+
+lint: $(STAMP)  ## ruff: lint and format check of the whole tree (CI runs it before the tests)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(STAMP)  ## ruff: fix imports and format the tree
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 train: $(STAMP)  ## the main job: LeNet-5 on MNIST (~3 min on 2 CPU cores)
 	$(PY) train.py experiment=lenet_mnist $(ARGS)
@@ -37,6 +45,9 @@ sweep: $(STAMP)  ## example multirun: two learning rates x two seeds, 2 parallel
 
 bench: $(STAMP)  ## benchmarks (see benchmarks/RESULTS.md)
 	$(PY) benchmarks/bench_lenet.py
+
+reproduce: $(STAMP)  ## the whole paper, resumable: lightning_logs/reproduce/paper/REPORT.md (QUICK=1: reduced settings, <= 10 min)
+	$(PY) train.py experiment=reproduce $(if $(filter 1 true yes,$(QUICK)),reproduce.quick=true) $(ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv and data)
 	rm -rf lightning_logs/*/ outputs multirun .pytest_cache

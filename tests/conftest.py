@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import json
 import os
+import struct
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+from wandb.proto import wandb_internal_pb2 as pb
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -69,5 +71,36 @@ def run_train(tmp_path: Path) -> Callable[..., dict]:
 
 def train_cli(args: list[str], cwd: Path = ROOT, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
     """Run `python train.py <args>` as a user would; returns the completed process (text output)."""
-    return subprocess.run([sys.executable, str(ROOT / "train.py"), *args], cwd=cwd, capture_output=True,
-                          text=True, timeout=timeout, env={**os.environ, "PYTHONUNBUFFERED": "1"}, **popen)
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        **popen,
+    )
+
+
+def read_wandb_records(path: Path):
+    """Parse an offline .wandb file (LevelDB-style log of protobuf records) without wandb's service."""
+    data = path.read_bytes()
+    assert data[:4] == b":W&B", "not a W&B transaction log"
+    block, pos, buf, out = 32768, 7, b"", []
+    while pos + 7 <= len(data):
+        left = block - pos % block
+        if left < 7:  # block trailer padding
+            pos += left
+            continue
+        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        if length == 0 and kind == 0:
+            pos += left
+            continue
+        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
+        buf = chunk if kind in (1, 2) else buf + chunk  # FULL/FIRST start a record
+        if kind in (1, 4):  # FULL/LAST end it
+            rec = pb.Record()
+            rec.ParseFromString(buf)
+            out.append(rec)
+            buf = b""
+    return out

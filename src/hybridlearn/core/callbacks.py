@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
+from PIL import Image
 
 from hybridlearn.core.checkpoint import CLASS_KEY, class_name
+from hybridlearn.core.plotting import plot_curves
 
 
 class RNGStateCallback(L.Callback):
@@ -28,8 +32,13 @@ class RNGStateCallback(L.Callback):
         kind, keys, pos, has_gauss, gauss = np.random.get_state()
         state = {
             "torch": torch.get_rng_state(),
-            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
-                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "numpy": {
+                "kind": kind,
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "gauss": float(gauss),
+            },
             "python": list(random.getstate()[1]),
             "python_version": random.getstate()[0],
         }
@@ -58,3 +67,45 @@ class ClassTagCallback(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLASS_KEY] = class_name(pl_module)
+
+
+class LearningCurves(L.Callback):
+    """Per-epoch metrics -> `<run>/learning_curves.png` at the end of fit (one panel per metric,
+    train vs val), also sent to TensorBoard / W&B: the first picture a user looks at."""
+
+    def __init__(self, filename: str = "learning_curves.png"):
+        self.filename = filename
+        self.history: dict[str, dict[str, list[float]]] = {}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # Validation ran inside this epoch already, so both splits' epoch values are here.
+        epoch: dict[tuple[str, str], float] = {}
+        for key, value in trainer.callback_metrics.items():
+            split, _, name = key.partition("/")
+            if split not in ("train", "val") or not name or name.endswith("_step") or value.numel() != 1:
+                continue
+            epoch[(name.removesuffix("_epoch"), split)] = float(value)
+        for (name, split), v in epoch.items():
+            self.history.setdefault(name, {}).setdefault(split, []).append(v)
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        panels = {k: {s: [v] for s, v in series.items() if len(v) > 1} for k, series in sorted(self.history.items())}
+        panels = {k: v for k, v in panels.items() if v}
+        if not panels or trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        path = plot_curves(
+            dict(list(panels.items())[:4]),
+            Path(trainer.default_root_dir) / self.filename,
+            title=type(pl_module).__name__,
+        )
+        log_picture(trainer, "learning_curves", path)
+
+
+def log_picture(trainer: L.Trainer, key: str, path: Path) -> None:
+    """Send a PNG the run wrote to the run's TensorBoard and W&B loggers (others keep the file only)."""
+    for lg in trainer.loggers:
+        if isinstance(lg, TensorBoardLogger):
+            img = np.asarray(Image.open(path).convert("RGB"))
+            lg.experiment.add_image(key, img, global_step=trainer.global_step, dataformats="HWC")
+        elif isinstance(lg, WandbLogger):
+            lg.log_image(key=key, images=[str(path)], step=trainer.global_step)

@@ -47,7 +47,9 @@ def check_class(ck: dict[str, Any], cls: type, path: str | Path, what: str = "ch
     """One line when the checkpoint was written by another LightningModule class."""
     tag = ck.get(CLASS_KEY)
     if tag and tag != class_name(cls):
-        raise ConfigError(f"{what} {path} holds {describe(ck)}, not {cls.__name__}; give a checkpoint of this experiment")
+        raise ConfigError(
+            f"{what} {path} holds {describe(ck)}, not {cls.__name__}; give a checkpoint of this experiment"
+        )
 
 
 def load_module(cls: type[M], path: str | Path, what: str = "checkpoint", **kwargs: Any) -> M:
@@ -73,8 +75,15 @@ def check_fits(path: str | Path, model: L.LightningModule, what: str = "ckpt_pat
     extra = [k for k in theirs if k not in own]
     wrong = [k for k in own if k in theirs and tuple(own[k].shape) != tuple(theirs[k].shape)]
     if missing or extra or wrong:
-        detail = "; ".join(s for s in (
-            f"missing {', '.join(missing[:3])}" if missing else "",
-            f"unexpected {', '.join(extra[:3])}" if extra else "",
-            f"other shape {', '.join(wrong[:3])}" if wrong else "") if s)
-        raise ConfigError(f"{what}={path} holds {describe(ck)}, not this experiment's {type(model).__name__} ({detail})")
+        detail = "; ".join(
+            s
+            for s in (
+                f"missing {', '.join(missing[:3])}" if missing else "",
+                f"unexpected {', '.join(extra[:3])}" if extra else "",
+                f"other shape {', '.join(wrong[:3])}" if wrong else "",
+            )
+            if s
+        )
+        raise ConfigError(
+            f"{what}={path} holds {describe(ck)}, not this experiment's {type(model).__name__} ({detail})"
+        )

@@ -42,9 +42,20 @@ def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad key."""
     missing = OmegaConf.missing_keys(cfg)
     if missing:
-        raise ConfigError(f"missing required config value(s): {', '.join(sorted(missing))}; set them on the command line")
+        raise ConfigError(
+            f"missing required config value(s): {', '.join(sorted(missing))}; set them on the command line"
+        )
     if cfg.get("task", "fit") not in TASKS:
         raise ConfigError(f"task must be one of {', '.join(TASKS)} (got {cfg.task!r})")
+    if cfg.get("task", "fit") == "test" and not cfg.get("entry") and not cfg.get("ckpt_path"):
+        raise ConfigError(
+            "task=test needs ckpt_path=<a .ckpt of this experiment> (testing untrained weights means nothing)"
+        )
+    ckpt = cfg.get("ckpt_path")
+    if ckpt and not Path(str(ckpt)).expanduser().is_file():
+        raise ConfigError(
+            f"ckpt_path={ckpt} is not a file; give the path of a .ckpt (e.g. <run>/checkpoints/last.ckpt)"
+        )
     if not isinstance(cfg.get("seed"), int) and cfg.get("seed") is not None:
         raise ConfigError(f"seed must be an integer or null (got {cfg.seed!r})")
     for group in ("model", "data"):
@@ -85,4 +96,6 @@ def conf_dir() -> Path:
     for c in candidates:
         if (c / "train.yaml").is_file():
             return c
-    raise ConfigError("conf/train.yaml not found; install the checkout with `make install` or set HYBRIDLEARN_CONF=<repo>/conf")
+    raise ConfigError(
+        "conf/train.yaml not found; install the checkout with `make install` or set HYBRIDLEARN_CONF=<repo>/conf"
+    )

@@ -3,7 +3,7 @@ and the shuffle order is a function of (seed, epoch) so a resumed run sees the s
 
 from __future__ import annotations
 
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
@@ -62,8 +62,14 @@ def tensor_loader(
     # A private generator: creating the iterator draws a base seed from it, not from the global
     # RNG, so resuming (which creates the iterator at a different moment) leaves the global
     # stream, i.e. dropout masks and noise, exactly as in an uninterrupted run.
-    return DataLoader(ds, sampler=sampler, batch_size=None, num_workers=0, pin_memory=pin_memory,
-                      generator=torch.Generator().manual_seed(seed))
+    return DataLoader(
+        ds,
+        sampler=sampler,
+        batch_size=None,
+        num_workers=0,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+    )
 
 
 def seeded_split(n: int, fractions: Sequence[float], seed: int) -> list[torch.Tensor]:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import matplotlib
 
@@ -22,9 +22,14 @@ def save_figure(fig, path: str | Path, dpi: int = 110) -> Path:
     return Path(path)
 
 
-def plot_curves(panels: Mapping[str, Mapping[str, Sequence[Sequence[float]]]], path: str | Path, title: str = "",
-                xlabel: str = "epoch", markers: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]] | None = None,
-                ylabels: Mapping[str, str] | None = None) -> Path:
+def plot_curves(
+    panels: Mapping[str, Mapping[str, Sequence[Sequence[float]]]],
+    path: str | Path,
+    title: str = "",
+    xlabel: str = "epoch",
+    markers: Mapping[str, Mapping[str, Sequence[tuple[float, float]]]] | None = None,
+    ylabels: Mapping[str, str] | None = None,
+) -> Path:
     """One panel per entry of `panels` ({panel title: {series label: runs}}), each run a list of
     per-epoch values; several runs of a series draw their mean and a min-max band. `markers` adds
     points ({panel: {label: [(x, y), ...]}}), e.g. the paper's values."""

@@ -43,8 +43,9 @@ def _cell(v: Any, digits: int) -> str:
     return str(v).replace("|", "\\|").replace("\n", " ") if v is not None else ""
 
 
-def write_table(rows: list[dict[str, Any]], stem: str | Path, title: str = "", columns: list[str] | None = None,
-                digits: int = 6) -> tuple[Path, Path]:
+def write_table(
+    rows: list[dict[str, Any]], stem: str | Path, title: str = "", columns: list[str] | None = None, digits: int = 6
+) -> tuple[Path, Path]:
     """The one table writer: `<stem>.csv` and `<stem>.md` (optional `# title`), atomically; the
     columns are `columns` or the keys of all rows in first-seen order."""
     stem = Path(stem)
@@ -76,7 +77,9 @@ def summarize(sweep_dir: Path) -> tuple[list[dict[str, Any]], Path, Path]:
         else:  # killed before it could write anything
             row = {"job": job_dir.name, "status": "no result", "overrides": ""}
         rows.append(row)
-    cols = ["job", "status", "overrides"] + sorted({k for r in rows for k in r} - {"job", "status", "overrides", "error"})
+    cols = ["job", "status", "overrides"] + sorted(
+        {k for r in rows for k in r} - {"job", "status", "overrides", "error"}
+    )
     if any("error" in r for r in rows):
         cols.append("error")
     csv_path, md_path = write_table(rows, sweep_dir / "summary", columns=cols, digits=4)

@@ -7,15 +7,45 @@ The standard flow trains one model per run; a study (`entry:`) trains many, each
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hybridlearn.core.callbacks import ClassTagCallback
+
+
+# The config of the run in progress (set by core.cli.run): code deep inside a run that must train a
+# model of its own (the cached MNIST LeNet-5 behind `model.pretrained: mnist`, the FID classifier)
+# builds its Trainer from it, so `trainer=gpu` and `logger=wandb` reach that model too.
+@dataclass
+class RunContext:
+    cfg: DictConfig
+    trainers: list[L.Trainer] = field(default_factory=list)  # every Trainer the run built (W&B closing, Ctrl-C)
+
+
+_RUNS: list[RunContext] = []
+
+
+@contextlib.contextmanager
+def run_config(cfg: DictConfig) -> Iterator[RunContext]:
+    _RUNS.append(RunContext(cfg))
+    try:
+        yield _RUNS[-1]
+    finally:
+        _RUNS.pop()
+
+
+def current_config() -> DictConfig | None:
+    """The composed config of the run in progress, or None outside a run (Python API, tests)."""
+    return _RUNS[-1].cfg if _RUNS else None
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -37,24 +67,55 @@ def rooted(cfg: DictConfig, output_dir: str | Path, name: str = "") -> DictConfi
     return sub
 
 
-def build_trainer(cfg: DictConfig, output_dir: str | Path, *, name: str = "", callbacks: Sequence[L.Callback] = (),
-                  use_config_callbacks: bool = True, **trainer_overrides: Any) -> L.Trainer:
+def build_trainer(
+    cfg: DictConfig | None,
+    output_dir: str | Path,
+    *,
+    name: str = "",
+    callbacks: Sequence[L.Callback] = (),
+    use_config_callbacks: bool = True,
+    **trainer_overrides: Any,
+) -> L.Trainer:
     """A Trainer from `cfg.trainer` (+ `trainer_overrides`), `cfg.logger` and `cfg.callbacks`, writing
-    into `output_dir`. `name` names the model inside a study (its W&B run is `<run name>/<name>`)."""
+    into `output_dir`. `name` names the model inside a study (its W&B run is `<run name>/<name>`).
+    With `cfg=None` (outside a run: Python API, tests) a quiet single-device Trainer."""
+    if cfg is None:
+        quiet = dict(
+            accelerator="auto",
+            devices=1,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+        )
+        return L.Trainer(
+            default_root_dir=str(output_dir),
+            callbacks=[*callbacks, ClassTagCallback()],
+            **{**quiet, **trainer_overrides},
+        )
     sub = rooted(cfg, output_dir, name)
     cbs = [*(instantiate_group(sub.get("callbacks")) if use_config_callbacks else []), *callbacks, ClassTagCallback()]
     loggers = instantiate_group(sub.get("logger"))
-    trainer: L.Trainer = instantiate(sub.trainer, callbacks=cbs, logger=loggers or False,
-                                     default_root_dir=str(output_dir), **trainer_overrides)
-    for lg in loggers:
+    # Callbacks that Lightning refuses in some settings are dropped there instead of failing the run.
+    settings = {**OmegaConf.to_container(sub.trainer, resolve=True), **trainer_overrides}
+    if settings.get("enable_progress_bar") is False:
+        cbs = [cb for cb in cbs if not isinstance(cb, ProgressBar)]
+    if not loggers:
+        cbs = [cb for cb in cbs if not isinstance(cb, LearningRateMonitor)]
+    trainer: L.Trainer = instantiate(
+        sub.trainer, callbacks=cbs, logger=loggers or False, default_root_dir=str(output_dir), **trainer_overrides
+    )
+    for lg in trainer.loggers:  # fast_dev_run swaps the loggers for dummies: start no real run then
         lg.log_hyperparams(OmegaConf.to_container(sub, resolve=True, throw_on_missing=False))
+    if _RUNS:
+        _RUNS[-1].trainers.append(trainer)
     return trainer
 
 
 def finish_loggers(trainer: L.Trainer | None, failed: bool = False) -> None:
     """Close the W&B runs of `trainer` (marked failed when `failed`), so every model of a run or
     sweep leaves one complete run."""
-    for lg in (trainer.loggers if trainer is not None else []):
+    for lg in trainer.loggers if trainer is not None else []:
         if isinstance(lg, WandbLogger) and lg._experiment is not None:
             lg.experiment.finish(exit_code=1 if failed else 0)
-

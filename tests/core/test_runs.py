@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import signal
-import struct
 import subprocess
 import sys
 import time
@@ -14,35 +13,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, train_cli
+from conftest import ROOT, read_wandb_records, train_cli
 
-QUICK = ["experiment=lenet_mnist", "data.train_subset=3000", "data.test_subset=1000", "trainer.enable_progress_bar=false"]
-
-
-def read_wandb_records(path: Path):
-    """Parse an offline .wandb file (LevelDB-style log of protobuf records) without wandb's service."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", "not a W&B transaction log"
-    block, pos, buf, out = 32768, 7, b"", []
-    while pos + 7 <= len(data):
-        left = block - pos % block
-        if left < 7:  # block trailer padding
-            pos += left
-            continue
-        _crc, length, kind = struct.unpack("<IHB", data[pos : pos + 7])
-        if length == 0 and kind == 0:
-            pos += left
-            continue
-        chunk, pos = data[pos + 7 : pos + 7 + length], pos + 7 + length
-        buf = chunk if kind in (1, 2) else buf + chunk  # FULL/FIRST start a record
-        if kind in (1, 4):  # FULL/LAST end it
-            rec = pb.Record()
-            rec.ParseFromString(buf)
-            out.append(rec)
-            buf = b""
-    return out
+QUICK = [
+    "experiment=lenet_mnist",
+    "data.train_subset=3000",
+    "data.test_subset=1000",
+    "trainer.enable_progress_bar=false",
+]
 
 
 def test_wandb_offline_run_has_metrics(run_train, data_dir, monkeypatch):
@@ -70,8 +48,18 @@ def test_wandb_offline_run_has_metrics(run_train, data_dir, monkeypatch):
 def test_joblib_multirun_writes_summary_and_marks_failures(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
     # three jobs, two at a time; the third has a bad learning rate and must be marked failed
-    p = train_cli(["-m", *QUICK, "trainer.max_epochs=1", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2",
-                   "model.lr=0.002,0.005,-1", f"hydra.sweep.dir={sweep}"], timeout=600)
+    p = train_cli(
+        [
+            "-m",
+            *QUICK,
+            "trainer.max_epochs=1",
+            "hydra/launcher=joblib",
+            "hydra.launcher.n_jobs=2",
+            "model.lr=0.002,0.005,-1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        timeout=600,
+    )
     assert p.returncode == 1, p.stderr[-3000:]
     assert "failed" in p.stderr
     rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
@@ -92,13 +80,23 @@ def _final_state(run_dir: Path) -> dict:
 
 
 def test_resume_after_sigkill_matches_uninterrupted(tmp_path, data_dir):
-    args = [*QUICK, "data.train_subset=8000", "trainer.max_epochs=3", "seed=7", "callbacks.model_checkpoint.save_top_k=-1"]
+    args = [
+        *QUICK,
+        "data.train_subset=8000",
+        "trainer.max_epochs=3",
+        "seed=7",
+        "callbacks.model_checkpoint.save_top_k=-1",
+    ]
     full = train_cli([*args, f"hydra.run.dir={tmp_path}/full"])
     assert full.returncode == 0, full.stderr[-2000:]
 
     killed_dir = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={killed_dir}"],
-                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={killed_dir}"],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     first = killed_dir / "checkpoints" / "epoch_000.ckpt"
     deadline = time.time() + 300
     while not first.exists() and time.time() < deadline and proc.poll() is None:

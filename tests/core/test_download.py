@@ -61,7 +61,9 @@ def test_corrupt_local_file_named(tmp_path, data_dir):
     folder = tmp_path / "mnist"
     folder.mkdir()
     for name in MNIST_FILES:
-        shutil.copyfile(data_dir / "mnist" / name, folder / name) if "labels" in name else (folder / name).symlink_to(data_dir / "mnist" / name)
+        shutil.copyfile(data_dir / "mnist" / name, folder / name) if "labels" in name else (folder / name).symlink_to(
+            data_dir / "mnist" / name
+        )
     bad = folder / "t10k-labels-idx1-ubyte.gz"
     bad.write_bytes(bad.read_bytes()[:-10])
     with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: md5 .* does not match"):

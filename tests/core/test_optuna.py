@@ -1,0 +1,84 @@
+"""hparams_search=lenet_optuna: a small Optuna (TPE) search end to end through train.py."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import train_cli
+
+SEARCH = [
+    "-m",
+    "hparams_search=lenet_optuna",
+    "experiment=lenet_mnist",
+    "debug=limit",
+    "data.train_subset=2000",
+    "data.test_subset=500",
+    "trainer.enable_progress_bar=false",
+    "logger=csv",
+]
+
+
+def _trials(sweep: Path) -> dict[str, dict]:
+    return {p.parent.name: json.loads(p.read_text()) for p in sweep.glob("*/results.json")}
+
+
+def test_optuna_search_runs_three_trials(tmp_path, data_dir):
+    sweep = tmp_path / "search"
+    p = train_cli([*SEARCH, "hydra.sweeper.n_trials=3", f"hydra.sweep.dir={sweep}"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    trials = _trials(sweep)
+    assert sorted(trials) == ["0", "1", "2"]
+    assert all(t["status"] == "completed" for t in trials.values())
+    seen = []
+    for t in trials.values():  # every trial got its own sampled values from the search space
+        o = dict(s.split("=", 1) for s in t["overrides"])
+        assert 3e-4 <= float(o["model.lr"]) <= 1e-2
+        assert int(o["data.batch_size"]) in (64, 128, 256)
+        assert float(o["model.weight_decay"]) in (0.0, 1e-4, 1e-3)
+        seen.append((o["model.lr"], o["data.batch_size"], o["model.weight_decay"]))
+    assert len(set(seen)) == 3
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["name"] == "optuna"
+    assert set(best["best_params"]) == {
+        "model.lr",
+        "data.batch_size",
+        "model.weight_decay",
+        "model.dropout",
+        "model.width",
+    }
+    # what train.py returned to the sweeper is each trial's val/acc: the best is the largest
+    accs = [t["metrics"]["val/acc"] for t in trials.values()]
+    assert best["best_value"] == pytest.approx(max(accs))
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["completed"] * 3
+
+
+def test_optuna_failed_trial_is_recorded_and_search_goes_on(tmp_path, data_dir):
+    sweep = tmp_path / "search"
+    # one search dimension: a valid learning rate or an invalid one; with this sampler seed the
+    # trials draw -1 (fails validation), then 0.002 twice (optuna 2.10.1)
+    p = train_cli(
+        [
+            *SEARCH,
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.params=null",
+            "model.lr=choice(-1.0,0.002)",
+            "hydra.sweeper.sampler.seed=11",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    assert p.returncode == 1, p.stderr[-3000:]  # the multirun summary flags the failed job
+    trials = _trials(sweep)
+    assert sorted(trials) == ["0", "1", "2"]
+    status = {k: (t["status"], dict(s.split("=", 1) for s in t["overrides"])["model.lr"]) for k, t in trials.items()}
+    failed = [k for k, (s, lr) in status.items() if s == "failed"]
+    assert failed and all(status[k][1] == "-1.0" for k in failed), status
+    assert min(failed) < max(status), "the failing trial must not be the last: the search goes on after it"
+    assert any(s == "completed" for s, _ in status.values()), status
+    assert "model.lr must be > 0" in trials[failed[0]]["error"]
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_params"] == {"model.lr": 0.002}

@@ -89,7 +89,12 @@ class LearningCurves(L.Callback):
             self.history.setdefault(name, {}).setdefault(split, []).append(v)
 
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        panels = {k: {s: [v] for s, v in series.items() if len(v) > 1} for k, series in sorted(self.history.items())}
+        # loss and accuracy first, then the rest; train before val in every panel; at most 4 panels
+        first = {"loss": 0, "acc": 1}
+        names = sorted(self.history, key=lambda k: (first.get(k, 2), k))
+        panels = {
+            k: {s: [self.history[k][s]] for s in ("train", "val") if len(self.history[k].get(s, [])) > 1} for k in names
+        }
         panels = {k: v for k, v in panels.items() if v}
         if not panels or trainer.fast_dev_run or not trainer.is_global_zero:
             return

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from hybridlearn.core.config import check_choice, check_float, check_int
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_text_atomic
-from hybridlearn.core.plotting import save_figure
+from hybridlearn.core.plotting import plot_curves, save_figure
 from hybridlearn.core.results import write_table
 from hybridlearn.core.trainer import build_trainer, finish_loggers
 from hybridlearn.gom.data import GomData, GomDataModule
@@ -177,27 +177,19 @@ def rank_indices(res: GridResult, subset: Sequence[int] | None = None) -> dict[s
 
 
 # ----------------------------------------------------------------------------------------- figures
-def plot_curves(res: GridResult, i: int, title: str, path: Path) -> Path:
+def plot_grid_curves(res: GridResult, i: int, title: str, path: Path) -> Path:
     """Average instant energy and mean local output gradient per epoch, train and val (figs 7-9)."""
     n = int(res.epochs_run[i])
-    ep = np.arange(1, n + 1)
-    fig, ax = plt.subplots(1, 3, figsize=(14, 3.8))
-    ax[0].plot(ep, res.train_energy[i, :n], label="train")
-    ax[0].plot(ep, res.val_energy[i, :n], label="validation")
-    ax[0].set(title="average instant energy", xlabel="epoch", ylabel="E_av")
-    ax[1].plot(ep, res.train_delta[i, :n], label="train")
-    ax[1].plot(ep, res.val_delta[i, :n], label="validation")
-    ax[1].axhline(0, color="grey", lw=0.5)
-    ax[1].set(title="mean local output gradient delta_k", xlabel="epoch")
-    ax[2].plot(ep, res.train_delta_abs[i, :n], label="train")
-    ax[2].plot(ep, res.val_delta_abs[i, :n], label="validation")
-    ax[2].set(title="mean |delta_k|", xlabel="epoch")
-    for a in ax:
-        a.legend()
-        a.grid(alpha=0.3)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return save_figure(fig, path)
+
+    def pair(train, val):
+        return {"train": [train[i, :n]], "validation": [val[i, :n]]}
+
+    panels = {
+        "average instant energy E_av": pair(res.train_energy, res.val_energy),
+        "mean local output gradient delta_k": pair(res.train_delta, res.val_delta),
+        "mean |delta_k|": pair(res.train_delta_abs, res.val_delta_abs),
+    }
+    return plot_curves(panels, path, title)
 
 
 def plot_true_vs_pred(true: np.ndarray, pred: np.ndarray, what: str, title: str, path: Path) -> Path:
@@ -260,7 +252,7 @@ def train_grid_kind(cfg: DictConfig, kind: str, d: GomData, out: Path, figs: dic
             fig_no = {"best": "fig07", "median": "fig08", "worst": "fig09"}[rank] if kind == "mlp" else ""
             fname = f"{fig_no + '_' if fig_no else ''}{name}_curves.png"
             figs[name] = str(
-                plot_curves(
+                plot_grid_curves(
                     res, i, f"{kind} {fam} {rank}: {tag}; best val energy {rows[i]['best_val_energy']:.4g}", out / fname
                 ).name
             )
@@ -541,7 +533,7 @@ def report_multirun(sweep_dir: str | Path) -> Path:
     )
     for rank, i in rank_indices(res).items():
         tag = ", ".join(f"{k}={v}" for k, v in specs[i].tag.items())
-        plot_curves(
+        plot_grid_curves(
             res, i, f"{kind} {rank}: {tag}; best val energy {res.best_val[i]:.4g}", sweep / f"{kind}_{rank}_curves.png"
         )
     return sweep / f"grid_{kind}.md"

@@ -47,3 +47,10 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> Path:
     return write_text_atomic(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def save_gif(frames: list, path: str | os.PathLike, duration_ms: int | list[int], overwrite: bool = True) -> Path:
+    """Save PIL images as a looping GIF (one duration, or one per frame), atomically."""
+    with atomic_output(path, overwrite=overwrite) as tmp:
+        frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
+    return Path(path)

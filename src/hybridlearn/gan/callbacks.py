@@ -14,7 +14,7 @@ from lightning.pytorch.utilities import rank_zero_only
 from PIL import Image, ImageDraw
 from torchvision.utils import make_grid
 
-from hybridlearn.core.io import atomic_output
+from hybridlearn.core.io import atomic_output, save_gif
 
 log = logging.getLogger(__name__)
 FRAME_RE = re.compile(r"epoch_(\d+)\.png$")
@@ -59,15 +59,7 @@ def write_gif(
             im = canvas
         images.append(im.quantize(colors=64))
     durations = [duration_ms] * (len(images) - 1) + [last_ms]
-    with atomic_output(path, overwrite=True) as tmp:
-        images[0].save(
-            tmp,
-            format="GIF",
-            save_all=True,
-            append_images=images[1:],
-            duration=durations,
-            loop=0,
-        )
+    save_gif(images, path, durations)
     return path
 
 

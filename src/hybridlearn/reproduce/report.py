@@ -26,7 +26,7 @@ import numpy as np
 from omegaconf import OmegaConf
 from PIL import Image
 
-from hybridlearn.core.io import atomic_output, write_text_atomic
+from hybridlearn.core.io import atomic_output, save_gif, write_text_atomic
 from hybridlearn.core.plotting import plt, save_figure
 
 FIG_DIR = "figures"
@@ -85,18 +85,6 @@ def copy_png(src: Path, dst: Path, max_side: int = 1000) -> str | None:
     return dst.name
 
 
-def _save_gif(frames: list[Image.Image], dst: Path, duration_ms: int) -> None:
-    with atomic_output(dst) as tmp:
-        frames[0].save(
-            tmp,
-            format="GIF",
-            save_all=True,
-            append_images=frames[1:],
-            duration=duration_ms,
-            loop=0,
-        )
-
-
 def copy_gif(src: Path, dst: Path, max_mb: float) -> str | None:
     """Copy a GIF, keeping every k-th frame (and the last) until it is at most max_mb."""
     if not src.is_file():
@@ -113,7 +101,7 @@ def copy_gif(src: Path, dst: Path, max_mb: float) -> str | None:
     k = 2
     while k <= len(frames):
         keep = frames[::k] + ([frames[-1]] if (len(frames) - 1) % k else [])
-        _save_gif(keep, dst, 300)
+        save_gif(keep, dst, 300)
         if dst.stat().st_size <= max_mb * 2**20:
             return dst.name
         k *= 2
@@ -159,7 +147,7 @@ def video_gif(video: Path, dst: Path, max_mb: float, width: int = 192, max_frame
     with av.open(str(video)) as c:
         st = c.streams.video[0]
         dur = float(st.duration * st.time_base) if st.duration else len(frames) / 24
-    _save_gif(ims, dst, max(40, round(1000 * dur / len(ims))))
+    save_gif(ims, dst, max(40, round(1000 * dur / len(ims))))
     if dst.stat().st_size > max_mb * 2**20:
         dst.unlink()
         return None

@@ -422,14 +422,19 @@ class StyleTransformer(nn.Module):
         x = self.contract_conv1(x).relu_()
         x = self.contract_conv2(x).relu_()
         x = self.contract_conv3(x).relu_()
-        for i in range(1, 6):
-            y = cin(self.get_submodule(f"residual{i}_conv1")(x), f"residual{i}_conv1", True)
-            x = cin(self.get_submodule(f"residual{i}_conv2")(y), f"residual{i}_conv2", False).add_(x)
+        x = self._residuals(x, cin)
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         x = cin(self.expand_conv1(x), "expand_conv1", True)
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         x = cin(self.expand_conv2(x), "expand_conv2", True)
         return cin(self.expand_conv3(x), "expand_conv3", False).sigmoid_()
+
+    def _residuals(self, x: torch.Tensor, cin) -> torch.Tensor:
+        """The five residual blocks, each conv followed by `cin(y, layer name, relu)` (both fast paths)."""
+        for i in range(1, 6):
+            y = cin(self.get_submodule(f"residual{i}_conv1")(x), f"residual{i}_conv1", True)
+            x = cin(self.get_submodule(f"residual{i}_conv2")(y), f"residual{i}_conv2", False).add_(x)
+        return x
 
     def _forward_subpixel(self, x: torch.Tensor, params: dict[str, tuple[torch.Tensor, torch.Tensor]]) -> torch.Tensor:
         """`_forward_fused` with the full-resolution 8-channel layers on the space-to-depth form."""
@@ -450,9 +455,7 @@ class StyleTransformer(nn.Module):
         x = conv(F.pixel_unshuffle(reflect_pad(x, 4), 2), "contract_conv1").relu_()  # 8 ch as 32 at H/2
         x = conv(pad_top_left(x), "contract_conv2").relu_()
         x = self.contract_conv3(x).relu_()
-        for i in range(1, 6):
-            y = cin(self.get_submodule(f"residual{i}_conv1")(x), f"residual{i}_conv1", True)
-            x = cin(self.get_submodule(f"residual{i}_conv2")(y), f"residual{i}_conv2", False).add_(x)
+        x = self._residuals(x, cin)
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         x = cin(self.expand_conv1(x), "expand_conv1", True)
         x = cin(conv(pad_replicate1(x), "expand_conv2"), "expand_conv2", True, phases=4)  # 8 ch as 32 at H/2

@@ -83,6 +83,14 @@ def test_plan_quick_and_paper(tmp_path, data_dir):
     assert "trainer.max_epochs=5" in quick.runs["gan"][0].args
     assert {r.name for r in quick.runs["style"]} == {"per_frame", "temporal_blend"}
     assert "model.temporal_blend=0.6" in next(r for r in quick.runs["style"] if r.name == "temporal_blend").args
+    # the modern GAN: off by default, the paper GAN's settings (same steps) on experiment=gan_mnist_modern
+    assert "gan_modern" not in paper.runs
+    both = make_plan(
+        compose_cfg(["experiment=reproduce", "reproduce.quick=true", "reproduce.stages=[gan,gan_modern]"], tmp_path)
+    )
+    g, m = both.runs["gan"][0], both.runs["gan_modern"][0]
+    assert m.rel == "gan_modern/mnist" and m.resumable
+    assert m.args[0] == "experiment=gan_mnist_modern" and m.args[1:] == g.args[1:]
 
 
 def test_plan_refuses_unknown_stage_and_keys(tmp_path, data_dir):
@@ -245,6 +253,36 @@ def test_report_filled_from_the_runs_files(tmp_path):
     assert table(quick, "### Best autoencoders")[0][2] == "25, 19"
     empty = tmp_path / "empty"
     assert "Not run" in write_report(empty, quick=False, stages=["gom"]).read_text()
+
+
+def test_report_puts_the_modern_gan_beside_the_papers_step_for_step(tmp_path):
+    _fake_runs(tmp_path)
+    d = tmp_path / "gan_modern" / "mnist"
+    (d / "csv").mkdir(parents=True)
+    (d / "samples").mkdir()
+    (d / ".hydra").mkdir()
+    (d / ".hydra" / "config.yaml").write_text("model: {label_smoothing: 0.1, spectral_norm: true}\n")
+    (d / "csv" / "metrics.csv").write_text(
+        "epoch,fid,gen/modes_covered,step\n0,800.0,2,10\n1,200.0,9,20\n2,150.5,10,30\n3,120.0,10,40\n"
+    )
+    Image.new("RGB", (20, 20)).save(d / "samples" / "epoch_0004.png")
+    (d / "results.json").write_text(
+        json.dumps({"status": "completed", "metrics": {"fid_floor": 0.82, "test/fid": 140.0}})
+    )
+    md = write_report(tmp_path, quick=False, stages=["gan", "gan_modern"]).read_text()
+    rows = table(md, "### Beyond the paper")
+    by_epoch = {r[0]: r for r in rows}
+    # the paper's run has epochs 1-3 (two CSV attempts), the modern one 1-4: compared on the common 1-3
+    assert by_epoch["1"][1:] == ["900.50", "800.00", "1", "2"]
+    assert by_epoch["3"][1:] == ["300.00", "150.50", "7", "10"]
+    assert "4" not in by_epoch
+    assert by_epoch["best"][1:3] == ["300.00 (epoch 3)", "150.50 (epoch 3)"]  # not epoch 4's 120: same steps
+    assert by_epoch["test: best checkpoint vs test images"][1:3] == ["310.00", "140.00"]
+    assert "label smoothing 0.1 (D's real targets 0.9)" in md
+    assert (tmp_path / "figures" / "gan_modern_fid_curve.png").is_file()
+    # without its run the section says how to run it
+    shutil.rmtree(tmp_path / "gan_modern")
+    assert "reproduce.stages=[gan_modern]" in write_report(tmp_path, quick=False, stages=["gan_modern"]).read_text()
 
 
 # --------------------------------------------------------------------------- quick mode, end to end

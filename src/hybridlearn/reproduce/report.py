@@ -30,6 +30,8 @@ from hybridlearn.core.io import atomic_output, save_gif, write_text_atomic
 from hybridlearn.core.plotting import plt, save_figure
 
 FIG_DIR = "figures"
+# every stage of `make reproduce`, in run and report order (gan_modern: beyond the paper, off by default)
+STAGES = ("gom", "digits", "gan", "gan_modern", "style")
 PAPER_DIGITS = {
     10: {"train_acc": 0.645, "val_acc": 0.492},
     50: {"train_acc": 0.973, "val_acc": 0.615},
@@ -83,6 +85,18 @@ def copy_png(src: Path, dst: Path, max_side: int = 1000) -> str | None:
     with atomic_output(dst) as tmp:
         im.save(tmp, format="PNG", optimize=True)
     return dst.name
+
+
+def picture_row(cells: Sequence[tuple[str, str]]) -> list[str]:
+    """A one-row markdown table of figures under their captions: [(caption, file name in figures/)]."""
+    if not cells:
+        return []
+    return [
+        "| " + " | ".join(cap for cap, _ in cells) + " |",
+        "|" + "---|" * len(cells),
+        "| " + " | ".join(f"![{cap}]({FIG_DIR}/{n})" for cap, n in cells) + " |",
+        "",
+    ]
 
 
 def copy_gif(src: Path, dst: Path, max_mb: float) -> str | None:
@@ -275,7 +289,9 @@ def gom_section(root: Path, figs: Path) -> list[str]:
             r = completed(p)
             feat = p.name[3:]
             if not r:
-                L.append(f"| {feat} | not finished | | | | | | {ZHOU_2014_KM:.0f} |")
+                err = str((read_json(p / "results.json") or {}).get("error") or "")
+                why = f"failed: {err.split(';')[0].split(' (')[0]}" if err else "not finished"
+                L.append(f"| {feat} | {why.replace('|', '/')} | | | | | | {ZHOU_2014_KM:.0f} |")
                 continue
             m = r["metrics"]
             folds = [f.get("test_km") for f in m.get("folds") or []]
@@ -389,26 +405,32 @@ def fid_curve(run: Path, metrics: dict[str, Any]) -> dict[int, dict[str, Any]]:
     return dict(sorted(curve.items()))
 
 
-def plot_fid(curve: dict[int, dict[str, float]], floor: float | None, path: Path, title: str) -> Path:
+def plot_fid(curves: dict[str, dict[int, dict[str, Any]]], floor: float | None, path: Path, title: str) -> Path:
+    """LeNet-FID per epoch of one or more runs (label -> curve), the floor, and each run's class coverage."""
     fig, ax = plt.subplots(figsize=(7, 4))
-    ep = list(curve)
-    ax.plot(
-        ep,
-        [curve[e]["fid"] for e in ep],
-        marker="." if len(ep) < 40 else None,
-        label="LeNet-FID, generator vs train",
-    )
+    ax2 = None
+    for i, (label, curve) in enumerate(curves.items()):
+        ep, color = list(curve), f"C{i}"
+        ax.plot(
+            ep,
+            [curve[e]["fid"] for e in ep],
+            color=color,
+            marker="." if len(ep) < 40 else None,
+            label=f"LeNet-FID, {label}",
+        )
+        modes = [(e, c["modes"]) for e, c in curve.items() if "modes" in c]
+        if modes:
+            ax2 = ax2 or ax.twinx()
+            ax2.plot(*zip(*modes), color=color, ls=":", alpha=0.6, label=f"digits covered (>= 2.5%), {label}")
     if floor is not None:
         ax.axhline(floor, color="k", ls="--", lw=1, label=f"real-vs-real floor {floor:.2f}")
     ax.set(xlabel="epoch", ylabel="LeNet-FID (log)", yscale="log", title=title)
     ax.grid(alpha=0.3)
-    modes = [(e, c["modes"]) for e, c in curve.items() if "modes" in c]
-    if modes:
-        ax2 = ax.twinx()
-        ax2.plot(*zip(*modes), color="tab:green", alpha=0.6, label="digits covered (>= 2.5%)")
-        ax2.set(ylabel="digits covered", ylim=(0, 10.5))
+    if ax2 is not None:
+        ax2.set(ylabel="digits covered (dotted)", ylim=(0, 10.5))
     handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
-    ax.legend(handles=handles, loc="center right", fontsize=8)  # one legend for both axes
+    # one legend for both axes, under the plot: the curves fill the whole box
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=7, frameon=False)
     return save_figure(fig, path)
 
 
@@ -440,13 +462,7 @@ def gan_section(root: Path, figs: Path, gif_max_mb: float) -> list[str]:
         "8x8 grids of the same 64 latent vectors.",
         "",
     ]
-    if cells:
-        L += [
-            "| " + " | ".join(f"after epoch {e}" for e, _ in cells) + " |",
-            "|" + "---|" * len(cells),
-            "| " + " | ".join(f"![epoch {e}]({FIG_DIR}/{n})" for e, n in cells) + " |",
-            "",
-        ]
+    L += picture_row([(f"after epoch {e}", n) for e, n in cells])
     gif = copy_gif(run / "samples" / "training.gif", figs / "gan_training.gif", gif_max_mb)
     if gif:
         L += [
@@ -486,7 +502,7 @@ def gan_section(root: Path, figs: Path, gif_max_mb: float) -> list[str]:
             L.append(f"| {k} | {f'{v:.2f}' if isinstance(v, float) else v} |")
     if curve:
         name = plot_fid(
-            curve,
+            {"generator vs train": curve},
             floor,
             figs / "gan_fid_curve.png",
             f"MLP GAN: LeNet-FID per epoch ({len(curve)} epochs)",
@@ -554,7 +570,88 @@ def style_section(root: Path, figs: Path, gif_max_mb: float, n_frames: int) -> l
     return L + [""]
 
 
+def gan_modern_section(root: Path, figs: Path) -> list[str]:
+    """Beyond the paper: the same GAN with label smoothing + spectral norm, step for step beside it."""
+    L = ["### Beyond the paper: label smoothing and spectral norm in D (`experiment=gan_mnist_modern`)", ""]
+    run, paper_run = root / "gan_modern" / "mnist", root / "gan" / "mnist"
+    r = completed(run)
+    if not r:
+        return L + ["Not run (or not finished): `make reproduce ARGS='reproduce.stages=[gan_modern]'`.", ""]
+    c = run_config(run)
+    ls = OmegaConf.select(c, "model.label_smoothing") if c is not None else None
+    sn = OmegaConf.select(c, "model.spectral_norm") if c is not None else None
+    curves = {"modern": fid_curve(run, r["metrics"])}
+    p = completed(paper_run)
+    if p:
+        curves = {"paper's model": fid_curve(paper_run, p["metrics"]), **curves}
+    L += [
+        f"The paper's networks, data, batches, optimizers and seed, with one-sided label smoothing {ls} "
+        f"(D's real targets {1 - float(ls or 0):g}) and spectral_norm={sn} in D's linear layers: "
+        "the same number of steps per epoch, so each row compares the two models after the same steps.",
+        "",
+    ]
+    both = sorted(set.intersection(*(set(cv) for cv in curves.values()))) if all(curves.values()) else []
+    marks = [e for e in both if e in {1, 5, 10, 25, 50, 75, 100, 125, 150, 175, 200}]
+    if both and both[-1] not in marks:
+        marks.append(both[-1])
+    names = list(curves)
+    L += [
+        "| epoch | "
+        + " | ".join(f"LeNet-FID, {n}" for n in names)
+        + " | "
+        + " | ".join(f"digits covered, {n}" for n in names)
+        + " |",
+        "|---|" + "---|" * (2 * len(names)),
+    ]
+    for e in marks:
+        fids = " | ".join(f"{curves[n][e]['fid']:.2f}" for n in names)
+        modes = " | ".join(str(curves[n][e].get("modes", "")) for n in names)
+        L.append(f"| {e} | {fids} | {modes} |")
+    bests = []
+    for n in names:
+        cv = {e: v for e, v in curves[n].items() if not both or e <= both[-1]}  # the same steps
+        e, v = min(cv.items(), key=lambda kv: kv[1]["fid"]) if cv else (None, {})
+        bests.append(f"{v['fid']:.2f} (epoch {e})" if cv else "")
+    L.append("| best | " + " | ".join(bests) + " |" + " |" * len(names))
+    tests = [(completed(paper_run) if n != "modern" else r) or {} for n in names]
+    if all("test/fid" in (t.get("metrics") or {}) for t in tests):
+        L.append(
+            "| test: best checkpoint vs test images | "
+            + " | ".join(f"{t['metrics']['test/fid']:.2f}" for t in tests)
+            + " |"
+            + " |" * len(names)
+        )
+    floor = r["metrics"].get("fid_floor")
+    name = plot_fid(
+        curves, floor, figs / "gan_modern_fid_curve.png", "MLP GAN: the paper's model vs the modern options"
+    )
+    L += ["", f"![LeNet-FID per epoch, both models]({FIG_DIR}/{name.name})", ""]
+    last = max(curves["modern"]) if curves["modern"] else None
+    cells = [
+        (lab, copy_png(d / "samples" / f"epoch_{last:04d}.png", figs / f"{prefix}_epoch_{last:03d}.png"))
+        for lab, d, prefix in (("paper's model", paper_run, "gan"), ("modern", run, "gan_modern"))
+        if last is not None
+    ]
+    return L + picture_row([(f"{lab}, after epoch {last}", n) for lab, n in cells if n])
+
+
 # ------------------------------------------------------------------------------- differences
+def modern_gan_note(root: Path) -> str:
+    """What the modern options (beyond the paper) reach after the same steps, when they were run."""
+    r, p = completed(root / "gan_modern" / "mnist"), completed(root / "gan" / "mnist")
+    if not (r and p):
+        return ""
+    mod, pap = fid_curve(root / "gan_modern" / "mnist", r["metrics"]), fid_curve(root / "gan" / "mnist", p["metrics"])
+    e = max(set(mod) & set(pap), default=None)
+    if e is None:
+        return ""
+    return (
+        f" With one-sided label smoothing and spectral norm in D (`experiment=gan_mnist_modern`, beyond the "
+        f"paper) the same {e} epochs end at {mod[e]['fid']:.1f} (paper's model {pap[e]['fid']:.1f}); see the "
+        "comparison above."
+    )
+
+
 def differences(root: Path, quick: bool) -> list[str]:
     """Plain statements of where our numbers differ from the paper's, from the runs' numbers."""
     D = []
@@ -603,6 +700,7 @@ def differences(root: Path, quick: bool) -> list[str]:
                 f"GAN: the last LeNet-FID ({fid:.1f}) is {fid / floor:.0f}x the real-vs-real floor "
                 f"({floor:.2f}) after {max(curve)} epochs: the samples are still far from the data distribution "
                 "(the paper shows grids only, no metric; compare the grids and the curve above)."
+                + modern_gan_note(root)
             )
     D.append(
         "Video: the paper used TF Hub's arbitrary-image-stylization-v1-256; we run a PyTorch port of the same "
@@ -627,20 +725,27 @@ def runs_table(
         "",
         "Every number above comes from these runs' own files (results.json, study.json, csv/).",
         "",
-        "| stage | run | status | wall time | expected (whole stage) | error |",
-        "|---|---|---|---|---|---|",
+        "| stage | run | status | wall time | error |",
+        "|---|---|---|---|---|",
     ]
-    for s in ("gom", "digits", "gan", "style"):
+    for s in STAGES:
+        total, n = 0.0, 0
         for p in sorted(x for x in (root / s).glob("*") if x.is_dir() and ".stale-" not in x.name):
             r = read_json(p / "results.json") or {}
             d = r.get("duration_s")
+            if isinstance(d, (int, float)):
+                total, n = total + d, n + 1
             L.append(
                 f"| {s} | {p.name} | {r.get('status', 'not finished')} | "
-                f"{f'{d:.0f} s' if isinstance(d, (int, float)) else ''} | {expected.get(s, 0):.0f} s | "
+                f"{f'{d:.0f} s' if isinstance(d, (int, float)) else ''} | "
                 f"{str(r.get('error') or '').replace('|', '/')[:200]} |"
             )
-        for n in notes.get(s) or []:
-            L.append(f"| {s} | {n.split(':', 1)[0]} | skipped | | | {n.split(':', 1)[1].strip()} |")
+        for note in notes.get(s) or []:
+            L.append(f"| {s} | {note.split(':', 1)[0]} | skipped | | {note.split(':', 1)[1].strip()} |")
+        if n:
+            L.append(
+                f"| {s} | **stage total** | | **{total / 60:.1f} min** (expected {expected.get(s, 0) / 60:.0f} min) | |"
+            )
     return L + [""]
 
 
@@ -679,9 +784,10 @@ def write_report(
         "gom": lambda: gom_section(root, figs),
         "digits": lambda: digits_section(root, figs),
         "gan": lambda: gan_section(root, figs, gif_max_mb),
+        "gan_modern": lambda: gan_modern_section(root, figs),
         "style": lambda: style_section(root, figs, gif_max_mb, video_frames_n),
     }
-    for s in ("gom", "digits", "gan", "style"):
+    for s in STAGES:
         if s in stages or (root / s).is_dir():  # the folder's report: earlier stages' results too
             L += sections[s]()
     L += differences(root, quick)

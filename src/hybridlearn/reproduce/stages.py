@@ -31,10 +31,9 @@ from omegaconf.errors import OmegaConfBaseException
 from hybridlearn.core.config import check_choice, conf_dir
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic
-from hybridlearn.reproduce.report import write_report
+from hybridlearn.reproduce.report import STAGES, write_report
 
 log = logging.getLogger(__name__)
-STAGES = ("gom", "digits", "gan", "style")
 MARKER = "reproduce_run.json"
 
 
@@ -189,12 +188,12 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
                     kind="module",
                 )
             )
-        elif stage == "gan":
+        elif stage in ("gan", "gan_modern"):  # the paper's GAN; the same with the modern options on
             runs.append(
                 Run(
                     stage,
                     "mnist",
-                    ["experiment=gan_mnist", *common, *flatten(s.get("set") or {})],
+                    [f"experiment={s.experiment}", *common, *flatten(s.get("set") or {})],
                     resumable=True,
                 )
             )

@@ -30,6 +30,7 @@ from hybridlearn.core.io import atomic_output, save_gif, write_text_atomic
 from hybridlearn.core.plotting import plt, save_figure
 
 FIG_DIR = "figures"
+GIF_FRAMES = 72  # frames of the stylized video in its report GIF
 # every stage of `make reproduce`, in run and report order (gan_modern: beyond the paper, off by default)
 STAGES = ("gom", "digits", "gan", "gan_modern", "style")
 PAPER_DIGITS = {
@@ -123,14 +124,24 @@ def copy_gif(src: Path, dst: Path, max_mb: float) -> str | None:
     return None
 
 
-def video_frames(video: Path, n: int) -> list[np.ndarray]:
-    """n frames spread evenly over a video (RGB uint8)."""
+def video_frames(video: Path, counts: Sequence[int]) -> tuple[list[list[np.ndarray]], float | None]:
+    """For each n of counts, n frames spread evenly over the video (RGB uint8), and the video's
+    duration in s (None when the container does not say). Two decoding passes that keep only the
+    chosen frames, so a long video never sits in memory whole."""
     with av.open(str(video)) as c:
-        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    if not frames:
-        return []
-    idx = np.linspace(0, len(frames) - 1, num=min(n, len(frames))).round().astype(int)
-    return [frames[i] for i in idx]
+        st = c.streams.video[0]
+        duration = float(st.duration * st.time_base) if st.duration else None
+        total = sum(1 for _ in c.decode(video=0))
+    if not total:
+        return [[] for _ in counts], duration
+    picks = [np.linspace(0, total - 1, num=min(n, total)).round().astype(int).tolist() for n in counts]
+    wanted = {i for pick in picks for i in pick}
+    kept: dict[int, np.ndarray] = {}
+    with av.open(str(video)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i in wanted:
+                kept[i] = f.to_ndarray(format="rgb24")
+    return [[kept[i] for i in pick] for pick in picks], duration
 
 
 def frames_strip(frames: list[np.ndarray], dst: Path, max_width: int = 1400) -> str | None:
@@ -150,17 +161,16 @@ def frames_strip(frames: list[np.ndarray], dst: Path, max_width: int = 1400) -> 
     return dst.name
 
 
-def video_gif(video: Path, dst: Path, max_mb: float, width: int = 192, max_frames: int = 72) -> str | None:
-    """A short, small GIF of the stylized video (the MP4 itself stays out of the report)."""
-    frames = video_frames(video, max_frames)
+def video_gif(
+    frames: list[np.ndarray], duration: float | None, dst: Path, max_mb: float, width: int = 192
+) -> str | None:
+    """A short, small GIF of the stylized video from some of its frames (the MP4 stays out of the report)."""
     if not frames:
         return None
     ims = [Image.fromarray(f) for f in frames]
     s = width / ims[0].width
     ims = [im.resize((width, max(2, round(im.height * s))), Image.LANCZOS).quantize(colors=128) for im in ims]
-    with av.open(str(video)) as c:
-        st = c.streams.video[0]
-        dur = float(st.duration * st.time_base) if st.duration else len(frames) / 24
+    dur = duration if duration else len(frames) / 24
     save_gif(ims, dst, max(40, round(1000 * dur / len(ims))))
     if dst.stat().st_size > max_mb * 2**20:
         dst.unlink()
@@ -543,8 +553,9 @@ def style_section(root: Path, figs: Path, gif_max_mb: float, n_frames: int) -> l
         ]
     videos = sorted(p0.glob("*.mp4"))
     if videos:
-        strip = frames_strip(video_frames(videos[0], n_frames), figs / "style_video_frames.png")
-        gif = video_gif(videos[0], figs / "style_video.gif", gif_max_mb)
+        (shown, animated), duration = video_frames(videos[0], [n_frames, GIF_FRAMES])
+        strip = frames_strip(shown, figs / "style_video_frames.png")
+        gif = video_gif(animated, duration, figs / "style_video.gif", gif_max_mb)
         if strip:
             L += [f"Frames of the stylized video: ![frames]({FIG_DIR}/{strip})", ""]
         if gif:
@@ -573,17 +584,14 @@ def style_section(root: Path, figs: Path, gif_max_mb: float, n_frames: int) -> l
 def gan_modern_section(root: Path, figs: Path) -> list[str]:
     """Beyond the paper: the same GAN with label smoothing + spectral norm, step for step beside it."""
     L = ["### Beyond the paper: label smoothing and spectral norm in D (`experiment=gan_mnist_modern`)", ""]
-    run, paper_run = root / "gan_modern" / "mnist", root / "gan" / "mnist"
-    r = completed(run)
-    if not r:
+    runs = {"paper's model": root / "gan" / "mnist", "modern": root / "gan_modern" / "mnist"}
+    results = {n: res for n, d in runs.items() if (res := completed(d))}
+    if "modern" not in results:
         return L + ["Not run (or not finished): `make reproduce ARGS='reproduce.stages=[gan_modern]'`.", ""]
-    c = run_config(run)
+    curves = {n: fid_curve(runs[n], res["metrics"]) for n, res in results.items()}
+    c = run_config(runs["modern"])
     ls = OmegaConf.select(c, "model.label_smoothing") if c is not None else None
     sn = OmegaConf.select(c, "model.spectral_norm") if c is not None else None
-    curves = {"modern": fid_curve(run, r["metrics"])}
-    p = completed(paper_run)
-    if p:
-        curves = {"paper's model": fid_curve(paper_run, p["metrics"]), **curves}
     L += [
         f"The paper's networks, data, batches, optimizers and seed, with one-sided label smoothing {ls} "
         f"(D's real targets {1 - float(ls or 0):g}) and spectral_norm={sn} in D's linear layers: "
@@ -613,35 +621,40 @@ def gan_modern_section(root: Path, figs: Path) -> list[str]:
         e, v = min(cv.items(), key=lambda kv: kv[1]["fid"]) if cv else (None, {})
         bests.append(f"{v['fid']:.2f} (epoch {e})" if cv else "")
     L.append("| best | " + " | ".join(bests) + " |" + " |" * len(names))
-    tests = [(completed(paper_run) if n != "modern" else r) or {} for n in names]
-    if all("test/fid" in (t.get("metrics") or {}) for t in tests):
+    tests = [results[n]["metrics"].get("test/fid") for n in names]
+    if all(t is not None for t in tests):
         L.append(
             "| test: best checkpoint vs test images | "
-            + " | ".join(f"{t['metrics']['test/fid']:.2f}" for t in tests)
+            + " | ".join(f"{t:.2f}" for t in tests)
             + " |"
             + " |" * len(names)
         )
-    floor = r["metrics"].get("fid_floor")
+    floor = results["modern"]["metrics"].get("fid_floor")
     name = plot_fid(
         curves, floor, figs / "gan_modern_fid_curve.png", "MLP GAN: the paper's model vs the modern options"
     )
     L += ["", f"![LeNet-FID per epoch, both models]({FIG_DIR}/{name.name})", ""]
-    last = max(curves["modern"]) if curves["modern"] else None
-    cells = [
-        (lab, copy_png(d / "samples" / f"epoch_{last:04d}.png", figs / f"{prefix}_epoch_{last:03d}.png"))
-        for lab, d, prefix in (("paper's model", paper_run, "gan"), ("modern", run, "gan_modern"))
-        if last is not None
+    if not curves["modern"]:
+        return L
+    last = max(curves["modern"])
+    cells = [  # figures/gan_epoch_200.png, figures/gan_modern_epoch_200.png
+        (
+            f"{n}, after epoch {last}",
+            copy_png(d / "samples" / f"epoch_{last:04d}.png", figs / f"{d.parent.name}_epoch_{last:03d}.png"),
+        )
+        for n, d in runs.items()
     ]
-    return L + picture_row([(f"{lab}, after epoch {last}", n) for lab, n in cells if n])
+    return L + picture_row([(cap, f) for cap, f in cells if f])
 
 
 # ------------------------------------------------------------------------------- differences
-def modern_gan_note(root: Path) -> str:
-    """What the modern options (beyond the paper) reach after the same steps, when they were run."""
-    r, p = completed(root / "gan_modern" / "mnist"), completed(root / "gan" / "mnist")
-    if not (r and p):
+def modern_gan_note(root: Path, pap: dict[int, dict[str, Any]]) -> str:
+    """What the modern options (beyond the paper) reach after the same steps as the paper's curve `pap`,
+    when they were run."""
+    r = completed(root / "gan_modern" / "mnist")
+    if not r:
         return ""
-    mod, pap = fid_curve(root / "gan_modern" / "mnist", r["metrics"]), fid_curve(root / "gan" / "mnist", p["metrics"])
+    mod = fid_curve(root / "gan_modern" / "mnist", r["metrics"])
     e = max(set(mod) & set(pap), default=None)
     if e is None:
         return ""
@@ -700,7 +713,7 @@ def differences(root: Path, quick: bool) -> list[str]:
                 f"GAN: the last LeNet-FID ({fid:.1f}) is {fid / floor:.0f}x the real-vs-real floor "
                 f"({floor:.2f}) after {max(curve)} epochs: the samples are still far from the data distribution "
                 "(the paper shows grids only, no metric; compare the grids and the curve above)."
-                + modern_gan_note(root)
+                + modern_gan_note(root, curve)
             )
     D.append(
         "Video: the paper used TF Hub's arbitrary-image-stylization-v1-256; we run a PyTorch port of the same "

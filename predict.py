@@ -1,6 +1,6 @@
-"""`python predict.py ...` = `hybridlearn-predict ...`: see hybridlearn/digits/predict.py."""
+"""`python predict.py ...` = `hybridlearn-predict ...`: see hybridlearn/digits/cli.py."""
 
-from hybridlearn.digits.predict import main
+from hybridlearn.digits.cli import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

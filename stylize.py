@@ -7,7 +7,7 @@ The same run as `python train.py experiment=style_video ...` and `hybridlearn-st
 (conf/experiment/style_video.yaml); see docs/style_video.md for every option.
 """
 
-from hybridlearn.style.stylize import main
+from hybridlearn.style.cli import main
 
 if __name__ == "__main__":
     main()

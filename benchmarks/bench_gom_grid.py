@@ -47,7 +47,7 @@ def one_at_a_time(overrides: list[list[str]], workdir: Path) -> list[float]:
         compose_cfg,  # the same composition as `python train.py <overrides>`
     )
 
-    from hybridlearn.core.cli import run
+    from hybridlearn.core.runner import run
 
     times = []
     for i, ov in enumerate(overrides):

@@ -1,6 +1,7 @@
 """Lightning vs a bare PyTorch loop: one LeNet-5 epoch on MNIST, same model, data, batch size.
 
     DATA_DIR=../shared/data python benchmarks/bench_lenet.py [--repeats 3] [--batch-size 128]
+    DATA_DIR=../shared/data python benchmarks/bench_lenet.py --repeats 1 --train-subset 512   # smoke (no claim)
 
 Both paths see the same in-memory batches (hybridlearn.core.loaders) and use Adam without a
 scheduler; the Lightning path also computes and logs torchmetrics accuracy every step, as
@@ -72,9 +73,12 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--train-subset", type=int, default=None, help="train on the first N images (a smoke run)")
     args = ap.parse_args()
 
-    dm = MNISTDataModule(data_dir=os.environ.get("DATA_DIR", "./data"), batch_size=args.batch_size)
+    dm = MNISTDataModule(
+        data_dir=os.environ.get("DATA_DIR", "./data"), batch_size=args.batch_size, train_subset=args.train_subset
+    )
     dm.setup()
     x, y = dm.tensors["train"]
     bare, light = [], []

@@ -56,7 +56,7 @@ def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
 @pytest.fixture
 def run_train(tmp_path: Path) -> Callable[..., dict]:
     """run_train(overrides, name="run") -> results.json of an in-process run in tmp_path/name."""
-    from hybridlearn.core.cli import run
+    from hybridlearn.core.runner import run
 
     def _run(overrides: list[str], name: str = "run") -> dict:
         out = tmp_path / name
@@ -103,4 +103,24 @@ def read_wandb_records(path: Path):
             rec.ParseFromString(buf)
             out.append(rec)
             buf = b""
+    return out
+
+
+@pytest.fixture(scope="session")
+def lenet_run(tmp_path_factory, data_dir) -> Path:
+    """One finished tiny LeNet-5 run (a real run folder: .hydra, checkpoints, results.json), shared by
+    every test that needs *a* LeNet-5 run or checkpoint and does not change it."""
+    out = tmp_path_factory.mktemp("lenet") / "run"
+    p = train_cli(
+        [
+            "experiment=lenet_mnist",
+            "data.train_subset=3000",
+            "data.test_subset=1000",
+            "trainer.max_epochs=1",
+            "logger=csv",
+            f"hydra.run.dir={out}",
+        ]
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    (out.parent / "console.txt").write_text(p.stdout + p.stderr)  # what the user saw
     return out

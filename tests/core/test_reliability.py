@@ -102,6 +102,13 @@ def test_download_deadline_against_a_server_that_never_answers(tmp_path, monkeyp
     assert not list(tmp_path.iterdir()), "nothing half-written"
 
 
+def test_failed_download_leaves_no_empty_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRIDLEARN_DOWNLOAD_TIMEOUT", "2")
+    with pytest.raises(DataError):
+        ensure_files(tmp_path / "mnist", {"x.gz": None}, {"x.gz": ["http://127.0.0.1:9/x.gz"]})
+    assert not (tmp_path / "mnist").exists()
+
+
 def test_bad_download_deadline_setting(tmp_path, monkeypatch):
     monkeypatch.setenv("HYBRIDLEARN_DOWNLOAD_TIMEOUT", "soon")
     with pytest.raises(DataError, match="HYBRIDLEARN_DOWNLOAD_TIMEOUT"):
@@ -183,6 +190,7 @@ def test_crafted_checkpoint_never_runs_code(tmp_path, gom_ckpt, data_dir):
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
         assert not marker.exists(), f"{cmd[1]} ran code from the checkpoint:\n{p.stderr[-2000:]}"
         assert p.returncode in (0, 2), p.stderr[-2000:]
+        assert "weights_only=False" not in p.stdout + p.stderr  # never advise loading it unsafely
 
 
 def test_ctrl_c_records_interrupted_with_last_checkpoint(tmp_path, data_dir):

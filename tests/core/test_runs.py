@@ -62,6 +62,8 @@ def test_joblib_multirun_writes_summary_and_marks_failures(tmp_path, data_dir):
     )
     assert p.returncode == 1, p.stderr[-3000:]
     assert "failed" in p.stderr
+    assert "Traceback" not in p.stdout + p.stderr  # the bad job is one line, as a single run's error is
+    assert "job failed: model.lr must be > 0 (got -1)" in p.stdout + p.stderr
     rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
     assert set(rows) == {"0", "1", "2"}
     assert rows["0"]["status"] == rows["1"]["status"] == "completed"
@@ -79,7 +81,7 @@ def _final_state(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
 
 
-def test_resume_after_sigkill_matches_uninterrupted(tmp_path, data_dir):
+def test_resume_after_sigkill_with_ckpt_path_last_matches_uninterrupted(tmp_path, data_dir):
     args = [
         *QUICK,
         "data.train_subset=8000",
@@ -90,27 +92,29 @@ def test_resume_after_sigkill_matches_uninterrupted(tmp_path, data_dir):
     full = train_cli([*args, f"hydra.run.dir={tmp_path}/full"])
     assert full.returncode == 0, full.stderr[-2000:]
 
-    killed_dir = tmp_path / "killed"
+    logs = tmp_path / "logs"  # the killed run lands in the default layout <logs>/<task_name>/runs/<time>
     proc = subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *args, f"hydra.run.dir={killed_dir}"],
+        [sys.executable, str(ROOT / "train.py"), *args, f"paths.log_dir={logs}"],
         cwd=ROOT,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    first = killed_dir / "checkpoints" / "epoch_000.ckpt"
     deadline = time.time() + 300
-    while not first.exists() and time.time() < deadline and proc.poll() is None:
+    while not list(logs.glob("*/runs/*/checkpoints/epoch_000.ckpt")) and time.time() < deadline and proc.poll() is None:
         time.sleep(0.05)
     time.sleep(0.3)  # into epoch 1
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, "the run finished before it could be killed"
-    assert not (killed_dir / "results.json").exists()
+    (killed_dir,) = logs.glob("*/runs/*")
+    record = json.loads((killed_dir / "results.json").read_text())
+    assert record["status"] == "running" and record["pid"] == proc.pid  # a killed run is visible as such
     last = killed_dir / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["epoch"] < 2
 
-    resumed = train_cli([*args, f"hydra.run.dir={tmp_path}/resumed", f"ckpt_path={last}"])
+    resumed = train_cli([*args, f"hydra.run.dir={tmp_path}/resumed", f"paths.log_dir={logs}", "ckpt_path=last"])
     assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert f"ckpt_path=last: resuming {last}" in resumed.stdout
     a, b = _final_state(tmp_path / "full"), _final_state(tmp_path / "resumed")
     assert a.keys() == b.keys()
     for k in a:

@@ -11,9 +11,9 @@ import torch
 from conftest import compose_cfg, train_cli
 from omegaconf import OmegaConf
 
-from hybridlearn.core.cli import run
 from hybridlearn.core.errors import ConfigError, DataError
-from hybridlearn.digits import predict
+from hybridlearn.core.runner import run
+from hybridlearn.digits import cli, predict
 from hybridlearn.digits.data import cell_bounds
 from hybridlearn.mnist.lenet import LeNet5
 
@@ -85,7 +85,7 @@ def test_predict_on_sliced_cells(digit_runs, data_dir, tmp_path, capsys):
     # dark ink on white (RGBA), light ink on black (grey), 3 cells each
     _save_cells(digits / "JuanRengifo.png", 10, 10, [(0, 0), (3, 4), (7, 2)], folder, "RGBA")
     _save_cells(digits / "jpossaz2.png", 10, 10, [(1, 1), (4, 4), (2, 6)], folder, "L")
-    assert predict.main([ckpt, str(folder)]) == 0
+    assert cli.main([ckpt, str(folder)]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 6
     got = {Path(ln.split(":")[0]).stem: int(ln.split(": ")[1].split()[0]) for ln in lines}
@@ -101,7 +101,7 @@ def test_predict_on_sliced_cells(digit_runs, data_dir, tmp_path, capsys):
     assert all("confidence 0." in ln or "confidence 1." in ln for ln in lines)
 
     # a whole sheet with a grid: the same preprocessing as training, so it reads the sheet
-    assert predict.main([ckpt, str(digits / "JuanRengifo.png"), "--grid", "10x10", "--out-dir", str(tmp_path)]) == 0
+    assert cli.main([ckpt, str(digits / "JuanRengifo.png"), "--grid", "10x10", "--out-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out.strip().splitlines()
     grid = [list(map(int, ln.split())) for ln in out[-10:]]
     assert np.mean([d == r for r, row in enumerate(grid) for d in row]) >= 0.7
@@ -111,12 +111,12 @@ def test_predict_bad_input(digit_runs, tmp_path, capsys):
 
     ckpt = digit_runs["transfer"]["metrics"]["last_ckpt"]
     (tmp_path / "x.png").write_text("nope")
-    assert predict.main([ckpt, str(tmp_path / "x.png")]) == 2
+    assert cli.main([ckpt, str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err.startswith("error: ")
-    assert predict.main([str(tmp_path / "none.ckpt"), str(tmp_path)]) == 2
+    assert cli.main([str(tmp_path / "none.ckpt"), str(tmp_path)]) == 2
     assert "checkpoint" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        predict.main([ckpt, str(tmp_path), "--grid", "ten"])
+        cli.main([ckpt, str(tmp_path), "--grid", "ten"])
 
 
 def test_lenet_extensions_are_backward_compatible(tmp_path, digit_runs):

@@ -14,7 +14,7 @@ from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from hybridlearn.core.trainer import build_trainer
-from hybridlearn.digits import predict
+from hybridlearn.digits import cli, predict
 from hybridlearn.mnist.data import load_mnist, to_float
 from hybridlearn.mnist.lenet import LeNet5
 
@@ -80,7 +80,7 @@ def test_cli_reads_a_page_scores_it_and_annotates(ckpt, mnist, tmp_path, capsys)
     imgs, labels, idx = each_row_reads(*mnist, rows=4)
     page = render_page(imgs, labels, idx, rows=4, cols=10, paper="squared", rotate=3.0, gradient=0.4, jpeg=80, seed=5)
     page.image.save(tmp_path / "page.jpg")
-    assert predict.main([ckpt, str(tmp_path / "page.jpg"), "--expect", "0123456789"]) == 0
+    assert cli.main([ckpt, str(tmp_path / "page.jpg"), "--expect", "0123456789"]) == 0
     out = capsys.readouterr().out.splitlines()
     cells = [line for line in out if "[" in line and "confidence" in line]
     assert len(cells) == 40 and cells[0].startswith(f"{tmp_path / 'page.jpg'} [0,0]: ")
@@ -93,13 +93,13 @@ def test_cli_reads_a_page_scores_it_and_annotates(ckpt, mnist, tmp_path, capsys)
     assert ((pixels[:, 1] > 120) & (pixels[:, 0] < 60)).sum() > 100  # green boxes of right digits
     # the annotated page is never replaced without --overwrite; nothing printed then
     before = ann.read_bytes()
-    assert predict.main([ckpt, str(tmp_path / "page.jpg")]) == 2
+    assert cli.main([ckpt, str(tmp_path / "page.jpg")]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "already exists" in captured.err and ann.read_bytes() == before
     # a labels file and --grid: a wrong count is one line and no output
     (tmp_path / "labels.txt").write_text("\n".join(["0123456789"] * 4))
     assert (
-        predict.main(
+        cli.main(
             [
                 ckpt,
                 str(tmp_path / "page.jpg"),
@@ -114,7 +114,7 @@ def test_cli_reads_a_page_scores_it_and_annotates(ckpt, mnist, tmp_path, capsys)
         == 0
     )
     assert "accuracy" in capsys.readouterr().out and (tmp_path / "o" / "page_read.png").is_file()
-    assert predict.main([ckpt, str(tmp_path / "page.jpg"), "--grid", "5x10", "--no-annotate"]) == 2
+    assert cli.main([ckpt, str(tmp_path / "page.jpg"), "--grid", "5x10", "--no-annotate"]) == 2
     captured = capsys.readouterr()
     assert captured.out == "" and "expected 5x10" in captured.err and len(captured.err.strip().splitlines()) == 1
 
@@ -127,7 +127,7 @@ def test_folder_blank_tiny_and_unreadable_images(ckpt, mnist, tmp_path, capsys):
     (folder / "broken.png").write_bytes(b"not a png")
     digit = Image.fromarray(255 - mnist[0][0]).resize((112, 112))  # dark ink on white, one digit
     digit.save(folder / "one.png")
-    assert predict.main([ckpt, str(folder), "--no-annotate"]) == 1  # the broken one is reported at the end
+    assert cli.main([ckpt, str(folder), "--no-annotate"]) == 1  # the broken one is reported at the end
     captured = capsys.readouterr()
     out = captured.out.splitlines()
     assert f"{folder / 'blank.png'}: no digit found" in out[0]
@@ -141,6 +141,15 @@ def test_huge_page_is_downscaled(ckpt, mnist, tmp_path, capsys):
     page = render_page(x[:5], y[:5], np.arange(5), rows=1, cols=5, seed=4)
     big = page.image.resize((8000, int(8000 * page.image.height / page.image.width)), Image.NEAREST)
     big.save(tmp_path / "big.png")
-    assert predict.main([ckpt, str(tmp_path / "big.png"), "--grid", "1x5"]) == 0
+    assert cli.main([ckpt, str(tmp_path / "big.png"), "--grid", "1x5"]) == 0
     assert Image.open(tmp_path / "big_read.png").size[0] <= 2000
     assert len([line for line in capsys.readouterr().out.splitlines() if "confidence" in line]) == 5
+
+
+def test_page_over_pillows_pixel_limit_is_one_correct_line(ckpt, tmp_path, capsys, monkeypatch):
+    Image.new("L", (200, 200), 255).save(tmp_path / "huge.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 10_000)  # 200x200 is then over twice the limit, as 15000x15000 is
+    assert cli.main([ckpt, str(tmp_path / "huge.png")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "too large to read" in err[0] and "scale the page down" in err[0], err
+    assert "PNG/JPG" not in err[0]

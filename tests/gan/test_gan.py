@@ -16,8 +16,8 @@ from conftest import ROOT, compose_cfg, read_wandb_records
 from PIL import Image
 
 from hybridlearn.core.errors import ConfigError, DataError
-from hybridlearn.gan.generate import load_generator
 from hybridlearn.gan.model import MLPGAN, Discriminator, Generator, NonFiniteLossError
+from hybridlearn.gan.sampling import load_generator
 from hybridlearn.mnist.lenet import LeNet5
 
 SMALL = [
@@ -46,7 +46,7 @@ def fid_cache(tmp_path_factory, data_dir) -> Path:
 
 def run_gan(out: Path, overrides: list[str], fid_cache: Path) -> dict:
     """One in-process `train.py` run into `out`; returns results.json (SystemExit propagates)."""
-    from hybridlearn.core.cli import run
+    from hybridlearn.core.runner import run
 
     cfg = compose_cfg([*SMALL, f"model.fid.cache_dir={fid_cache}", *overrides], out)
     run(cfg)

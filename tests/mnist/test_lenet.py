@@ -11,7 +11,7 @@ import pytest
 import torch
 from conftest import compose_cfg
 
-from hybridlearn.core.cli import run
+from hybridlearn.core.runner import run
 from hybridlearn.core.trainer import run_config
 from hybridlearn.mnist.lenet import LeNet5Net
 from hybridlearn.mnist.pretrain import pretrained_lenet

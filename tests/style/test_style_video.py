@@ -313,6 +313,25 @@ def test_stylize_cli_one_line_error(data_dir, tmp_path):
     )
     assert p.returncode == 2
     assert "error: " in p.stderr and "bad.mp4" in p.stderr and "Traceback" not in p.stderr
+    # an output that cannot be written (as root, a folder under /proc is the one that refuses)
+    p = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "stylize.py"),
+            f"input={data_dir / 'video' / 'big_buck_bunny_23s.mp4'}",
+            f"style={STYLE}",
+            "output=/proc/hybridlearn/o.mp4",
+            "data.max_frames=2",
+            "data.max_side=64",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
+    assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr[-2000:]
+    assert "cannot write /proc/hybridlearn/o.mp4" in p.stderr
 
 
 def test_decode_in_a_worker_process(data_dir, clip, tmp_path, cache_dir):

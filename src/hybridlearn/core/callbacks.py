@@ -13,6 +13,7 @@ from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
 from hybridlearn.core.checkpoint import CLASS_KEY, class_name
+from hybridlearn.core.errors import TrainingError
 from hybridlearn.core.plotting import plot_curves
 
 
@@ -67,6 +68,30 @@ class ClassTagCallback(L.Callback):
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLASS_KEY] = class_name(pl_module)
+
+
+class FiniteLoss(L.Callback):
+    """Stops the run, as failed, at the first loss that is NaN or infinite: the step and the metric in
+    one line, instead of a run that ends "completed" with nan everywhere."""
+
+    @staticmethod
+    def _check(name: str, value: Any, trainer: L.Trainer) -> None:
+        if isinstance(value, torch.Tensor) and value.numel() == 1 and not torch.isfinite(value).item():
+            raise TrainingError(
+                f"{name} is {value.item()} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
+                "training diverged: lower the learning rate (model.lr) or check the data"
+            )
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        self._check("train/loss", loss, trainer)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking:
+            return
+        for key, value in trainer.callback_metrics.items():
+            if key.startswith("val/") and "loss" in key:
+                self._check(key, value, trainer)
 
 
 class LearningCurves(L.Callback):

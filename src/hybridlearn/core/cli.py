@@ -1,38 +1,37 @@
-"""The run flow behind `python train.py` / `hybridlearn-train`: compose (Hydra), validate, seed,
-instantiate, fit/test/predict, record results.json."""
+"""The command line behind `python train.py` / `hybridlearn-train`: Hydra composes and checks the
+config, and only then is the heavy run flow (torch, Lightning: `core.runner`) imported.
+
+So a typo, an unknown experiment, `--help` or `--cfg job` answers in about a second, and every
+check that needs no model (core.config.validate, core.runs.RunGuard) runs before torch is loaded.
+"""
 
 from __future__ import annotations
 
+import difflib
 import functools
 import importlib
-import logging
 import math
 import os
+import re
 import sys
 import time
-import traceback
-import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import hydra
-import lightning as L
-import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import HydraException
 from hydra.types import RunMode
-from hydra.utils import instantiate
-from lightning.fabric.utilities.rank_zero import rank_zero_only
-from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
-from hybridlearn.core.checkpoint import check_fits
-from hybridlearn.core.config import conf_dir, validate
-from hybridlearn.core.errors import ConfigError, HybridlearnError
-from hybridlearn.core.results import to_number, write_results
-from hybridlearn.core.trainer import build_trainer, finish_loggers, run_config
+from hybridlearn.core.config import conf_dir
+from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.results import to_number
 
-log = logging.getLogger("hybridlearn")
+# The run flow, loaded by name once the config is known to be good (it imports torch and Lightning).
+RUNNER = "hybridlearn.core.runner:run"
 
 
 @functools.cache
@@ -42,10 +41,25 @@ def run_suffix() -> str:
     return f"{int(time.time() * 1000) % 1000:03d}-{os.getpid()}"
 
 
+def overrides() -> list[str]:
+    """The overrides typed on the command line ([] when composed by the API, as in tests)."""
+    try:
+        return list(HydraConfig.get().overrides.task)
+    except ValueError:
+        return []
+
+
+def is_multirun() -> bool:
+    try:
+        return HydraConfig.get().mode == RunMode.MULTIRUN
+    except ValueError:
+        return False
+
+
 def run_label(task_name: str) -> str:
     """A readable, unique run name for trackers (W&B): task, start time, and the overrides typed."""
     skip = ("experiment=", "logger=", "hydra", "paths.")
-    extra = [o for o in _overrides() if not o.lstrip("+~").startswith(skip)]
+    extra = [o for o in overrides() if not o.lstrip("+~").startswith(skip)]
     label = f"{task_name}_{time.strftime('%m%d-%H%M%S')}_{run_suffix().split('-', 1)[0]}"
     return label + (f" {' '.join(extra)}" if extra else "")
 
@@ -54,26 +68,9 @@ OmegaConf.register_new_resolver("run_suffix", run_suffix, replace=True)
 OmegaConf.register_new_resolver("run_label", run_label, use_cache=True, replace=True)
 OmegaConf.register_new_resolver("if", lambda cond, yes, no: yes if cond else no, replace=True)  # ${if:${flag},a,b}
 
-# Data already lives in memory as whole batches; worker processes would only add overhead.
-warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
-
-def _overrides() -> list[str]:
-    try:
-        return list(HydraConfig.get().overrides.task)
-    except ValueError:  # composed by the API (tests), not by @hydra.main
-        return []
-
-
-def _is_multirun() -> bool:
-    try:
-        return HydraConfig.get().mode == RunMode.MULTIRUN
-    except ValueError:
-        return False
-
-
-def load_entry(spec: str) -> Callable[[DictConfig, Path], dict]:
+def load_entry(spec: str) -> Callable[..., Any]:
+    """The function named by 'package.module:function' (the `entry:` key, the runner)."""
     module, _, fn = spec.partition(":")
     if not fn:
         raise ConfigError(f"entry must look like 'package.module:function' (got {spec!r})")
@@ -83,166 +80,9 @@ def load_entry(spec: str) -> Callable[[DictConfig, Path], dict]:
         raise ConfigError(f"entry {spec!r} cannot be loaded: {e}") from e
 
 
-def _has_prediction_writer(trainer: L.Trainer) -> bool:
-    return any(isinstance(cb, BasePredictionWriter) for cb in trainer.callbacks)
-
-
-def _check_task(cfg: DictConfig, model: L.LightningModule, trainer: L.Trainer) -> None:
-    """Refuse runs whose result would mean nothing, before any work is done."""
-    task, ckpt_path = cfg.get("task", "fit"), cfg.get("ckpt_path")
-    if task == "predict" and not (hasattr(model, "write_predictions") or _has_prediction_writer(trainer)):
-        raise ConfigError(f"task=predict: {type(model).__name__} has nothing to predict; use task=fit or task=test")
-    if task == "predict" and not ckpt_path and not _has_prediction_writer(trainer):
-        raise ConfigError(
-            "task=predict needs ckpt_path=<a .ckpt of this experiment> (predicting with untrained weights means nothing)"
-        )
-    if ckpt_path:
-        check_fits(ckpt_path, model)
-
-
-def _standard_flow(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
-    ckpt_path = cfg.get("ckpt_path")
-    datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
-    trainer = build_trainer(cfg, output_dir)
-    _check_task(cfg, model, trainer)
-    weights_only = True if ckpt_path else None  # nothing in a checkpoint can run code
-
-    metrics: dict[str, Any] = {}
-    task = cfg.get("task", "fit")
-    if task == "fit":
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
-        metrics.update(trainer.callback_metrics)
-        ckpt_cb = trainer.checkpoint_callback
-        if ckpt_cb is not None and getattr(ckpt_cb, "best_model_path", ""):
-            metrics.update(
-                best_ckpt=ckpt_cb.best_model_path,
-                best_score=ckpt_cb.best_model_score,
-                last_ckpt=ckpt_cb.last_model_path,
-            )
-        if cfg.get("test", True) and trainer.state.status.value == "finished":
-            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-            if best:
-                log.info("testing the best checkpoint %s", best)
-                trainer.test(model, datamodule=datamodule, ckpt_path=best, weights_only=True)
-            else:  # fast_dev_run and friends save no checkpoint: test the weights in memory
-                trainer.test(model, datamodule=datamodule)
-            metrics.update(trainer.callback_metrics)
-    elif task == "test":
-        trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
-        metrics.update(trainer.callback_metrics)
-    else:
-        writes = hasattr(model, "write_predictions")
-        predictions = trainer.predict(
-            model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only, return_predictions=writes
-        )
-        metrics.update(trainer.callback_metrics)
-        if writes and trainer.is_global_zero:
-            metrics.update(model.write_predictions(predictions or [], output_dir))
-
-    metrics.update(getattr(model, "extra_results", None) or {})
-    return metrics
-
-
-def _root_error(e: BaseException) -> BaseException:
-    """Hydra wraps errors raised in a constructor (InstantiationException): surface ours."""
-    cause = e
-    while cause is not None:
-        if isinstance(cause, HybridlearnError):
-            return cause
-        cause = cause.__cause__
-    return e
-
-
-def write_results_rank0(run_dir: Path, **fields: Any) -> None:
-    """DDP: every rank runs the job; rank 0 keeps the record."""
-    if rank_zero_only.rank == 0:
-        write_results(run_dir, **fields)
-
-
-def _interrupted(trainers: list[L.Trainer]) -> dict[str, Any] | None:
-    """{"last_ckpt": ...} when Ctrl-C stopped one of the run's Trainers (Lightning turns it into exit 1)."""
-    for tr in reversed(trainers):
-        if tr.interrupted:
-            cb = tr.checkpoint_callback
-            return {"last_ckpt": (getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")) or None}
-    return None
-
-
-def run(cfg: DictConfig) -> dict[str, Any] | None:
-    """Run one job described by `cfg`; write `<output_dir>/results.json`; return its metrics."""
-    output_dir = Path(cfg.paths.output_dir)
-    started = time.time()
-    record = {
-        "task_name": cfg.get("task_name"),
-        "seed": cfg.get("seed"),
-        "overrides": _overrides(),
-        "output_dir": str(output_dir.resolve()),
-    }
-    with run_config(cfg) as ctx:
-        try:
-            validate(cfg)
-            strategy = str(OmegaConf.select(cfg, "trainer.strategy") or "")
-            # ddp reruns the command for ranks 1..N-1, which in a local multirun would rerun the sweep
-            if (
-                strategy in ("ddp", "ddp_find_unused_parameters_true")
-                and _is_multirun()
-                and not os.environ.get("SLURM_NTASKS")
-            ):
-                raise ConfigError(
-                    "a local multirun cannot start DDP ranks; use SLURM (hydra.launcher.tasks_per_node) or a single run"
-                )
-            output_dir.mkdir(parents=True, exist_ok=True)
-            if cfg.get("print_config"):
-                print(OmegaConf.to_yaml(cfg, resolve=False), end="", flush=True)
-            if cfg.get("seed") is not None:
-                L.seed_everything(cfg.seed, workers=True, verbose=False)
-            if torch.cuda.is_available():
-                torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
-            entry = cfg.get("entry")
-            metrics = load_entry(entry)(cfg, output_dir) if entry else _standard_flow(cfg, output_dir)
-        except (Exception, KeyboardInterrupt, SystemExit) as e:
-            stopped = _interrupted(ctx.trainers) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None
-            for tr in ctx.trainers:
-                finish_loggers(tr, failed=True)
-            if stopped is not None or isinstance(e, KeyboardInterrupt):
-                write_results_rank0(
-                    output_dir,
-                    status="interrupted",
-                    duration_s=round(time.time() - started, 3),
-                    **(stopped or {}),
-                    **record,
-                )
-                print(f"interrupted; resume with ckpt_path={(stopped or {}).get('last_ckpt')}", file=sys.stderr)
-                raise SystemExit(130) from None
-            if isinstance(e, SystemExit):
-                raise
-            e = _root_error(e)
-            msg = str(e) if isinstance(e, HybridlearnError) else f"{type(e).__name__}: {e}"
-            write_results_rank0(
-                output_dir, status="failed", error=msg, duration_s=round(time.time() - started, 3), **record
-            )
-            if _is_multirun():
-                # Mark the job and let the other jobs of the sweep finish; the summary flags it.
-                log.error("job failed: %s\n%s", msg, traceback.format_exc())
-                return None
-            if isinstance(e, HybridlearnError):
-                print(f"error: {msg}", file=sys.stderr)
-                raise SystemExit(2) from None
-            raise
-        for tr in ctx.trainers:  # close W&B runs so each model (and each job of a sweep) leaves a complete run
-            finish_loggers(tr)
-    if rank_zero_only.rank == 0:  # DDP: every rank runs this function; one record per run
-        write_results(
-            output_dir, status="completed", metrics=metrics, duration_s=round(time.time() - started, 3), **record
-        )
-        print(f"Run directory: {output_dir.resolve()}")
-    return metrics
-
-
 def objective(cfg: DictConfig) -> float | None:
     """The Hydra task function: run the job; return `optimized_metric` for sweepers (Optuna)."""
-    metrics = run(cfg)
+    metrics = load_entry(RUNNER)(cfg)
     key = cfg.get("optimized_metric")
     if not key:
         return None
@@ -252,6 +92,32 @@ def objective(cfg: DictConfig) -> float | None:
     return float(value)
 
 
+# ---------------------------------------------------------------------------------------- argv
+_GROUP_ARG = re.compile(r"^\+?(?P<group>[a-z_]+(?:/[a-z_]+)*)=(?P<value>[\w,\-]+)$")
+
+
+def check_argv(args: list[str], conf: Path) -> None:
+    """One line for what Hydra would answer with a page: an unknown option of a config group
+    (`experiment=gan_mnst`, with the closest names) and an unquoted value with spaces or accents."""
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, _, value = arg.partition("=")
+        if value[:1] not in ("'", '"') and (any(c.isspace() for c in value) or not value.isascii()):
+            raise ConfigError(
+                f"the value of {key} has spaces or non-ASCII letters; quote it for Hydra: {key}='{value}'"
+            )
+        m = _GROUP_ARG.match(arg)
+        if not m or not (conf / m["group"]).is_dir():
+            continue
+        known = sorted(p.stem for p in (conf / m["group"]).glob("*.yaml"))
+        for name in m["value"].split(","):
+            if name not in known and name != "null":
+                close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+                hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(known)}"
+                raise ConfigError(f"unknown {m['group']} {name!r}; {hint}")
+
+
 def hydra_main(preset: list[str] | None = None) -> None:
     """Run the Hydra app on sys.argv; `preset` are overrides put first unless the user gives them."""
     for p in preset or []:
@@ -259,11 +125,31 @@ def hydra_main(preset: list[str] | None = None) -> None:
         if not any(a.split("=", 1)[0].lstrip("+~") == key for a in sys.argv[1:]):
             sys.argv.insert(1, p)
     try:
-        config_path = str(conf_dir())
+        conf = conf_dir()
+        check_argv(sys.argv[1:], conf)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
-    hydra.main(version_base="1.3", config_path=config_path, config_name="train")(objective)()
+    # Hydra's own errors (an unknown key, a bad override) reach us instead of its multi-line report
+    user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
+    os.environ["HYDRA_FULL_ERROR"] = "1"
+    try:
+        hydra.main(version_base="1.3", config_path=str(conf), config_name="train")(objective)()
+    except (HydraException, OmegaConfBaseException) as e:
+        if user_full_error:
+            raise
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def one_line(e: BaseException) -> str:
+    """Hydra's and OmegaConf's messages (several lines, a cause) as one line."""
+    parts = []
+    while e is not None and len(parts) < 3:
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith(("    ", "\t"))]
+        parts += [ln.rstrip(".") for ln in lines if ln.rstrip(".") not in parts]
+        e = e.__cause__
+    return "; ".join(parts)
 
 
 def train_main() -> None:

@@ -2,17 +2,39 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from hybridlearn.core.errors import ConfigError
 
 # Keys that must be strictly positive wherever they appear (model, data, ...).
 POSITIVE_KEYS = ("lr", "learning_rate", "batch_size", "eval_batch_size")
+# Keys that must be whole numbers wherever they appear (a float there fails deep inside training).
+INT_KEYS = (
+    "batch_size",
+    "eval_batch_size",
+    "max_epochs",
+    "min_epochs",
+    "max_steps",
+    "epochs",
+    "num_workers",
+    "threads",
+    "cv_folds",
+    "seed",
+    "num_samples",
+    "nrow",
+    "accumulate_grad_batches",
+    "check_val_every_n_epoch",
+    "log_every_n_steps",
+    "num_sanity_val_steps",
+)
+CHECKED_GROUPS = ("model", "data", "trainer", "callbacks")
 TASKS = ("fit", "predict", "test")
 
 
@@ -23,24 +45,51 @@ def plain(v: Any) -> Any:
 
 
 def _walk(node: Any, prefix: str):
+    """(dotted key, value) of every leaf, MISSING for `???`; values that need the running job
+    (`${hydra:...}`) are skipped."""
     if isinstance(node, (Mapping, DictConfig)):
-        for k, v in node.items():
-            yield from _walk(v, f"{prefix}.{k}" if prefix else str(k))
+        keys = list(node.keys())
     elif isinstance(node, (Sequence, ListConfig)) and not isinstance(node, str):
-        for i, v in enumerate(node):
-            yield from _walk(v, f"{prefix}[{i}]")
+        keys = list(range(len(node)))
     else:
         yield prefix, node
+        return
+    for k in keys:
+        try:
+            v = node[k]
+        except MissingMandatoryValue:
+            v = MISSING
+        except InterpolationResolutionError:
+            continue
+        yield from _walk(v, f"{prefix}[{k}]" if isinstance(k, int) else f"{prefix}.{k}" if prefix else str(k))
 
 
-def _is_positive_key(path: str) -> bool:
-    leaf = path.rsplit(".", 1)[-1].split("[", 1)[0]
-    return leaf in POSITIVE_KEYS or leaf.endswith("_lr")
+def _leaf(path: str) -> str:
+    return path.rsplit(".", 1)[-1].split("[", 1)[0]
+
+
+def _check_value(path: str, value: Any) -> None:
+    """Every number finite; whole-number keys integers; positive keys > 0."""
+    leaf = _leaf(path)
+    if value is None or isinstance(value, bool):
+        if value is not None and (leaf in POSITIVE_KEYS or leaf.endswith("_lr") or leaf in INT_KEYS):
+            raise ConfigError(f"{path} must be a number (got {value!r})")
+        return
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{path} must be a finite number (got {value})")
+    if (leaf in INT_KEYS or leaf.endswith("_epochs")) and isinstance(value, float):
+        raise ConfigError(f"{path} must be a whole number (got {value})")
+    if leaf in POSITIVE_KEYS or leaf.endswith("_lr"):
+        if not isinstance(value, (int, float)):
+            raise ConfigError(f"{path} must be a positive number (got {value!r})")
+        if value <= 0:
+            raise ConfigError(f"{path} must be > 0 (got {value})")
 
 
 def validate(cfg: DictConfig) -> None:
     """Raise ConfigError naming the first bad key."""
-    missing = OmegaConf.missing_keys(cfg)
+    # Hydra's own node is Hydra's to resolve, later
+    missing = [p for k in cfg.keys() if k != "hydra" for p, v in _walk(cfg[k], str(k)) if v is MISSING]
     if missing:
         raise ConfigError(
             f"missing required config value(s): {', '.join(sorted(missing))}; set them on the command line"
@@ -54,17 +103,17 @@ def validate(cfg: DictConfig) -> None:
     ckpt = cfg.get("ckpt_path")
     if ckpt and not Path(str(ckpt)).expanduser().is_file():
         raise ConfigError(
-            f"ckpt_path={ckpt} is not a file; give the path of a .ckpt (e.g. <run>/checkpoints/last.ckpt)"
+            f"ckpt_path={ckpt} is not a file; give the path of a .ckpt (e.g. <run>/checkpoints/last.ckpt), "
+            "or ckpt_path=last for the newest run of this task_name"
         )
     if not isinstance(cfg.get("seed"), int) and cfg.get("seed") is not None:
         raise ConfigError(f"seed must be an integer or null (got {cfg.seed!r})")
-    for group in ("model", "data"):
+    data_dir = OmegaConf.select(cfg, "paths.data_dir", default=None)
+    if data_dir and Path(str(data_dir)).exists() and not Path(str(data_dir)).is_dir():
+        raise ConfigError(f"DATA_DIR={data_dir} is a file, not a folder; point DATA_DIR at the data folder")
+    for group in CHECKED_GROUPS:
         for path, value in _walk(cfg.get(group) or {}, group):
-            if _is_positive_key(path) and value is not None:
-                if isinstance(value, bool) or not isinstance(value, (int, float)):
-                    raise ConfigError(f"{path} must be a positive number (got {value!r})")
-                if value <= 0:
-                    raise ConfigError(f"{path} must be > 0 (got {value})")
+            _check_value(path, value)
     trainer = cfg.get("trainer") or {}
     max_epochs = trainer.get("max_epochs")
     if max_epochs is not None and (not isinstance(max_epochs, int) or max_epochs < -1 or max_epochs == 0):
@@ -78,7 +127,7 @@ def check_int(key: str, v: Any, lo: int, hi: int) -> int:
 
 
 def check_float(key: str, v: Any, lo: float, hi: float) -> float:
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (lo < v <= hi):
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not (lo < v <= hi):
         raise ConfigError(f"{key} must be a number in ({lo}, {hi}] (got {v!r})")
     return float(v)
 

@@ -78,6 +78,7 @@ def ensure_files(
     the call share one deadline: `timeout` seconds, default `download_deadline()`.
     """
     folder = Path(folder).expanduser()
+    created = not folder.exists()  # made by a download below: removed again if nothing lands in it
     deadline = time.monotonic() + (timeout if timeout is not None else download_deadline())
     urls = urls or {}
     paths, missing, errors = {}, [], []
@@ -105,6 +106,8 @@ def ensure_files(
         if not path.exists():
             missing.append(name)
     if missing:
+        if created and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
         tried = f" (downloads failed: {'; '.join(errors)})" if errors else ""
         raise DataError(f"{what} not found in {folder}: missing {', '.join(missing)}{tried}; {DATA_HINT}")
     return paths

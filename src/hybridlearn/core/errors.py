@@ -11,3 +11,7 @@ class ConfigError(HybridlearnError):
 
 class DataError(HybridlearnError):
     """A data file is missing, corrupt or malformed."""
+
+
+class TrainingError(HybridlearnError):
+    """Training went wrong in a way the user can act on (a loss that is NaN or infinite)."""

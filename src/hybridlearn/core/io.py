@@ -24,8 +24,11 @@ def atomic_output(path: str | os.PathLike, overwrite: bool = True) -> Iterator[P
     path = Path(path)
     if path.exists() and not overwrite:
         raise ConfigError(f"{path} already exists; choose another output path or set overwrite=true")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=f".tmp{path.suffix}", dir=path.parent)
+    except OSError as e:
+        raise ConfigError(f"cannot write {path} ({e.strerror or e}); choose an output in a writable folder") from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)

@@ -8,6 +8,9 @@ The standard flow trains one model per run; a study (`entry:`) trains many, each
 from __future__ import annotations
 
 import contextlib
+import re
+import sys
+import types
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,11 +18,15 @@ from typing import Any
 
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ProgressBar
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hybridlearn.core.callbacks import ClassTagCallback
+
+# TensorBoard event files need no TensorFlow, but where TensorFlow is installed (the `tf` extra)
+# tensorboard imports it on the first write (~5 s and absl's log lines) unless this marker exists.
+sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 
 # The config of the run in progress (set by core.cli.run): code deep inside a run that must train a
@@ -64,6 +71,8 @@ def rooted(cfg: DictConfig, output_dir: str | Path, name: str = "") -> DictConfi
         wandb = (sub.get("logger") or {}).get("wandb")
         if name and wandb is not None:
             wandb.name = f"{OmegaConf.select(cfg, 'logger.wandb.name') or cfg.get('task_name')}/{name}"
+            if wandb.get("id"):  # one W&B run per model of a study, each resumable under its own id
+                wandb.id = f"{wandb.id}-{re.sub(r'[^A-Za-z0-9_-]+', '-', name)}"
     return sub
 
 
@@ -95,10 +104,15 @@ def build_trainer(
             **{**quiet, **trainer_overrides},
         )
     sub = rooted(cfg, output_dir, name)
+    if name:  # one fit of many: the study shows one bar over its fits (core.progress), not one per fit
+        trainer_overrides.setdefault("enable_progress_bar", False)
     cbs = [*(instantiate_group(sub.get("callbacks")) if use_config_callbacks else []), *callbacks, ClassTagCallback()]
     loggers = instantiate_group(sub.get("logger"))
     # Callbacks that Lightning refuses in some settings are dropped there instead of failing the run.
     settings = {**OmegaConf.to_container(sub.trainer, resolve=True), **trainer_overrides}
+    if "enable_model_summary" not in settings and not any(isinstance(cb, ModelSummary) for cb in cbs):
+        # `callbacks.model_summary: null` means no summary (Lightning would print its own, Rich's on the console)
+        trainer_overrides["enable_model_summary"] = False
     if settings.get("enable_progress_bar") is False:
         cbs = [cb for cb in cbs if not isinstance(cb, ProgressBar)]
     if not loggers:

@@ -111,7 +111,11 @@ def load_grey(path: str | Path, what: str | None = None, max_side: int | None = 
             rgba = np.asarray(im.convert("RGBA"), dtype=np.float32) / 255.0
     except FileNotFoundError:
         raise DataError(f"{name}: image file not found ({path})") from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+    except Image.DecompressionBombError as e:  # refused by Pillow before decoding: memory stays bounded
+        raise DataError(
+            f"{name}: too large to read ({e}); scale the page down first, e.g. to 4000 px on its longest side"
+        ) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"{name}: cannot read image {path} ({type(e).__name__}: {e}); give a PNG/JPG file") from None
     grey = rgba[..., :3].mean(-1)
     if has_alpha:

@@ -34,8 +34,6 @@ from scipy import ndimage
 
 from hybridlearn.core.errors import DataError
 
-MAX_SIDE = 2000  # pages are downscaled to this longest side before reading (bounded memory)
-
 
 class NoDigitError(DataError):
     """The page holds nothing that looks like a digit (blank, noise only, 1x1...)."""

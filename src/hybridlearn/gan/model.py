@@ -33,12 +33,12 @@ from hybridlearn.core.errors import ConfigError, HybridlearnError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.core.loaders import tensor_loader
 from hybridlearn.gan.callbacks import save_png, to_grid
+from hybridlearn.gan.generate import MAX_GRID
 from hybridlearn.gan.metrics import GANEvaluator, collect_images
 
 log = logging.getLogger(__name__)
 
 OPTIMIZER_IMPLS = ("fused", "foreach", "forloop")
-MAX_GRID = 10_000  # images in one PNG grid (generate.py -n, task=predict): 10k 28x28 is ~8 MB
 
 
 class NonFiniteLossError(HybridlearnError):

@@ -272,6 +272,9 @@ def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
             run.rel,
             _move_aside(run_dir).name,
         )
+    elif state == "rerun" and ((run_dir / "results.json").exists() or (run_dir / "checkpoints").is_dir()):
+        # a run folder is never written over: the unfinished attempt is kept beside the new one
+        log.info("reproduce: %s did not finish; moved to %s, starting again", run.rel, _move_aside(run_dir).name)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = state == "resume"
     if resume:  # the CSV logger starts a new metrics.csv: keep the earlier epochs for the report

@@ -1,8 +1,6 @@
-"""Stylize a video (or an image) with one style image, from Python or the command line.
+"""Stylize a video (or an image) with one style image from Python: `stylize(input, style, output)`.
 
-    hybridlearn-stylize input=clip.mp4 style=starry_night.jpg output=out.mp4   (= python stylize.py ...)
-
-The command line is `python train.py experiment=style_video ...` with the experiment preset.
+The command line (`python stylize.py ...`, `hybridlearn-stylize ...`) is style/cli.py.
 """
 
 from __future__ import annotations
@@ -11,10 +9,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import torch
 
-from hybridlearn.core.cli import hydra_main
+from hybridlearn.core.trainer import build_trainer
 from hybridlearn.style.model import StyleTransfer
 from hybridlearn.style.video import VideoFramesDataModule
 from hybridlearn.style.writer import StylizedVideoWriter
@@ -50,20 +47,6 @@ def stylize(
     )
     if accelerator == "auto":
         accelerator = "gpu" if torch.cuda.is_available() else "cpu"
-    trainer = L.Trainer(
-        accelerator=accelerator,
-        devices=1,
-        logger=False,
-        callbacks=[w],
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        enable_checkpointing=False,
-        default_root_dir=str(Path(output).parent) if output else ".",
-    )
+    trainer = build_trainer(None, Path(output).parent if output else ".", callbacks=[w], accelerator=accelerator)
     trainer.predict(module, datamodule=dm, return_predictions=False)
     return dict(module.extra_results)
-
-
-def main() -> None:
-    """`hybridlearn-stylize input=clip.mp4 style=starry_night.jpg output=out.mp4 [overrides]`."""
-    hydra_main(preset=["experiment=style_video"])

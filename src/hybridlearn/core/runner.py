@@ -1,0 +1,224 @@
+"""The run flow behind `python train.py` / `hybridlearn-train`, loaded by `core.cli` once the config
+is composed and checked: seed, instantiate, fit/test/predict, record results.json."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+import traceback
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from lightning.fabric.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.callbacks import BasePredictionWriter
+from omegaconf import DictConfig, OmegaConf
+
+from hybridlearn.core.checkpoint import check_fits
+from hybridlearn.core.cli import is_multirun, load_entry, overrides
+from hybridlearn.core.errors import ConfigError, HybridlearnError
+from hybridlearn.core.logs import route_library_logs
+from hybridlearn.core.results import to_number, write_results
+from hybridlearn.core.runs import prepare
+from hybridlearn.core.trainer import build_trainer, finish_loggers, run_config
+
+log = logging.getLogger("hybridlearn")
+
+route_library_logs()  # Lightning's notices and warnings: train.log only
+# Data already lives in memory as whole batches; worker processes would only add overhead.
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+
+
+def _has_prediction_writer(trainer: L.Trainer) -> bool:
+    return any(isinstance(cb, BasePredictionWriter) for cb in trainer.callbacks)
+
+
+def _check_task(cfg: DictConfig, model: L.LightningModule, trainer: L.Trainer) -> None:
+    """Refuse runs whose result would mean nothing, before any work is done."""
+    task, ckpt_path = cfg.get("task", "fit"), cfg.get("ckpt_path")
+    if task == "predict" and not (hasattr(model, "write_predictions") or _has_prediction_writer(trainer)):
+        raise ConfigError(f"task=predict: {type(model).__name__} has nothing to predict; use task=fit or task=test")
+    if task == "predict" and not ckpt_path and not _has_prediction_writer(trainer):
+        raise ConfigError(
+            "task=predict needs ckpt_path=<a .ckpt of this experiment> (predicting with untrained weights means nothing)"
+        )
+
+
+def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, **kw: Any) -> dict:
+    """trainer.test, reported in one line of ours instead of Lightning's table."""
+    trainer.test(model, datamodule=datamodule, verbose=False, **kw)
+    metrics = dict(trainer.callback_metrics)
+    shown = {k: to_number(v) for k, v in sorted(metrics.items()) if k.startswith("test/")}
+    log.info("test: %s", ", ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in shown.items()))
+    return metrics
+
+
+def _standard_flow(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    ckpt_path = cfg.get("ckpt_path")
+    datamodule: L.LightningDataModule = instantiate(cfg.data)
+    model: L.LightningModule = instantiate(cfg.model)
+    if ckpt_path:  # before the Trainer exists: a bad file is one line, with nothing else printed
+        check_fits(ckpt_path, model)
+    trainer = build_trainer(cfg, output_dir)
+    _check_task(cfg, model, trainer)
+    weights_only = True if ckpt_path else None  # nothing in a checkpoint can run code
+
+    metrics: dict[str, Any] = {}
+    task = cfg.get("task", "fit")
+    if task == "fit":
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
+        metrics.update(trainer.callback_metrics)
+        ckpt_cb = trainer.checkpoint_callback
+        if ckpt_cb is not None and getattr(ckpt_cb, "best_model_path", ""):
+            metrics.update(
+                best_ckpt=ckpt_cb.best_model_path,
+                best_score=ckpt_cb.best_model_score,
+                last_ckpt=ckpt_cb.last_model_path,
+            )
+        if cfg.get("test", True) and trainer.state.status.value == "finished":
+            best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+            if best:
+                log.info("testing the best checkpoint %s", best)
+                metrics.update(_test(trainer, model, datamodule, ckpt_path=best, weights_only=True))
+            else:  # fast_dev_run and friends save no checkpoint: test the weights in memory
+                metrics.update(_test(trainer, model, datamodule))
+    elif task == "test":
+        metrics.update(_test(trainer, model, datamodule, ckpt_path=ckpt_path, weights_only=weights_only))
+    else:
+        writes = hasattr(model, "write_predictions")
+        predictions = trainer.predict(
+            model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only, return_predictions=writes
+        )
+        metrics.update(trainer.callback_metrics)
+        if writes and trainer.is_global_zero:
+            metrics.update(model.write_predictions(predictions or [], output_dir))
+
+    metrics.update(getattr(model, "extra_results", None) or {})
+    return metrics
+
+
+def _root_error(e: BaseException) -> BaseException:
+    """Hydra wraps errors raised in a constructor (InstantiationException): surface ours."""
+    cause = e
+    while cause is not None:
+        if isinstance(cause, HybridlearnError):
+            return cause
+        cause = cause.__cause__
+    return e
+
+
+def write_results_rank0(run_dir: Path, **fields: Any) -> None:
+    """DDP: every rank runs the job; rank 0 keeps the record."""
+    if rank_zero_only.rank == 0:
+        write_results(run_dir, **fields)
+
+
+def _interrupted(trainers: list[L.Trainer]) -> dict[str, Any] | None:
+    """{"last_ckpt": ...} when Ctrl-C stopped one of the run's Trainers (Lightning turns it into exit 1)."""
+    for tr in reversed(trainers):
+        if tr.interrupted:
+            cb = tr.checkpoint_callback
+            return {"last_ckpt": (getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")) or None}
+    return None
+
+
+def _non_finite(metrics: dict[str, Any]) -> str | None:
+    """The first metric that is NaN or infinite: such a run has not completed, whatever it printed."""
+    for k, v in sorted(metrics.items()):
+        v = to_number(v)
+        if isinstance(v, str) and v in ("nan", "inf", "-inf"):
+            return f"{k} is {v}"
+    return None
+
+
+def _fail(output_dir: Path, e: BaseException, started: float, record: dict[str, Any]) -> None:
+    """Record a failed run; one line on stderr and exit 2 for our own errors (a traceback for bugs);
+    in a multirun the job is marked and the sweep goes on (its summary flags the job)."""
+    e = _root_error(e)
+    msg = str(e) if isinstance(e, HybridlearnError) else f"{type(e).__name__}: {e}"
+    write_results_rank0(output_dir, status="failed", error=msg, duration_s=round(time.time() - started, 3), **record)
+    if is_multirun():
+        if isinstance(e, HybridlearnError):
+            log.error("job failed: %s", msg)
+        else:
+            log.error("job failed: %s\n%s", msg, traceback.format_exc())
+        return
+    if isinstance(e, HybridlearnError):
+        print(f"error: {msg}", file=sys.stderr)
+        raise SystemExit(2) from None
+    raise e
+
+
+def run(cfg: DictConfig) -> dict[str, Any] | None:
+    """Run one job described by `cfg`; write `<output_dir>/results.json`; return its metrics.
+
+    results.json says `running` (with the pid) from the start, so a killed run is visible as such."""
+    output_dir = Path(cfg.paths.output_dir)
+    started = time.time()
+    record = {
+        "task_name": cfg.get("task_name"),
+        "seed": cfg.get("seed"),
+        "overrides": overrides(),
+        "output_dir": str(output_dir.resolve()),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
+    }
+    with run_config(cfg) as ctx:
+        try:
+            prepare(cfg, None)  # checked already for a single run (RunGuard); here for each job of a sweep
+            if OmegaConf.select(cfg, "logger.wandb.id"):
+                record["wandb_id"] = cfg.logger.wandb.id  # a resumed run continues this W&B run
+            strategy = str(OmegaConf.select(cfg, "trainer.strategy") or "")
+            # ddp reruns the command for ranks 1..N-1, which in a local multirun would rerun the sweep
+            if (
+                strategy in ("ddp", "ddp_find_unused_parameters_true")
+                and is_multirun()
+                and not os.environ.get("SLURM_NTASKS")
+            ):
+                raise ConfigError(
+                    "a local multirun cannot start DDP ranks; use SLURM (hydra.launcher.tasks_per_node) or a single run"
+                )
+            output_dir.mkdir(parents=True, exist_ok=True)
+            write_results_rank0(output_dir, status="running", pid=os.getpid(), **record)
+            if cfg.get("print_config"):
+                print(OmegaConf.to_yaml(cfg, resolve=False), end="", flush=True)
+            if cfg.get("seed") is not None:
+                L.seed_everything(cfg.seed, workers=True, verbose=False)
+            if torch.cuda.is_available():
+                torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+            entry = cfg.get("entry")
+            metrics = load_entry(entry)(cfg, output_dir) if entry else _standard_flow(cfg, output_dir)
+            bad = _non_finite(metrics)
+            if bad:
+                raise ConfigError(f"{bad}: the run diverged; lower the learning rate (model.lr) or check the data")
+        except (Exception, KeyboardInterrupt, SystemExit) as e:
+            stopped = _interrupted(ctx.trainers) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None
+            for tr in ctx.trainers:
+                finish_loggers(tr, failed=True)
+            if stopped is not None or isinstance(e, KeyboardInterrupt):
+                write_results_rank0(
+                    output_dir,
+                    status="interrupted",
+                    duration_s=round(time.time() - started, 3),
+                    **(stopped or {}),
+                    **record,
+                )
+                print(f"interrupted; resume with ckpt_path={(stopped or {}).get('last_ckpt')}", file=sys.stderr)
+                raise SystemExit(130) from None
+            if isinstance(e, SystemExit):
+                raise
+            _fail(output_dir, e, started, record)
+            return None
+        for tr in ctx.trainers:  # close W&B runs so each model (and each job of a sweep) leaves a complete run
+            finish_loggers(tr)
+    if rank_zero_only.rank == 0:  # DDP: every rank runs this function; one record per run
+        write_results(
+            output_dir, status="completed", metrics=metrics, duration_s=round(time.time() - started, 3), **record
+        )
+        print(f"Run directory: {output_dir.resolve()}")
+    return metrics

@@ -1,0 +1,126 @@
+"""Run folders before a run starts (a Hydra callback, so nothing heavy is imported yet):
+
+- `ckpt_path=last` becomes the newest run's `checkpoints/last.ckpt` of the same `task_name`;
+- a W&B run id is fixed up front and kept in the run's results.json, so a resumed run continues
+  the same W&B run;
+- the composed config is checked (core.config.validate) and the run folder must be creatable and
+  must not hold another run: a finished run is never written over, unless it is resumed in place.
+
+Every refusal is one line on stderr and exit 2, before the run folder is made.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import sys
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf.errors import OmegaConfBaseException
+
+from hybridlearn.core.config import validate
+from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.results import RESULTS
+
+LAST = "last"
+MAX_TASK_NAME = 100  # the run folder is <log_dir>/<task_name>/runs/<time>: keep it a sane file name
+
+
+def run_of(ckpt: str | Path) -> Path | None:
+    """The run folder a checkpoint was written into (`<run>/checkpoints/x.ckpt`), if it is one."""
+    p = Path(ckpt).expanduser().resolve()
+    return p.parent.parent if p.parent.name == "checkpoints" else None
+
+
+def read_record(run_dir: Path) -> dict[str, Any]:
+    try:
+        return json.loads((run_dir / RESULTS).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def newest_last_ckpt(log_dir: str | Path, task_name: str) -> Path:
+    """`checkpoints/last.ckpt` of the newest run of `task_name` (run folders are named by start time)."""
+    runs = Path(log_dir) / task_name / "runs"
+    found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: (p.parent.parent.name, p.stat().st_mtime))
+    if not found:
+        raise ConfigError(
+            f"ckpt_path=last: no run of task_name={task_name} with checkpoints/last.ckpt under {runs}; "
+            "give ckpt_path=<a .ckpt> instead"
+        )
+    return found[-1]
+
+
+def check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
+    """The run folder must be a folder we can create, and hold no run of its own unless resumed in place."""
+    if run_dir.exists() and not run_dir.is_dir():
+        raise ConfigError(f"hydra.run.dir={run_dir} is a file; give a folder (or leave it to the default)")
+    if (run_dir / RESULTS).exists() or (run_dir / "checkpoints").is_dir():
+        resumed = run_of(ckpt_path) if ckpt_path else None
+        if resumed is None or resumed != run_dir.resolve():
+            status = read_record(run_dir).get("status", "unknown")
+            raise ConfigError(
+                f"hydra.run.dir={run_dir} already holds a run (status {status}); choose a new folder, or resume "
+                f"that run in place with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+            )
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(
+            f"cannot create the run folder {run_dir} ({e.strerror or e}); set HYBRIDLEARN_LOG_DIR or "
+            "paths.log_dir to a writable folder, or pick a shorter task_name"
+        ) from None
+
+
+def prepare(cfg: DictConfig, run_dir: Path | None) -> None:
+    """Resolve `ckpt_path=last`, fix the W&B id, check the config and the run folder (in place)."""
+    task_name = str(cfg.get("task_name") or "")
+    if len(task_name) > MAX_TASK_NAME or "/" in task_name or "\\" in task_name:
+        raise ConfigError(
+            f"task_name must be a file name of at most {MAX_TASK_NAME} characters, without '/' (got {task_name[:40]!r}...)"
+        )
+    with read_write(cfg), open_dict(cfg):
+        if cfg.get("ckpt_path") == LAST:
+            cfg.ckpt_path = str(newest_last_ckpt(cfg.paths.log_dir, task_name))
+            print(f"ckpt_path=last: resuming {cfg.ckpt_path}", flush=True)
+        wandb = (cfg.get("logger") or {}).get("wandb")
+        if wandb is not None and not wandb.get("id"):
+            resumed = run_of(cfg.ckpt_path) if cfg.get("ckpt_path") else None
+            old_id = read_record(resumed).get("wandb_id") if resumed else None
+            wandb.id = old_id or secrets.token_hex(4)
+            if old_id:
+                wandb.resume = "allow"  # continue that W&B run instead of starting another
+    validate(cfg)
+    if run_dir is not None:
+        check_run_dir(run_dir, cfg.get("ckpt_path"))
+
+
+def _fail(e: Exception) -> None:
+    print(f"error: {e}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
+class RunGuard(Callback):
+    """Hydra callback: `prepare` the config before Hydra makes the run folder and imports the run."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        try:
+            run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+            prepare(config, run_dir)
+        except ConfigError as e:
+            _fail(e)
+        except OmegaConfBaseException as e:  # an interpolation that cannot resolve, a wrong type
+            _fail(ConfigError(str(e).splitlines()[0]))
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        try:
+            if sweep.exists() and not sweep.is_dir():
+                raise ConfigError(f"hydra.sweep.dir={sweep} is a file; give a folder")
+            if any(sweep.glob(f"*/{RESULTS}")):
+                raise ConfigError(f"hydra.sweep.dir={sweep} already holds a sweep's runs; choose a new folder")
+        except ConfigError as e:
+            _fail(e)

@@ -1,0 +1,65 @@
+"""Every benchmark command of the README runs, at its smallest size (a few steps; no timing claim),
+so a benchmark cannot rot unnoticed after a refactor."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import ROOT
+
+
+def bench(args: list[str], tmp_path) -> str:
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "HYBRIDLEARN_LOG_DIR": str(tmp_path / "logs"), "HYBRIDLEARN_CACHE": str(tmp_path / "cache")},
+    )
+    assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
+    return p.stdout
+
+
+def test_bench_lenet_smallest(tmp_path, data_dir):
+    out = bench(["bench_lenet.py", "--repeats", "1", "--train-subset", "512"], tmp_path)
+    assert "ratio Lightning / bare" in out
+
+
+def test_bench_gan_paired_smallest(tmp_path, data_dir):
+    out = bench(
+        [
+            "bench_gan.py",
+            "--paired",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--rounds",
+            "1",
+            "--variants",
+            "default",
+            "--no-fid",
+        ],
+        tmp_path,
+    )
+    assert "bare" in out
+
+
+def test_bench_gom_grid_smallest(tmp_path, data_dir):
+    md = tmp_path / "gom.md"
+    bench(["bench_gom_grid.py", "--sample", "1", "--workers", "1", "--epochs", "2", "--out", str(md)], tmp_path)
+    assert md.read_text().count("|") > 10
+
+
+def test_bench_startup_smallest(tmp_path):
+    out = bench(["bench_startup.py", "--rounds", "1", "--cases", "2"], tmp_path)
+    assert "unknown experiment" in out and "exit codes now: [2]" in out
+
+
+@pytest.mark.skip(reason="filled in with the style pipeline's smoke mode")
+def test_bench_style_video_smallest(tmp_path, data_dir):
+    pass

@@ -1,0 +1,146 @@
+"""What a user meets every day: short experiment names, one-line answers to typos and bad values
+before anything heavy is imported, a quiet console, refusing to write over a finished run, W&B resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR, ROOT, compose_cfg, train_cli
+from omegaconf import OmegaConf
+
+from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.runs import newest_last_ckpt, prepare
+
+ALIASES = {
+    "gan": "gan_mnist",
+    "gom": "gom_study",
+    "digits": "lenet_digits",
+    "mnist": "lenet_mnist",
+    "style": "style_video",
+}
+
+
+@pytest.mark.parametrize("short", sorted(ALIASES))
+def test_short_experiment_names_compose_the_papers_default(short, tmp_path):
+    a = OmegaConf.to_container(compose_cfg([f"experiment={short}"], tmp_path), resolve=False)
+    b = OmegaConf.to_container(compose_cfg([f"experiment={ALIASES[short]}"], tmp_path), resolve=False)
+    assert a == b
+
+
+def one_line(p: subprocess.CompletedProcess) -> str:
+    assert p.returncode == 2, (p.returncode, p.stderr[-1500:])
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), p.stderr
+    return lines[0]
+
+
+def test_unknown_experiment_names_the_closest(tmp_path):
+    line = one_line(train_cli(["experiment=gan_mnst", f"paths.log_dir={tmp_path}"]))
+    assert "did you mean gan_mnist" in line
+    assert "known: " in one_line(train_cli(["experiment=zzz", f"paths.log_dir={tmp_path}"]))
+    assert "did you mean gpu" in one_line(train_cli(["trainer=gpuu", f"paths.log_dir={tmp_path}"]))
+
+
+BAD_VALUES = {
+    "model.lr=nan": "model.lr must be a finite number",
+    "model.lr=inf": "model.lr must be a finite number",
+    "model.lr=-1": "model.lr must be > 0",
+    "data.batch_size=2.5": "data.batch_size must be a whole number",
+    "trainer.max_epochs=1.5": "trainer.max_epochs must be a whole number",
+    "task_name=" + "x" * 300: "task_name must be a file name of at most 100 characters",
+    "output=my out é.mp4": "quote it for Hydra: output='my out é.mp4'",
+}
+
+
+@pytest.mark.parametrize("arg", sorted(BAD_VALUES), ids=lambda a: a[:24])
+def test_bad_value_is_one_line_before_any_run_folder(arg, tmp_path):
+    line = one_line(train_cli(["experiment=lenet_mnist", arg, f"paths.log_dir={tmp_path}"]))
+    assert BAD_VALUES[arg] in line
+    assert not list(tmp_path.iterdir()), "nothing is created for a refused run"
+
+
+def test_bad_paths_are_one_line(tmp_path):
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    assert "is a file" in one_line(train_cli(["experiment=lenet_mnist", f"hydra.run.dir={a_file}"]))
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "experiment=lenet_mnist"],
+        env={**os.environ, "DATA_DIR": str(a_file), "HYBRIDLEARN_LOG_DIR": str(tmp_path / "logs")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "DATA_DIR=" in one_line(p) and "is a file" in p.stderr
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), "experiment=lenet_mnist"],
+        env={**os.environ, "HYBRIDLEARN_LOG_DIR": str(a_file / "logs")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "cannot create the run folder" in one_line(p)
+
+
+def test_a_finished_run_folder_is_never_written_over(tmp_path, lenet_run: Path):
+    before = {p: p.stat().st_mtime_ns for p in lenet_run.rglob("*") if p.is_file()}
+    line = one_line(train_cli(["experiment=lenet_mnist", "debug=fdr", f"hydra.run.dir={lenet_run}"]))
+    assert "already holds a run (status completed)" in line and "ckpt_path=" in line
+    assert before == {p: p.stat().st_mtime_ns for p in lenet_run.rglob("*") if p.is_file()}
+
+
+def test_ckpt_path_last_picks_the_newest_run(tmp_path):
+    runs = tmp_path / "lenet_mnist" / "runs"
+    for name in ("2026-01-01_10-00-00_001-1", "2026-01-02_09-00-00_000-2", "2026-01-01_23-00-00_999-3"):
+        (runs / name / "checkpoints").mkdir(parents=True)
+        (runs / name / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (runs / "2026-01-03_00-00-00_000-4").mkdir()  # newer, but never saved a checkpoint
+    assert newest_last_ckpt(tmp_path, "lenet_mnist").parent.parent.name == "2026-01-02_09-00-00_000-2"
+    with pytest.raises(ConfigError, match="no run of task_name=gom_mlp"):
+        newest_last_ckpt(tmp_path, "gom_mlp")
+
+
+def test_wandb_id_is_kept_and_reused_on_resume(tmp_path):
+    """A run gets its W&B id up front; a run resumed from its checkpoint continues that W&B run."""
+    run = tmp_path / "run"
+    (run / "checkpoints").mkdir(parents=True)
+    ckpt = run / "checkpoints" / "last.ckpt"
+    ckpt.write_bytes(b"x")
+    (run / "results.json").write_text(json.dumps({"status": "interrupted", "wandb_id": "abc123"}))
+    cfg = compose_cfg(["experiment=lenet_mnist", "logger=wandb"], tmp_path / "new")
+    prepare(cfg, None)
+    assert len(cfg.logger.wandb.id) == 8 and cfg.logger.wandb.resume is None
+    cfg = compose_cfg(["experiment=lenet_mnist", "logger=wandb", f"ckpt_path={ckpt}"], tmp_path / "new")
+    prepare(cfg, None)
+    assert cfg.logger.wandb.id == "abc123" and cfg.logger.wandb.resume == "allow"
+
+
+def test_console_is_quiet_and_train_log_keeps_lightnings_notices(lenet_run: Path):
+    console = (lenet_run.parent / "console.txt").read_text()
+    for noise in ("GPU available", "TPU available", "Tip", "ModelSummary", "absl", "Trainable params", "Test metric"):
+        assert noise not in console, noise
+    assert "Run directory:" in console and "test: test/acc" in console
+    log = (lenet_run / "train.log").read_text()
+    assert "GPU available: False" in log and "Trainable params" in log
+
+
+def test_corrupt_checkpoint_is_exactly_one_line(tmp_path):
+    bad = tmp_path / "bad.ckpt"
+    bad.write_bytes(b"not a checkpoint")
+    line = one_line(train_cli(["experiment=gom_mlp", "task=test", f"ckpt_path={bad}", f"paths.log_dir={tmp_path}"]))
+    assert "is not a readable PyTorch checkpoint" in line
+
+
+def test_diverging_run_fails_naming_the_step_and_metric(run_train, data_dir):
+    res = run_train(["experiment=gom_mlp", "model.lr=1e30", "trainer.max_epochs=3", "logger=none"])
+    assert res["status"] == "failed"
+    assert "train/loss is nan at step" in res["error"] or "train/loss is inf at step" in res["error"], res["error"]
+
+
+def test_every_experiment_config_passes_the_checks(tmp_path):
+    for exp in sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")):
+        prepare(compose_cfg([f"experiment={exp}"], tmp_path), None)

@@ -103,7 +103,7 @@ def cpu_model() -> tuple[str, str]:
     return name, " ".join(f for f in wanted if f in flags) or "-"
 
 
-def run_command(frames: int | None, out_dir: Path, max_side: int | None = None) -> dict:
+def run_command(frames: int | None, out_dir: Path, max_side: int | None = None, overrides=()) -> dict:
     """`python stylize.py ...` in a fresh process (as a user runs it); its results.json."""
     args = [
         sys.executable,
@@ -120,6 +120,7 @@ def run_command(frames: int | None, out_dir: Path, max_side: int | None = None) 
         args.append(f"data.max_frames={frames}")
     if max_side:
         args.append(f"data.max_side={max_side}")
+    args += list(overrides)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYBRIDLEARN_CONF": str(ROOT / "conf")}
     t0 = time.perf_counter()
     p = subprocess.run(args, capture_output=True, text=True, env=env, cwd=out_dir)
@@ -228,6 +229,12 @@ def main() -> int:
     ap.add_argument("--flicker-frames", type=int, default=None, help="default: the whole clip")
     ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "command", "memory", "flicker"])
     ap.add_argument("--clip-max-side", type=int, default=None, help="shrink the command's frames (default: 640x360)")
+    ap.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        help="extra overrides for the command, e.g. data.prefetch=0 callbacks.style_writer.encode_queue=0",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_style_video.md"))
     ap.add_argument(
         "--smoke",
@@ -322,7 +329,7 @@ def main() -> int:
         for r in range(args.rounds):
             run_dir = tmp / f"command_{r}"
             run_dir.mkdir()
-            res = run_command(args.clip_frames, run_dir, args.clip_max_side)
+            res = run_command(args.clip_frames, run_dir, args.clip_max_side, args.override)
             alone = model_only_fps(args.clip_frames, args.batch_size, args.clip_max_side)
             runs.append(res)
             model_only.append(alone)

@@ -147,3 +147,14 @@ def test_bad_queue_sizes(data_dir):
         VideoFramesDataModule(path="x.mp4", prefetch=-1)
     with pytest.raises(ConfigError, match="encode_queue"):
         style_writer.StylizedVideoWriter(encode_queue=-1)
+
+
+def test_closing_the_stream_joins_the_decode_thread(data_dir):
+    """An interrupted run closes the stream: the decode thread stops now, mid-clip."""
+    dm = VideoFramesDataModule(path=str(data_dir / "video" / "big_buck_bunny_23s.mp4"), max_side=64, prefetch=1)
+    dm.setup("predict")
+    it = iter(dm.predict_dataloader())
+    assert next(it)["frames"].shape == (4, 36, 64, 3)
+    assert _threads() == ["hybridlearn-decode"]
+    dm.dataset.close()
+    assert not _threads() and dm.dataset.decoded < 100

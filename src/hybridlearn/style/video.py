@@ -201,6 +201,19 @@ class VideoFrameStream(IterableDataset):
             self._warn(f"{info.path}: {missing}; the file looks truncated, stylizing what decoded")
 
     def __iter__(self):
+        self._active = self._iterate()
+        return self._active
+
+    def close(self) -> None:
+        """Stop the decode thread of an interrupted iteration now (not when it is garbage collected)."""
+        active, self._active = getattr(self, "_active", None), None
+        if active is not None:
+            active.close()
+
+    def __getstate__(self):  # (a worker process gets a copy without the running iterator)
+        return {**self.__dict__, "_active": None}
+
+    def _iterate(self):
         self.pending_warnings = []
         yield from prefetch(self._batches, self.prefetch, "decode")
         if not self.defer_warnings:

@@ -428,3 +428,6 @@ class StylizedVideoWriter(BasePredictionWriter):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._abort(exception)
+        stream = getattr(trainer.datamodule, "dataset", None)
+        if stream is not None and hasattr(stream, "close"):
+            stream.close()  # joins the decode thread

@@ -38,6 +38,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve()))
 CLIP = Path(os.environ["DATA_DIR"]) / "video" / "big_buck_bunny_23s.mp4"
 STYLE = "starry_night.jpg"
@@ -153,6 +154,24 @@ def model_only_fps(frames: int | None, batch_size: int, max_side: int | None = N
     return n / (time.perf_counter() - t0)
 
 
+def lenet_epoch_s(batch_size: int = 128) -> float:
+    """One bare LeNet-5 epoch on the MNIST train split (bench_lenet.py's bare loop): a yardstick of
+    the machine's speed, so numbers from two machines can be compared."""
+    import torch
+    from bench_lenet import bare_epoch
+
+    from hybridlearn.core.loaders import tensor_loader
+    from hybridlearn.mnist.data import MNISTDataModule
+    from hybridlearn.mnist.lenet import LeNet5
+
+    dm = MNISTDataModule(data_dir=os.environ["DATA_DIR"], batch_size=batch_size)
+    dm.setup()
+    x, y = dm.tensors["train"]
+    torch.manual_seed(0)
+    net = LeNet5(lr=2e-3, scheduler=None).net
+    return bare_epoch(net, tensor_loader(x, y, batch_size=batch_size, shuffle=True, seed=0), 2e-3)
+
+
 def loop_clip(src: Path, dst: Path, times: int = 3) -> Path:
     """Stream-copy `src` `times` times back to back (video and audio timestamps shifted)."""
     import av
@@ -227,7 +246,7 @@ def main() -> int:
     ap.add_argument("--mem-max-side", type=int, default=160, help="frame size of the memory runs (full length)")
     ap.add_argument("--flicker-max-side", type=int, default=384)
     ap.add_argument("--flicker-frames", type=int, default=None, help="default: the whole clip")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "command", "memory", "flicker"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "command", "memory", "flicker", "yardstick"])
     ap.add_argument("--clip-max-side", type=int, default=None, help="shrink the command's frames (default: 640x360)")
     ap.add_argument(
         "--override",
@@ -244,7 +263,7 @@ def main() -> int:
     args = ap.parse_args()
     if args.smoke:
         args.frames, args.clip_frames, args.clip_max_side, args.rounds = 4, 4, 96, 1
-        args.skip = sorted(set(args.skip) | {"memory", "flicker"})
+        args.skip = sorted(set(args.skip) | {"memory", "flicker", "yardstick"})
         args.out = str(Path(tempfile.mkdtemp(prefix="bench_style_smoke_")) / "results_style_video.md")
     elif args.rounds < 3:
         ap.error("--rounds must be at least 3 (best and median of interleaved rounds)")
@@ -416,6 +435,17 @@ def main() -> int:
                 f"| {name} | {res['flicker_ratio']:.3f} | {res['flicker_output']:.4f} | {psnr} | {res['fps_pipeline']:.2f} |"
             )
         lines.append(f"\nInput mean abs frame difference: {res['flicker_input']:.4f}.\n")
+
+    if "yardstick" not in args.skip:
+        epoch_s = lenet_epoch_s()
+        print(f"yardstick: one bare LeNet-5 epoch {epoch_s:.2f} s", flush=True)
+        lines += [
+            "## Yardstick of the machine",
+            "",
+            f"One bare LeNet-5 epoch (MNIST train split, batch 128, bench_lenet.py's bare loop): **{epoch_s:.2f} s** "
+            f"({torch.get_num_threads()} threads). Compare machines by this before comparing frames/s.",
+            "",
+        ]
 
     lines += [check_load("after").capitalize() + ".", ""]
     text = "\n".join(lines) + "\n"

@@ -1,7 +1,8 @@
 """Stream the frames of a video (or one image) with PyAV, in batches, for `trainer.predict`.
 
 Memory is bounded whatever the length: frames are decoded on the fly into one batch buffer at a
-time (an IterableDataset); nothing keeps a list of all frames. A batch is a dict
+time (an IterableDataset), by a thread at most `prefetch` batches ahead; nothing keeps a list of
+all frames. A batch is a dict
     frames  uint8 [B, H, W, 3] RGB (already resized to the output size)
     pts     int64 [B] presentation timestamps in the source stream's time base
     index   int64 [B] frame numbers

@@ -20,7 +20,7 @@ Run it on a quiet machine: it prints the load average before and after and warns
    options, and PSNR of each smoothed video against the per-frame one (how much it changes).
 Prints a table and writes benchmarks/results_style_video.md.
 
-    python benchmarks/bench_style_video.py --smoke     (a few tiny frames, one round, to a temp file)
+    python benchmarks/bench_style_video.py --smoke     (a few tiny frames, one round, printed only)
 """
 
 from __future__ import annotations
@@ -29,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -258,13 +259,13 @@ def main() -> int:
     ap.add_argument(
         "--smoke",
         action="store_true",
-        help="smallest size: 4 frames at max side 96, one round, the command and speed sections, to a temp file",
+        help="smallest size: 4 frames at max side 96, one round, the speed and command sections, printed only",
     )
     args = ap.parse_args()
     if args.smoke:
         args.frames, args.clip_frames, args.clip_max_side, args.rounds = 4, 4, 96, 1
         args.skip = sorted(set(args.skip) | {"memory", "flicker", "yardstick"})
-        args.out = str(Path(tempfile.mkdtemp(prefix="bench_style_smoke_")) / "results_style_video.md")
+        args.out = None  # printed only
     elif args.rounds < 3:
         ap.error("--rounds must be at least 3 (best and median of interleaved rounds)")
 
@@ -452,8 +453,10 @@ def main() -> int:
     print(text)
     from hybridlearn.core.io import write_text_atomic
 
-    write_text_atomic(args.out, text)
-    print(f"wrote {args.out}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if args.out:
+        write_text_atomic(args.out, text)
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -9,13 +9,18 @@ Run it on a quiet machine: it prints the load average before and after and warns
    frames, rounds interleaved so all see the same machine load; frames/s (best and median round),
    model ms/frame, and the ratio default torch / tflite (goal >= 2.0x, medians).
    `--variants compile` adds model.compile=true (its first round pays the compilation).
-2. clip: `stylize` on the demo clip at its own size (640x360), default options, whole pipeline
-   frames/s per round (goal >= 15 on 2 cores).
+2. command: the `stylize` command as a user runs it (a fresh process, `python stylize.py input=...
+   output=...`, demo clip at its own size 640x360, default options): its own results.json's
+   fps_pipeline, the model's frames/s inside that run, the time to the first frame (from the process
+   start, warm caches) and, interleaved, the model alone on the same frames already in memory
+   (no decode, no encode): pipeline / model-only (goal >= 0.9), medians of the rounds.
 3. memory: peak RSS (VmHWM of a fresh subprocess; ru_maxrss would inherit the parent's) stylizing the clip and the clip
    looped 3x (stream-copied, so the same frames three times) with the torch backend.
 4. flicker on the real clip: mean |S_t - S_t-1| / mean |X_t - X_t-1| without and with the temporal
    options, and PSNR of each smoothed video against the per-frame one (how much it changes).
 Prints a table and writes benchmarks/results_style_video.md.
+
+    python benchmarks/bench_style_video.py --smoke     (a few tiny frames, one round, printed only)
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -33,6 +39,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
 os.environ.setdefault("DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve()))
 CLIP = Path(os.environ["DATA_DIR"]) / "video" / "big_buck_bunny_23s.mp4"
 STYLE = "starry_night.jpg"
@@ -80,6 +87,90 @@ def run_pipeline(inp, out, backend="torch", data=None, model=None) -> dict:
     )
     res["wall_s"] = time.perf_counter() - t0
     return res
+
+
+def cpu_model() -> tuple[str, str]:
+    """(CPU model name, the SIMD flags that matter here) from /proc/cpuinfo."""
+    name, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, val = line.partition(":")
+            if key.strip() == "model name":
+                name = val.strip()
+            elif key.strip() == "flags":
+                flags = set(val.split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
+    return name, " ".join(f for f in wanted if f in flags) or "-"
+
+
+def run_command(frames: int | None, out_dir: Path, max_side: int | None = None, overrides=()) -> dict:
+    """`python stylize.py ...` in a fresh process (as a user runs it); its results.json."""
+    args = [
+        sys.executable,
+        str(ROOT / "stylize.py"),
+        f"input={CLIP}",
+        f"style={STYLE}",
+        f"output={out_dir / 'out.mp4'}",
+        "overwrite=true",
+        "callbacks.style_writer.preview=false",
+        "callbacks.style_writer.progress=false",
+        f"hydra.run.dir={out_dir}",
+    ]
+    if frames:
+        args.append(f"data.max_frames={frames}")
+    if max_side:
+        args.append(f"data.max_side={max_side}")
+    args += list(overrides)
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "HYBRIDLEARN_CONF": str(ROOT / "conf")}
+    t0 = time.perf_counter()
+    p = subprocess.run(args, capture_output=True, text=True, env=env, cwd=out_dir)
+    if p.returncode:
+        raise RuntimeError(p.stderr[-2000:])
+    res = json.loads((out_dir / "results.json").read_text())
+    res = res.get("metrics", res)
+    res["wall_s"] = time.perf_counter() - t0
+    return res
+
+
+def model_only_fps(frames: int | None, batch_size: int, max_side: int | None = None) -> float:
+    """The model alone (the command's default options) on the same frames, decoded beforehand:
+    frames/s of predict_step over all batches, first (style) batch included as in the command."""
+    import torch
+
+    from hybridlearn.style.model import StyleTransfer
+    from hybridlearn.style.video import VideoFramesDataModule
+
+    dm = VideoFramesDataModule(path=str(CLIP), batch_size=batch_size, max_frames=frames, max_side=max_side, prefetch=0)
+    dm.setup("predict")
+    batches = list(dm.predict_dataloader())
+    m = StyleTransfer(style_image=STYLE, data_dir=os.environ["DATA_DIR"])
+    m.on_predict_start()
+    n = sum(b["frames"].shape[0] for b in batches)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        for i, b in enumerate(batches):
+            m.predict_step(b, i)
+    return n / (time.perf_counter() - t0)
+
+
+def lenet_epoch_s(batch_size: int = 128) -> float:
+    """One bare LeNet-5 epoch on the MNIST train split (bench_lenet.py's bare loop): a yardstick of
+    the machine's speed, so numbers from two machines can be compared."""
+    import torch
+    from bench_lenet import bare_epoch
+
+    from hybridlearn.core.loaders import tensor_loader
+    from hybridlearn.mnist.data import MNISTDataModule
+    from hybridlearn.mnist.lenet import LeNet5
+
+    dm = MNISTDataModule(data_dir=os.environ["DATA_DIR"], batch_size=batch_size)
+    dm.setup()
+    x, y = dm.tensors["train"]
+    torch.manual_seed(0)
+    net = LeNet5(lr=2e-3, scheduler=None).net
+    return bare_epoch(net, tensor_loader(x, y, batch_size=batch_size, shuffle=True, seed=0), 2e-3)
 
 
 def loop_clip(src: Path, dst: Path, times: int = 3) -> Path:
@@ -156,10 +247,26 @@ def main() -> int:
     ap.add_argument("--mem-max-side", type=int, default=160, help="frame size of the memory runs (full length)")
     ap.add_argument("--flicker-max-side", type=int, default=384)
     ap.add_argument("--flicker-frames", type=int, default=None, help="default: the whole clip")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "clip", "memory", "flicker"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "command", "memory", "flicker", "yardstick"])
+    ap.add_argument("--clip-max-side", type=int, default=None, help="shrink the command's frames (default: 640x360)")
+    ap.add_argument(
+        "--override",
+        nargs="*",
+        default=[],
+        help="extra overrides for the command, e.g. data.prefetch=0 callbacks.style_writer.encode_queue=0",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_style_video.md"))
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="smallest size: 4 frames at max side 96, one round, the speed and command sections, printed only",
+    )
     args = ap.parse_args()
-    if args.rounds < 3:
+    if args.smoke:
+        args.frames, args.clip_frames, args.clip_max_side, args.rounds = 4, 4, 96, 1
+        args.skip = sorted(set(args.skip) | {"memory", "flicker", "yardstick"})
+        args.out = None  # printed only
+    elif args.rounds < 3:
         ap.error("--rounds must be at least 3 (best and median of interleaved rounds)")
 
     import torch
@@ -167,6 +274,7 @@ def main() -> int:
     from hybridlearn.style.model import cpu_has_fast_bf16
 
     load_before = check_load("before")
+    cpu_name, cpu_flags = cpu_model()
 
     tmp = Path(tempfile.mkdtemp(prefix="bench_style_"))
     lines = [
@@ -176,12 +284,17 @@ def main() -> int:
         f"threads {torch.get_num_threads()}, GPU: {'yes' if torch.cuda.is_available() else 'none'}. "
         f"bf16 dot products (AVX512_BF16/AMX): {'yes' if cpu_has_fast_bf16() else 'no'}. "
         f"{load_before.capitalize()}; rounds are interleaved.",
+        f"CPU: {cpu_name} (flags: {cpu_flags}).",
         f"Command: `python benchmarks/bench_style_video.py {' '.join(sys.argv[1:])}`",
         "",
     ]
 
     if "speed" not in args.skip:
-        data = {"size": [384, 384], "max_frames": args.frames, "batch_size": args.batch_size}
+        data = {
+            "size": [96, 96] if args.smoke else [384, 384],
+            "max_frames": args.frames,
+            "batch_size": args.batch_size,
+        }
         variants = {
             "torch (default: precision/layout auto, fused norm)": ("torch", {}),
             "torch (fp32 reference: NCHW, unfused norm)": (
@@ -231,30 +344,42 @@ def main() -> int:
             ]
         lines.append("")
 
-    if "clip" not in args.skip:
-        data = {"batch_size": args.batch_size}
-        if args.clip_frames:
-            data["max_frames"] = args.clip_frames
-        runs = []
+    if "command" not in args.skip:
+        runs, model_only = [], []
         for r in range(args.rounds):
-            res = run_pipeline(CLIP, tmp / "clip.mp4", "torch", data)
+            run_dir = tmp / f"command_{r}"
+            run_dir.mkdir()
+            res = run_command(args.clip_frames, run_dir, args.clip_max_side, args.override)
+            alone = model_only_fps(args.clip_frames, args.batch_size, args.clip_max_side)
             runs.append(res)
+            model_only.append(alone)
             print(
-                f"clip round {r} (load {os.getloadavg()[0]:.1f}): {res['fps_pipeline']:.2f} frames/s, "
-                f"model {res['ms_per_frame_model']:.1f} ms/frame, wall {res['wall_s']:.1f} s",
+                f"command round {r} (load {os.getloadavg()[0]:.1f}): {res['fps_pipeline']:.2f} frames/s, "
+                f"model in the run {res['fps_model']:.2f} frames/s, model alone {alone:.2f} frames/s, "
+                f"first frame {res.get('first_frame_s', float('nan')):.2f} s, wall {res['wall_s']:.1f} s",
                 flush=True,
             )
-        (fb, fm), (mb, mm) = summarize(runs, "fps_pipeline"), summarize(runs, "ms_per_frame_model")
-        walls = [x["wall_s"] for x in runs]
+        med = {k: statistics.median(x[k] for x in runs) for k in ("fps_pipeline", "fps_model", "wall_s")}
+        first = statistics.median(x.get("first_frame_s", float("nan")) for x in runs)
+        start = statistics.median(x.get("startup_s", float("nan")) for x in runs)
+        alone = statistics.median(model_only)
+        ratio = statistics.median(x["fps_pipeline"] / a for x, a in zip(runs, model_only))
+        size = f"max side {args.clip_max_side}" if args.clip_max_side else "640x360"
         lines += [
-            "## The demo clip at its own size (640x360): `stylize`, default options",
+            "## The `stylize` command as a user runs it (default options)",
             "",
-            f"{runs[0]['frames']} frames, starry_night, batch {args.batch_size}, {args.rounds} rounds; "
-            "frames/s of the whole pipeline (decode + stylize + encode + audio copy).",
+            f"`python stylize.py input=big_buck_bunny_23s.mp4 style={STYLE} output=out.mp4` in a fresh process, "
+            f"{runs[0]['frames_written']} frames at {size}, warm caches, {args.rounds} rounds; each round also runs "
+            "the model alone on the same frames already decoded (no decode, no encode). Medians.",
             "",
-            "| pipeline frames/s (best) | (median) | model ms/frame (best) | (median) | wall s (median) |",
-            "| --- | --- | --- | --- | --- |",
-            f"| {fb:.2f} | {fm:.2f} | {mb:.1f} | {mm:.1f} | {statistics.median(walls):.1f} |",
+            "| pipeline frames/s | model in the run frames/s | model alone frames/s | pipeline / model alone "
+            "| first frame s | start-up s | wall s |",
+            "| --- | --- | --- | --- | --- | --- | --- |",
+            f"| {med['fps_pipeline']:.2f} | {med['fps_model']:.2f} | {alone:.2f} | **{ratio:.2f}** "
+            f"| {first:.2f} | {start:.2f} | {med['wall_s']:.1f} |",
+            "",
+            "First frame: from the process start to the first frame encoded; start-up: to the start of the stream "
+            "(imports, config, weights, style).",
             "",
         ]
 
@@ -312,13 +437,26 @@ def main() -> int:
             )
         lines.append(f"\nInput mean abs frame difference: {res['flicker_input']:.4f}.\n")
 
+    if "yardstick" not in args.skip:
+        epoch_s = lenet_epoch_s()
+        print(f"yardstick: one bare LeNet-5 epoch {epoch_s:.2f} s", flush=True)
+        lines += [
+            "## Yardstick of the machine",
+            "",
+            f"One bare LeNet-5 epoch (MNIST train split, batch 128, bench_lenet.py's bare loop): **{epoch_s:.2f} s** "
+            f"({torch.get_num_threads()} threads). Compare machines by this before comparing frames/s.",
+            "",
+        ]
+
     lines += [check_load("after").capitalize() + ".", ""]
     text = "\n".join(lines) + "\n"
     print(text)
     from hybridlearn.core.io import write_text_atomic
 
-    write_text_atomic(args.out, text)
-    print(f"wrote {args.out}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    if args.out:
+        write_text_atomic(args.out, text)
+        print(f"wrote {args.out}")
     return 0
 
 

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import warnings
 from pathlib import Path
 
@@ -194,6 +195,7 @@ def test_interrupt_mid_run_leaves_nothing(data_dir, clip, tmp_path, cache_dir, m
     finally:
         signal.signal(signal.SIGINT, sigint)
     assert len(calls) == 2 and list(out_dir.iterdir()) == []
+    assert not [t.name for t in threading.enumerate() if t.name.startswith("hybridlearn-")]
 
 
 def test_truncated_warning_printed_after_the_progress_bar(data_dir, tmp_path, cache_dir, capsys):

@@ -1,7 +1,8 @@
 """Stream the frames of a video (or one image) with PyAV, in batches, for `trainer.predict`.
 
 Memory is bounded whatever the length: frames are decoded on the fly into one batch buffer at a
-time (an IterableDataset); nothing keeps a list of all frames. A batch is a dict
+time (an IterableDataset), by a thread at most `prefetch` batches ahead; nothing keeps a list of
+all frames. A batch is a dict
     frames  uint8 [B, H, W, 3] RGB (already resized to the output size)
     pts     int64 [B] presentation timestamps in the source stream's time base
     index   int64 [B] frame numbers
@@ -24,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.style.pipeline import prefetch
 from hybridlearn.style.sources import VIDEO_HINT, resolve_input
 
 log = logging.getLogger(__name__)
@@ -120,12 +122,19 @@ def probe(path: str | Path, max_side: int | None = None, size=None) -> VideoInfo
 
 
 class VideoFrameStream(IterableDataset):
-    """Yields batches (dicts, see module doc) of consecutive decoded frames."""
+    """Yields batches (dicts, see module doc) of consecutive decoded frames; with prefetch > 0 a
+    thread decodes (and resizes) up to that many batches ahead of the model."""
 
     def __init__(
-        self, info: VideoInfo, batch_size: int = 4, max_frames: int | None = None, interpolation: str = "AREA"
+        self,
+        info: VideoInfo,
+        batch_size: int = 4,
+        max_frames: int | None = None,
+        interpolation: str = "AREA",
+        prefetch: int = 0,
     ):
         self.info, self.batch_size, self.max_frames, self.interpolation = info, batch_size, max_frames, interpolation
+        self.prefetch = int(prefetch)
         self.decoded = 0
         self.truncated = False
         # warnings wait here while a progress bar is drawn (the writer prints them after closing it)
@@ -133,10 +142,7 @@ class VideoFrameStream(IterableDataset):
         self.pending_warnings: list[str] = []
 
     def _warn(self, msg: str) -> None:
-        if self.defer_warnings:
-            self.pending_warnings.append(msg)
-        else:
-            warnings.warn(msg, stacklevel=3)
+        self.pending_warnings.append(msg)  # (maybe in the decode thread) shown by __iter__ or the writer
 
     def _frames(self):
         info = self.info
@@ -196,6 +202,27 @@ class VideoFrameStream(IterableDataset):
             self._warn(f"{info.path}: {missing}; the file looks truncated, stylizing what decoded")
 
     def __iter__(self):
+        self._active = self._iterate()
+        return self._active
+
+    def close(self) -> None:
+        """Stop the decode thread of an interrupted iteration now (not when it is garbage collected)."""
+        active, self._active = getattr(self, "_active", None), None
+        if active is not None:
+            active.close()
+
+    def __getstate__(self):  # (a worker process gets a copy without the running iterator)
+        return {**self.__dict__, "_active": None}
+
+    def _iterate(self):
+        self.pending_warnings = []
+        yield from prefetch(self._batches, self.prefetch, "decode")
+        if not self.defer_warnings:
+            for msg in self.pending_warnings:
+                warnings.warn(msg, stacklevel=2)
+            self.pending_warnings = []
+
+    def _batches(self):
         b = self.batch_size
         buf = np.empty((b, self.info.out_height, self.info.out_width, 3), np.uint8)
         pts = np.empty(b, np.int64)
@@ -242,8 +269,11 @@ class VideoFramesDataModule(L.LightningDataModule):
         interpolation: str = "AREA",
         mirrors: list | str | None = None,
         download_timeout: float | None = None,
+        prefetch: int = 2,
     ):
         super().__init__()
+        if prefetch is None or int(prefetch) < 0:
+            raise ConfigError(f"data.prefetch must be >= 0 (got {prefetch})")
         if batch_size is None or int(batch_size) < 1:
             raise ConfigError(f"data.batch_size must be >= 1 (got {batch_size})")
         if num_workers not in (0, 1):
@@ -256,7 +286,7 @@ class VideoFramesDataModule(L.LightningDataModule):
         self.path, self.data_dir = path, data_dir
         self.batch_size, self.max_side, self.size = int(batch_size), max_side, size
         self.max_frames, self.num_workers, self.interpolation = max_frames, num_workers, interpolation
-        self.mirrors, self.download_timeout = mirrors, download_timeout
+        self.mirrors, self.download_timeout, self.prefetch = mirrors, download_timeout, int(prefetch)
         self.info: VideoInfo | None = None
         self.dataset: VideoFrameStream | None = None
 
@@ -270,7 +300,7 @@ class VideoFramesDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         info = self.prepare()
-        self.dataset = VideoFrameStream(info, self.batch_size, self.max_frames, self.interpolation)
+        self.dataset = VideoFrameStream(info, self.batch_size, self.max_frames, self.interpolation, self.prefetch)
 
     def predict_dataloader(self) -> DataLoader:
         if self.dataset is None:

@@ -1,5 +1,6 @@
 """`StylizedVideoWriter`: a BasePredictionWriter that encodes the stylized frames with PyAV at the
-source timestamps, copies the source audio packet for packet, and writes atomically."""
+source timestamps, copies the source audio packet for packet, and writes atomically. Encoding
+(and the audio copy) runs in a thread behind the model (style/pipeline.py)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.style.model import StylizedBatch
+from hybridlearn.style.pipeline import BackgroundWorker
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,16 @@ AUDIO_ENCODERS = {".mp4": "aac", ".m4v": "aac", ".mov": "aac", ".mkv": "aac", ".
 IMAGE_OUT = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
 
 
+def process_age_s() -> float | None:
+    """Seconds since this process started (Linux /proc; None elsewhere)."""
+    try:
+        start_ticks = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        return round(uptime - start_ticks / os.sysconf("SC_CLK_TCK"), 3)
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 def _to_uint8(y: torch.Tensor) -> np.ndarray:
     """[B, 3, H, W] float in [0, 1] -> uint8 [B, H, W, 3] (round to nearest)."""
     return y.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
@@ -59,6 +71,7 @@ class StylizedVideoWriter(BasePredictionWriter):
     <run dir>/stylized.<mp4|png>. The file appears only when complete (temp file + rename);
     an existing file is refused unless overwrite. preview: a PNG frame | style | stylized of frame
     `preview_frame` (true -> next to the output as <stem>_preview.png, or a path, or false).
+    encode_queue: batches that may wait for the encode thread (0: encode in the main thread).
     """
 
     def __init__(
@@ -74,11 +87,16 @@ class StylizedVideoWriter(BasePredictionWriter):
         progress: bool = True,
         output_dir: str | None = None,
         encoder_threads: int = 0,
+        encode_queue: int = 2,
     ):
         super().__init__(write_interval="batch")
         self.output, self.overwrite, self.crf, self.preset = output, bool(overwrite), int(crf), preset
         self.codec, self.audio, self.preview, self.preview_frame = codec, bool(audio), preview, int(preview_frame)
         self.progress, self.output_dir, self.encoder_threads = progress, output_dir, int(encoder_threads)
+        if encode_queue is None or int(encode_queue) < 0:
+            raise ConfigError(f"callbacks.style_writer.encode_queue must be >= 0 (got {encode_queue})")
+        self.encode_queue = int(encode_queue)
+        self._encoder: BackgroundWorker | None = None
         self._stack: ExitStack | None = None
         self._bar = None
         self.stats: dict[str, Any] = {}
@@ -141,8 +159,11 @@ class StylizedVideoWriter(BasePredictionWriter):
         self._t0 = time.perf_counter()
         self._bar = None
         self.container = None
+        self.first_frame_s: float | None = None  # since the process started (what a user waits)
+        self.startup_s = process_age_s()
         if not info.is_image:
             self._open_video(info)  # (its warnings come before the progress bar)
+            self._encoder = BackgroundWorker(self._encode_batch, self.encode_queue, "encode")
         if self.progress:
             from tqdm.auto import tqdm
 
@@ -253,8 +274,6 @@ class StylizedVideoWriter(BasePredictionWriter):
                 self.audio_packets += 1
 
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
-        import av
-
         if not isinstance(prediction, StylizedBatch) or prediction.frames is None:
             return
         frames = _to_uint8(prediction.frames)
@@ -266,21 +285,34 @@ class StylizedVideoWriter(BasePredictionWriter):
             self._write_preview(src, frames[k], pl_module)
         if self.info.is_image:
             self._write_image(frames[0])
+            self._first_frame()
         else:
-            tb = self.info.time_base
-            for arr, p in zip(frames, pts):
-                if (self.enc_w, self.enc_h) != (arr.shape[1], arr.shape[0]):
-                    arr = arr[: self.enc_h, : self.enc_w]
-                fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
-                fr.pts, fr.time_base = int(p), tb
-                for packet in self.vstream.encode(fr):
-                    self.container.mux(packet)
-                self._mux_audio_until(float(p * tb))
-                self._last_pts = int(p)
+            self._encoder.submit((frames, pts))
         self.written += len(frames)
         prediction.release()
         if self._bar is not None:
             self._bar.update(len(frames))
+
+    def _first_frame(self) -> None:
+        if self.first_frame_s is None:
+            self.first_frame_s = process_age_s()
+
+    def _encode_batch(self, item: tuple[np.ndarray, list[int]]) -> None:
+        """Encode one batch of uint8 frames (in the encode thread) and the audio up to its end."""
+        import av
+
+        frames, pts = item
+        tb = self.info.time_base
+        for arr, p in zip(frames, pts):
+            if (self.enc_w, self.enc_h) != (arr.shape[1], arr.shape[0]):
+                arr = arr[: self.enc_h, : self.enc_w]
+            fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+            fr.pts, fr.time_base = int(p), tb
+            for packet in self.vstream.encode(fr):
+                self.container.mux(packet)
+            self._first_frame()
+            self._mux_audio_until(float(p * tb))
+            self._last_pts = int(p)
 
     def _write_image(self, arr: np.ndarray) -> None:
         from PIL import Image
@@ -309,6 +341,13 @@ class StylizedVideoWriter(BasePredictionWriter):
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._stack is None:
             return
+        if self._encoder is not None:
+            encoder, self._encoder = self._encoder, None
+            try:
+                encoder.finish()
+            except BaseException as e:
+                self._abort(e)
+                raise
         if self.container is not None:
             for packet in self.vstream.encode(None):
                 self.container.mux(packet)
@@ -343,6 +382,14 @@ class StylizedVideoWriter(BasePredictionWriter):
             "audio_packets": self.audio_packets,
             "fps_pipeline": round(self.written / max(wall, 1e-9), 3),
         }
+        # the model's own speed in the same run (its forward passes only), and how close the pipeline is
+        model_s, model_frames = getattr(pl_module, "compute_s", 0.0), getattr(pl_module, "n_frames", 0)
+        if model_s > 0 and model_frames:
+            self.stats["fps_model"] = round(model_frames / model_s, 3)
+            self.stats["pipeline_vs_model"] = round(self.stats["fps_pipeline"] / self.stats["fps_model"], 3)
+        for k in ("startup_s", "first_frame_s"):
+            if getattr(self, k) is not None:
+                self.stats[k] = getattr(self, k)
         if self.preview_path is not None:
             self.stats["preview"] = str(self.preview_path)
         if hasattr(pl_module, "extra_results"):
@@ -366,6 +413,9 @@ class StylizedVideoWriter(BasePredictionWriter):
         return float((self._last_pts * self.info.time_base) + 1 / self.info.fps)
 
     def _abort(self, exc: BaseException) -> None:
+        if self._encoder is not None:  # joined before the containers it writes are closed
+            encoder, self._encoder = self._encoder, None
+            encoder.cancel()
         if self._stack is not None:
             stack, self._stack = self._stack, None
             try:
@@ -378,3 +428,6 @@ class StylizedVideoWriter(BasePredictionWriter):
 
     def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
         self._abort(exception)
+        stream = getattr(trainer.datamodule, "dataset", None)
+        if stream is not None and hasattr(stream, "close"):
+            stream.close()  # joins the decode thread

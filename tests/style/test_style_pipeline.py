@@ -1,0 +1,169 @@
+"""The decode and encode threads around the model: order, bounded queues, errors, clean stops."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from pathlib import Path
+
+import av
+import pytest
+import torch
+
+from hybridlearn.core.errors import ConfigError
+from hybridlearn.style import writer as style_writer
+from hybridlearn.style.pipeline import BackgroundWorker, prefetch
+from hybridlearn.style.stylize import stylize
+from hybridlearn.style.video import VideoFramesDataModule
+
+sys.path.insert(0, str(Path(__file__).parent))
+from style_media import make_video, probe  # noqa: E402
+
+STYLE = "starry_night.jpg"
+
+
+def _threads() -> list[str]:
+    return [t.name for t in threading.enumerate() if t.name.startswith("hybridlearn-")]
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> str:
+    return str(tmp_path_factory.mktemp("style_cache"))
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_video(tmp_path_factory.mktemp("media") / "clip.mp4", frames=12, size=(64, 48))
+
+
+def test_prefetch_keeps_order_stays_bounded_and_stops_when_closed():
+    made = []
+
+    def source():
+        for i in range(100):
+            made.append(i)
+            yield i
+
+    it = prefetch(source, 3)
+    assert [next(it) for _ in range(5)] == [0, 1, 2, 3, 4]
+    time.sleep(0.2)
+    assert len(made) <= 5 + 3 + 1  # at most `depth` items queued, one in hand
+    it.close()
+    assert not _threads() and len(made) < 100
+    assert list(prefetch(lambda: iter(range(7)), 2)) == list(range(7))
+    assert list(prefetch(lambda: iter(range(7)), 0)) == list(range(7))
+
+
+def test_prefetch_raises_the_producers_error_in_the_consumer():
+    def bad():
+        yield 1
+        raise ValueError("corrupt packet")
+
+    it = prefetch(bad, 2)
+    assert next(it) == 1
+    with pytest.raises(ValueError, match="corrupt packet"):
+        next(it)
+    assert not _threads()
+
+
+def test_worker_in_order_error_raised_and_cancel_joins():
+    seen = []
+    w = BackgroundWorker(seen.append, 2)
+    for i in range(20):
+        w.submit(i)
+    w.finish()
+    assert seen == list(range(20)) and not _threads()
+
+    def fail(i):
+        if i == 3:
+            raise OSError("disk full")
+
+    w = BackgroundWorker(fail, 1)
+    with pytest.raises(OSError, match="disk full"):
+        for i in range(50):
+            w.submit(i)
+        w.finish()
+    w.cancel()
+    assert not _threads()
+
+    gate = threading.Event()
+    w = BackgroundWorker(lambda i: gate.wait(5), 2)
+    w.submit(0)
+    w.submit(1)
+    gate.set()
+    w.cancel()
+    assert not _threads()
+
+
+def test_threaded_stream_gives_the_same_batches(data_dir, clip):
+    out = {}
+    for depth in (0, 2):
+        dm = VideoFramesDataModule(path=str(clip), batch_size=5, prefetch=depth)
+        dm.setup("predict")
+        out[depth] = list(dm.predict_dataloader())
+    assert [b["frames"].shape[0] for b in out[2]] == [5, 5, 2]
+    for a, b in zip(out[0], out[2]):
+        assert all(torch.equal(a[k], b[k]) for k in ("frames", "pts", "index"))
+
+
+def _decoded(path: Path) -> list:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_threaded_pipeline_writes_the_same_video(data_dir, clip, tmp_path, cache_dir):
+    """Same frames, in order, with and without the threads; the run reports both speeds."""
+    out = {}
+    for depth in (0, 2):
+        out[depth] = tmp_path / f"o{depth}.mp4"
+        res = stylize(
+            clip,
+            STYLE,
+            out[depth],
+            data={"batch_size": 5, "prefetch": depth},
+            model={"cache_dir": cache_dir},
+            writer={"encode_queue": depth, "progress": False, "preview": False},
+            progress=False,
+        )
+        assert res["frames_written"] == 12 and probe(out[depth])["frames"] == 12
+        assert res["fps_model"] > 0 and res["pipeline_vs_model"] == pytest.approx(
+            res["fps_pipeline"] / res["fps_model"], rel=1e-2
+        )
+        assert 0 < res["startup_s"] <= res["first_frame_s"]
+        assert not _threads()
+    a, b = _decoded(out[0]), _decoded(out[2])
+    assert len(a) == len(b) == 12 and all((x == y).all() for x, y in zip(a, b))
+
+
+def test_encoder_failure_leaves_nothing_and_no_thread(data_dir, clip, tmp_path, cache_dir, monkeypatch):
+    real, calls = style_writer.StylizedVideoWriter._encode_batch, []
+
+    def second_batch_fails(self, item):
+        calls.append(len(item[0]))
+        if len(calls) == 2:
+            raise OSError("no space left on device")
+        real(self, item)
+
+    monkeypatch.setattr(style_writer.StylizedVideoWriter, "_encode_batch", second_batch_fails)
+    with pytest.raises(OSError, match="no space left"):
+        stylize(clip, STYLE, tmp_path / "o.mp4", data={"batch_size": 4}, model={"cache_dir": cache_dir}, progress=False)
+    assert list(tmp_path.iterdir()) == [] and not _threads()
+
+
+def test_bad_queue_sizes(data_dir):
+    with pytest.raises(ConfigError, match="data.prefetch"):
+        VideoFramesDataModule(path="x.mp4", prefetch=-1)
+    with pytest.raises(ConfigError, match="encode_queue"):
+        style_writer.StylizedVideoWriter(encode_queue=-1)
+
+
+def test_closing_the_stream_joins_the_decode_thread(data_dir):
+    """An interrupted run closes the stream: the decode thread stops now, mid-clip."""
+    dm = VideoFramesDataModule(path=str(data_dir / "video" / "big_buck_bunny_23s.mp4"), max_side=64, prefetch=1)
+    dm.setup("predict")
+    it = iter(dm.predict_dataloader())
+    assert next(it)["frames"].shape == (4, 36, 64, 3)
+    assert _threads() == ["hybridlearn-decode"]
+    dm.dataset.close()
+    assert not _threads() and dm.dataset.decoded < 100

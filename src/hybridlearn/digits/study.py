@@ -26,6 +26,7 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic, write_text_atomic
 from hybridlearn.core.plotting import plot_curves
+from hybridlearn.core.stats import expected_calibration_error, wilson_interval
 from hybridlearn.core.trainer import build_trainer, finish_loggers
 
 log = logging.getLogger(__name__)
@@ -114,13 +115,41 @@ def curves(
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def probabilities(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Class probabilities [N, classes] as predict.py computes them (with the model's TTA)."""
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
-    pred = torch.cat([model.eval_logits(x[i : i + 1024].to(dev)).argmax(1).cpu() for i in range(0, len(x), 1024)])
+    p = torch.cat([torch.softmax(model.eval_logits(x[i : i + 1024].to(dev)), -1).cpu() for i in range(0, len(x), 1024)])
     model.train(was)
-    return float((pred == y).float().mean())
+    return p
+
+
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((probabilities(model, x).argmax(1) == y).float().mean())
+
+
+def scores(probs: Sequence[torch.Tensor], y: torch.Tensor) -> dict[str, Any]:
+    """Per run (one probability matrix each): accuracy, digits right, ECE; over the runs: the
+    pooled Wilson 95 % interval and the accuracy and ECE of their ensemble (mean probabilities)."""
+    right = [int((p.argmax(1) == y).sum()) for p in probs]
+    n = len(y)
+    ens = torch.stack(list(probs)).mean(0)
+    lo, hi = wilson_interval(sum(right), n * len(probs))
+    return {
+        "acc": [r / n for r in right],
+        "correct": right,
+        "n": n,
+        "ece": [expected_calibration_error(p.max(1).values.numpy(), (p.argmax(1) == y).numpy()) for p in probs],
+        "ci95": [lo, hi],
+        "ensemble_acc": float((ens.argmax(1) == y).float().mean()),
+        "ensemble_ece": expected_calibration_error(ens.max(1).values.numpy(), (ens.argmax(1) == y).numpy()),
+    }
+
+
+def ci_text(sc: dict[str, Any]) -> str:
+    lo, hi = sc["ci95"]
+    return f"[{lo:.3f}, {hi:.3f}]"
 
 
 def variant_config(cfg: DictConfig, variant: DictConfig, seed: int, *extra: DictConfig | dict | None) -> DictConfig:
@@ -178,7 +207,10 @@ def fit_one(
         hist.history.append({"epoch": 0})
         hist.test_acc[0] = accuracy(model, *dm.tensors["test"])
     last = hist.history[-1]
+    x_test, y_test = dm.tensors["test"]
     return {
+        "probs": probabilities(model, x_test),
+        "labels": y_test,
         "variant": name,
         "seed": seed,
         "epochs": epochs,
@@ -296,30 +328,38 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "",
         f"{st.transfer_epochs} epochs of fine-tuning; test accuracy on the same per-seed test split as above.",
         "",
-        "| model | test acc (mean ± std) | per seed |",
-        "|---|---|---|",
-        f"| paper setup, {max_ep} epochs | {mean_std(table[max_ep]['test_acc'])} | "
+        "| model | test acc (mean ± std) | 95 % CI (pooled digits) | ECE | per seed |",
+        "|---|---|---|---|---|",
+        f"| paper setup, {max_ep} epochs | {mean_std(table[max_ep]['test_acc'])} | | | "
         + ", ".join(f"{v:.3f}" for v in table[max_ep]["test_acc"])
         + " |",
     ]
     if zero is not None:
         md.append(
-            f"| MNIST-pretrained LeNet-5, no fine-tuning | {mean_std(zero)} | "
+            f"| MNIST-pretrained LeNet-5, no fine-tuning | {mean_std(zero)} | | | "
             + ", ".join(f"{v:.3f}" for v in zero)
             + " |"
         )
         out["zero_shot_test_acc"] = zero
-    out["transfer"] = {}
+    out["transfer"], out["transfer_scores"] = {}, {}
     for name, label, extra in variants:
-        accs, wrong = [], []
+        accs, wrong, right, n, eces = [], [], 0, 0, []
         for s in seeds:
             r = fit(name, transfer_v, s, st.transfer_epochs, extra)
             accs.append(r["test_acc"])
+            sc = scores([r["probs"]], r["labels"])  # each seed has its own split: pooled by hand
+            right, n, eces = right + sc["correct"][0], n + sc["n"], eces + sc["ece"]
             log.info("%s seed %d: test %.3f", label, s, r["test_acc"])
             if not extra and s == seeds[0]:
                 wrong = misclassified(r)
+        lo, hi = wilson_interval(right, n)
         out["transfer"][label] = accs
-        md.append(f"| {label} | {mean_std(accs)} | " + ", ".join(f"{v:.3f}" for v in accs) + " |")
+        out["transfer_scores"][label] = {"correct": right, "n": n, "ci95": [lo, hi], "ece": eces}
+        md.append(
+            f"| {label} | {mean_std(accs)} | [{lo:.3f}, {hi:.3f}] | {statistics.mean(eces):.3f} | "
+            + ", ".join(f"{v:.3f}" for v in accs)
+            + " |"
+        )
         if wrong:
             out["transfer_errors_seed0"] = wrong
     if out.get("transfer_errors_seed0"):
@@ -332,8 +372,16 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             ),
         ]
 
-    # 3. Leave-one-writer-out.
+    # 3. Leave-one-writer-out: the paper setup, the MNIST model alone, the transfer fix and the
+    # ablations in study.lowo_ablations, each over lowo_seeds; the CI pools the seeds' digits (the
+    # same writer's digits each time) and the ensemble averages the seeds' probabilities.
     if st.lowo:
+        unknown = [a for a in (st.get("lowo_ablations") or []) if a not in st.ablation_runs]
+        if unknown:
+            raise ConfigError(f"study.lowo_ablations: unknown {unknown}; choose from {', '.join(st.ablation_runs)}")
+        lowo_variants = [("transfer", "transfer", None)] + [
+            (a, st.ablation_runs[a].label, st.ablation_runs[a]) for a in (st.get("lowo_ablations") or [])
+        ]
         digits = fit_writers(cfg, transfer_v)
         md += [
             "",
@@ -344,16 +392,18 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             "| held-out writer | digits | paper setup | MNIST model, no fine-tuning | transfer + augmentation |",
             "|---|---|---|---|---|",
         ]
-        out["lowo"] = {}
+        out["lowo"], out["lowo_scores"] = {}, {}
         for w in digits:
             held_out = {"data": {"test_writer": w}}
             row = {"mnist_only": [fit(f"lowo_{w}_zero_shot", transfer_v, lowo_seeds[0], 0, held_out)["test_acc"]]}
-            for label, variant, ep in (
-                ("paper", paper_v, max_ep),
-                ("transfer", transfer_v, st.transfer_epochs),
-            ):
-                row[label] = [fit(f"lowo_{w}_{label}", variant, s, ep, held_out)["test_acc"] for s in lowo_seeds]
-                log.info("LOWO %s %s: %s", w, label, row[label])
+            row["paper"] = [fit(f"lowo_{w}_paper", paper_v, s, max_ep, held_out)["test_acc"] for s in lowo_seeds]
+            out["lowo_scores"][w] = {}
+            for name, label, extra in lowo_variants:
+                runs = [fit(f"lowo_{w}_{name}", transfer_v, s, st.transfer_epochs, extra, held_out) for s in lowo_seeds]
+                sc = scores([r["probs"] for r in runs], runs[0]["labels"])
+                row[label] = sc["acc"]
+                out["lowo_scores"][w][label] = sc
+                log.info("LOWO %s %s: %s", w, label, sc["acc"])
             out["lowo"][w] = row
             md.append(
                 f"| {w} | {digits[w]} | {mean_std(row['paper'])} | {mean_std(row['mnist_only'])} | {mean_std(row['transfer'])} |"
@@ -364,6 +414,22 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         md.append(
             f"| mean over writers | | {statistics.mean(allp):.3f} | {statistics.mean(allz):.3f} | {statistics.mean(allt):.3f} |"
         )
+        md += [
+            "",
+            "Each fine-tuned variant per held-out writer: mean accuracy over the seeds, the 95 % Wilson interval "
+            "of the pooled digits, the expected calibration error (mean over seeds), and the ensemble of the seeds "
+            "(mean probabilities).",
+            "",
+            "| fine-tuned variant | held-out writer | accuracy (mean ± std) | 95 % CI | ECE | ensemble of seeds (ECE) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for _, label, _ in lowo_variants:
+            for w in digits:
+                sc = out["lowo_scores"][w][label]
+                md.append(
+                    f"| {label} | {w} | {mean_std(sc['acc'])} | {ci_text(sc)} | {statistics.mean(sc['ece']):.3f} | "
+                    f"{sc['ensemble_acc']:.3f} ({sc['ensemble_ece']:.3f}) |"
+                )
 
     md += [
         "",
@@ -381,6 +447,13 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics.update({f"transfer_test_acc_mean/{k}": statistics.mean(v) for k, v in out["transfer"].items()})
     if st.lowo:
         metrics.update({f"lowo/{w}/{k}": statistics.mean(v) for w, r in out["lowo"].items() for k, v in r.items()})
+        metrics.update(
+            {
+                f"lowo/{w}/{k}/ece": statistics.mean(v["ece"])
+                for w, r in out["lowo_scores"].items()
+                for k, v in r.items()
+            }
+        )
     if zero is not None:
         metrics["zero_shot_test_acc_mean"] = statistics.mean(zero)
     metrics["study_md"] = str(output_dir / "study.md")

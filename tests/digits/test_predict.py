@@ -9,12 +9,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from digit_pages import LOWRES_STYLES, STYLES, each_row_reads, mnist_pages, render_page
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from hybridlearn.core.trainer import build_trainer
 from hybridlearn.digits import predict
+from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, each_row_reads, mnist_pages, render_page
 from hybridlearn.mnist.data import load_mnist, to_float
 from hybridlearn.mnist.lenet import LeNet5
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -28,6 +29,9 @@ from hybridlearn.core.io import write_json_atomic, write_text_atomic
 from hybridlearn.core.plotting import plot_curves
 from hybridlearn.core.stats import expected_calibration_error, wilson_interval
 from hybridlearn.core.trainer import build_trainer, finish_loggers
+from hybridlearn.digits.predict import classify, preparation, read_digits
+from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, found_in_order, mnist_pages
+from hybridlearn.mnist.data import load_mnist
 
 log = logging.getLogger(__name__)
 
@@ -256,6 +260,7 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 "transfer_epochs": 1,
                 "ablations": [],
                 "lowo": False,
+                "pages": None,
                 "variants": {"transfer": {"model": {"pretrain": {"epochs": 1, "subset": 2000}}}},
             },
         )
@@ -352,6 +357,7 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             log.info("%s seed %d: test %.3f", label, s, r["test_acc"])
             if not extra and s == seeds[0]:
                 wrong = misclassified(r)
+                first = r
         lo, hi = wilson_interval(right, n)
         out["transfer"][label] = accs
         out["transfer_scores"][label] = {"correct": right, "n": n, "ci95": [lo, hi], "ece": eces}
@@ -362,6 +368,17 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         )
         if wrong:
             out["transfer_errors_seed0"] = wrong
+    if st.get("pages"):
+        out["pages"] = read_synthetic_pages(first["model"], first["dm"], int(st.pages.n_pages))
+        md += [
+            "",
+            f"Whole synthetic pages of MNIST test digits read by the sheet reader (the transfer model, seed {seeds[0]}):",
+            "",
+            "| pages | digits | found in reading order | accuracy on the page | same digits as clean cells |",
+            "|---|---|---|---|---|",
+        ]
+        for kind, p in out["pages"].items():
+            md.append(f"| {kind} | {p['n']} | {p['found']:.3f} | {p['page_acc']:.3f} | {p['clean_acc']:.3f} |")
     if out.get("transfer_errors_seed0"):
         md += [
             "",
@@ -458,6 +475,34 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         metrics["zero_shot_test_acc_mean"] = statistics.mean(zero)
     metrics["study_md"] = str(output_dir / "study.md")
     return metrics
+
+
+PAGE_KINDS = {
+    "scans and photos (60 px per cell; paper, rotation, light, JPEG)": (STYLES, 70),
+    "small ruled JPEG scans (18-24 px per cell)": (LOWRES_STYLES, 20),
+}
+
+
+def read_synthetic_pages(model, dm, n_pages: int) -> dict[str, dict[str, float]]:
+    """Pages rendered from MNIST test digits (hybridlearn.digits.synth), read the way predict.py
+    reads a page: the share of digits found in reading order, the accuracy on the page, and the
+    model's accuracy on the same digits given as clean cells."""
+    raw = load_mnist(dm.hparams.data_dir)
+    x, y = raw["test_x"].numpy(), raw["test_y"].numpy()
+    prep = preparation(dm.hparams, int(model.hparams.in_size))
+    out = {}
+    for kind, (styles, margin) in PAGE_KINDS.items():
+        found = right_page = right_clean = n = 0
+        for page in mnist_pages(x, y, n_pages=n_pages, styles=styles, margin=margin):
+            grey = np.asarray(page.image, np.float32) / 255
+            reading = read_digits(model, prep, grey, None)
+            clean, _ = classify(model, prep, [x[k] / 255.0 for k in page.index], invert=False)
+            found += found_in_order(page, reading.boxes) * len(page.labels)
+            right_page += sum(int(d == t) for d, t in zip(reading.digits, page.labels))
+            right_clean += sum(int(d == t) for d, t in zip(clean, page.labels))
+            n += len(page.labels)
+        out[kind] = {"n": n, "found": found / n, "page_acc": right_page / n, "clean_acc": right_clean / n}
+    return out
 
 
 def fit_writers(cfg: DictConfig, variant: DictConfig) -> dict[str, int]:

@@ -145,12 +145,13 @@ def mnist_pages(
     return pages
 
 
-def found_in_order(page: SynthPage, cells) -> float:
-    """Fraction of the page's digits whose reading-order cell (same index) holds its centre."""
+def found_in_order(page: SynthPage, boxes) -> float:
+    """Fraction of the page's digits whose reading-order box (x0, y0, x1, y1; same index) holds
+    its centre."""
     hits = 0
     for k, (x, y) in enumerate(page.centres):
-        if k < len(cells):
-            x0, y0, x1, y1 = cells[k].box
+        if k < len(boxes):
+            x0, y0, x1, y1 = boxes[k]
             hits += x0 - 3 <= x <= x1 + 3 and y0 - 3 <= y <= y1 + 3
     return hits / len(page.centres)
 

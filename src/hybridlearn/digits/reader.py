@@ -19,8 +19,8 @@ Steps (all numpy/scipy.ndimage, bounded by the page size, which `load_grey(max_s
 5. Connected pieces -> digits: pieces stacked within a quarter of a digit height (a 5's bar, a
    broken stroke, a 4 drawn in two parts) are merged; blobs much smaller than the typical digit
    (dots of dotted paper, dust) and ones far larger (frames, leftover lines) are dropped;
-   fragments under half a digit high with under a third of its ink join the nearest digit or are
-   dropped, so they never open a row of their own.
+   fragments under half a digit high with under a third of its ink that lie between the rows
+   join the nearest digit or are dropped, so they never open a row of their own.
 6. Rows: digits sorted by height on the deskewed page, a new row where a centre lies more than
    half a digit height below the row's; columns: left to right within a row.
 
@@ -452,16 +452,22 @@ def _read(grey: np.ndarray, min_digit: int) -> Page:
 
 def _absorb_fragments(digits: list, piece_area: np.ndarray, H: float, typical: float) -> list:
     """Fragments much smaller than the typical digit (under half its height and a third of its
-    ink: a stroke end a grid line cut off, a line crossing left over, JPEG dirt) never stand
-    alone, so they can never open a row of their own: each joins the nearest digit when it lies
-    within half a digit height of it and the two still fit one digit's box, or is dropped."""
+    ink: a stroke end a grid line cut off, a line crossing left over, JPEG dirt) that lie between
+    the rows (beside no full-size digit) would open a row of their own: each joins the nearest
+    digit when within half a digit height and the two still fit one digit's box, or is dropped.
+    A small piece level with full-size digits stays (a small digit of a collage strip)."""
     area = [float(piece_area[np.asarray(m) - 1].sum()) for _, m in digits]
     small = [(b[3] - b[1]) < 0.5 * H and a < 0.35 * typical for (b, _), a in zip(digits, area)]
     if not any(small) or all(small):
         return digits
     full = [[np.array(b, dtype=np.float64), list(m)] for (b, m), s in zip(digits, small) if not s]
+    kept = []
     for (b, m), s in zip(digits, small):
         if not s:
+            continue
+        mid = (b[1] + b[3]) / 2
+        if any(c[1] + 0.15 * H <= mid <= c[3] - 0.15 * H for c, _ in full):  # level with a digit's middle
+            kept.append((b, m))
             continue
         best, best_d = None, 0.5 * H
         for k, (c, _) in enumerate(full):
@@ -473,7 +479,7 @@ def _absorb_fragments(digits: list, piece_area: np.ndarray, H: float, typical: f
             c = full[best][0]
             full[best][0] = np.array([min(b[0], c[0]), min(b[1], c[1]), max(b[2], c[2]), max(b[3], c[3])])
             full[best][1] += list(m)
-    return [(b, m) for b, m in full]
+    return [(b, m) for b, m in full] + kept
 
 
 def _split_touching(digits: list, lab: np.ndarray, mask: np.ndarray) -> list:

@@ -156,6 +156,25 @@ def test_writer_groups_and_leave_one_writer_out(data_dir):
         bad.setup()
 
 
+def test_mnist_mix_adds_mnist_to_training_batches_only(data_dir):
+    dm = DigitSheetsDataModule(str(data_dir), size=28, preprocess="clean", value_range="standard", mnist_mix=16)
+    dm.setup()
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 14 and all(len(y) == len(x) for x, y in batches)  # 439 digits in batches of 32
+    x, y = batches[0]
+    assert x.shape == (48, 1, 28, 28) and len(batches[-1][1]) == 439 % 32 + 16
+    train_x = dm.tensors["train"][0]
+    # the first 32 are the sheets' digits, the last 16 MNIST images (not among the digits)
+    assert all(any(torch.equal(a, b) for b in train_x) for a in x[:32])
+    assert not any(any(torch.equal(a, b) for b in train_x) for a in x[32:])
+    assert x[32:].min() == dm.tensors["train"][0].min()  # same value range (MNIST's background)
+    assert len(next(iter(dm.val_dataloader()))[1]) == 49 and len(next(iter(dm.test_dataloader()))[1]) == 122
+    again = DigitSheetsDataModule(str(data_dir), size=28, preprocess="clean", value_range="standard", mnist_mix=16)
+    again.digits = dm.digits
+    again.setup()
+    assert torch.equal(next(iter(again.train_dataloader()))[0], x)  # seeded
+
+
 def test_config_errors(data_dir):
     for kw, key in (
         ({"value_range": "x"}, "value_range"),
@@ -163,6 +182,8 @@ def test_config_errors(data_dir):
         ({"size": 4}, "size"),
         ({"test_fraction": 1.0}, "test_fraction"),
         ({"despeckle": 0.7}, "despeckle"),
+        ({"mnist_mix": -1}, "mnist_mix"),
+        ({"mnist_mix": 0.5}, "mnist_mix"),
     ):
         with pytest.raises(ConfigError, match=key):
             DigitSheetsDataModule(str(data_dir), **kw)
@@ -282,3 +303,18 @@ def test_augment_keeps_background_and_range():
         assert not torch.allclose(y, xr)
         assert torch.allclose(HandwritingAugment(p=0.0, value_range=vr)(xr), xr, atol=1e-5)
     assert list(HandwritingAugment().state_dict()) == []
+
+
+def test_elastic_distortion_is_smooth_and_optional():
+    torch.manual_seed(0)
+    x = torch.zeros(8, 1, 28, 28)
+    x[:, :, 6:22, 12:16] = 1.0
+    plain = dict(rotate=0, shear=0, scale=(1, 1), translate=0, thickness=0, p=1.0)
+    assert torch.allclose(HandwritingAugment(**plain)(x), x, atol=1e-5)  # identity warp without elastic
+    y = HandwritingAugment(**plain, elastic=1.0, elastic_sigma=4.0)(x)
+    moved = (y - x).abs().sum((1, 2, 3))
+    assert (moved > 1).all() and y.min() >= 0 and y.max() <= 1
+    assert (y.sum((1, 2, 3)) - x.sum((1, 2, 3))).abs().max() < 0.25 * x[0].sum()  # a bend, not a smear
+    assert torch.allclose(HandwritingAugment(**{**plain, "p": 0.0}, elastic=1.0)(x), x, atol=1e-5)
+    with pytest.raises(ConfigError, match="elastic"):
+        HandwritingAugment(elastic=-1)

@@ -217,6 +217,8 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
             "study.transfer_epochs=1",
             "study.ablations=[no_tta]",
             "study.lowo_seeds=[0]",
+            "study.lowo_ablations=[no_tta]",
+            "study.pages.n_pages=1",
             "study.variants.transfer.model.pretrain.epochs=1",
             "study.variants.transfer.model.pretrain.subset=6000",
             "logger=csv",
@@ -229,6 +231,15 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
     md = (tmp_path / "s" / "study.md").read_text()
     assert "| 2 | n/a |" in md and "| cossio | 310 |" in md and "no fine-tuning" in md
     assert "| transfer, no test-time augmentation |" in md
+    st = json.loads((tmp_path / "s" / "study.json").read_text())
+    sc = st["transfer_scores"]["transfer (pretrained + augmentation)"]
+    assert sc["n"] == 122 and sc["ci95"][0] <= sc["correct"] / 122 <= sc["ci95"][1] and 0 <= sc["ece"][0] <= 1
+    lw = st["lowo_scores"]["cossio"]
+    assert set(lw) == {"transfer", "transfer, no test-time augmentation"} and lw["transfer"]["n"] == 310
+    assert lw["transfer"]["acc"] == st["lowo"]["cossio"]["transfer"]
+    assert "| transfer, no test-time augmentation | cossio |" in md
+    pages = st["pages"]["small ruled JPEG scans (18-24 px per cell)"]
+    assert pages["n"] == 100 and pages["found"] >= 0.99 and 0 <= pages["page_acc"] <= 1
     assert (tmp_path / "s" / "curves_paper.png").exists()
     assert 0 <= r["metrics"]["lowo/cossio/transfer"] <= 1
     # every study run was trained by a Trainer from the run's own config: its logger wrote there

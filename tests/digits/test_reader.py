@@ -6,13 +6,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import yaml
-from digit_pages import STYLES, each_row_reads, found_in_order, mnist_pages, render_page
 from PIL import Image
 
 from hybridlearn.core.errors import DataError
 from hybridlearn.digits import sheets as sheets_cli
 from hybridlearn.digits.data import build_digits, builtin_sheets, cell_bounds, load_grey, read_manifest
 from hybridlearn.digits.reader import NoDigitError, box_iou, read_page
+from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, each_row_reads, found_in_order, mnist_pages, render_page
 from hybridlearn.mnist.data import load_mnist
 
 
@@ -29,9 +29,33 @@ def grey_of(img: Image.Image) -> np.ndarray:
 def test_reader_finds_the_digits_of_realistic_pages_in_reading_order(mnist):
     # margins, plain/dotted/squared/lined paper, jitter, +-3 degrees, lighting gradient, JPEG
     pages = mnist_pages(*mnist, n_pages=len(STYLES))
-    found = [found_in_order(p, read_page(grey_of(p.image)).cells) for p in pages]
+    found = [found_in_order(p, [c.box for c in read_page(grey_of(p.image)).cells]) for p in pages]
     assert np.mean(found) >= 0.99, found
     assert min(found) >= 0.97, found
+
+
+def test_reader_finds_the_digits_of_small_ruled_jpeg_scans(mnist):
+    # 18-24 px per cell (digits ~14 px tall, 1-2 px strokes), ruled cells as thick as the strokes
+    pages = mnist_pages(*mnist, n_pages=len(LOWRES_STYLES), styles=LOWRES_STYLES, margin=20, offset=1000)
+    for p in pages:
+        read = read_page(grey_of(p.image))
+        assert found_in_order(p, [c.box for c in read.cells]) >= 0.99, (p.image.size, [len(r) for r in read.rows])
+        assert read.grid_mismatch(10, 10) is None and 12 <= read.digit_height <= 20
+        for c in read.cells:  # boxes on the page as given, not the upsampled one
+            assert 0 <= c.box[0] < c.box[2] <= p.image.width and 0 <= c.box[1] < c.box[3] <= p.image.height
+
+
+def test_a_stray_fragment_never_becomes_a_row(mnist):
+    x, y = mnist
+    page = render_page(x[:30], y[:30], np.arange(30), rows=3, cols=10, paper="cells", margin=20, scale=20 / 60, jpeg=75)
+    grey = grey_of(page.image)
+    # pen strokes a third of a digit long (bigger than dust) above the first row, between rows
+    # and below the last row
+    for cx, cy, h, w in ((60, 0, 2, 6), (120, 1, 2, 7), (95, 25, 6, 2), (150, 70, 2, 7)):
+        grey[cy : cy + h, cx : cx + w] = 0.15
+    read = read_page(grey)
+    assert [len(r) for r in read.rows] == [10, 10, 10]
+    assert found_in_order(page, [c.box for c in read.cells]) == 1.0
 
 
 def test_reader_deskews_and_reports_cells(mnist):

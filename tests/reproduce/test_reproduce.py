@@ -181,6 +181,37 @@ def _fake_runs(root: Path) -> None:
                 },
                 "zero_shot_test_acc": [0.95, 0.94],
                 "transfer": {"transfer (pretrained + augmentation)": [0.984, 0.992]},
+                "transfer_scores": {
+                    "transfer (pretrained + augmentation)": {
+                        "correct": 241,
+                        "n": 244,
+                        "ci95": [0.9644, 0.9958],
+                        "ece": [0.02, 0.01],
+                    }
+                },
+                "lowo_seeds": [0, 1],
+                "lowo": {"cossio": {"paper": [0.5, 0.6], "mnist_only": [0.945], "transfer": [0.97, 0.98]}},
+                "lowo_scores": {
+                    "cossio": {
+                        "transfer": {
+                            "acc": [0.97, 0.98],
+                            "correct": [301, 304],
+                            "n": 310,
+                            "ece": [0.03, 0.01],
+                            "ci95": [0.9624, 0.9847],
+                            "ensemble_acc": 0.981,
+                            "ensemble_ece": 0.015,
+                        }
+                    }
+                },
+                "pages": {
+                    "small ruled JPEG scans (18-24 px per cell)": {
+                        "n": 1200,
+                        "found": 1.0,
+                        "page_acc": 0.985,
+                        "clean_acc": 0.99,
+                    }
+                },
             }
         )
     )
@@ -235,6 +266,14 @@ def test_report_filled_from_the_runs_files(tmp_path):
     assert dg["10"][1] == "0.645" and dg["10"][2] == "0.670 ± 0.014" and dg["50"][3] == "0.615"
     tr = {r[0]: r for r in table(md, "### What we add: transfer")}
     assert tr["transfer (pretrained + augmentation)"][2] == "0.984, 0.992"
+    ci = {r[0]: r for r in table(md, "| model | digits right |")}
+    assert ci["transfer (pretrained + augmentation)"][1:] == ["241/244 (0.988)", "[0.964, 0.996]", "0.015"]
+    lowo = {r[0]: r for r in table(md, "| held-out writer | paper's LeNet |")}
+    assert lowo["cossio"][1:] == ["0.550 ± 0.071", "0.945 (1 seed)", "0.975 ± 0.007"]
+    lw = table(md, "| fine-tuned variant |")
+    assert lw == [["transfer", "cossio", "0.975 ± 0.007", "[0.962, 0.985]", "0.020", "0.981 (0.015)"]]
+    pg = table(md, "| pages | digits |")
+    assert pg == [["small ruled JPEG scans (18-24 px per cell)", "1200", "1.000", "0.985", "0.990"]]
     gan = {r[0]: r[1] for r in table(md, "| metric | value |")}
     assert gan["LeNet-FID, best epoch"] == "300.00 (epoch 3)" and gan["epochs trained"] == "3"
     assert gan["real-vs-real floor"] == "0.82" and gan["test: best checkpoint vs test images"] == "310.00"

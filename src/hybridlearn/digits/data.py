@@ -37,14 +37,15 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from torch.utils.data import DataLoader
 
 from hybridlearn.core.config import plain
 from hybridlearn.core.download import ensure_files
 from hybridlearn.core.errors import ConfigError, DataError, HybridlearnError
 from hybridlearn.core.io import atomic_output
-from hybridlearn.core.loaders import SplitLoaders, seeded_split, tensor_loader
+from hybridlearn.core.loaders import EpochBatchSampler, SplitLoaders, TensorBatches, seeded_split, tensor_loader
 from hybridlearn.digits.reader import read_page
-from hybridlearn.mnist.data import VALUE_RANGES, to_range
+from hybridlearn.mnist.data import VALUE_RANGES, load_mnist, to_float, to_range
 
 log = logging.getLogger(__name__)
 
@@ -474,13 +475,29 @@ def resolve_sheets(
 # ----------------------------------------------------------------------------- datamodule
 
 
+class MixedBatches(TensorBatches):
+    """A batch of the sheets' digits plus `per_batch` MNIST training images drawn at random, so
+    fine-tuning keeps seeing the many writers of MNIST while it learns the sheets' few."""
+
+    def __init__(self, x, y, extra_x, extra_y, per_batch: int, seed: int):
+        super().__init__(x, y)
+        self.extra, self.per_batch = (extra_x, extra_y), per_batch
+        self.gen = torch.Generator().manual_seed(seed + 7)
+
+    def __getitem__(self, idx: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        x, y = super().__getitem__(idx)
+        j = torch.randint(len(self.extra[1]), (self.per_batch,), generator=self.gen)
+        return torch.cat([x, self.extra[0][j]]), torch.cat([y, self.extra[1][j]])
+
+
 class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
     """The scanned digit sheets as in-memory tensors with a seeded train/val/test split.
 
     Split (the paper's): `test_fraction` (0.2) of all digits for test, `val_fraction` (0.1) of the
     rest for validation: 610 -> 439 train / 49 val / 122 test. With `test_writer` set, every digit
     of that writer group is the test set and the others are split into train/val
-    (leave-one-writer-out).
+    (leave-one-writer-out). `mnist_mix` > 0 adds that many MNIST training images to every
+    training batch (validation and test stay the sheets' digits).
     """
 
     def __init__(
@@ -503,8 +520,13 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
         writer_groups: Mapping[str, str] | None = None,
         drop_last: bool = False,
         download_timeout: float = 30.0,
+        mnist_mix: int = 0,
     ):
         super().__init__()
+        if isinstance(mnist_mix, bool) or not isinstance(mnist_mix, int) or mnist_mix < 0:
+            raise ConfigError(
+                f"data.mnist_mix must be an integer >= 0: MNIST images per training batch (got {mnist_mix!r})"
+            )
         extra_manifests = list(plain(extra_manifests) or [])
         writer_groups = dict(plain(writer_groups) or {})
         if isinstance(size, bool) or not isinstance(size, int) or size < 8:
@@ -567,12 +589,20 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
         self.indices = self.split_indices(d)
         self.tensors = {k: (x[i], d.y[i]) for k, i in self.indices.items()}
         log.info("digit sheets: %s", ", ".join(f"{k} {len(v[1])}" for k, v in self.tensors.items()))
+        if self.hparams.mnist_mix and not hasattr(self, "mnist"):
+            raw = load_mnist(self.hparams.data_dir, timeout=self.timeout)
+            self.mnist = (to_float(raw["train_x"], self.hparams.value_range), raw["train_y"])
 
     def _loader(self, split: str, train: bool):
         bs = self.batch_size if train else self.eval_batch_size
         x, y = self.tensors[split]
         if len(y) == 0:
             raise ConfigError(f"the {split} split of the digit sheets is empty; raise data.val_fraction or add sheets")
+        if train and self.hparams.mnist_mix:
+            seed = self.hparams.shuffle_seed
+            ds = MixedBatches(x, y, *self.mnist, self.hparams.mnist_mix, seed)
+            sampler = EpochBatchSampler(len(y), bs, True, seed, self.drop_last)
+            return DataLoader(ds, sampler=sampler, batch_size=None, generator=torch.Generator().manual_seed(seed))
         return tensor_loader(
             x, y, batch_size=bs, shuffle=train, seed=self.hparams.shuffle_seed, drop_last=train and self.drop_last
         )

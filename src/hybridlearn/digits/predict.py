@@ -44,16 +44,19 @@ def load_model(ckpt: str):
     raw = read_checkpoint(ckpt, "a LeNet-5 checkpoint")
     model = load_module(LeNet5, ckpt, what="a LeNet-5 checkpoint")
     model.eval()
-    dm = dict(raw.get("datamodule_hyper_parameters") or {})
-    in_size = int(model.hparams.in_size)
-    prep = {
+    return model, preparation(raw.get("datamodule_hyper_parameters"), int(model.hparams.in_size))
+
+
+def preparation(dm_hparams, in_size: int) -> dict:
+    """How a cell is prepared for a model: its datamodule's settings (none: MNIST-like)."""
+    dm = dict(dm_hparams or {})
+    return {
         "preprocess": dm.get("preprocess", "clean"),  # MNIST checkpoints: MNIST-like centring
         "size": in_size,
         "value_range": dm.get("value_range", "standard"),
         "border": float(dm.get("border", 0.08)),
         "despeckle": float(dm.get("despeckle", 0.0)),
     }
-    return model, prep
 
 
 @dataclass

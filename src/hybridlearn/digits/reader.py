@@ -5,6 +5,9 @@
         c.row, c.col, c.box, c.cell, c.image
 
 Steps (all numpy/scipy.ndimage, bounded by the page size, which `load_grey(max_side=...)` caps):
+0. Small scans: when the digits found are shorter than UPSAMPLE_TO (48 px; a 20 px cell holds a
+   digit about 14 px tall with 1-2 px strokes), the page is read again upsampled (cubic, up to
+   4x), so binarizing, line removal and merging see strokes and lines several pixels wide.
 1. Paper to white, ink to dark (polarity by the median); the paper level is estimated per pixel
    (a grey closing wider than the strokes, smoothed) and divided out, so a phone photo's
    lighting gradient or a shadow band becomes flat paper. `ink` = how much darker than the paper.
@@ -15,7 +18,9 @@ Steps (all numpy/scipy.ndimage, bounded by the page size, which `load_grey(max_s
    three parallel ones, are lines and are removed; a digit cut by a line is bridged across it.
 5. Connected pieces -> digits: pieces stacked within a quarter of a digit height (a 5's bar, a
    broken stroke, a 4 drawn in two parts) are merged; blobs much smaller than the typical digit
-   (dots of dotted paper, dust) and ones far larger (frames, leftover lines) are dropped.
+   (dots of dotted paper, dust) and ones far larger (frames, leftover lines) are dropped;
+   fragments under half a digit high with under a third of its ink that lie between the rows
+   join the nearest digit or are dropped, so they never open a row of their own.
 6. Rows: digits sorted by height on the deskewed page, a new row where a centre lies more than
    half a digit height below the row's; columns: left to right within a row.
 
@@ -33,6 +38,10 @@ import numpy as np
 from scipy import ndimage
 
 from hybridlearn.core.errors import DataError
+from hybridlearn.digits.cli import MAX_SIDE  # pages are downscaled to this longest side (bounded memory)
+
+UPSAMPLE_TO = 48  # digits shorter than this (pixels) are read on an upsampled page
+SMALL_PAGE = 800  # a page where nothing digit-like is found at its own size is retried this large
 
 
 class NoDigitError(DataError):
@@ -240,10 +249,45 @@ def _union_find(n: int):
     return find, union
 
 
-def read_page(grey: np.ndarray, min_digit: int = 6) -> Page:
-    """Find the digits of a page (see the module doc). NoDigitError when there is none."""
+def read_page(grey: np.ndarray, min_digit: int = 6, upsample_to: float = UPSAMPLE_TO) -> Page:
+    """Find the digits of a page (see the module doc). NoDigitError when there is none.
+
+    A page whose digits are shorter than `upsample_to` pixels (a small scan: 18-24 px cells hold
+    digits about 14 px tall, with 1-2 px strokes and grid lines as thick as the strokes) is read
+    again upsampled (cubic, at most 4x and MAX_SIDE): binarizing, line removal and merging then
+    work on strokes several pixels wide. Boxes are given on the page as passed in."""
     if grey.ndim != 2 or min(grey.shape) < min_digit:
         raise NoDigitError(f"no digit found (a {grey.shape[-1]}x{grey.shape[0]} image is too small to hold one)")
+    grey = np.asarray(grey, dtype=np.float32)
+    room = MAX_SIDE / max(grey.shape)
+    try:
+        page = _read(grey, min_digit)
+        f = min(4.0, room, upsample_to / max(page.digit_height, 1.0))
+    except NoDigitError:
+        # Nothing digit-like at this scale; a small page may still hold tiny digits.
+        f = min(4.0, room, SMALL_PAGE / max(grey.shape))
+        page = None
+        if f < 1.5:
+            raise
+    if f < 1.5:
+        return page
+    big = np.clip(ndimage.zoom(grey, f, order=3, grid_mode=True, mode="nearest"), 0.0, 1.0)
+    try:
+        up = _read(big, round(min_digit * f))
+    except NoDigitError:
+        if page is None:
+            raise
+        return page
+    fy, fx = big.shape[0] / grey.shape[0], big.shape[1] / grey.shape[1]
+
+    def back(b: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+        return int(round(b[0] / fx)), int(round(b[1] / fy)), int(round(b[2] / fx)), int(round(b[3] / fy))
+
+    cells = [Cell(c.row, c.col, back(c.box), back(c.cell), c.image) for c in up.cells]
+    return Page(cells, tuple(grey.shape), up.angle, up.digit_height / fy)
+
+
+def _read(grey: np.ndarray, min_digit: int) -> Page:
     ink = ink_map(np.asarray(grey, dtype=np.float32))
     if float(ink.max()) < 0.2:
         raise NoDigitError("no digit found (a blank page: no ink darker than the paper)")
@@ -339,6 +383,7 @@ def read_page(grey: np.ndarray, min_digit: int = 6) -> Page:
         digits.append((b, [m + 1 for m in members]))
     if not digits:
         raise NoDigitError("no digit found (no digit-sized blobs, only dots or specks)")
+    digits = _absorb_fragments(digits, piece_area, H, typical)
     digits = _split_touching(digits, lab, mask)
     # An image of one digit drawn in separate strokes (no other digits to learn its size from):
     # a few pieces whose union is one digit's shape, taller than wide and not much taller than the
@@ -403,6 +448,38 @@ def read_page(grey: np.ndarray, min_digit: int = 6) -> Page:
                 Cell(ri, ci_, _to_page_box(b, to_page, grey.shape), _to_page_box(cb, to_page, grey.shape), image)
             )
     return Page(cells, tuple(grey.shape), angle, H)
+
+
+def _absorb_fragments(digits: list, piece_area: np.ndarray, H: float, typical: float) -> list:
+    """Fragments much smaller than the typical digit (under half its height and a third of its
+    ink: a stroke end a grid line cut off, a line crossing left over, JPEG dirt) that lie between
+    the rows (beside no full-size digit) would open a row of their own: each joins the nearest
+    digit when within half a digit height and the two still fit one digit's box, or is dropped.
+    A small piece level with full-size digits stays (a small digit of a collage strip)."""
+    area = [float(piece_area[np.asarray(m) - 1].sum()) for _, m in digits]
+    small = [(b[3] - b[1]) < 0.5 * H and a < 0.35 * typical for (b, _), a in zip(digits, area)]
+    if not any(small) or all(small):
+        return digits
+    full = [[np.array(b, dtype=np.float64), list(m)] for (b, m), s in zip(digits, small) if not s]
+    kept = []
+    for (b, m), s in zip(digits, small):
+        if not s:
+            continue
+        mid = (b[1] + b[3]) / 2
+        if any(c[1] + 0.15 * H <= mid <= c[3] - 0.15 * H for c, _ in full):  # level with a digit's middle
+            kept.append((b, m))
+            continue
+        best, best_d = None, 0.5 * H
+        for k, (c, _) in enumerate(full):
+            dist = max(c[0] - b[2], b[0] - c[2], c[1] - b[3], b[1] - c[3], 0)
+            u = [min(b[0], c[0]), min(b[1], c[1]), max(b[2], c[2]), max(b[3], c[3])]
+            if dist <= best_d and u[2] - u[0] <= 1.3 * H and u[3] - u[1] <= 1.5 * H:
+                best, best_d = k, dist
+        if best is not None:
+            c = full[best][0]
+            full[best][0] = np.array([min(b[0], c[0]), min(b[1], c[1]), max(b[2], c[2]), max(b[3], c[3])])
+            full[best][1] += list(m)
+    return [(b, m) for b, m in full] + kept
 
 
 def _split_touching(digits: list, lab: np.ndarray, mask: np.ndarray) -> list:

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
@@ -26,7 +27,11 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic, write_text_atomic
 from hybridlearn.core.plotting import plot_curves
+from hybridlearn.core.stats import expected_calibration_error, wilson_interval
 from hybridlearn.core.trainer import build_trainer, finish_loggers
+from hybridlearn.digits.predict import classify, preparation, read_digits
+from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, found_in_order, mnist_pages
+from hybridlearn.mnist.data import load_mnist
 
 log = logging.getLogger(__name__)
 
@@ -114,13 +119,41 @@ def curves(
 
 
 @torch.no_grad()
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+def probabilities(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Class probabilities [N, classes] as predict.py computes them (with the model's TTA)."""
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
-    pred = torch.cat([model.eval_logits(x[i : i + 1024].to(dev)).argmax(1).cpu() for i in range(0, len(x), 1024)])
+    p = torch.cat([torch.softmax(model.eval_logits(x[i : i + 1024].to(dev)), -1).cpu() for i in range(0, len(x), 1024)])
     model.train(was)
-    return float((pred == y).float().mean())
+    return p
+
+
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((probabilities(model, x).argmax(1) == y).float().mean())
+
+
+def scores(probs: Sequence[torch.Tensor], y: torch.Tensor) -> dict[str, Any]:
+    """Per run (one probability matrix each): accuracy, digits right, ECE; over the runs: the
+    pooled Wilson 95 % interval and the accuracy and ECE of their ensemble (mean probabilities)."""
+    right = [int((p.argmax(1) == y).sum()) for p in probs]
+    n = len(y)
+    ens = torch.stack(list(probs)).mean(0)
+    lo, hi = wilson_interval(sum(right), n * len(probs))
+    return {
+        "acc": [r / n for r in right],
+        "correct": right,
+        "n": n,
+        "ece": [expected_calibration_error(p.max(1).values.numpy(), (p.argmax(1) == y).numpy()) for p in probs],
+        "ci95": [lo, hi],
+        "ensemble_acc": float((ens.argmax(1) == y).float().mean()),
+        "ensemble_ece": expected_calibration_error(ens.max(1).values.numpy(), (ens.argmax(1) == y).numpy()),
+    }
+
+
+def ci_text(sc: dict[str, Any]) -> str:
+    lo, hi = sc["ci95"]
+    return f"[{lo:.3f}, {hi:.3f}]"
 
 
 def variant_config(cfg: DictConfig, variant: DictConfig, seed: int, *extra: DictConfig | dict | None) -> DictConfig:
@@ -178,7 +211,10 @@ def fit_one(
         hist.history.append({"epoch": 0})
         hist.test_acc[0] = accuracy(model, *dm.tensors["test"])
     last = hist.history[-1]
+    x_test, y_test = dm.tensors["test"]
     return {
+        "probs": probabilities(model, x_test),
+        "labels": y_test,
         "variant": name,
         "seed": seed,
         "epochs": epochs,
@@ -224,6 +260,7 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 "transfer_epochs": 1,
                 "ablations": [],
                 "lowo": False,
+                "pages": None,
                 "variants": {"transfer": {"model": {"pretrain": {"epochs": 1, "subset": 2000}}}},
             },
         )
@@ -296,32 +333,52 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "",
         f"{st.transfer_epochs} epochs of fine-tuning; test accuracy on the same per-seed test split as above.",
         "",
-        "| model | test acc (mean ± std) | per seed |",
-        "|---|---|---|",
-        f"| paper setup, {max_ep} epochs | {mean_std(table[max_ep]['test_acc'])} | "
+        "| model | test acc (mean ± std) | 95 % CI (pooled digits) | ECE | per seed |",
+        "|---|---|---|---|---|",
+        f"| paper setup, {max_ep} epochs | {mean_std(table[max_ep]['test_acc'])} | | | "
         + ", ".join(f"{v:.3f}" for v in table[max_ep]["test_acc"])
         + " |",
     ]
     if zero is not None:
         md.append(
-            f"| MNIST-pretrained LeNet-5, no fine-tuning | {mean_std(zero)} | "
+            f"| MNIST-pretrained LeNet-5, no fine-tuning | {mean_std(zero)} | | | "
             + ", ".join(f"{v:.3f}" for v in zero)
             + " |"
         )
         out["zero_shot_test_acc"] = zero
-    out["transfer"] = {}
+    out["transfer"], out["transfer_scores"] = {}, {}
     for name, label, extra in variants:
-        accs, wrong = [], []
+        accs, wrong, right, n, eces = [], [], 0, 0, []
         for s in seeds:
             r = fit(name, transfer_v, s, st.transfer_epochs, extra)
             accs.append(r["test_acc"])
+            sc = scores([r["probs"]], r["labels"])  # each seed has its own split: pooled by hand
+            right, n, eces = right + sc["correct"][0], n + sc["n"], eces + sc["ece"]
             log.info("%s seed %d: test %.3f", label, s, r["test_acc"])
             if not extra and s == seeds[0]:
                 wrong = misclassified(r)
+                first = r
+        lo, hi = wilson_interval(right, n)
         out["transfer"][label] = accs
-        md.append(f"| {label} | {mean_std(accs)} | " + ", ".join(f"{v:.3f}" for v in accs) + " |")
+        out["transfer_scores"][label] = {"correct": right, "n": n, "ci95": [lo, hi], "ece": eces}
+        md.append(
+            f"| {label} | {mean_std(accs)} | [{lo:.3f}, {hi:.3f}] | {statistics.mean(eces):.3f} | "
+            + ", ".join(f"{v:.3f}" for v in accs)
+            + " |"
+        )
         if wrong:
             out["transfer_errors_seed0"] = wrong
+    if st.get("pages"):
+        out["pages"] = read_synthetic_pages(first["model"], first["dm"], int(st.pages.n_pages))
+        md += [
+            "",
+            f"Whole synthetic pages of MNIST test digits read by the sheet reader (the transfer model, seed {seeds[0]}):",
+            "",
+            "| pages | digits | found in reading order | accuracy on the page | same digits as clean cells |",
+            "|---|---|---|---|---|",
+        ]
+        for kind, p in out["pages"].items():
+            md.append(f"| {kind} | {p['n']} | {p['found']:.3f} | {p['page_acc']:.3f} | {p['clean_acc']:.3f} |")
     if out.get("transfer_errors_seed0"):
         md += [
             "",
@@ -332,8 +389,16 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             ),
         ]
 
-    # 3. Leave-one-writer-out.
+    # 3. Leave-one-writer-out: the paper setup, the MNIST model alone, the transfer fix and the
+    # ablations in study.lowo_ablations, each over lowo_seeds; the CI pools the seeds' digits (the
+    # same writer's digits each time) and the ensemble averages the seeds' probabilities.
     if st.lowo:
+        unknown = [a for a in (st.get("lowo_ablations") or []) if a not in st.ablation_runs]
+        if unknown:
+            raise ConfigError(f"study.lowo_ablations: unknown {unknown}; choose from {', '.join(st.ablation_runs)}")
+        lowo_variants = [("transfer", "transfer", None)] + [
+            (a, st.ablation_runs[a].label, st.ablation_runs[a]) for a in (st.get("lowo_ablations") or [])
+        ]
         digits = fit_writers(cfg, transfer_v)
         md += [
             "",
@@ -344,16 +409,18 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
             "| held-out writer | digits | paper setup | MNIST model, no fine-tuning | transfer + augmentation |",
             "|---|---|---|---|---|",
         ]
-        out["lowo"] = {}
+        out["lowo"], out["lowo_scores"] = {}, {}
         for w in digits:
             held_out = {"data": {"test_writer": w}}
             row = {"mnist_only": [fit(f"lowo_{w}_zero_shot", transfer_v, lowo_seeds[0], 0, held_out)["test_acc"]]}
-            for label, variant, ep in (
-                ("paper", paper_v, max_ep),
-                ("transfer", transfer_v, st.transfer_epochs),
-            ):
-                row[label] = [fit(f"lowo_{w}_{label}", variant, s, ep, held_out)["test_acc"] for s in lowo_seeds]
-                log.info("LOWO %s %s: %s", w, label, row[label])
+            row["paper"] = [fit(f"lowo_{w}_paper", paper_v, s, max_ep, held_out)["test_acc"] for s in lowo_seeds]
+            out["lowo_scores"][w] = {}
+            for name, label, extra in lowo_variants:
+                runs = [fit(f"lowo_{w}_{name}", transfer_v, s, st.transfer_epochs, extra, held_out) for s in lowo_seeds]
+                sc = scores([r["probs"] for r in runs], runs[0]["labels"])
+                row[label] = sc["acc"]
+                out["lowo_scores"][w][label] = sc
+                log.info("LOWO %s %s: %s", w, label, sc["acc"])
             out["lowo"][w] = row
             md.append(
                 f"| {w} | {digits[w]} | {mean_std(row['paper'])} | {mean_std(row['mnist_only'])} | {mean_std(row['transfer'])} |"
@@ -364,6 +431,22 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         md.append(
             f"| mean over writers | | {statistics.mean(allp):.3f} | {statistics.mean(allz):.3f} | {statistics.mean(allt):.3f} |"
         )
+        md += [
+            "",
+            "Each fine-tuned variant per held-out writer: mean accuracy over the seeds, the 95 % Wilson interval "
+            "of the pooled digits, the expected calibration error (mean over seeds), and the ensemble of the seeds "
+            "(mean probabilities).",
+            "",
+            "| fine-tuned variant | held-out writer | accuracy (mean ± std) | 95 % CI | ECE | ensemble of seeds (ECE) |",
+            "|---|---|---|---|---|---|",
+        ]
+        for _, label, _ in lowo_variants:
+            for w in digits:
+                sc = out["lowo_scores"][w][label]
+                md.append(
+                    f"| {label} | {w} | {mean_std(sc['acc'])} | {ci_text(sc)} | {statistics.mean(sc['ece']):.3f} | "
+                    f"{sc['ensemble_acc']:.3f} ({sc['ensemble_ece']:.3f}) |"
+                )
 
     md += [
         "",
@@ -381,10 +464,45 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     metrics.update({f"transfer_test_acc_mean/{k}": statistics.mean(v) for k, v in out["transfer"].items()})
     if st.lowo:
         metrics.update({f"lowo/{w}/{k}": statistics.mean(v) for w, r in out["lowo"].items() for k, v in r.items()})
+        metrics.update(
+            {
+                f"lowo/{w}/{k}/ece": statistics.mean(v["ece"])
+                for w, r in out["lowo_scores"].items()
+                for k, v in r.items()
+            }
+        )
     if zero is not None:
         metrics["zero_shot_test_acc_mean"] = statistics.mean(zero)
     metrics["study_md"] = str(output_dir / "study.md")
     return metrics
+
+
+PAGE_KINDS = {
+    "scans and photos (60 px per cell; paper, rotation, light, JPEG)": (STYLES, 70),
+    "small ruled JPEG scans (18-24 px per cell)": (LOWRES_STYLES, 20),
+}
+
+
+def read_synthetic_pages(model, dm, n_pages: int) -> dict[str, dict[str, float]]:
+    """Pages rendered from MNIST test digits (hybridlearn.digits.synth), read the way predict.py
+    reads a page: the share of digits found in reading order, the accuracy on the page, and the
+    model's accuracy on the same digits given as clean cells."""
+    raw = load_mnist(dm.hparams.data_dir)
+    x, y = raw["test_x"].numpy(), raw["test_y"].numpy()
+    prep = preparation(dm.hparams, int(model.hparams.in_size))
+    out = {}
+    for kind, (styles, margin) in PAGE_KINDS.items():
+        found = right_page = right_clean = n = 0
+        for page in mnist_pages(x, y, n_pages=n_pages, styles=styles, margin=margin):
+            grey = np.asarray(page.image, np.float32) / 255
+            reading = read_digits(model, prep, grey, None)
+            clean, _ = classify(model, prep, [x[k] / 255.0 for k in page.index], invert=False)
+            found += found_in_order(page, reading.boxes) * len(page.labels)
+            right_page += sum(int(d == t) for d, t in zip(reading.digits, page.labels))
+            right_clean += sum(int(d == t) for d, t in zip(clean, page.labels))
+            n += len(page.labels)
+        out[kind] = {"n": n, "found": found / n, "page_acc": right_page / n, "clean_acc": right_clean / n}
+    return out
 
 
 def fit_writers(cfg: DictConfig, variant: DictConfig) -> dict[str, int]:

@@ -13,10 +13,13 @@ from hybridlearn.core.errors import ConfigError
 from hybridlearn.mnist.data import background_value, to_range
 
 
-def warp(z: torch.Tensor, theta: torch.Tensor) -> torch.Tensor:
+def warp(z: torch.Tensor, theta: torch.Tensor, shift: torch.Tensor | None = None) -> torch.Tensor:
     """Affine warp of [N, C, H, W] images by `theta` [N, 2, 3] (output -> input, grid units),
-    bilinear, filling with 0: callers shift their background to 0 first."""
+    plus an optional per-pixel `shift` [N, H, W, 2] of the sampling grid (grid units), bilinear,
+    filling with 0: callers shift their background to 0 first."""
     grid = F.affine_grid(theta, list(z.shape), align_corners=False)
+    if shift is not None:
+        grid = grid + shift
     return F.grid_sample(z, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
@@ -39,8 +42,15 @@ class HandwritingAugment(nn.Module):
         thickness: float = 0.5,
         p: float = 1.0,
         value_range: str = "unit",
+        elastic: float = 0.0,
+        elastic_sigma: float = 3.0,
     ):
         super().__init__()
+        if elastic < 0 or elastic_sigma <= 0:
+            raise ConfigError(
+                f"augment.elastic must be >= 0 and augment.elastic_sigma > 0 (got {elastic}, {elastic_sigma})"
+            )
+        self.elastic, self.elastic_sigma = float(elastic), float(elastic_sigma)
         lo, hi = float(scale[0]), float(scale[1])
         if not 0 < lo <= hi:
             raise ConfigError(f"augment.scale must be [low, high] with 0 < low <= high (got {list(scale)})")
@@ -79,7 +89,10 @@ class HandwritingAugment(nn.Module):
         theta = torch.cat([a, t.unsqueeze(-1)], -1)
         keep = torch.rand(n, device=dev) >= self.p
         theta[keep] = torch.eye(2, 3, device=dev)
-        z = warp(z, theta)
+        if self.elastic > 0:
+            z = warp(z, theta, self._elastic_field(z, keep))
+        else:
+            z = warp(z, theta)
         if self.thickness > 0:
             dil = F.max_pool2d(z, 3, 1, 1)
             ero = -F.max_pool2d(-z, 3, 1, 1)
@@ -88,10 +101,26 @@ class HandwritingAugment(nn.Module):
             z = torch.where(amount > 0, z + amount * (dil - z), z + (-amount) * (ero - z))
         return z.clamp_(0, 1) * (self.ink - self.bg) + self.bg
 
+    def _elastic_field(self, z: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+        """Smooth random displacements [N, H, W, 2] in grid units (Simard et al. 2003): white
+        noise blurred by a Gaussian of `elastic_sigma` pixels, scaled so its standard deviation
+        is `elastic` pixels; none for the images left unaugmented."""
+        n, _, h, w = z.shape
+        r = int(math.ceil(2 * self.elastic_sigma))
+        t = torch.arange(-r, r + 1, device=z.device, dtype=z.dtype)
+        k = torch.exp(-(t**2) / (2 * self.elastic_sigma**2))
+        k = k / k.sum()
+        d = torch.randn(n * 2, 1, h, w, device=z.device, dtype=z.dtype)
+        d = F.conv2d(F.pad(d, (r, r, 0, 0), mode="reflect" if r < w else "replicate"), k.view(1, 1, 1, -1))
+        d = F.conv2d(F.pad(d, (0, 0, r, r), mode="reflect" if r < h else "replicate"), k.view(1, 1, -1, 1))
+        d = d / d.flatten(1).std(1).clamp_min(1e-6).view(-1, 1, 1, 1) * self.elastic
+        d = d.view(n, 2, h, w).permute(0, 2, 3, 1) * d.new_tensor([2.0 / w, 2.0 / h])
+        return d * (~keep).view(n, 1, 1, 1).to(d.dtype)
+
     def extra_repr(self) -> str:
         return (
             f"rotate={self.rotate}, shear={self.shear}, scale={self.scale}, translate={self.translate}, "
-            f"thickness={self.thickness}, p={self.p}"
+            f"thickness={self.thickness}, p={self.p}, elastic={self.elastic}"
         )
 
 

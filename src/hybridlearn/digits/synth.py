@@ -34,8 +34,11 @@ def render_page(
     seed: int = 0,
     pitch: int = 60,
     margin: int = 70,
+    scale: float = 1.0,
 ) -> SynthPage:
-    """`digits`: uint8 [N, 28, 28] light ink on black (MNIST); the first rows*cols are drawn."""
+    """`digits`: uint8 [N, 28, 28] light ink on black (MNIST); the first rows*cols are drawn.
+    `paper="cells"`: ruled cell lines around every digit (a form's table). `scale`: the page is
+    drawn at `pitch` and shrunk by this factor before noise and JPEG (a small scan)."""
     rng = np.random.default_rng(seed)
     n = rows * cols
     h, w = 2 * margin + rows * pitch, 2 * margin + cols * pitch
@@ -48,6 +51,10 @@ def render_page(
         page[((yy % step) < 2) | ((xx % step) < 2)] = 0.6
     elif paper == "lined":
         page[(yy % step) < 2] = 0.55
+    elif paper == "cells":  # the table's lines, between the cells only
+        inside = (yy >= margin - 1) & (yy <= h - margin + 1) & (xx >= margin - 1) & (xx <= w - margin + 1)
+        on = (((yy - margin) % pitch) < 3) | (((xx - margin) % pitch) < 3)
+        page[inside & on] = 0.35
     ink = np.zeros((h, w), np.float32)
     centres = []
     for k in range(n):
@@ -75,6 +82,9 @@ def render_page(
             )
             for x, y in centres
         ]
+    if scale != 1.0:
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BOX)
+        centres = [(x * scale, y * scale) for x, y in centres]
     arr = np.asarray(img, np.float32) / 255
     if gradient:  # light falling off from one corner, as a phone photo under a lamp
         gy, gx = np.mgrid[0 : arr.shape[0], 0 : arr.shape[1]]
@@ -100,26 +110,48 @@ STYLES = [
 ]
 
 
-def mnist_pages(test_x, test_y, n_pages: int = 6, rows: int = 10, cols: int = 10, offset: int = 0) -> list[SynthPage]:
-    """`n_pages` pages of distinct MNIST test digits, cycling through STYLES."""
+# Small scans: 18-24 px per digit cell, the cells ruled, JPEG-compressed (drawn at 60 px, shrunk).
+LOWRES_STYLES = [
+    dict(paper="cells", scale=18 / 60, jpeg=70),
+    dict(paper="cells", scale=20 / 60, jpeg=75),
+    dict(paper="cells", scale=22 / 60, jpeg=60),
+    dict(paper="cells", scale=24 / 60, jpeg=80),
+    dict(paper="plain", scale=20 / 60, jpeg=75),
+    dict(paper="lined", scale=20 / 60, jpeg=75),
+]
+
+
+def mnist_pages(
+    test_x, test_y, n_pages: int = 6, rows: int = 10, cols: int = 10, offset: int = 0, styles=None, margin: int = 70
+) -> list[SynthPage]:
+    """`n_pages` pages of distinct MNIST test digits, cycling through `styles` (STYLES)."""
+    styles = styles or STYLES
     pages = []
     per = rows * cols
     for p in range(n_pages):
         idx = np.arange(offset + p * per, offset + (p + 1) * per)
         pages.append(
             render_page(
-                np.asarray(test_x[idx]), np.asarray(test_y[idx]), idx, rows, cols, seed=p, **STYLES[p % len(STYLES)]
+                np.asarray(test_x[idx]),
+                np.asarray(test_y[idx]),
+                idx,
+                rows,
+                cols,
+                seed=p,
+                margin=margin,
+                **styles[p % len(styles)],
             )
         )
     return pages
 
 
-def found_in_order(page: SynthPage, cells) -> float:
-    """Fraction of the page's digits whose reading-order cell (same index) holds its centre."""
+def found_in_order(page: SynthPage, boxes) -> float:
+    """Fraction of the page's digits whose reading-order box (x0, y0, x1, y1; same index) holds
+    its centre."""
     hits = 0
     for k, (x, y) in enumerate(page.centres):
-        if k < len(cells):
-            x0, y0, x1, y1 = cells[k].box
+        if k < len(boxes):
+            x0, y0, x1, y1 = boxes[k]
             hits += x0 - 3 <= x <= x1 + 3 and y0 - 3 <= y <= y1 + 3
     return hits / len(page.centres)
 

@@ -1,0 +1,39 @@
+"""Small-sample statistics for accuracies: Wilson score intervals and expected calibration error."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+
+def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95 % (z = 1.96) Wilson score interval of an accuracy `correct`/`n`: unlike mean ± 2 SE it
+    stays inside [0, 1] and is honest near 1, where a test split of ~120 digits puts most results."""
+    if n <= 0:
+        raise ValueError(f"wilson_interval needs n > 0 (got {n})")
+    if not 0 <= correct <= n:
+        raise ValueError(f"wilson_interval needs 0 <= correct <= n (got {correct}, {n})")
+    p = correct / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bool], bins: int = 10) -> float:
+    """ECE: the mean over equal-width confidence bins of |accuracy - mean confidence|, weighted by
+    the bin's share of the predictions (Guo et al. 2017). 0 = the printed confidences are the
+    observed accuracies."""
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=np.float64)
+    if conf.shape != ok.shape or conf.ndim != 1 or len(conf) == 0:
+        raise ValueError("expected_calibration_error needs equally long, non-empty 1-D inputs")
+    which = np.clip(np.ceil(conf * bins).astype(int) - 1, 0, bins - 1)  # (0, 1/bins] -> bin 0
+    ece = 0.0
+    for b in range(bins):
+        m = which == b
+        if m.any():
+            ece += m.mean() * abs(ok[m].mean() - conf[m].mean())
+    return float(ece)

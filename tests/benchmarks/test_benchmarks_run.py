@@ -7,7 +7,6 @@ import os
 import subprocess
 import sys
 
-import pytest
 from conftest import ROOT
 
 
@@ -60,6 +59,6 @@ def test_bench_startup_smallest(tmp_path):
     assert "unknown experiment" in out and "exit codes now: [2]" in out
 
 
-@pytest.mark.skip(reason="filled in with the style pipeline's smoke mode")
 def test_bench_style_video_smallest(tmp_path, data_dir):
-    pass
+    out = bench(["bench_style_video.py", "--smoke"], tmp_path)
+    assert "|" in out

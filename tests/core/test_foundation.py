@@ -73,7 +73,7 @@ def test_cli_run_prints_dir_and_writes_results(tmp_path, data_dir):
 @pytest.mark.parametrize(
     "args, needle",
     [
-        (["experiment=nope"], "experiment/nope"),
+        (["experiment=nope"], "unknown experiment 'nope'"),
         (["model.nonexistent_key=1"], "nonexistent_key"),
         (["model.lr=-0.1"], "model.lr must be > 0"),
         (["model.lr=0"], "model.lr must be > 0"),

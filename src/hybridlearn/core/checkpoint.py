@@ -28,7 +28,7 @@ def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling/format error means "not a checkpoint we can read"
-        if "weights_only" in str(e) or "Weights only load failed" in str(e):
+        if "Unsupported global" in str(e):
             # PyTorch's own message suggests weights_only=False: the one thing not to do with an untrusted file
             raise DataError(
                 f"{what} {path} holds Python objects other than weights and plain values; it was refused "

@@ -16,6 +16,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import statistics
 from collections.abc import Sequence
 from pathlib import Path
@@ -60,6 +61,29 @@ def completed(run_dir: Path) -> dict[str, Any] | None:
 def run_config(run_dir: Path) -> Any:
     f = run_dir / ".hydra" / "config.yaml"
     return OmegaConf.load(f) if f.is_file() else None
+
+
+def run_error(run_dir: Path) -> str:
+    """The run's error message with machine folders taken out: the data folder reads `DATA_DIR`,
+    the reproduce folder `.`, any other absolute path its file name (the report is shared)."""
+    err = str((read_json(run_dir / "results.json") or {}).get("error") or "")
+    if not err:
+        return ""
+    cfg = run_config(run_dir)
+    data_dir = (
+        OmegaConf.select(cfg, "paths.data_dir", default=None, throw_on_resolution_failure=False)
+        if cfg is not None
+        else None
+    )
+    marker = read_json(run_dir / "reproduce_run.json") or {}
+    for a in marker.get("args") or []:
+        if data_dir is None and str(a).startswith("paths.data_dir="):
+            data_dir = str(a).split("=", 1)[1].strip("'")
+    roots = [(str(Path(data_dir).resolve()), "DATA_DIR"), (str(data_dir), "DATA_DIR")] if data_dir else []
+    roots.append((str(run_dir.parent.parent.resolve()), "."))
+    for root, name in sorted(roots, key=lambda r: -len(r[0])):
+        err = err.replace(root.rstrip("/") + "/", name + "/").replace(root, name)
+    return re.sub(r"(?<![\w.~/:])/(?:[^\s/:;,()']+/)+([^\s/:;,()']+)", r"\1", err)
 
 
 def mean_std(vals: Sequence[float | None], fmt: str = ".3f") -> str:
@@ -300,7 +324,7 @@ def gom_section(root: Path, figs: Path) -> list[str]:
             r = completed(p)
             feat = p.name[3:]
             if not r:
-                err = str((read_json(p / "results.json") or {}).get("error") or "")
+                err = run_error(p)
                 why = f"failed: {err.split(';')[0].split(' (')[0]}" if err else "not finished"
                 L.append(f"| {feat} | {why.replace('|', '/')} | | | | | | {ZHOU_2014_KM:.0f} |")
                 continue
@@ -752,7 +776,7 @@ def runs_table(
             L.append(
                 f"| {s} | {p.name} | {r.get('status', 'not finished')} | "
                 f"{f'{d:.0f} s' if isinstance(d, (int, float)) else ''} | "
-                f"{str(r.get('error') or '').replace('|', '/')[:200]} |"
+                f"{run_error(p).replace('|', '/')[:200]} |"
             )
         for note in notes.get(s) or []:
             L.append(f"| {s} | {note.split(':', 1)[0]} | skipped | | {note.split(':', 1)[1].strip()} |")

@@ -230,7 +230,7 @@ def test_study_and_cv_models_have_their_own_wandb_runs(run_train, monkeypatch):
         name="study",
     )
     assert r["status"] == "completed", r.get("error")
-    cv = run_train(["experiment=gom_cv", "data.cv_folds=2", *common], name="cv")
+    cv = run_train(["experiment=gom_cv", "data.cv_folds=2", "cv.forest_trees=5", *common], name="cv")
     assert cv["status"] == "completed", cv.get("error")
     for res, models in ((r, ["hybrid_M1", "hybrid_M2"]), (cv, ["fold_0", "fold_1"])):
         out = Path(res["_dir"])

@@ -513,21 +513,3 @@ def test_multirun_report(tmp_path):
     rows = md.read_text().splitlines()
     assert rows[4].startswith("| 0.1 |") and len(rows) == 7
     assert (tmp_path / "mlp_worst_curves.png").exists()
-
-
-def test_cv_entry_small(run_train, gom_file):
-    """experiment=gom_cv with 2 folds: every track is tested once, and the pooled training-mean
-    baseline equals an independent computation on the same folds."""
-    r = run_train(["experiment=gom_cv", "data.cv_folds=2", "trainer.max_epochs=2", "model.ae_epochs=3", "logger=none"])
-    assert r["status"] == "completed", r.get("error")
-    m = r["metrics"]
-    assert m["cv_folds"] == 2 and [f["fold"] for f in m["folds"]] == [0, 1]
-    assert m["cv_model_km"] > 0 and m["cv_knn_km"] > 0
-    x, y = load_gom(gom_file)
-    dists = []
-    for f in range(2):
-        tr, _, te = split_indices(len(x), r["seed"], (0.6, 0.2, 0.2), cv_folds=2, fold=f)
-        mean = y[tr].mean(0)
-        dists.append(haversine_km(mean[0], mean[1], y[te, 0], y[te, 1]))
-    assert sum(len(d) for d in dists) == len(x)
-    assert m["cv_mean_km"] == pytest.approx(float(np.concatenate(dists).mean()), rel=1e-6)

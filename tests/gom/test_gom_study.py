@@ -5,6 +5,7 @@ hybrid's stopping rules, short files fail with one line, and the 116-feature (ch
 from __future__ import annotations
 
 import json
+import os
 import time
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import compose_cfg, read_wandb_records
 
+from hybridlearn.core.download import md5sum
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.gom import data as gom_data
 from hybridlearn.gom.data import FEATURE_SETS, GOM_FILE, MIN_SPLIT_ROWS, ensure_gom, prepare_gom
@@ -128,8 +130,7 @@ def test_knn_baseline_adapts_k_to_a_short_file(run_train, tmp_path, real_rows):
 
 # ------------------------------------------------------------------------------ feature sets
 def test_chromatic_feature_set(tmp_path, real_rows, monkeypatch):
-    """data.features=chromatic reads 116 feature columns (the real file is not in the shared data:
-    a file in its format is made here) and sizes the models from it."""
+    """data.features=chromatic reads 116 feature columns (a small file in its format is made here) and sizes the models from it."""
     f = _file(tmp_path, _chromatic_rows(real_rows, 60))
     d = prepare_gom(tmp_path, seed=0, path=f, features="chromatic")
     assert d.n_features == 116 and d.x_train.shape == (36, 116) and d.features == "chromatic"
@@ -149,8 +150,14 @@ def test_chromatic_feature_set(tmp_path, real_rows, monkeypatch):
         ensure_gom(tmp_path / "none", "chromatic")
     (tmp_path / "gom").mkdir()
     _file(tmp_path / "gom", _chromatic_rows(real_rows, 60), CHROMATIC.file)
-    with pytest.raises(DataError, match="60 rows, expected 1059"):
+    with pytest.raises(DataError, match=f"does not match the expected {CHROMATIC.md5}"):
         ensure_gom(tmp_path, "chromatic")
+
+
+def test_chromatic_md5_pinned():
+    """The 116-feature file is pinned like the default one, and the shared copy matches the pin."""
+    assert CHROMATIC.md5 == "95ab9b156caba3208915dc13c0d106d8"
+    assert md5sum(ensure_gom(os.environ["DATA_DIR"], "chromatic")) == CHROMATIC.md5
 
 
 def test_study_with_116_features(run_train, tmp_path, real_rows):
@@ -223,7 +230,7 @@ def test_study_and_cv_models_have_their_own_wandb_runs(run_train, monkeypatch):
         name="study",
     )
     assert r["status"] == "completed", r.get("error")
-    cv = run_train(["experiment=gom_cv", "data.cv_folds=2", *common], name="cv")
+    cv = run_train(["experiment=gom_cv", "data.cv_folds=2", "cv.forest_trees=5", *common], name="cv")
     assert cv["status"] == "completed", cv.get("error")
     for res, models in ((r, ["hybrid_M1", "hybrid_M2"]), (cv, ["fold_0", "fold_1"])):
         out = Path(res["_dir"])

@@ -31,7 +31,7 @@ TINY = [
     "++reproduce.scale.quick.gom.set.trainer.max_epochs=3",
     "++reproduce.scale.quick.gom.cv_set.data.cv_folds=2",
     "++reproduce.scale.quick.gom.cv_set.trainer.max_epochs=2",
-    "++reproduce.scale.quick.gom.cv_set.model.ae_epochs=5",
+    "++reproduce.scale.quick.gom.cv_set.cv.forest_trees=4",
     "reproduce.scale.quick.digits.set.study.seeds=[0]",
     "++reproduce.scale.quick.digits.set.study.paper_epochs=[1,2]",
     "reproduce.scale.quick.digits.set.study.transfer_epochs=1",
@@ -129,11 +129,16 @@ def test_run_state(tmp_path):
 # ------------------------------------------------------------------------------------- the report
 def _fake_runs(root: Path) -> None:
     """Run folders as the experiments write them, with known numbers."""
-    for seed, (m1, m2, km) in enumerate([(25, 81, 4182.0), (19, 87, 3900.0)]):
-        d = root / "gom" / f"study_seed{seed}"
-        d.mkdir(parents=True)
+    for prefix, seed, (m1, m2, km) in [
+        ("study_seed", 0, (25, 81, 4182.0)),
+        ("study_seed", 1, (19, 87, 3900.0)),
+        ("code_seed", 0, (7, 90, 4300.0)),
+    ]:
+        d = root / "gom" / f"{prefix}{seed}"
+        d.mkdir(parents=True, exist_ok=True)
+        depth = 1 if prefix == "code_seed" else 5
         m = {
-            "mlp_best": {"depth": 5, "width": 5, "lr": 0.9, "best_val_energy": 0.037, "test_km": 4554.0},
+            "mlp_best": {"depth": depth, "width": 5, "lr": 0.9, "best_val_energy": 0.037, "test_km": 4554.0},
             "hybrid": {
                 "M1": {
                     "ae_hidden": m1,
@@ -161,6 +166,8 @@ def _fake_runs(root: Path) -> None:
     cv = {
         "cv_model_km": 3061.4,
         "cv_model_km_median": 1814.0,
+        "cv_rf_latlon_km": 3654.0,
+        "cv_rf_unit_km": 3422.0,
         "cv_knn_km": 3618.0,
         "cv_mean_km": 4604.0,
         "cv_folds": 10,
@@ -168,6 +175,16 @@ def _fake_runs(root: Path) -> None:
         "folds": [{"test_km": 3000.0}, {"test_km": 3100.0}],
     }
     (d / "results.json").write_text(json.dumps({"status": "completed", "metrics": cv}))
+    # a failed run whose error names machine folders: the report shows them relative to DATA_DIR
+    d = root / "gom" / "cv_chromatic"
+    d.mkdir()
+    data = "/srv/machine/data"
+    (d / MARKER).write_text(json.dumps({"args": ["experiment=gom_cv", f"paths.data_dir={data}"]}))
+    err = (
+        f"GOM data not found in {data}/gom: missing default_plus_chromatic_features_1059_tracks.txt "
+        f"(https://archive.ics.uci.edu/static/public/315/x.zip: timed out); also see /home/someone/notes/x.log"
+    )
+    (d / "results.json").write_text(json.dumps({"status": "failed", "error": err}))
     d = root / "digits" / "study"
     d.mkdir(parents=True)
     (d / "results.json").write_text(json.dumps({"status": "completed", "metrics": {}}))
@@ -255,13 +272,25 @@ def test_report_filled_from_the_runs_files(tmp_path):
     _fake_runs(tmp_path)
     md = write_report(tmp_path, quick=False, stages=["gom", "digits", "gan", "style"]).read_text()
     assert md.startswith("# Hybrid supervised learning") and "QUICK" not in md.splitlines()[0]
-    m = {r[0]: r for r in table(md, "### Best autoencoders")}
-    assert m["M1* (hidden units)"][1:3] == ["19", "25, 19"] and m["M2* (hidden units)"][1:3] == ["87", "81, 87"]
-    hy = {r[0]: r for r in table(md, "### Hybrid")}
-    assert first_number(hy["hybrid M1*"][2]) == pytest.approx((4182 + 3900) / 2, abs=0.5)
-    assert hy["hybrid M1*"][3] == "4182, 3900"
-    cv = table(md, "### What we add: 10-fold")[0]
-    assert [first_number(c) for c in cv[2:8]] == [3061, 71, 1814, 3618, 4604, 3113]
+    m = {(r[0], r[1]): r for r in table(md, "### Best autoencoders")}
+    assert m["M1* (hidden units)", "paper text"][2:4] == ["19", "25, 19"]
+    assert m["M2* (hidden units)", "paper text"][2:4] == ["87", "81, 87"]
+    # the authors' code setting beside the paper text, in every GOM table
+    assert m["M1* (hidden units)", "authors' code"][2:4] == ["19", "7"]
+    hy = {(r[0], r[1]): r for r in table(md, "### Hybrid")}
+    assert first_number(hy["hybrid M1*", "paper text"][3]) == pytest.approx((4182 + 3900) / 2, abs=0.5)
+    assert hy["hybrid M1*", "paper text"][4] == "4182, 3900" and hy["hybrid M1*", "authors' code"][4] == "4300"
+    mlp = [r for r in table(md, "### Best MLP") if r[1] == "authors' code"]
+    assert [r[2] for r in mlp] == ["1 x 5"]
+    cv = table(md, "### What we add: 10-fold")
+    assert [first_number(c) for c in cv[1][2:10]] == [3061, 71, 1814, 3654, 3422, 3618, 4604, 3113]
+    # the failed chromatic row: the cause, with no machine folder in it (nor anywhere in the report)
+    assert cv[0][0] == "chromatic" and cv[0][1].startswith("failed: GOM data not found in DATA_DIR/gom")
+    assert "/srv/machine" not in md and "/home/someone" not in md
+    runs = {r[1]: r for r in table(md, "| stage | run |")}
+    assert "DATA_DIR/gom: missing default_plus_chromatic" in runs["cv_chromatic"][4]
+    assert "https://archive.ics.uci.edu/static/public/315/x.zip" in runs["cv_chromatic"][4]
+    assert "see x.log" in runs["cv_chromatic"][4]
     dg = {r[0]: r for r in table(md, "### Figs. 12-13")}
     assert dg["10"][1] == "0.645" and dg["10"][2] == "0.670 ± 0.014" and dg["50"][3] == "0.615"
     tr = {r[0]: r for r in table(md, "### What we add: transfer")}
@@ -289,7 +318,7 @@ def test_report_filled_from_the_runs_files(tmp_path):
     (tmp_path / "gom" / "study_seed0.stale-1").mkdir()  # moved aside: not a seed of the report
     quick = write_report(tmp_path, quick=True, stages=["gan"]).read_text()
     assert quick.splitlines()[0].startswith("# QUICK MODE") and "## 1. Geographical" in quick  # the folder's runs
-    assert table(quick, "### Best autoencoders")[0][2] == "25, 19"
+    assert table(quick, "### Best autoencoders")[0][3] == "25, 19"
     empty = tmp_path / "empty"
     assert "Not run" in write_report(empty, quick=False, stages=["gom"]).read_text()
 
@@ -345,12 +374,16 @@ def test_quick_tiny_end_to_end(tiny):
     assert len(re.findall(r"reproduce: stage \d/4 \w+ done in .*; elapsed .*; left ~", log)) == 4
     # the tables hold the runs' own numbers
     g = results(root, "gom/study_seed0")["metrics"]
-    m = {r[0]: r for r in table(md, "### Best autoencoders")}
-    assert m["M1* (hidden units)"][2] == str(g["hybrid"]["M1"]["ae_hidden"])
-    hy = {r[0]: r for r in table(md, "### Hybrid")}
-    assert first_number(hy["hybrid M2*"][2]) == pytest.approx(g["hybrid"]["M2"]["test/km"], abs=0.5)
+    m = {(r[0], r[1]): r for r in table(md, "### Best autoencoders")}
+    assert m["M1* (hidden units)", "paper text"][3] == str(g["hybrid"]["M1"]["ae_hidden"])
+    c = results(root, "gom/code_seed0")["metrics"]
+    assert m["M1* (hidden units)", "authors' code"][3] == str(c["hybrid"]["M1"]["ae_hidden"])
+    hy = {(r[0], r[1]): r for r in table(md, "### Hybrid")}
+    assert first_number(hy["hybrid M2*", "paper text"][3]) == pytest.approx(g["hybrid"]["M2"]["test/km"], abs=0.5)
     cv = results(root, "gom/cv_default")["metrics"]
-    assert first_number(table(md, "### What we add: 10-fold")[0][2]) == pytest.approx(cv["cv_model_km"], abs=0.5)
+    row = table(md, "### What we add: 10-fold")[0]
+    assert first_number(row[2]) == pytest.approx(cv["cv_model_km"], abs=0.5)
+    assert first_number(row[6]) == pytest.approx(cv["cv_rf_unit_km"], abs=0.5)
     st = json.loads((root / "digits/study/study.json").read_text())
     dg = {r[0]: r for r in table(md, "### Figs. 12-13")}
     assert first_number(dg["2"][2]) == pytest.approx(st["paper_setup"]["2"]["train_acc"][0], abs=5e-4)

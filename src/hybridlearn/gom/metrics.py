@@ -1,4 +1,5 @@
-"""Geographic error metrics of the GOM regressors and their baselines (training mean, k-NN)."""
+"""Geographic error metrics of the GOM regressors and their baselines (training mean, k-NN, random
+forest as Zhou et al. 2014)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
+from sklearn.ensemble import RandomForestRegressor
 
 from hybridlearn.gom.data import GomData
 
@@ -43,17 +45,47 @@ def geo_metrics(pred_deg, true_deg, prefix: str = "") -> dict[str, float]:
     }
 
 
+def to_unit(deg: np.ndarray) -> np.ndarray:
+    """[n, 2] (latitude, longitude) in degrees -> [n, 3] points on the unit sphere."""
+    lat, lon = np.deg2rad(deg[:, 0]), np.deg2rad(deg[:, 1])
+    return np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], 1)
+
+
+def from_unit(v: np.ndarray) -> np.ndarray:
+    """[n, 3] vectors (any length > 0) -> [n, 2] (latitude, longitude) in degrees of their direction."""
+    lat = np.rad2deg(np.arctan2(v[:, 2], np.hypot(v[:, 0], v[:, 1])))
+    return np.stack([lat, np.rad2deg(np.arctan2(v[:, 1], v[:, 0]))], 1)
+
+
+FOREST_TARGETS = ("latlon", "unit")
+
+
+def forest_predict(
+    x_train: np.ndarray,
+    y_train_deg: np.ndarray,
+    x_query: np.ndarray,
+    target: str = "unit",
+    trees: int = 500,
+    seed: int = 0,
+    threads: int = 1,
+) -> np.ndarray:
+    """Random-forest regression (scikit-learn, Zhou et al. 2014's method) of the origin in degrees.
+
+    target: latlon = latitude and longitude as two outputs (as Zhou et al.); unit = the 3-D unit
+    vector of the origin, whose mean direction is mapped back to degrees (no seam at 180 degrees).
+    """
+    y = to_unit(y_train_deg) if target == "unit" else y_train_deg
+    rf = RandomForestRegressor(n_estimators=trees, random_state=seed, n_jobs=threads)
+    pred = rf.fit(x_train, y).predict(x_query)
+    return from_unit(pred) if target == "unit" else pred
+
+
 def knn_predict(x_train: np.ndarray, y_train_deg: np.ndarray, x_query: np.ndarray, k: int) -> np.ndarray:
     """k-nearest-neighbour regression (Euclidean in scaled feature space); neighbours' positions are
     averaged as unit vectors on the sphere (so 179E and 179W average to 180, not 0)."""
     d = torch.cdist(torch.as_tensor(x_query, dtype=torch.float64), torch.as_tensor(x_train, dtype=torch.float64))
     idx = d.topk(k, largest=False).indices.numpy()
-    lat, lon = np.deg2rad(y_train_deg[:, 0]), np.deg2rad(y_train_deg[:, 1])
-    v = np.stack([np.cos(lat) * np.cos(lon), np.cos(lat) * np.sin(lon), np.sin(lat)], 1)
-    m = v[idx].mean(1)
-    out_lat = np.rad2deg(np.arctan2(m[:, 2], np.hypot(m[:, 0], m[:, 1])))
-    out_lon = np.rad2deg(np.arctan2(m[:, 1], m[:, 0]))
-    return np.stack([out_lat, out_lon], 1)
+    return from_unit(to_unit(y_train_deg)[idx].mean(1))
 
 
 def baselines(d: GomData, ks: Sequence[int] = (1, 3, 5, 10, 20, 40)) -> dict[str, float]:

@@ -306,6 +306,45 @@ class Autoencoder(_FullBatchSigmoid):
 
 
 # ------------------------------------------------------------------------------------------ hybrid
+def _check_fraction(key: str, v: Any, upper_ok: bool) -> float:
+    """A number in [0, 1) (or [0, 1] with upper_ok)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v < 1 or (upper_ok and v == 1)):
+        raise ConfigError(f"model.{key.split('.', 1)[1]} must be in [0, {'1]' if upper_ok else '1)'} (got {v!r})")
+    return float(v)
+
+
+class _LocationNet(nn.Module):
+    """One member of the locations head: hidden layers (sigmoid with the paper's U[-r, r] init, or
+    ReLU with PyTorch's), dropout, then the logits over the `n_locations` slots."""
+
+    def __init__(
+        self,
+        n_in: int,
+        hidden: Sequence[int],
+        n_locations: int,
+        activation: str,
+        dropout: float,
+        bias: bool,
+        init_range: float | None,
+        seed: int,
+    ):
+        super().__init__()
+        if not hidden:
+            self.body: nn.Module = nn.Identity()
+        elif activation == "sigmoid":
+            self.body = SigmoidNet([n_in, *hidden], seed, bias, init_range)
+        else:
+            sizes = [n_in, *hidden]
+            self.body = nn.Sequential(
+                *(m for a, b in zip(sizes[:-1], sizes[1:]) for m in (nn.Linear(a, b, bias=bias), nn.ReLU()))
+            )
+        self.drop = nn.Dropout(dropout)
+        self.logits = nn.Linear(hidden[-1] if hidden else n_in, n_locations)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.drop(self.body(z)))
+
+
 class GomHybrid(_GomBase):
     """Autoencoder code -> MLP regressor of (scaled) latitude and longitude.
 
@@ -319,6 +358,9 @@ class GomHybrid(_GomBase):
           locations: softmax over the distinct origin locations of the training split (at most
             `max_locations`), cross-entropy loss; the prediction is the training location that
             minimises the expected great-circle distance under the predicted distribution.
+            `ensemble` members (own init and dropout, same batches) average their softmax;
+            `knn_blend` mixes in the location histogram of the `knn_k` nearest training tracks;
+            `activation` relu|sigmoid, `label_smoothing`, `standardize` (z-scored input).
     Paper/authors: regression head [3] sigmoid, Adam(0.01), MAE, 500 epochs, batch 50.
     """
 
@@ -347,24 +389,36 @@ class GomHybrid(_GomBase):
         early_stop_patience: int = 0,
         early_stop_on: str = "energy",
         max_locations: int = 64,
+        activation: str = "sigmoid",
+        standardize: bool = False,
+        label_smoothing: float = 0.0,
+        ensemble: int = 1,
+        knn_blend: float = 0.0,
+        knn_k: int = 10,
         n_inputs: int = 68,
         seed: int = 0,
     ):
         super().__init__()
         check_int("model.ae_hidden", ae_hidden, 1, MAX_WIDTH)
+        check_choice("model.activation", activation, ("sigmoid", "relu"))
+        _check_fraction("model.label_smoothing", label_smoothing, upper_ok=False)
+        check_int("model.ensemble", ensemble, 1, 256)
+        _check_fraction("model.knn_blend", knn_blend, upper_ok=True)
+        check_int("model.knn_k", knn_k, 1, 100_000)
+        if head == "regression" and (activation != "sigmoid" or ensemble > 1 or knn_blend or label_smoothing):
+            raise ConfigError("model.activation/ensemble/knn_blend/label_smoothing apply to model.head=locations only")
         check_int("model.n_inputs", n_inputs, 1, MAX_INPUTS)
         check_float("model.ae_lr", ae_lr, 0.0, MAX_LR)
         check_int("model.ae_epochs", ae_epochs, 1, 100_000)
         check_choice("model.ae_grad_reduction", ae_grad_reduction, ("mean", "sum"))
         check_float("model.lr", lr, 0.0, MAX_LR)
-        check_choice("model.optimizer", optimizer, ("adam", "sgd"))
+        check_choice("model.optimizer", optimizer, ("adam", "adamw", "sgd"))
         check_choice("model.head", head, ("regression", "locations"))
         if head == "regression":
             check_choice("model.loss", loss, ("mae", "energy", "mse", "km"))
         check_choice("model.early_stop_on", early_stop_on, ("energy", "loss", "km"))
         check_int("model.early_stop_patience", early_stop_patience, 0, 100_000)
-        if not (isinstance(dropout, (int, float)) and 0 <= dropout < 1):
-            raise ConfigError(f"model.dropout must be in [0, 1) (got {dropout!r})")
+        _check_fraction("model.dropout", dropout, upper_ok=False)
         if not use_code and not include_features:
             raise ConfigError("model.use_code=false needs model.include_features=true (the regressor needs an input)")
         hidden = [int(w) for w in hidden]
@@ -380,34 +434,59 @@ class GomHybrid(_GomBase):
         self.n_enc = len(enc_sizes) - 1
         self.register_buffer("ae_trained", torch.zeros((), dtype=torch.bool))
         code = (ae_hidden if use_code else 0) + (n_inputs if include_features else 0)
+        # the regressor's input z-scored with the training split's statistics (identity until fit)
+        self.register_buffer("in_mu", torch.zeros(code))
+        self.register_buffer("in_sd", torch.ones(code))
         if head == "regression":
             self.reg = SigmoidNet([code] + hidden + [2], seed + 1, bias, init_range)
             self.drop = nn.Identity()
         else:
-            self.reg = SigmoidNet([code] + hidden, seed + 1, bias, init_range) if hidden else nn.Identity()
-            self.drop = nn.Dropout(dropout)
-            self.logits = nn.Linear(hidden[-1] if hidden else code, max_locations)
+            self.members = nn.ModuleList(
+                _LocationNet(code, hidden, max_locations, activation, dropout, bias, init_range, seed + 1 + 1000 * i)
+                for i in range(ensemble)
+            )
             self.register_buffer("locs", torch.zeros(max_locations, 2, dtype=torch.float64))
             self.register_buffer("loc_valid", torch.zeros(max_locations, dtype=torch.bool))
+            # k-NN posterior (model.knn_blend): the training tracks' scaled features and location index,
+            # sized at fit start (and from a checkpoint on load)
+            self.register_buffer("knn_x", torch.zeros(0, n_inputs))
+            self.register_buffer("knn_loc", torch.zeros(0, dtype=torch.long))
         self._init_common(n_inputs, 2)
 
     # ---- network
     def encode(self, x: torch.Tensor) -> torch.Tensor:
+        """The regressor's input: [code, features] as configured, z-scored when `standardize`."""
+        z = self._raw_input(x)
+        return (z - self.in_mu.to(z.dtype)) / self.in_sd.to(z.dtype) if self.hparams.standardize else z
+
+    def _raw_input(self, x: torch.Tensor) -> torch.Tensor:
         h = x
         for i in range(self.n_enc):
             h = torch.sigmoid(h @ getattr(self, f"enc_w{i}").T + getattr(self, f"enc_b{i}"))
         parts = ([h] if self.hparams.use_code else []) + ([x] if self.hparams.include_features else [])
         return torch.cat(parts, 1) if len(parts) > 1 else parts[0]
 
-    def _logits(self, x: torch.Tensor) -> torch.Tensor:
-        z = self.logits(self.drop(self.reg(self.encode(x))))
-        return z.masked_fill(~self.loc_valid, float("-inf"))
+    def _member_logits(self, x: torch.Tensor) -> list[torch.Tensor]:
+        z = self.encode(x)
+        return [m(z).masked_fill(~self.loc_valid, float("-inf")) for m in self.members]
+
+    def posterior(self, x: torch.Tensor) -> torch.Tensor:
+        """[N, C] probability of each training location: the mean of the members' softmax, blended
+        with the k-NN histogram of the nearest training tracks (`knn_blend`)."""
+        p = torch.stack([z.softmax(1).double() for z in self._member_logits(x)]).mean(0)
+        a = self.hparams.knn_blend
+        if a and len(self.knn_x):
+            k = min(self.hparams.knn_k, len(self.knn_x))
+            idx = torch.cdist(x.double(), self.knn_x.double()).topk(k, largest=False).indices
+            q = torch.zeros_like(p).scatter_add_(1, self.knn_loc[idx], torch.full(idx.shape, 1.0 / k, dtype=p.dtype))
+            p = (1 - a) * p + a * q
+        return p
 
     def predict_scaled(self, x: torch.Tensor) -> torch.Tensor:
         """Scaled (lat, lon) prediction in [0, 1] for either head."""
         if self.hparams.head == "regression":
             return self.reg(self.encode(x))
-        p = self._logits(x).softmax(1).double()  # [N, C]
+        p = self.posterior(x)  # [N, C]
         L = self.locs
         D = haversine_km(L[:, None, 0], L[:, None, 1], L[None, :, 0], L[None, :, 1])  # [C, C]
         cost = (p @ D).masked_fill(~self.loc_valid, float("inf"))
@@ -434,7 +513,21 @@ class GomHybrid(_GomBase):
                 with torch.no_grad():
                     self.locs[: len(locs)] = torch.as_tensor(locs)
                     self.loc_valid[: len(locs)] = True
+                    self.knn_x = d.x_train.detach().clone().to(self.knn_x.dtype)
+                    self.knn_loc = self._loc_index(d.yd_train)
+            if self.hparams.standardize:
+                with torch.no_grad():
+                    z = self._raw_input(d.x_train.to(self.in_mu.dtype))
+                    self.in_mu.copy_(z.mean(0))
+                    self.in_sd.copy_(z.std(0).clamp_min(1e-6))
             self.ae_trained.fill_(True)
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The k-NN buffers take the size of the training split they were saved with."""
+        sd = checkpoint.get("state_dict") or {}
+        for name in ("knn_x", "knn_loc"):
+            if name in sd and hasattr(self, name):
+                setattr(self, name, torch.empty_like(sd[name], device=getattr(self, name).device))
 
     def _loc_index(self, yd: torch.Tensor) -> torch.Tensor:
         d = (yd.double()[:, None, :] - self.locs[None]).abs().sum(-1)
@@ -472,8 +565,20 @@ class GomHybrid(_GomBase):
     def _loss(self, x: torch.Tensor, y: torch.Tensor, yd: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(training loss, scaled prediction)."""
         if self.hparams.head == "locations":
-            z = self._logits(x)
-            loss = nn.functional.cross_entropy(z, self._loc_index(yd))
+            target = self._loc_index(yd)
+            ls = self.hparams.label_smoothing
+            if ls:  # smoothing over the valid locations only (the padded classes stay at -inf)
+                n_valid = int(self.loc_valid.sum())
+                soft = torch.where(self.loc_valid, ls / n_valid, 0.0).expand(len(x), -1).clone()
+                soft[torch.arange(len(x)), target] += 1 - ls
+            losses = []
+            for z in self._member_logits(x):
+                if ls:
+                    logp = z.log_softmax(1).masked_fill(~self.loc_valid, 0.0)
+                    losses.append(-(soft.to(logp.dtype) * logp).sum(1).mean())
+                else:
+                    losses.append(nn.functional.cross_entropy(z, target))
+            loss = torch.stack(losses).sum()  # each member learns on its own
             with torch.no_grad():
                 out = self.predict_scaled(x)
             return loss, out
@@ -537,4 +642,6 @@ class GomHybrid(_GomBase):
         params = [p for p in self.parameters() if p.requires_grad]
         if h.optimizer == "adam":
             return torch.optim.Adam(params, lr=h.lr, weight_decay=h.weight_decay)
+        if h.optimizer == "adamw":  # decoupled weight decay
+            return torch.optim.AdamW(params, lr=h.lr, weight_decay=h.weight_decay)
         return torch.optim.SGD(params, lr=h.lr, weight_decay=h.weight_decay)

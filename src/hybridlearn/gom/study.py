@@ -36,7 +36,7 @@ from hybridlearn.core.results import write_table
 from hybridlearn.core.trainer import build_trainer, finish_loggers
 from hybridlearn.gom.data import GomData, GomDataModule
 from hybridlearn.gom.grid import GridResult, NetSpec, forward_params, train_sigmoid_grid
-from hybridlearn.gom.metrics import baselines, geo_metrics, haversine_km, knn_predict
+from hybridlearn.gom.metrics import FOREST_TARGETS, baselines, forest_predict, geo_metrics, haversine_km, knn_predict
 from hybridlearn.gom.models import MAX_DEPTH, MAX_LR, MAX_WIDTH, GomHybrid
 from hybridlearn.gom.nets import ae_sizes, mlp_sizes
 
@@ -415,51 +415,83 @@ def write_report(out: Path, m: dict[str, Any]) -> Path:
 
 
 # -------------------------------------------------------------------------------------------- CV
+def cv_baseline_settings(cfg: DictConfig) -> tuple[int, list[str]]:
+    """(trees, targets) of the CV's random-forest baselines (`cv.forest_trees`, `cv.forest_targets`;
+    no targets: no forest), checked before the first fold trains."""
+    cv = cfg.get("cv") or {}
+    trees = check_int("cv.forest_trees", cv.get("forest_trees", 500), 1, 100_000)
+    targets = list(cv.get("forest_targets") or [])
+    for i, t in enumerate(targets):
+        check_choice(f"cv.forest_targets[{i}]", t, FOREST_TARGETS)
+    return trees, targets
+
+
+def fold_baselines(d: GomData, k: int, trees: int, targets: Sequence[str], seed: int, threads: int) -> dict[str, Any]:
+    """Test-fold predictions (degrees) of the baselines on one CV fold: the training mean and k-NN
+    (k given, chosen on the fold's validation split) from the training split, as the model sees it;
+    the random forests from every row outside the test fold (a forest needs no validation split,
+    as in Zhou et al.'s 10-fold CV)."""
+    x_tr, x_va, x_te = (x.double().numpy() for x in (d.x_train, d.x_val, d.x_test))
+    y_tr, y_va = d.yd_train.numpy(), d.yd_val.numpy()
+    n = len(x_te)
+    out = {
+        "mean": np.broadcast_to(y_tr.mean(0), (n, 2)),
+        "knn": knn_predict(x_tr, y_tr, x_te, k),
+    }
+    x_fit, y_fit = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
+    for t in targets:
+        out[f"rf_{t}"] = forest_predict(x_fit, y_fit, x_te, t, trees, seed, threads)
+    return out
+
+
 def run_cv(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     """Entry: k-fold CV of the hybrid in cfg.model (each fold a Lightning fit with its own val split
-    for checkpoint selection / early stopping), plus the training-mean and k-NN baselines."""
+    for checkpoint selection / early stopping), plus the training-mean, k-NN and random-forest
+    baselines on the same folds (the fold assignment is drawn from `seed`)."""
     out = Path(output_dir)
-    _set_threads(cfg.get("cv") or {})
+    cv = cfg.get("cv") or {}
+    _set_threads(cv)
     k = int(cfg.data.get("cv_folds") or 10)
     check_int("data.cv_folds", k, 2, 1000)
-    folds, pooled = [], {"model": [], "mean": [], "knn": []}
+    trees, targets = cv_baseline_settings(cfg)
+    threads = int(cv.get("threads") or 1)
+    folds: list[dict[str, Any]] = []
+    pooled: dict[str, list[np.ndarray]] = {}
 
     for f in range(k):
         dm = _datamodule(cfg, cv_folds=k, fold=f)
         r = fit_hybrid(cfg, dm, _kwargs(cfg.model), int(cfg.trainer.max_epochs), out / f"fold_{f}", name=f"fold_{f}")
         pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
-        pooled["model"].append(haversine_km(pred[:, 0], pred[:, 1], true[:, 0], true[:, 1]))
-        d = dm.data  # the fold's data as the fit saw it
-        mean_pred = d.yd_train.numpy().mean(0)
-        pooled["mean"].append(haversine_km(mean_pred[0], mean_pred[1], true[:, 0], true[:, 1]))
-        kp = knn_predict(
-            d.x_train.double().numpy(), d.yd_train.numpy(), d.x_test.double().numpy(), int(r["test/baseline_knn_k"])
+        preds = {
+            "model": pred,
+            **fold_baselines(dm.data, int(r["test/baseline_knn_k"]), trees, targets, cfg.seed, threads),
+        }
+        row: dict[str, Any] = {"fold": f}
+        for name, p in preds.items():
+            km = haversine_km(p[:, 0], p[:, 1], true[:, 0], true[:, 1])
+            pooled.setdefault(name, []).append(km)
+            row[f"{name}_km"] = float(km.mean())
+        val_km = (r.get("history") or {}).get("val_km") or [float("nan")]
+        row.update(
+            val_km=val_km[-1],  # the inner validation split's km at the last validation (settings are chosen on it)
+            model_km_median=r["test/km_median"],
+            model_r2=r["test/r2"],
+            knn_k=r["test/baseline_knn_k"],
+            epochs=r["epochs_trained"],
         )
-        pooled["knn"].append(haversine_km(kp[:, 0], kp[:, 1], true[:, 0], true[:, 1]))
-        folds.append(
-            {
-                "fold": f,
-                "test_km": r["test/km"],
-                "test_km_median": r["test/km_median"],
-                "test_r2": r["test/r2"],
-                "knn_k": r["test/baseline_knn_k"],
-                "knn_km": r["test/baseline_knn_km"],
-                "mean_km": r["test/baseline_mean_km"],
-                "epochs": r["epochs_trained"],
-            }
-        )
-        log.info(
-            "fold %d/%d: %.0f km (k-NN %.0f, mean %.0f)",
-            f + 1,
-            k,
-            r["test/km"],
-            r["test/baseline_knn_km"],
-            r["test/baseline_mean_km"],
-        )
+        row["test_km"] = row["model_km"]  # the name earlier reports read
+        folds.append(row)
+        log.info("fold %d/%d: %s", f + 1, k, ", ".join(f"{n} {row[f'{n}_km']:.0f} km" for n in preds))
     write_table(folds, out / "cv_folds", f"{k}-fold cross-validation")
-    res = {f"cv_{name}_km": float(np.concatenate(v).mean()) for name, v in pooled.items()}
-    res.update({f"cv_{name}_km_median": float(np.median(np.concatenate(v))) for name, v in pooled.items()})
+    res: dict[str, Any] = {}
+    for name, v in pooled.items():
+        km = np.concatenate(v)
+        res[f"cv_{name}_km"] = float(km.mean())
+        res[f"cv_{name}_km_median"] = float(np.median(km))
+    res["cv_model_val_km"] = float(np.mean([f["val_km"] for f in folds]))
     res["cv_folds"] = k
+    res["cv_tracks"] = int(sum(len(x) for x in pooled["model"]))
+    res["cv_forest_trees"] = trees
     res["zhou2014_rf_km"] = 3113.0
     res["folds"] = folds
     return res

@@ -140,6 +140,12 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
                         ["experiment=gom_study", f"seed={seed}", *common, *base],
                     )
                 )
+            # the same study with the authors' five code switches (docs/gom.md), beside the paper text
+            code = flatten(s.get("code_set") or {})
+            for seed in s.get("code_seeds") or []:
+                runs.append(
+                    Run(stage, f"code_seed{seed}", ["experiment=gom_study", f"seed={seed}", *common, *base, *code])
+                )
             cv_exp = s.get("cv_experiment")
             if cv_exp:
                 cv_base = [

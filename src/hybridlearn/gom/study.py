@@ -32,6 +32,7 @@ from hybridlearn.core.config import check_choice, check_float, check_int
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.plotting import plot_curves, save_figure
+from hybridlearn.core.progress import fit_progress
 from hybridlearn.core.results import write_table
 from hybridlearn.core.trainer import build_trainer, finish_loggers
 from hybridlearn.gom.data import GomData, GomDataModule
@@ -458,30 +459,33 @@ def run_cv(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     folds: list[dict[str, Any]] = []
     pooled: dict[str, list[np.ndarray]] = {}
 
-    for f in range(k):
-        dm = _datamodule(cfg, cv_folds=k, fold=f)
-        r = fit_hybrid(cfg, dm, _kwargs(cfg.model), int(cfg.trainer.max_epochs), out / f"fold_{f}", name=f"fold_{f}")
-        pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
-        preds = {
-            "model": pred,
-            **fold_baselines(dm.data, int(r["test/baseline_knn_k"]), trees, targets, cfg.seed, threads),
-        }
-        row: dict[str, Any] = {"fold": f}
-        for name, p in preds.items():
-            km = haversine_km(p[:, 0], p[:, 1], true[:, 0], true[:, 1])
-            pooled.setdefault(name, []).append(km)
-            row[f"{name}_km"] = float(km.mean())
-        val_km = (r.get("history") or {}).get("val_km") or [float("nan")]
-        row.update(
-            val_km=val_km[-1],  # the inner validation split's km at the last validation (settings are chosen on it)
-            model_km_median=r["test/km_median"],
-            model_r2=r["test/r2"],
-            knn_k=r["test/baseline_knn_k"],
-            epochs=r["epochs_trained"],
-        )
-        row["test_km"] = row["model_km"]  # the name earlier reports read
-        folds.append(row)
-        log.info("fold %d/%d: %s", f + 1, k, ", ".join(f"{n} {row[f'{n}_km']:.0f} km" for n in preds))
+    with fit_progress(k, f"{k}-fold CV") as progress:
+        for f in range(k):
+            dm = _datamodule(cfg, cv_folds=k, fold=f)
+            r = fit_hybrid(
+                cfg, dm, _kwargs(cfg.model), int(cfg.trainer.max_epochs), out / f"fold_{f}", name=f"fold_{f}"
+            )
+            pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
+            preds = {
+                "model": pred,
+                **fold_baselines(dm.data, int(r["test/baseline_knn_k"]), trees, targets, cfg.seed, threads),
+            }
+            row: dict[str, Any] = {"fold": f}
+            for name, p in preds.items():
+                km = haversine_km(p[:, 0], p[:, 1], true[:, 0], true[:, 1])
+                pooled.setdefault(name, []).append(km)
+                row[f"{name}_km"] = float(km.mean())
+            val_km = (r.get("history") or {}).get("val_km") or [float("nan")]
+            row.update(
+                val_km=val_km[-1],  # the inner validation split's km at the last validation (settings are chosen on it)
+                model_km_median=r["test/km_median"],
+                model_r2=r["test/r2"],
+                knn_k=r["test/baseline_knn_k"],
+                epochs=r["epochs_trained"],
+            )
+            row["test_km"] = row["model_km"]  # the name earlier reports read
+            folds.append(row)
+            progress.done(f"fold {f + 1}/{k}: " + ", ".join(f"{n} {row[f'{n}_km']:,.0f} km" for n in preds))
     write_table(folds, out / "cv_folds", f"{k}-fold cross-validation")
     res: dict[str, Any] = {}
     for name, v in pooled.items():

@@ -33,11 +33,14 @@ format: $(STAMP)  ## ruff: fix imports and format the tree
 train: $(STAMP)  ## the main job: LeNet-5 on MNIST (~3 min on 2 CPU cores)
 	$(PY) train.py experiment=lenet_mnist $(ARGS)
 
-test: $(STAMP)  ## the fast test suite (real data from DATA_DIR)
-	$(PY) -m pytest -q $(ARGS)
+# two pytest-xdist workers, one test file each at a time (a file's module fixtures are trained once)
+XDIST ?= -n 2 --dist loadfile
+
+test: $(STAMP)  ## the fast test suite (real data from DATA_DIR; XDIST= runs it in one process)
+	$(PY) -m pytest -q $(XDIST) $(ARGS)
 
 test-all: $(STAMP)  ## every test, the slow full-scale ones included
-	$(PY) -m pytest -q -m "" $(ARGS)
+	$(PY) -m pytest -q -m "" $(XDIST) $(ARGS)
 
 sweep: $(STAMP)  ## example multirun: two learning rates x two seeds, 2 parallel jobs
 	$(PY) train.py -m experiment=lenet_mnist hydra/launcher=joblib hydra.launcher.n_jobs=2 \

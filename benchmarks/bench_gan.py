@@ -141,7 +141,7 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
     from hydra.utils import instantiate
     from omegaconf import open_dict
 
-    from hybridlearn.core.cli import _instantiate_group
+    from hybridlearn.core.trainer import instantiate_group
 
     class Stamps(L.Callback):
         """Wall/CPU stamps per Lightning step; with `paired`, one bare-loop step after each
@@ -178,6 +178,7 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
                 "trainer.enable_progress_bar=false",
                 "+trainer.enable_model_summary=false",
                 "~callbacks.model_summary",
+                "~callbacks.progress_bar",
                 "callbacks.gan_samples.at_start=false",
                 *overrides,
             ],
@@ -194,8 +195,8 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
     stamps = Stamps()
     trainer = instantiate(
         cfg.trainer,
-        callbacks=[*_instantiate_group(cfg.callbacks), stamps],
-        logger=_instantiate_group(cfg.logger) or False,
+        callbacks=[*instantiate_group(cfg.callbacks), stamps],
+        logger=instantiate_group(cfg.logger) or False,
         default_root_dir=str(out),
     )
     trainer.fit(model, datamodule=dm)

@@ -1,4 +1,4 @@
-"""Video style transfer benchmark (issues #6, #15): speed, memory and flicker in one run.
+"""Video style transfer benchmark: speed, memory and flicker in one run.
 
     DATA_DIR=../shared/data python benchmarks/bench_style_video.py [--frames 96] [--rounds 3]
 

@@ -1,4 +1,4 @@
-"""Issue 11, core part: no shared run folders, no 'completed' for meaningless runs, bounded downloads,
+"""Reliability of the core: no shared run folders, no 'completed' for meaningless runs, bounded downloads,
 checked checkpoints, weights_only everywhere, Ctrl-C recorded, and the user-facing extras of a run."""
 
 from __future__ import annotations
@@ -202,6 +202,8 @@ def test_ctrl_c_records_interrupted_with_last_checkpoint(tmp_path, data_dir):
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        # a shell's background job or a test worker may ignore SIGINT, and a child inherits that
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
     )
     last = run_dir / "checkpoints" / "last.ckpt"
     deadline = time.time() + 180

@@ -34,11 +34,14 @@ def _results(run_dir: Path) -> dict:
     return json.loads(found[0].read_text())
 
 
-def _assert_two_ranks(p) -> None:
+def _assert_two_ranks(p, run_dir: Path) -> None:
     out = p.stdout + p.stderr
     assert p.returncode == 0, out[-3000:]
-    assert "distributed_backend=gloo" in out and "Starting with 2 processes" in out, out[-3000:]
+    # Lightning's launch notices go to train.log, not to the console (core.logs)
+    log = (run_dir / "train.log").read_text()
+    assert "distributed_backend=gloo" in log and "Starting with 2 processes" in log, log[-3000:]
     assert out.count("Run directory:") == 1, "only rank 0 may finish the run (results.json, summary)"
+    assert out.count("testing the best checkpoint") <= 1, "one copy of each console line (rank 0's)"
 
 
 @pytest.mark.parametrize("name", ["gpu", "tpu", "ddp", "ddp_cpu"])
@@ -56,7 +59,7 @@ def test_trainer_configs_compose_and_validate(name, tmp_path):
 def test_ddp_cpu_two_processes_one_result_synced_metrics(tmp_path, data_dir):
     run = tmp_path / "ddp"
     p = train_cli([*SMALL, *DDP, f"hydra.run.dir={run}"])
-    _assert_two_ranks(p)
+    _assert_two_ranks(p, run)
     res = _results(run)
     assert res["status"] == "completed"
     assert sorted(f.name for f in (run / "checkpoints").iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
@@ -81,7 +84,7 @@ def test_ddp_cpu_full_epoch_matches_single_process(tmp_path, data_dir):
     one = train_cli([*common, f"hydra.run.dir={tmp_path / 'one'}"])
     assert one.returncode == 0, one.stderr[-3000:]
     ddp = train_cli([*common, *DDP, f"hydra.run.dir={tmp_path / 'ddp'}"])
-    _assert_two_ranks(ddp)
+    _assert_two_ranks(ddp, tmp_path / "ddp")
     a, b = _results(tmp_path / "one")["metrics"]["test/acc"], _results(tmp_path / "ddp")["metrics"]["test/acc"]
     assert a > 0.95 and abs(a - b) < 0.005, (a, b)
 
@@ -105,7 +108,7 @@ def test_gan_manual_optimization_under_ddp(tmp_path, data_dir):
             f"hydra.run.dir={run}",
         ]
     )
-    _assert_two_ranks(p)
+    _assert_two_ranks(p, run)
     m = _results(run)["metrics"]
     assert all(torch.isfinite(torch.tensor(m[k])) for k in ("train/d_loss", "train/g_loss")), m
     ckpt = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")

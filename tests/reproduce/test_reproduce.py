@@ -357,9 +357,17 @@ def test_report_puts_the_modern_gan_beside_the_papers_step_for_step(tmp_path):
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, data_dir):
     root = tmp_path_factory.mktemp("reproduce") / "quick"
-    p = train_cli(["experiment=reproduce", *TINY, f"reproduce.dir={root}"], timeout=900)
+    p, _ = reproduce_cli(root, "first", timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return root, p
+
+
+def reproduce_cli(root: Path, name: str, timeout: float) -> tuple:
+    """One `make reproduce` invocation into `root`; its own record (train.log, results.json) goes to
+    a run folder of its own beside it. Returns (process, that invocation's train.log path)."""
+    cmd = root.parent / f"command_{name}"
+    p = train_cli(["experiment=reproduce", *TINY, f"reproduce.dir={root}", f"hydra.run.dir={cmd}"], timeout=timeout)
+    return p, cmd / "train.log"
 
 
 def results(root: Path, rel: str) -> dict:
@@ -370,7 +378,7 @@ def test_quick_tiny_end_to_end(tiny):
     root, p = tiny
     md = (root / "REPORT.md").read_text()
     assert md.splitlines()[0].startswith("# QUICK MODE")
-    log = (root / "train.log").read_text()
+    log = (root.parent / "command_first" / "train.log").read_text()
     assert len(re.findall(r"reproduce: stage \d/4 \w+ done in .*; elapsed .*; left ~", log)) == 4
     # the tables hold the runs' own numbers
     g = results(root, "gom/study_seed0")["metrics"]
@@ -414,23 +422,19 @@ def test_second_run_skips_and_killed_runs_resume(tiny):
     root, _ = tiny
     md = (root / "REPORT.md").read_text()
     # 1. nothing left to do: every run skipped, the same report
-    p = train_cli(["experiment=reproduce", *TINY, f"reproduce.dir={root}"], timeout=300)
+    p, log_file = reproduce_cli(root, "second", timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    log = (root / "train.log").read_text()
-    assert (
-        "stage 3/4 gan done in" in log
-        and "(1 skipped)" in log
-        and "running gan/mnist" not in log.split("stage 4/4")[-1]
-    )
+    log = log_file.read_text()
+    assert "stage 3/4 gan done in" in log and "(1 skipped)" in log and "running gan/mnist" not in log
     assert (root / "REPORT.md").read_text() == md
     # 2. the GAN killed (interrupted record, last.ckpt kept) and a style run killed before its record
     gan = root / "gan" / "mnist"
     (gan / "results.json").write_text(json.dumps({"status": "interrupted"}))
     (root / "style" / "per_frame" / "results.json").unlink()
     shutil.copy2(gan / "csv" / "metrics.csv", gan / "metrics_before.csv")
-    p = train_cli(["experiment=reproduce", *TINY, f"reproduce.dir={root}"], timeout=600)
+    p, log_file = reproduce_cli(root, "third", timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    log = (root / "train.log").read_text().split("stage 4/4")[-2]  # this invocation's lines
+    log = log_file.read_text()
     assert "resuming gan/mnist" in log and "running gom/" not in log.split("resuming gan/mnist")[-1]
     r = results(root, "gan/mnist")
     assert r["status"] == "completed" and f"ckpt_path={gan / 'checkpoints' / 'last.ckpt'}" in r["overrides"]

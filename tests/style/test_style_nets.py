@@ -1,4 +1,4 @@
-"""The PyTorch port of Magenta's style networks against the TF Lite files (issue #6)."""
+"""The PyTorch port of Magenta's style networks against the TF Lite files."""
 
 from __future__ import annotations
 
@@ -177,7 +177,7 @@ def test_tfhub_backend_with_local_savedmodel(data_dir, tmp_path):
         ).stylize_tensor(x)
 
 
-# ----------------------------------------------------------------------------- fast CPU paths (issue #15)
+# ----------------------------------------------------------------------------- fast CPU paths
 def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     """PSNR in dB of two images in [0, 1] after rounding to 8 bits (what the video gets)."""
     mse = float(((a.float() * 255).round() - (b.float() * 255).round()).square().mean()) / 255**2

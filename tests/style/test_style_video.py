@@ -1,5 +1,5 @@
-"""Video style transfer: stream, timestamps, audio copy, bad inputs (issue #6), user files never
-overwritten and nothing left behind by an interrupted run (issue #11)."""
+"""Video style transfer: stream, timestamps, audio copy, bad inputs, user files never
+overwritten and nothing left behind by an interrupted run."""
 
 from __future__ import annotations
 

@@ -8,8 +8,18 @@ warnings through the same handlers once the run flow starts (core.runner).
 from __future__ import annotations
 
 import logging
+import os
 
 _LIBRARY_LOGGERS = ("lightning", "pytorch_lightning", "torch", "wandb", "absl")
+
+
+RANK_VARS = ("RANK", "LOCAL_RANK", "NODE_RANK", "SLURM_PROCID")
+
+
+def is_worker_process() -> bool:
+    """A DDP process other than the first (Lightning starts them as `train.py ... hydra.run.dir=<the
+    run>`): the first process owns the run folder and the console."""
+    return any(os.environ.get(k, "0") not in ("", "0") for k in RANK_VARS)
 
 
 class QuietConsole(logging.Filter):
@@ -17,6 +27,8 @@ class QuietConsole(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if getattr(record, "console", True) is False:  # written to the console another way (core.progress)
+            return False
+        if record.levelno < logging.WARNING and is_worker_process():  # one copy of each line, rank 0's
             return False
         name = record.name
         if name.startswith(_LIBRARY_LOGGERS) and record.levelno < logging.ERROR:

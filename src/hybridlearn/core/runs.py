@@ -23,6 +23,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hybridlearn.core.config import validate
 from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.logs import is_worker_process
 from hybridlearn.core.results import RESULTS
 
 LAST = "last"
@@ -109,7 +110,8 @@ class RunGuard(Callback):
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
             run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
-            prepare(config, run_dir)
+            # a DDP worker reruns the command in the first process's run folder, checked and in use
+            prepare(config, None if is_worker_process() else run_dir)
         except ConfigError as e:
             _fail(e)
         except OmegaConfBaseException as e:  # an interpolation that cannot resolve, a wrong type

@@ -172,7 +172,7 @@ class MLPGAN(L.LightningModule):
         predict_seed: int = 0,
         fid: dict[str, Any] | None = None,
     ):
-        """The paper's GAN by default. Modern options (issue 13), both off by default:
+        """The paper's GAN by default. Modern options, both off by default:
         `label_smoothing` s > 0: one-sided label smoothing, the discriminator's real targets are
         1 - s (fakes stay 0, the generator's targets stay 1; Salimans et al. 2016);
         `spectral_norm`: spectral normalisation of the discriminator's layers.

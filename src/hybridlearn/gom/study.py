@@ -123,6 +123,8 @@ def grid_specs(g: DictConfig, kind: str, n_features: int, seed: int) -> list[Net
 def _grid_options(g: DictConfig, cfg: DictConfig) -> dict[str, Any]:
     epochs = g.get("epochs") or cfg.trainer.get("max_epochs", 100)
     check_int("grid.epochs", epochs, 1, 1_000_000)
+    if cfg.trainer.get("fast_dev_run"):  # one full-batch step per network, as Lightning's fits take one batch
+        epochs = 1
     red = check_choice("grid.grad_reduction", g.get("grad_reduction", "mean"), ("mean", "sum"))
     stop = g.get("stop_energy", 0.01)
     if stop is not None:
@@ -455,6 +457,10 @@ def run_cv(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     k = int(cfg.data.get("cv_folds") or 10)
     check_int("data.cv_folds", k, 2, 1000)
     trees, targets = cv_baseline_settings(cfg)
+    if cfg.trainer.get("fast_dev_run"):  # debug=fdr asks "does it run?": two folds and small forests answer it
+        fdr = cv.get("fast_dev_run") or {}
+        k = min(k, check_int("cv.fast_dev_run.folds", fdr.get("folds", 2), 2, 1000))
+        trees = min(trees, check_int("cv.fast_dev_run.forest_trees", fdr.get("forest_trees", 5), 1, 100_000))
     threads = int(cv.get("threads") or 1)
     folds: list[dict[str, Any]] = []
     pooled: dict[str, list[np.ndarray]] = {}
@@ -475,7 +481,7 @@ def run_cv(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
                 km = haversine_km(p[:, 0], p[:, 1], true[:, 0], true[:, 1])
                 pooled.setdefault(name, []).append(km)
                 row[f"{name}_km"] = float(km.mean())
-            val_km = (r.get("history") or {}).get("val_km") or [float("nan")]
+            val_km = (r.get("history") or {}).get("val_km") or [None]  # none: fewer epochs than check_val_every_n_epoch
             row.update(
                 val_km=val_km[-1],  # the inner validation split's km at the last validation (settings are chosen on it)
                 model_km_median=r["test/km_median"],
@@ -492,7 +498,9 @@ def run_cv(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         km = np.concatenate(v)
         res[f"cv_{name}_km"] = float(km.mean())
         res[f"cv_{name}_km_median"] = float(np.median(km))
-    res["cv_model_val_km"] = float(np.mean([f["val_km"] for f in folds]))
+    validated = [f["val_km"] for f in folds if f["val_km"] is not None]
+    if validated:
+        res["cv_model_val_km"] = float(np.mean(validated))
     res["cv_folds"] = k
     res["cv_tracks"] = int(sum(len(x) for x in pooled["model"]))
     res["cv_forest_trees"] = trees

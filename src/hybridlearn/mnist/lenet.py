@@ -212,7 +212,7 @@ class LeNet5(L.LightningModule):
         self.acc = nn.ModuleDict(
             {s: MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in ("val_", "test_")}
         )
-        # test confusion matrix (issue 12); metric states are not saved, so checkpoints keep their keys
+        # test confusion matrix; metric states are not saved, so checkpoints keep their keys
         self.confmat = MulticlassConfusionMatrix(num_classes, validate_args=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

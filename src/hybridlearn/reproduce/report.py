@@ -5,7 +5,7 @@ The report holds no clock time of its own: the same run folders give the same re
 `make reproduce` that skips every finished run rewrites it byte for byte.
 
 Paper values (Banoy, Rengifo, Cardeño 2023) as recorded in this repository: docs/gom.md (M1* = 19,
-M2* = 87; the hybrid regressor), issue 13 (best MLP: 1 hidden layer x 3 neurons, lr 0.01),
+M2* = 87; the hybrid regressor), the paper's text (best MLP: 1 hidden layer x 3 neurons, lr 0.01),
 docs/digits.md (section 3.2: train/val 0.645/0.492 after 10 epochs, 0.973/0.615 after 50),
 docs/gom.md (Zhou et al. 2014, random forests, 10-fold CV: 3,113 km), docs/gan.md (fig. 14:
 grids at epochs 1, 100, 200), docs/style_video.md (figs. 15-16).

@@ -307,6 +307,12 @@ class VideoFramesDataModule(L.LightningDataModule):
             self.setup("predict")
         return DataLoader(self.dataset, batch_size=None, num_workers=self.num_workers, persistent_workers=False)
 
+    def teardown(self, stage: str) -> None:
+        # Lightning's fetcher may stop before the stream's end (limit_predict_batches) and keeps the
+        # iterator in reference cycles: stop and join the decode thread now, not at some later gc
+        if self.dataset is not None:
+            self.dataset.close()
+
     @property
     def expected_frames(self) -> int | None:
         info = self.prepare()

@@ -22,6 +22,10 @@ CONF_DIR = ROOT / "conf"
 # Absolute, so subprocesses started from other folders see the same data (CI passes a relative path).
 os.environ["DATA_DIR"] = str(Path(os.environ.get("DATA_DIR", ROOT / ".." / "shared" / "data")).resolve())
 os.environ.setdefault("WANDB_SILENT", "true")
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # each xdist worker (and what it starts) has one core of its own: intra-op threads would only
+    # spin-wait against the other worker (set before torch is first imported)
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 DATA_DIR = Path(os.environ["DATA_DIR"]).resolve()
 
 

@@ -57,6 +57,15 @@ BAD_VALUES = {
 }
 
 
+def test_a_value_split_by_the_shell_gets_the_quoted_form(tmp_path):
+    """`output=my out é.mp4` typed without quotes reaches us as three words."""
+    line = one_line(train_cli(["experiment=lenet_mnist", "output=my", "out", "é.mp4", f"paths.log_dir={tmp_path}"]))
+    assert line.endswith("\"output='my out é.mp4'\"") and "'out' is not key=value" in line
+    assert not list(tmp_path.iterdir())
+    # a word after a -flag is the flag's value, and ~key deletes a key: neither is a split value
+    assert train_cli(["--cfg", "job", "experiment=lenet_mnist", "~callbacks.model_summary"]).returncode == 0
+
+
 @pytest.mark.parametrize("arg", sorted(BAD_VALUES), ids=lambda a: a[:24])
 def test_bad_value_is_one_line_before_any_run_folder(arg, tmp_path):
     line = one_line(train_cli(["experiment=lenet_mnist", arg, f"paths.log_dir={tmp_path}"]))

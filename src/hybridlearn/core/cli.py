@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import functools
 import importlib
+import itertools
 import math
 import os
 import re
@@ -96,10 +97,24 @@ def objective(cfg: DictConfig) -> float | None:
 _GROUP_ARG = re.compile(r"^\+?(?P<group>[a-z_]+(?:/[a-z_]+)*)=(?P<value>[\w,\-]+)$")
 
 
+def _bare_word(arg: str) -> bool:
+    """Neither an override (`key=value`, `~key`) nor a flag."""
+    return "=" not in arg and not arg.startswith(("-", "~"))
+
+
 def check_argv(args: list[str], conf: Path) -> None:
     """One line for what Hydra would answer with a page: an unknown option of a config group
     (`experiment=gan_mnst`, with the closest names) and an unquoted value with spaces or accents."""
-    for arg in args:
+    for i, arg in enumerate(args):
+        prev = args[i - 1] if i else ""
+        if _bare_word(arg) and "=" in prev and not prev.startswith("-"):
+            # the shell split `output=my out.mp4` into words (a word after a -flag is the flag's value)
+            words = [prev, *itertools.takewhile(_bare_word, args[i:])]
+            key, _, value = " ".join(words).partition("=")
+            raise ConfigError(
+                f"{arg!r} is not key=value: a value with spaces needs quotes for the shell and for Hydra: "
+                f"\"{key}='{value}'\""
+            )
         if arg.startswith("-") or "=" not in arg:
             continue
         key, _, value = arg.partition("=")

@@ -406,14 +406,6 @@ def cut_sheet(sheet: Sheet) -> tuple[list[np.ndarray], bool, Sheet]:
     return [c.image for c in page.cells], False, resolved  # reader cells: light ink on black
 
 
-def load_sheet(
-    sheet: Sheet, size: int, preprocess: str = "paper", border: float = 0.08, despeckle: float = 0.0
-) -> tuple[torch.Tensor, bool]:
-    """One sheet -> (float [rows*cols, size, size] in [0, 1], inverted?)."""
-    x, invert, _ = _load_sheet(sheet, size, preprocess, border, despeckle)
-    return x, invert
-
-
 def _load_sheet(
     sheet: Sheet, size: int, preprocess: str, border: float, despeckle: float
 ) -> tuple[torch.Tensor, bool, Sheet]:

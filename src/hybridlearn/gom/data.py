@@ -64,7 +64,6 @@ FEATURE_SETS = {
 }
 GOM_TRACKS = 1059
 GOM_FILE = FEATURE_SETS["default"].file
-GOM_MD5 = FEATURE_SETS["default"].md5
 GOM_FEATURES = FEATURE_SETS["default"].n_features
 GOM_COLUMNS = GOM_FEATURES + 2
 

@@ -122,9 +122,6 @@ class _GomBase(L.LightningModule):
     def to_degrees(self, y_scaled: torch.Tensor) -> torch.Tensor:
         return y_scaled.double() * self.y_span + self.y_lo
 
-    def scale_features(self, x_raw: torch.Tensor) -> torch.Tensor:
-        return (x_raw.double() - self.x_lo) / self.x_span
-
     # ---- logging: Lightning aggregates each epoch
     def _log(self, key: str, value: torch.Tensor, bs: int, **kw: Any) -> None:
         self.log(key, value.detach().double(), on_step=False, on_epoch=True, batch_size=bs, **kw)

@@ -79,7 +79,7 @@ def _lr_list(key: str, v: Any) -> list[float]:
     return [check_float(f"{key}[{i}]", x, 0.0, MAX_LR) for i, x in enumerate(v)]
 
 
-def _hidden_list(key: str, ranges: Any, n_features: int) -> list[int]:
+def _hidden_list(key: str, ranges: Any) -> list[int]:
     """[[a, b], ...] inclusive ranges (or plain ints) -> sorted unique hidden sizes."""
     out: list[int] = []
     for i, r in enumerate(ranges):
@@ -106,7 +106,7 @@ def grid_specs(g: DictConfig, kind: str, n_features: int, seed: int) -> list[Net
             for w in widths
             for lr in lrs
         ]
-    hidden = _hidden_list("grid.ae_hidden", g.ae_hidden, n_features)
+    hidden = _hidden_list("grid.ae_hidden", g.ae_hidden)
     lrs = _lr_list("grid.ae_lrs", g.ae_lrs)
     return [
         NetSpec(

@@ -153,25 +153,12 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
                     *common,
                     *flatten(s.get("cv_set") or {}),
                 ]
-                has_features = "features" in _compose([f"experiment={cv_exp}"]).data
                 for feat in s.get("cv_features") or []:
-                    if has_features:
-                        runs.append(
-                            # the default file ships with the paper's data; another may need a download
-                            Run(
-                                stage,
-                                f"cv_{feat}",
-                                [*cv_base, f"data.features={_value(feat)}"],
-                                optional=feat != "default",
-                            )
-                        )
-                    elif feat == "default":  # this version reads the 68 default features only
-                        runs.append(Run(stage, f"cv_{feat}", cv_base))
-                    else:
-                        notes.append(
-                            f"cv_{feat}: not run, `data.features` is not an option of {cv_exp} "
-                            "in this version (68 default features only)"
-                        )
+                    # the default file ships with the paper's data; another may need a download
+                    optional = feat != "default"
+                    runs.append(
+                        Run(stage, f"cv_{feat}", [*cv_base, f"data.features={_value(feat)}"], optional=optional)
+                    )
         elif stage == "digits":
             runs.append(
                 Run(

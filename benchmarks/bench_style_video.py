@@ -40,7 +40,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
-os.environ.setdefault("DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve()))
+# absolute, so the `stylize` subprocesses (run from their own folders) find the same data
+os.environ["DATA_DIR"] = str(Path(os.environ.get("DATA_DIR") or ROOT / ".." / "shared" / "data").resolve())
 CLIP = Path(os.environ["DATA_DIR"]) / "video" / "big_buck_bunny_23s.mp4"
 STYLE = "starry_night.jpg"
 

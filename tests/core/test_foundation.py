@@ -31,6 +31,8 @@ def test_experiment_composes(experiment, tmp_path):
 def test_experiment_fast_dev_run(experiment, run_train, data_dir):
     res = run_train([f"experiment={experiment}", "debug=fdr"])
     assert res["status"] == "completed", res.get("error")
+    if res["metrics"].get("cv_folds"):  # a k-fold CV under fdr: 2 folds, 5-tree forests
+        assert (res["metrics"]["cv_folds"], res["metrics"]["cv_forest_trees"]) == (2, 5)
     assert res["seed"] is not None and f"experiment={experiment}" in res["overrides"]
 
 

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 import time
 from pathlib import Path
 
 import av
+import lightning as L
 import pytest
 import torch
 
@@ -183,3 +185,21 @@ def test_closing_the_stream_joins_the_decode_thread(data_dir):
     assert _threads() == ["hybridlearn-decode"]
     dm.dataset.close()
     assert not _threads() and dm.dataset.decoded < 100
+
+
+class _Discard(L.LightningModule):
+    def predict_step(self, batch, batch_idx):
+        return None
+
+
+def test_a_run_stopped_before_the_streams_end_joins_the_decode_thread(data_dir):
+    """limit_predict_batches stops Lightning mid-stream; the data module's teardown joins the thread
+    (Lightning keeps the iterator in reference cycles: without it the thread lives until a gc)."""
+    dm = VideoFramesDataModule(path=str(data_dir / "video" / "big_buck_bunny_23s.mp4"), max_side=64, prefetch=1)
+    trainer = L.Trainer(limit_predict_batches=2, logger=False, enable_progress_bar=False, enable_model_summary=False)
+    gc.disable()
+    try:
+        trainer.predict(_Discard(), datamodule=dm, return_predictions=False)
+        assert not _threads() and dm.dataset.decoded < 100
+    finally:
+        gc.enable()

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 
-from conftest import ROOT
+from conftest import PYTHON, ROOT
 
 
 def bench(args: list[str], tmp_path) -> str:
     p = subprocess.run(
-        [sys.executable, str(ROOT / "benchmarks" / args[0]), *args[1:]],
+        [*PYTHON, str(ROOT / "benchmarks" / args[0]), *args[1:]],
         cwd=ROOT,
         capture_output=True,
         text=True,

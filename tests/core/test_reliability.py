@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, train_cli
+from conftest import PYTHON, ROOT, train_cli
 
 from hybridlearn.core.download import ensure_files
 from hybridlearn.core.errors import DataError
@@ -41,7 +41,7 @@ def test_simultaneous_runs_get_their_own_folders(tmp_path, data_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs = [
         subprocess.Popen(
-            [sys.executable, str(ROOT / "train.py"), *args, f"seed={s}"],
+            [*PYTHON, str(ROOT / "train.py"), *args, f"seed={s}"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -156,7 +156,7 @@ def test_crafted_checkpoint_never_runs_code(tmp_path, gom_ckpt, data_dir):
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # makes any load without weights_only=True unsafe
     commands = [
         [
-            sys.executable,
+            *PYTHON,
             str(ROOT / "train.py"),
             "experiment=gom_mlp",
             "logger=none",
@@ -165,7 +165,7 @@ def test_crafted_checkpoint_never_runs_code(tmp_path, gom_ckpt, data_dir):
             f"hydra.run.dir={tmp_path / 'test'}",
         ],
         [
-            sys.executable,
+            *PYTHON,
             str(ROOT / "train.py"),
             "experiment=gom_mlp",
             "logger=none",
@@ -175,7 +175,7 @@ def test_crafted_checkpoint_never_runs_code(tmp_path, gom_ckpt, data_dir):
             f"hydra.run.dir={tmp_path / 'fit'}",
         ],
         [
-            sys.executable,
+            *PYTHON,
             str(ROOT / "train.py"),
             *QUICK,
             "logger=none",
@@ -183,8 +183,8 @@ def test_crafted_checkpoint_never_runs_code(tmp_path, gom_ckpt, data_dir):
             f"ckpt_path={crafted}",
             f"hydra.run.dir={tmp_path / 'predict'}",
         ],
-        [sys.executable, str(ROOT / "predict.py"), str(crafted), str(data_dir / "digits")],
-        [sys.executable, str(ROOT / "generate.py"), str(crafted), "--out", str(tmp_path / "g.png")],
+        [*PYTHON, str(ROOT / "predict.py"), str(crafted), str(data_dir / "digits")],
+        [*PYTHON, str(ROOT / "generate.py"), str(crafted), "--out", str(tmp_path / "g.png")],
     ]
     for cmd in commands:
         p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, compose_cfg, read_wandb_records
+from conftest import PYTHON, ROOT, compose_cfg, read_wandb_records
 from PIL import Image
 
 from hybridlearn.core.errors import ConfigError, DataError
@@ -204,7 +203,7 @@ def test_generate_cli(gan_run: Path, tmp_path):
 
     def gen(*args):
         return subprocess.run(
-            [sys.executable, str(ROOT / "generate.py"), str(ckpt), *args], capture_output=True, text=True, timeout=120
+            [*PYTHON, str(ROOT / "generate.py"), str(ckpt), *args], capture_output=True, text=True, timeout=120
         )
 
     p = gen("--out", str(tmp_path / "grid.png"), "--fixed")
@@ -224,7 +223,7 @@ def test_generate_cli(gan_run: Path, tmp_path):
     p = gen("--out", str(tmp_path / "grid.png"))
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "already exists" in p.stderr
     p = subprocess.run(
-        [sys.executable, str(ROOT / "generate.py"), str(tmp_path / "nope.ckpt"), "--out", "x.png"],
+        [*PYTHON, str(ROOT / "generate.py"), str(tmp_path / "nope.ckpt"), "--out", "x.png"],
         capture_output=True,
         text=True,
         timeout=120,

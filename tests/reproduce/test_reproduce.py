@@ -355,18 +355,26 @@ def test_report_puts_the_modern_gan_beside_the_papers_step_for_step(tmp_path):
 
 # --------------------------------------------------------------------------- quick mode, end to end
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, data_dir):
+def tiny(tmp_path_factory, data_dir, python_exe):
     root = tmp_path_factory.mktemp("reproduce") / "quick"
-    p, _ = reproduce_cli(root, "first", timeout=900)
+    p, _ = reproduce_cli(root, "first", python_exe, timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
     return root, p
 
 
-def reproduce_cli(root: Path, name: str, timeout: float) -> tuple:
+def reproduce_cli(root: Path, name: str, python: Path, timeout: float) -> tuple:
     """One `make reproduce` invocation into `root`; its own record (train.log, results.json) goes to
-    a run folder of its own beside it. Returns (process, that invocation's train.log path)."""
+    a run folder of its own beside it; its stages' runs start with `python` (the fork server).
+    Returns (process, that invocation's train.log path)."""
     cmd = root.parent / f"command_{name}"
-    p = train_cli(["experiment=reproduce", *TINY, f"reproduce.dir={root}", f"hydra.run.dir={cmd}"], timeout=timeout)
+    args = [
+        "experiment=reproduce",
+        *TINY,
+        f"reproduce.dir={root}",
+        f"reproduce.python={python}",
+        f"hydra.run.dir={cmd}",
+    ]
+    p = train_cli(args, timeout=timeout)
     return p, cmd / "train.log"
 
 
@@ -418,11 +426,11 @@ def test_quick_tiny_end_to_end(tiny):
     assert not any(f.endswith(".mp4") for f in figs)
 
 
-def test_second_run_skips_and_killed_runs_resume(tiny):
+def test_second_run_skips_and_killed_runs_resume(tiny, python_exe):
     root, _ = tiny
     md = (root / "REPORT.md").read_text()
     # 1. nothing left to do: every run skipped, the same report
-    p, log_file = reproduce_cli(root, "second", timeout=300)
+    p, log_file = reproduce_cli(root, "second", python_exe, timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
     log = log_file.read_text()
     assert "stage 3/4 gan done in" in log and "(1 skipped)" in log and "running gan/mnist" not in log
@@ -432,7 +440,7 @@ def test_second_run_skips_and_killed_runs_resume(tiny):
     (gan / "results.json").write_text(json.dumps({"status": "interrupted"}))
     (root / "style" / "per_frame" / "results.json").unlink()
     shutil.copy2(gan / "csv" / "metrics.csv", gan / "metrics_before.csv")
-    p, log_file = reproduce_cli(root, "third", timeout=600)
+    p, log_file = reproduce_cli(root, "third", python_exe, timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
     log = log_file.read_text()
     assert "resuming gan/mnist" in log and "running gom/" not in log.split("resuming gan/mnist")[-1]

@@ -22,6 +22,7 @@ from hybridlearn.style import sources
 from hybridlearn.style.sources import DEMO_CLIP, MODEL_FILES, STYLE_FILES
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import PYTHON  # noqa: E402
 from style_media import probe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -83,7 +84,7 @@ def test_fresh_machine_cli_fetches_models_style_and_clip(data_dir, mirror, tmp_p
     }
     p = subprocess.run(
         [
-            sys.executable,
+            *PYTHON,
             str(ROOT / "stylize.py"),
             f"input={DEMO_CLIP}",
             "style=starry_night.jpg",

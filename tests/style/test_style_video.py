@@ -22,6 +22,7 @@ from hybridlearn.style.stylize import stylize
 from hybridlearn.style.video import VideoFramesDataModule, load_rgb, output_size
 
 sys.path.insert(0, str(Path(__file__).parent))
+from conftest import PYTHON  # noqa: E402
 from style_media import make_audio_only, make_video, probe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -306,7 +307,7 @@ def test_stylize_cli_one_line_error(data_dir, tmp_path):
     bad.write_text("garbage")
     env = {**os.environ, "HYBRIDLEARN_LOG_DIR": str(tmp_path / "logs")}
     p = subprocess.run(
-        [sys.executable, str(ROOT / "stylize.py"), f"input={bad}", f"style={STYLE}", f"output={tmp_path / 'o.mp4'}"],
+        [*PYTHON, str(ROOT / "stylize.py"), f"input={bad}", f"style={STYLE}", f"output={tmp_path / 'o.mp4'}"],
         capture_output=True,
         text=True,
         env=env,
@@ -318,7 +319,7 @@ def test_stylize_cli_one_line_error(data_dir, tmp_path):
     # an output that cannot be written (as root, a folder under /proc is the one that refuses)
     p = subprocess.run(
         [
-            sys.executable,
+            *PYTHON,
             str(ROOT / "stylize.py"),
             f"input={data_dir / 'video' / 'big_buck_bunny_23s.mp4'}",
             f"style={STYLE}",

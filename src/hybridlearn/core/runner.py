@@ -29,7 +29,6 @@ from hybridlearn.core.trainer import build_trainer, finish_loggers, run_config
 
 log = logging.getLogger("hybridlearn")
 
-route_library_logs()  # Lightning's notices and warnings: train.log only
 # Data already lives in memory as whole batches; worker processes would only add overhead.
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*LeafSpec.*")
@@ -159,6 +158,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     """Run one job described by `cfg`; write `<output_dir>/results.json`; return its metrics.
 
     results.json says `running` (with the pid) from the start, so a killed run is visible as such."""
+    route_library_logs()  # Lightning's notices and warnings: train.log only (once Hydra's logging is set up)
     output_dir = Path(cfg.paths.output_dir)
     started = time.time()
     record = {

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.runner import run
 from hybridlearn.digits import cli, predict
-from hybridlearn.digits.data import cell_bounds
+from hybridlearn.digits.images import cell_bounds
 from hybridlearn.mnist.lenet import LeNet5
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]

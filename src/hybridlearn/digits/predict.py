@@ -16,7 +16,7 @@ from hybridlearn.core.checkpoint import load_module, read_checkpoint
 from hybridlearn.core.errors import ConfigError, DataError, HybridlearnError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.digits.cli import ANNOTATED
-from hybridlearn.digits.data import IMAGE_SUFFIXES, cell_bounds, dark_ink, load_grey, preprocess_cell, slice_grid
+from hybridlearn.digits.images import IMAGE_SUFFIXES, cell_bounds, dark_ink, load_grey, preprocess_cell, slice_grid
 from hybridlearn.digits.reader import NoDigitError, read_page
 from hybridlearn.mnist.data import to_range
 from hybridlearn.mnist.lenet import LeNet5

@@ -253,7 +253,7 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
 
 def test_study_variants_match_experiments(tmp_path):
     """The study's paper and transfer variants are experiment=lenet_digits / lenet_digits_transfer."""
-    from hybridlearn.digits.study import variant_config
+    from hybridlearn.digits.fitting import variant_config
 
     study = compose_cfg(["experiment=digits_study"], tmp_path)
     for name, exp in (("paper", "lenet_digits"), ("transfer", "lenet_digits_transfer")):

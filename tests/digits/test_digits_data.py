@@ -11,17 +11,11 @@ import torch
 import yaml
 
 from hybridlearn.core.errors import ConfigError, DataError
-from hybridlearn.digits.data import (
-    BUILTIN_SHEETS,
-    DigitSheetsDataModule,
-    build_digits,
-    cell_bounds,
-    dark_ink,
-    load_grey,
-    main,
-    read_manifest,
-    resolve_sheets,
-)
+from hybridlearn.digits.contact import main
+from hybridlearn.digits.data import DigitSheetsDataModule
+from hybridlearn.digits.digitset import build_digits
+from hybridlearn.digits.images import cell_bounds, dark_ink, load_grey, mnist_like
+from hybridlearn.digits.manifest import BUILTIN_SHEETS, read_manifest, resolve_sheets
 from hybridlearn.mnist.augment import HandwritingAugment
 
 
@@ -104,8 +98,6 @@ def test_clean_preprocessing_centres_like_mnist(sheets):
 
 
 def test_despeckle_erases_small_blobs_only():
-    from hybridlearn.digits.data import mnist_like
-
     cell = torch.zeros(40, 40)
     cell[6:22, 18:21] = 1.0  # a "1": a vertical stroke
     cell[34, 10] = 0.8  # a speck of dust below it (~2 % of the ink)

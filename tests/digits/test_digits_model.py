@@ -14,7 +14,8 @@ from omegaconf import OmegaConf
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.runner import run
 from hybridlearn.digits import cli, predict
-from hybridlearn.digits.data import cell_bounds
+from hybridlearn.digits.images import cell_bounds
+from hybridlearn.digits.study import study_settings
 from hybridlearn.mnist.lenet import LeNet5
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
@@ -253,7 +254,7 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
 
 def test_study_variants_match_experiments(tmp_path):
     """The study's paper and transfer variants are experiment=lenet_digits / lenet_digits_transfer."""
-    from hybridlearn.digits.study import variant_config
+    from hybridlearn.digits.fitting import variant_config
 
     study = compose_cfg(["experiment=digits_study"], tmp_path)
     for name, exp in (("paper", "lenet_digits"), ("transfer", "lenet_digits_transfer")):
@@ -264,3 +265,15 @@ def test_study_variants_match_experiments(tmp_path):
                 want[group], resolve=True
             ), (name, group)
         assert got.trainer.log_every_n_steps == want.trainer.log_every_n_steps
+
+
+def test_study_fast_dev_run_sizes_come_from_the_config(tmp_path):
+    """debug=fdr merges study.fast_dev_run onto the study: its first n_seeds seeds, its sizes."""
+    cfg = compose_cfg(["experiment=digits_study", "debug=fdr", "study.fast_dev_run.transfer_epochs=2"], tmp_path)
+    st = study_settings(cfg)
+    assert list(st.seeds) == [0] and list(st.lowo_seeds) == [0] and list(st.paper_epochs) == [1]
+    assert st.transfer_epochs == 2 and list(st.ablations) == [] and not st.lowo and st.pages is None
+    assert st.variants.transfer.model.pretrain.epochs == 1 and st.variants.transfer.model.pretrain.subset == 2000
+    assert st.variants.transfer.model.pretrained == "mnist"  # the rest of the variant stays
+    full = study_settings(compose_cfg(["experiment=digits_study"], tmp_path))
+    assert list(full.seeds) == [0, 1, 2, 3, 4] and full.transfer_epochs == 60

@@ -10,7 +10,9 @@ from PIL import Image
 
 from hybridlearn.core.errors import DataError
 from hybridlearn.digits import sheets as sheets_cli
-from hybridlearn.digits.data import build_digits, builtin_sheets, cell_bounds, load_grey, read_manifest
+from hybridlearn.digits.digitset import build_digits
+from hybridlearn.digits.images import cell_bounds, load_grey
+from hybridlearn.digits.manifest import builtin_sheets, read_manifest
 from hybridlearn.digits.reader import NoDigitError, box_iou, read_page
 from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, each_row_reads, found_in_order, mnist_pages, render_page
 from hybridlearn.mnist.data import load_mnist

@@ -132,6 +132,13 @@ def check_float(key: str, v: Any, lo: float, hi: float) -> float:
     return float(v)
 
 
+def check_fraction(key: str, v: Any, hi: float = 1.0) -> float:
+    """A share of something that may be none of it: a number in [0, hi)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not (0 <= v < hi):
+        raise ConfigError(f"{key} must be a number in [0, {hi}) (got {v!r})")
+    return float(v)
+
+
 def check_choice(key: str, v: Any, choices: Sequence[str]) -> str:
     if v not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(choices)} (got {v!r})")

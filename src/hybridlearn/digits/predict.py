@@ -16,7 +16,7 @@ from hybridlearn.core.checkpoint import load_module, read_checkpoint
 from hybridlearn.core.errors import ConfigError, DataError, HybridlearnError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.digits.cli import ANNOTATED
-from hybridlearn.digits.data import IMAGE_SUFFIXES, cell_bounds, dark_ink, load_grey, preprocess_cell, slice_grid
+from hybridlearn.digits.images import IMAGE_SUFFIXES, cell_bounds, dark_ink, load_grey, preprocess_cell, slice_grid
 from hybridlearn.digits.reader import NoDigitError, read_page
 from hybridlearn.mnist.data import to_range
 from hybridlearn.mnist.lenet import LeNet5
@@ -164,29 +164,54 @@ def annotate(grey: np.ndarray, reading: Reading, labels: list[int] | None, out: 
     return out
 
 
+def read_labels_file(path: str | None) -> str | None:
+    if not path:
+        return None
+    try:
+        return Path(path).read_text()
+    except OSError as e:
+        raise DataError(f"cannot read the labels file {path} ({e.strerror or e})") from None
+
+
+def annotation_paths(images: list[Path], a: argparse.Namespace) -> dict[Path, Path]:
+    """Where each page's annotated picture goes; ConfigError, before any reading, for one that exists."""
+    outs = {}
+    if a.no_annotate:
+        return outs
+    for img in images:
+        out = (Path(a.out_dir) if a.out_dir else img.parent) / f"{img.stem}{ANNOTATED}"
+        if out.exists() and not a.overwrite:
+            raise ConfigError(f"{out} already exists; pass --overwrite to replace it or --out-dir to write elsewhere")
+        outs[img] = out
+    return outs
+
+
+def print_reading(img: Path, reading: Reading, grid: tuple[int, int] | None) -> None:
+    """One line per digit (an image of one digit: `<image>: <digit> ...`), then the page as a grid."""
+    if len(reading.digits) == 1 and grid is None:
+        print(f"{img}: {reading.digits[0]} (confidence {reading.conf[0]:.3f})")
+    else:
+        for (r, c), d, conf in zip(reading.place, reading.digits, reading.conf):
+            print(f"{img} [{r},{c}]: {d} (confidence {conf:.3f})")
+    if len(reading.digits) > 1:
+        print(f"{img} grid:")
+        rows: dict[int, list[str]] = {}
+        for (r, _), d in zip(reading.place, reading.digits):
+            rows.setdefault(r, []).append(str(d))
+        for r in sorted(rows):
+            print("  " + " ".join(rows[r]))
+
+
 def run(a: argparse.Namespace) -> int:
     """Read every page of `a.images` with `a.checkpoint` (arguments checked by digits/cli.py); exit status."""
     failed: list[str] = []
     try:
-        labels_text = None
-        if a.labels:
-            try:
-                labels_text = Path(a.labels).read_text()
-            except OSError as e:
-                raise DataError(f"cannot read the labels file {a.labels} ({e.strerror or e})") from None
+        labels_text = read_labels_file(a.labels)
         model, prep = load_model(a.checkpoint)
         if a.preprocess != "auto":
             prep["preprocess"] = a.preprocess
         images = list_images(a.images)
-        outs = {}
-        if not a.no_annotate:
-            for img in images:
-                out = (Path(a.out_dir) if a.out_dir else img.parent) / f"{img.stem}{ANNOTATED}"
-                if out.exists() and not a.overwrite:
-                    raise ConfigError(
-                        f"{out} already exists; pass --overwrite to replace it or --out-dir to write elsewhere"
-                    )
-                outs[img] = out
+        outs = annotation_paths(images, a)
         total = correct = 0
         for img in images:
             try:
@@ -203,18 +228,7 @@ def run(a: argparse.Namespace) -> int:
             except DataError as e:
                 failed.append(f"{img}: {e}")
                 continue
-            if len(reading.digits) == 1 and a.grid is None:  # an image of one digit: `<image>: <digit> ...`
-                print(f"{img}: {reading.digits[0]} (confidence {reading.conf[0]:.3f})")
-            else:
-                for (r, c), d, conf in zip(reading.place, reading.digits, reading.conf):
-                    print(f"{img} [{r},{c}]: {d} (confidence {conf:.3f})")
-            if len(reading.digits) > 1:
-                print(f"{img} grid:")
-                rows: dict[int, list[str]] = {}
-                for (r, _), d in zip(reading.place, reading.digits):
-                    rows.setdefault(r, []).append(str(d))
-                for r in sorted(rows):
-                    print("  " + " ".join(rows[r]))
+            print_reading(img, reading, a.grid)
             if labels is not None:
                 ok = sum(int(d == t) for d, t in zip(reading.digits, labels))
                 total, correct = total + len(labels), correct + ok
@@ -228,12 +242,17 @@ def run(a: argparse.Namespace) -> int:
     except HybridlearnError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    if failed and len(failed) == len(images):  # nothing read at all
+    return report_failures(failed, len(images))
+
+
+def report_failures(failed: list[str], n_images: int) -> int:
+    """The pages not read, on stderr; the exit status: 2 when none was read, 1 when some, else 0."""
+    if failed and len(failed) == n_images:  # nothing read at all
         for line in failed:
             print(f"error: {line}", file=sys.stderr)
         return 2
     if failed:
-        print(f"not read ({len(failed)} of {len(images)} images):", file=sys.stderr)
+        print(f"not read ({len(failed)} of {n_images} images):", file=sys.stderr)
         for line in failed:
             print(f"  {line}", file=sys.stderr)
         return 1

@@ -288,19 +288,41 @@ def read_page(grey: np.ndarray, min_digit: int = 6, upsample_to: float = UPSAMPL
 
 
 def _read(grey: np.ndarray, min_digit: int) -> Page:
+    """One pass of steps 1-6 at the page's own scale."""
     ink = ink_map(np.asarray(grey, dtype=np.float32))
     if float(ink.max()) < 0.2:
         raise NoDigitError("no digit found (a blank page: no ink darker than the paper)")
-    mask, thr = binarize(ink)
+    mask, _ = binarize(ink)
+    ink, mask, angle, to_page = _deskew(ink, mask)
+    mask, ruling, lab, n, box, H = _clean_lines(mask, min_digit)
+    groups, gb = _merge_pieces(box, n, H, ruling)
+    piece_area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    g_area = {root: int(piece_area[members].sum()) for root, members in groups.items()}
+    typical = float(np.median([a for r, a in g_area.items() if gb[r][3] - gb[r][1] >= 0.5 * H] or [1]))
+    _join_small_pieces(groups, gb, g_area, typical, H)
+    digits = _digit_blobs(groups, gb, g_area, typical, H)
+    digits = _absorb_fragments(digits, piece_area, H, typical)
+    digits = _one_digit_in_strokes(_split_touching(digits, lab, mask))
+    cells = _cells(_rows(digits), lab, ink, H, to_page, grey.shape)
+    return Page(cells, tuple(grey.shape), angle, H)
+
+
+def _deskew(ink: np.ndarray, mask: np.ndarray):
+    """Step 3: (ink, mask) rotated back by the skew angle when it is 0.3 degrees or more, the angle
+    (0.0 when not rotated) and the deskewed -> page coordinate map (None when not rotated)."""
     angle = skew_angle(mask)
-    to_page = None
-    if abs(angle) >= 0.3:
-        (ho, wo), rot, ci, co, to_page = _rotation(ink.shape, angle)
-        # deskewed -> page coordinates for affine_transform (it maps output to input)
-        ink = ndimage.affine_transform(ink, rot.T, offset=ci - rot.T @ co, output_shape=(ho, wo), order=1)
-        mask, _ = binarize(ink)
-    else:
-        angle = 0.0
+    if abs(angle) < 0.3:
+        return ink, mask, 0.0, None
+    (ho, wo), rot, ci, co, to_page = _rotation(ink.shape, angle)
+    # deskewed -> page coordinates for affine_transform (it maps output to input)
+    ink = ndimage.affine_transform(ink, rot.T, offset=ci - rot.T @ co, output_shape=(ho, wo), order=1)
+    mask, _ = binarize(ink)
+    return ink, mask, angle, to_page
+
+
+def _clean_lines(mask: np.ndarray, min_digit: int):
+    """Step 4: ruled/squared paper and short lines out; returns (mask, ruling, labels, count,
+    boxes, typical digit height) of the pieces left."""
     mask, ruling = _remove_ruling(mask)
     lab, n, box, H = _pieces(mask, min_digit)
     # Short lines (a strip's edge, an underline) that join digits: runs longer than 1.6 digits.
@@ -308,9 +330,13 @@ def _read(grey: np.ndarray, min_digit: int) -> Page:
     if cleaned is not mask:
         mask = cleaned
         lab, n, box, H = _pieces(mask, min_digit)
-    hts, wds = box[:, 3] - box[:, 1], box[:, 2] - box[:, 0]
+    return mask, ruling, lab, n, box, H
 
-    # Merge the pieces of one digit: stacked (x-overlap, small vertical gap) or overlapping boxes.
+
+def _merge_pieces(box: np.ndarray, n: int, H: float, ruling: np.ndarray):
+    """Step 5, first part: the pieces of one digit merged, stacked (x-overlap, small vertical gap)
+    or side by side across a ruled line. Returns ({root: piece indices}, group boxes by root)."""
+    wds = box[:, 2] - box[:, 0]
     find, union = _union_find(n)
     order = np.argsort(box[:, 0])
     gb = box.copy()
@@ -323,16 +349,7 @@ def _read(grey: np.ndarray, min_digit: int) -> Page:
             xo = min(box[i, 2], box[j, 2]) - max(box[i, 0], box[j, 0])
             ygap = max(box[i, 1], box[j, 1]) - min(box[i, 3], box[j, 3])
             stacked = xo >= 0.3 * min(wds[i], wds[j]) and ygap <= 0.25 * H
-            # Side by side where a ruled line took the ink between (a 1 drawn on a vertical line, a
-            # 3 whose bar ran along a ruled line): the smaller piece lies on a line.
-            split = False
-            if not stacked and xo >= -8 and -ygap >= 0.5 * min(hts[i], hts[j]) and ruling.any():
-                k = i if wds[i] * hts[i] < wds[j] * hts[j] else j
-                x0, y0, x1, y1 = (int(v) for v in box[k])
-                near = ruling[max(0, y0 - 3) : y1 + 3, max(0, x0 - 3) : x1 + 3]
-                wide = max(box[i, 2], box[j, 2]) - min(box[i, 0], box[j, 0])
-                split = near.size > 0 and near.mean() >= 0.1 and wide <= 1.2 * H
-            if not (stacked or split):
+            if not (stacked or _split_by_ruling(box, i, j, xo, ygap, H, ruling)):
                 continue
             ri, rj = find(i), find(j)
             if ri == rj:
@@ -350,13 +367,26 @@ def _read(grey: np.ndarray, min_digit: int) -> Page:
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
-    piece_area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
-    g_area = {root: int(piece_area[members].sum()) for root, members in groups.items()}
-    typical = float(np.median([a for r, a in g_area.items() if gb[r][3] - gb[r][1] >= 0.5 * H] or [1]))
-    # A small fragment (a stroke end cut off by a line, a detached tick) beside a digit joins it
-    # when the two still fit one digit's box.
-    roots = list(groups)
-    for r in sorted(roots, key=lambda r: g_area[r]):
+    return groups, gb
+
+
+def _split_by_ruling(box: np.ndarray, i: int, j: int, xo: float, ygap: float, H: float, ruling: np.ndarray) -> bool:
+    """Side by side where a ruled line took the ink between (a 1 drawn on a vertical line, a 3
+    whose bar ran along a ruled line): the smaller piece lies on a line."""
+    (hi, wi), (hj, wj) = (box[i, 3] - box[i, 1], box[i, 2] - box[i, 0]), (box[j, 3] - box[j, 1], box[j, 2] - box[j, 0])
+    if not (xo >= -8 and -ygap >= 0.5 * min(hi, hj) and ruling.any()):
+        return False
+    k = i if wi * hi < wj * hj else j
+    x0, y0, x1, y1 = (int(v) for v in box[k])
+    near = ruling[max(0, y0 - 3) : y1 + 3, max(0, x0 - 3) : x1 + 3]
+    wide = max(box[i, 2], box[j, 2]) - min(box[i, 0], box[j, 0])
+    return bool(near.size > 0 and near.mean() >= 0.1 and wide <= 1.2 * H)
+
+
+def _join_small_pieces(groups: dict, gb: np.ndarray, g_area: dict, typical: float, H: float) -> None:
+    """Step 5, second part (in place): a small fragment (a stroke end cut off by a line, a
+    detached tick) beside a digit joins it when the two still fit one digit's box."""
+    for r in sorted(list(groups), key=lambda r: g_area[r]):
         if r not in groups or g_area[r] >= 0.35 * typical:
             continue
         b = gb[r]
@@ -374,6 +404,10 @@ def _read(grey: np.ndarray, min_digit: int) -> Page:
             g_area[best] += g_area.pop(r)
             c = gb[best]
             gb[best] = [min(b[0], c[0]), min(b[1], c[1]), max(b[2], c[2]), max(b[3], c[3])]
+
+
+def _digit_blobs(groups: dict, gb: np.ndarray, g_area: dict, typical: float, H: float) -> list:
+    """Step 5, third part: the merged groups of digit size, as (box, labels of its pieces)."""
     digits = []
     for root, members in groups.items():
         b = gb[root]
@@ -383,26 +417,33 @@ def _read(grey: np.ndarray, min_digit: int) -> Page:
         digits.append((b, [m + 1 for m in members]))
     if not digits:
         raise NoDigitError("no digit found (no digit-sized blobs, only dots or specks)")
-    digits = _absorb_fragments(digits, piece_area, H, typical)
-    digits = _split_touching(digits, lab, mask)
-    # An image of one digit drawn in separate strokes (no other digits to learn its size from):
-    # a few pieces whose union is one digit's shape, taller than wide and not much taller than the
-    # biggest piece, are that digit.
-    if 2 <= len(digits) <= 4 and all(isinstance(m, list) for _, m in digits):
-        u = np.array(
-            [
-                min(d[0][0] for d in digits),
-                min(d[0][1] for d in digits),
-                max(d[0][2] for d in digits),
-                max(d[0][3] for d in digits),
-            ]
-        )
-        tallest = max(d[0][3] - d[0][1] for d in digits)
-        if u[2] - u[0] <= 1.1 * (u[3] - u[1]) and u[3] - u[1] <= 1.6 * tallest:
-            digits = [(u, [m for _, ms in digits for m in ms])]
+    return digits
 
-    # Rows on the deskewed page: a digit joins the row whose typical span (median top to median
-    # bottom) it overlaps by half its height or the span's, so a tall or jittered digit stays in.
+
+def _one_digit_in_strokes(digits: list) -> list:
+    """An image of one digit drawn in separate strokes (no other digits to learn its size from):
+    a few pieces whose union is one digit's shape, taller than wide and not much taller than the
+    biggest piece, are that digit."""
+    if not (2 <= len(digits) <= 4 and all(isinstance(m, list) for _, m in digits)):
+        return digits
+    u = np.array(
+        [
+            min(d[0][0] for d in digits),
+            min(d[0][1] for d in digits),
+            max(d[0][2] for d in digits),
+            max(d[0][3] for d in digits),
+        ]
+    )
+    tallest = max(d[0][3] - d[0][1] for d in digits)
+    if u[2] - u[0] <= 1.1 * (u[3] - u[1]) and u[3] - u[1] <= 1.6 * tallest:
+        return [(u, [m for _, ms in digits for m in ms])]
+    return digits
+
+
+def _rows(digits: list) -> list[list]:
+    """Step 6: rows on the deskewed page, each left to right. A digit joins the row whose typical
+    span (median top to median bottom) it overlaps by half its height or the span's, so a tall or
+    jittered digit stays in."""
     digits.sort(key=lambda d: (d[0][1] + d[0][3]) / 2)
     rows: list[list] = []
     for d in digits:
@@ -416,7 +457,11 @@ def _read(grey: np.ndarray, min_digit: int) -> Page:
         rows.append([d])
     for r in rows:
         r.sort(key=lambda d: (d[0][0] + d[0][2]) / 2)
+    return rows
 
+
+def _cells(rows: list[list], lab: np.ndarray, ink: np.ndarray, H: float, to_page, shape) -> list[Cell]:
+    """Each digit's cell (midway to its neighbours) and its own ink cut from the deskewed page."""
     hh, ww = ink.shape
     row_y = [float(np.mean([(d[0][1] + d[0][3]) / 2 for d in r])) for r in rows]
     row_gap = float(np.median(np.diff(row_y))) if len(rows) > 1 else 1.3 * H
@@ -430,24 +475,26 @@ def _read(grey: np.ndarray, min_digit: int) -> Page:
             left = (xs[ci_ - 1] + xs[ci_]) / 2 if ci_ > 0 else xs[ci_] - col_gap / 2
             right = (xs[ci_] + xs[ci_ + 1]) / 2 if ci_ + 1 < len(xs) else xs[ci_] + col_gap / 2
             cb = np.array([max(0, left), max(0, top), min(ww, right), min(hh, bot)])
-            # The crop: the cell, grown to hold all of this digit's ink; only its own ink kept.
-            x0, y0 = int(min(cb[0], b[0])), int(min(cb[1], b[1]))
-            x1, y1 = int(math.ceil(max(cb[2], b[2]))), int(math.ceil(max(cb[3], b[3])))
-            if isinstance(members, dict):  # a part of a split blob: only its own columns
-                own = np.zeros((y1 - y0, x1 - x0), bool)
-                ox, oy = members["origin"]
-                m = members["mask"]
-                ya, xa = max(oy, y0), max(ox, x0)
-                yb, xb = min(oy + m.shape[0], y1), min(ox + m.shape[1], x1)
-                own[ya - y0 : yb - y0, xa - x0 : xb - x0] = m[ya - oy : yb - oy, xa - ox : xb - ox]
-            else:
-                own = np.isin(lab[y0:y1, x0:x1], members)
-            own = ndimage.binary_dilation(own, iterations=2)
-            image = np.where(own, ink[y0:y1, x0:x1], 0.0).astype(np.float32)
-            cells.append(
-                Cell(ri, ci_, _to_page_box(b, to_page, grey.shape), _to_page_box(cb, to_page, grey.shape), image)
-            )
-    return Page(cells, tuple(grey.shape), angle, H)
+            image = _own_ink(b, cb, members, lab, ink)
+            cells.append(Cell(ri, ci_, _to_page_box(b, to_page, shape), _to_page_box(cb, to_page, shape), image))
+    return cells
+
+
+def _own_ink(b, cb, members, lab: np.ndarray, ink: np.ndarray) -> np.ndarray:
+    """The crop: the cell `cb`, grown to hold all of this digit's ink (box `b`); only its own ink kept."""
+    x0, y0 = int(min(cb[0], b[0])), int(min(cb[1], b[1]))
+    x1, y1 = int(math.ceil(max(cb[2], b[2]))), int(math.ceil(max(cb[3], b[3])))
+    if isinstance(members, dict):  # a part of a split blob: only its own columns
+        own = np.zeros((y1 - y0, x1 - x0), bool)
+        ox, oy = members["origin"]
+        m = members["mask"]
+        ya, xa = max(oy, y0), max(ox, x0)
+        yb, xb = min(oy + m.shape[0], y1), min(ox + m.shape[1], x1)
+        own[ya - y0 : yb - y0, xa - x0 : xb - x0] = m[ya - oy : yb - oy, xa - ox : xb - ox]
+    else:
+        own = np.isin(lab[y0:y1, x0:x1], members)
+    own = ndimage.binary_dilation(own, iterations=2)
+    return np.where(own, ink[y0:y1, x0:x1], 0.0).astype(np.float32)
 
 
 def _absorb_fragments(digits: list, piece_area: np.ndarray, H: float, typical: float) -> list:

@@ -24,7 +24,10 @@ import yaml
 
 from hybridlearn.core.errors import ConfigError, DataError, HybridlearnError
 from hybridlearn.core.io import write_text_atomic
-from hybridlearn.digits.data import build_digits, contact_sheet, load_grey, parse_sheets
+from hybridlearn.digits.contact import contact_sheet
+from hybridlearn.digits.digitset import build_digits
+from hybridlearn.digits.images import load_grey
+from hybridlearn.digits.manifest import parse_sheets
 from hybridlearn.digits.reader import read_page
 
 

@@ -1,11 +1,11 @@
-"""The custom-digits study (paper sections 2.2 / 3.2): learning curves, the seed table for the
-paper's setup and for the transfer-learning fix, and leave-one-writer-out.
+"""The custom-digits study (paper sections 2.2 / 3.2): the seed table for the paper's setup and
+for the transfer-learning fix, and leave-one-writer-out.
 
-- `CurvesPlot`: a Lightning callback writing the train/val loss and accuracy curves (figs 12-13).
-- `run_study` (`python train.py experiment=digits_study`): every run of the study in one job,
-  writing `study.md`, `study.json` and `curves_paper.png` into the run directory. Its variants
-  (paper, transfer, ablations) are config nodes (`study.variants`, `study.ablation_runs`) merged
-  onto the run's own config; each run is trained by a Trainer built from that config.
+`run_study` (`python train.py experiment=digits_study`): every run of the study in one job,
+writing `study.md`, `study.json` and `curves_paper.png` into the run directory. Its variants
+(paper, transfer, ablations) are config nodes (`study.variants`, `study.ablation_runs`) merged
+onto the run's own config; each run is trained by a Trainer built from that config
+(hybridlearn.digits.fitting).
 """
 
 from __future__ import annotations
@@ -18,215 +18,45 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 import numpy as np
 import torch
-from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf
 
+from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError
-from hybridlearn.core.io import write_json_atomic, write_text_atomic
-from hybridlearn.core.plotting import plot_curves
+from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.stats import expected_calibration_error, wilson_interval
-from hybridlearn.core.trainer import build_trainer, finish_loggers
+from hybridlearn.digits.fitting import curves, fit_one, fit_writers, misclassified
+from hybridlearn.digits.paper import PAPER_ACCURACY
 from hybridlearn.digits.predict import classify, preparation, read_digits
+from hybridlearn.digits.results import PageReading, PaperEpoch, PooledScore, SeedScores, StudyResult, write_study
 from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, found_in_order, mnist_pages
 from hybridlearn.mnist.data import load_mnist
 
 log = logging.getLogger(__name__)
 
-# Paper, section 3.2 (Keras LeNet-5 retrained on the 488 custom digits).
-PAPER = {
-    10: {"train_acc": 0.645, "val_acc": 0.492},
-    50: {"train_acc": 0.973, "val_acc": 0.615},
-}
-KEYS = {
-    "train_loss": "train/loss_epoch",
-    "train_acc": "train/acc",
-    "val_loss": "val/loss",
-    "val_acc": "val/acc",
-}
 
-
-class EpochHistory(L.Callback):
-    """Per-epoch train/val loss and accuracy; test accuracy at the epochs in `test_at`."""
-
-    def __init__(
-        self,
-        test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
-        test_at: Sequence[int] = (),
-    ):
-        self.history: list[dict[str, float]] = []
-        self.test_data, self.test_at = test_data, set(test_at)
-        self.test_acc: dict[int, float] = {}
-
-    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        m = trainer.callback_metrics
-        row = {"epoch": trainer.current_epoch + 1}
-        for k, key in KEYS.items():
-            if key in m or (k == "train_loss" and "train/loss" in m):
-                row[k] = float(m.get(key, m.get("train/loss")))
-        self.history.append(row)
-        if self.test_data is not None and row["epoch"] in self.test_at:
-            self.test_acc[row["epoch"]] = accuracy(pl_module, *self.test_data)
-
-
-class CurvesPlot(EpochHistory):
-    """Writes `path` (PNG: loss and accuracy per epoch, train vs val) when fitting ends."""
-
-    def __init__(self, path: str, title: str = ""):
-        super().__init__()
-        self.path, self.title = path, title
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.sanity_checking or not self.history or trainer.fast_dev_run or not trainer.is_global_zero:
-            return
-        curves([self.history], self.path, self.title)
-
-
-def curves(
-    histories: list[list[dict]],
-    path: str | Path,
-    title: str = "",
-    paper: dict | None = None,
-) -> Path:
-    """Train/val loss and accuracy per epoch of one or several runs (mean and min-max band), with
-    the paper's accuracies as markers (core.plotting.plot_curves)."""
-    panels = {
-        metric: {
-            split: [[h.get(f"{split}_{key}", float("nan")) for h in hist] for hist in histories]
-            for split in ("train", "val")
-        }
-        for metric, key in (("loss", "loss"), ("accuracy", "acc"))
-    }
-    markers = (
-        {
-            "accuracy": {
-                f"paper ({split})": [(e, p[f"{split}_acc"]) for e, p in (paper or {}).items()]
-                for split in ("train", "val")
-            }
-        }
-        if paper
-        else None
-    )
-    return plot_curves(
-        panels,
-        path,
-        title,
-        markers=markers,
-        ylabels={"loss": "cross-entropy loss", "accuracy": "accuracy"},
-    )
-
-
-@torch.no_grad()
-def probabilities(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Class probabilities [N, classes] as predict.py computes them (with the model's TTA)."""
-    was = model.training
-    model.eval()
-    dev = next(model.parameters()).device
-    p = torch.cat([torch.softmax(model.eval_logits(x[i : i + 1024].to(dev)), -1).cpu() for i in range(0, len(x), 1024)])
-    model.train(was)
-    return p
-
-
-def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
-    return float((probabilities(model, x).argmax(1) == y).float().mean())
-
-
-def scores(probs: Sequence[torch.Tensor], y: torch.Tensor) -> dict[str, Any]:
+def scores(probs: Sequence[torch.Tensor], y: torch.Tensor) -> SeedScores:
     """Per run (one probability matrix each): accuracy, digits right, ECE; over the runs: the
     pooled Wilson 95 % interval and the accuracy and ECE of their ensemble (mean probabilities)."""
     right = [int((p.argmax(1) == y).sum()) for p in probs]
     n = len(y)
     ens = torch.stack(list(probs)).mean(0)
     lo, hi = wilson_interval(sum(right), n * len(probs))
-    return {
-        "acc": [r / n for r in right],
-        "correct": right,
-        "n": n,
-        "ece": [expected_calibration_error(p.max(1).values.numpy(), (p.argmax(1) == y).numpy()) for p in probs],
-        "ci95": [lo, hi],
-        "ensemble_acc": float((ens.argmax(1) == y).float().mean()),
-        "ensemble_ece": expected_calibration_error(ens.max(1).values.numpy(), (ens.argmax(1) == y).numpy()),
-    }
+    return SeedScores(
+        acc=[r / n for r in right],
+        correct=right,
+        n=n,
+        ece=[expected_calibration_error(p.max(1).values.numpy(), (p.argmax(1) == y).numpy()) for p in probs],
+        ci95=[lo, hi],
+        ensemble_acc=float((ens.argmax(1) == y).float().mean()),
+        ensemble_ece=expected_calibration_error(ens.max(1).values.numpy(), (ens.argmax(1) == y).numpy()),
+    )
 
 
-def ci_text(sc: dict[str, Any]) -> str:
-    lo, hi = sc["ci95"]
+def ci_text(sc: SeedScores) -> str:
+    lo, hi = sc.ci95
     return f"[{lo:.3f}, {hi:.3f}]"
-
-
-def variant_config(cfg: DictConfig, variant: DictConfig, seed: int, *extra: DictConfig | dict | None) -> DictConfig:
-    """The run's config with `variant` (and then each of `extra`) merged onto its data, model and
-    trainer nodes, and `seed` set; interpolations such as ${data.value_range} resolve in the result."""
-    sub = cfg.copy()
-    with open_dict(sub):
-        for part in (variant, *extra):
-            for group in ("data", "model", "trainer"):
-                node = (part or {}).get(group)
-                if node is not None:
-                    sub[group] = OmegaConf.merge(sub[group], node)
-        sub.seed = seed
-    return sub
-
-
-def fit_one(
-    cfg: DictConfig,
-    name: str,
-    seed: int,
-    epochs: int,
-    output_dir: Path,
-    variant: DictConfig,
-    *extra: DictConfig | dict | None,
-    test_at: Sequence[int] = (),
-) -> dict[str, Any]:
-    """One study run (`variant`, then the changes in `extra`) for `epochs` epochs, trained by a Trainer
-    from the run's config (its loggers write into `<output_dir>/runs/<name>_seed<seed>/`); returns
-    the final-epoch metrics and test accuracy. `epochs=0`: the (pretrained) model as it is."""
-    run_cfg = variant_config(cfg, variant, seed, *extra)
-    L.seed_everything(seed, workers=True, verbose=False)
-    dm = instantiate(run_cfg.data)
-    dm.setup("fit")
-    model = instantiate(run_cfg.model)
-    hist = EpochHistory(dm.tensors["test"], test_at=set(test_at) | {epochs})
-    if epochs > 0:
-        run_name = f"{name}_seed{seed}"
-        trainer = build_trainer(
-            run_cfg,
-            output_dir / "runs" / run_name,
-            name=run_name,
-            callbacks=[hist],
-            use_config_callbacks=False,
-            max_epochs=epochs,
-            num_sanity_val_steps=0,
-            enable_model_summary=False,
-            enable_checkpointing=False,
-        )
-        try:
-            trainer.fit(model, datamodule=dm)
-        finally:
-            finish_loggers(trainer)
-        model.eval()
-    else:
-        hist.history.append({"epoch": 0})
-        hist.test_acc[0] = accuracy(model, *dm.tensors["test"])
-    last = hist.history[-1]
-    x_test, y_test = dm.tensors["test"]
-    return {
-        "probs": probabilities(model, x_test),
-        "labels": y_test,
-        "variant": name,
-        "seed": seed,
-        "epochs": epochs,
-        "train_acc": last.get("train_acc"),
-        "val_acc": last.get("val_acc"),
-        "test_acc": hist.test_acc[epochs],
-        "test_acc_at": dict(hist.test_acc),
-        "history": hist.history,
-        "n": {k: len(v[1]) for k, v in dm.tensors.items()},
-        "model": model,
-        "dm": dm,
-    }
 
 
 def mean_std(vals: Sequence[float]) -> str:
@@ -236,6 +66,10 @@ def mean_std(vals: Sequence[float]) -> str:
     if len(vals) == 1:
         return f"{vals[0]:.3f}"
     return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
+
+
+def per_seed(vals: Sequence[float]) -> str:
+    return ", ".join(f"{v:.3f}" for v in vals)
 
 
 def run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
@@ -248,62 +82,66 @@ def run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         torch.set_num_threads(threads)
 
 
-def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def study_settings(cfg: DictConfig) -> DictConfig:
+    """`cfg.study`; under debug=fdr with `study.fast_dev_run` merged on (its `n_seeds` first seeds)."""
     st = cfg.study
-    if cfg.trainer.get("fast_dev_run"):  # debug=fdr: one seed, one epoch each, tiny pretraining
-        st = OmegaConf.merge(
-            st,
-            {
-                "seeds": list(st.seeds)[:1],
-                "lowo_seeds": list(st.lowo_seeds)[:1],
-                "paper_epochs": [1],
-                "transfer_epochs": 1,
-                "ablations": [],
-                "lowo": False,
-                "pages": None,
-                "variants": {"transfer": {"model": {"pretrain": {"epochs": 1, "subset": 2000}}}},
-            },
-        )
-    paper_v, transfer_v = st.variants.paper, st.variants.transfer
+    if not cfg.trainer.get("fast_dev_run"):
+        return st
+    fdr = OmegaConf.to_container(st.fast_dev_run, resolve=True)
+    n = check_int("study.fast_dev_run.n_seeds", fdr.pop("n_seeds"), 1, 1000)
+    return OmegaConf.merge(st, {**fdr, "seeds": list(st.seeds)[:n], "lowo_seeds": list(st.lowo_seeds)[:n]})
+
+
+def ablation_variants(st: DictConfig, key: str, first: tuple[str, str]) -> list[tuple[str, str, Any]]:
+    """(name, label, changes) of `first` (the transfer fix itself) and of each ablation listed in
+    `study.<key>`; ConfigError (before any training) for a name not in study.ablation_runs."""
+    names = list(st.get(key) or [])
+    unknown = [a for a in names if a not in st.ablation_runs]
+    if unknown:
+        raise ConfigError(f"study.{key}: unknown {unknown}; choose from {', '.join(st.ablation_runs)}")
+    return [(*first, None)] + [(a, st.ablation_runs[a].label, st.ablation_runs[a]) for a in names]
+
+
+def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+    st = study_settings(cfg)
 
     def fit(name, variant, seed, epochs, *extra, test_at=()):
         return fit_one(cfg, name, seed, epochs, output_dir, variant, *extra, test_at=test_at)
 
-    unknown = [a for a in (st.ablations or []) if a not in st.ablation_runs]
-    if unknown:  # before any training
-        raise ConfigError(f"study.ablations: unknown {unknown}; choose from {', '.join(st.ablation_runs)}")
-    seeds, lowo_seeds = list(st.seeds), list(st.lowo_seeds)
+    variants = ablation_variants(st, "ablations", ("transfer", "transfer (pretrained + augmentation)"))
+    lowo_variants = ablation_variants(st, "lowo_ablations", ("transfer", "transfer")) if st.lowo else []
     started = time.time()
-    out: dict[str, Any] = {"seeds": seeds, "lowo_seeds": lowo_seeds}
+    result = StudyResult(seeds=list(st.seeds), lowo_seeds=list(st.lowo_seeds), paper_setup={})
     md = [
         "# Custom handwritten digits: LeNet-5 study",
         "",
-        f"Seeds {seeds} (each seed draws its own train/val/test split, initialisation and batch order).",
+        f"Seeds {result.seeds} (each seed draws its own train/val/test split, initialisation and batch order).",
         "",
     ]
+    md += paper_setup(fit, st, result, output_dir)
+    md += transfer_fix(fit, st, result, variants)
+    if st.lowo:
+        md += leave_one_writer_out(cfg, fit, st, result, lowo_variants)
+    md += ["", f"Total time: {time.time() - started:.0f} s on {torch.get_num_threads()} CPU thread(s).", ""]
+    write_text_atomic(output_dir / "study.md", "\n".join(md))
+    write_study(output_dir / "study.json", result)
+    print("\n".join(md))
+    return {**study_metrics(result), "study_md": str(output_dir / "study.md")}
 
-    # 1. The paper's setup: one run per seed; the 10-epoch numbers are read at epoch 10 of the
-    # 50-epoch run (no LR schedule, so identical to a separate 10-epoch run with the same seed).
-    paper_runs = []
-    max_ep = max(st.paper_epochs)
-    for s in seeds:
-        r = fit("paper", paper_v, s, max_ep, test_at=st.paper_epochs)
-        paper_runs.append(r)
-        log.info(
-            "paper setup seed %d: train %.3f val %.3f test %.3f",
-            s,
-            r["train_acc"],
-            r["val_acc"],
-            r["test_acc"],
-        )
-    curves(
-        [r["history"] for r in paper_runs],
-        output_dir / "curves_paper.png",
-        "LeNet-5 on the custom digits, paper setup",
-        paper=PAPER,
-    )
-    n = paper_runs[0]["n"]
-    md += [
+
+def paper_setup(fit, st: DictConfig, result: StudyResult, output_dir: Path) -> list[str]:
+    """1. The paper's setup, one run per seed (into `result.paper_setup`); its curves; its table.
+    The 10-epoch numbers are read at epoch 10 of the 50-epoch run (no LR schedule, so identical to
+    a separate 10-epoch run with the same seed)."""
+    runs = []
+    for s in result.seeds:
+        r = fit("paper", st.variants.paper, s, max(st.paper_epochs), test_at=st.paper_epochs)
+        runs.append(r)
+        log.info("paper setup seed %d: train %.3f val %.3f test %.3f", s, r["train_acc"], r["val_acc"], r["test_acc"])
+    title = "LeNet-5 on the custom digits, paper setup"
+    curves([r["history"] for r in runs], output_dir / "curves_paper.png", title, paper=PAPER_ACCURACY)
+    n = runs[0]["n"]
+    md = [
         "## Paper setup (Keras LeNet-5: tanh, average pooling, Adam 1e-3, 32x32, plain slicing)",
         "",
         f"Split: {n['train']} train / {n['val']} val / {n['test']} test.",
@@ -311,23 +149,29 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "| epochs | train acc (paper) | train acc (ours) | val acc (paper) | val acc (ours) | test acc (ours) |",
         "|---|---|---|---|---|---|",
     ]
-    table = {}
     for e in st.paper_epochs:
-        tr = [r["history"][e - 1]["train_acc"] for r in paper_runs]
-        va = [r["history"][e - 1]["val_acc"] for r in paper_runs]
-        te = [r["test_acc_at"][e] for r in paper_runs]
-        p = PAPER.get(e, {})
-        md.append(
-            f"| {e} | {p.get('train_acc', 'n/a')} | {mean_std(tr)} | {p.get('val_acc', 'n/a')} | {mean_std(va)} | {mean_std(te)} |"
+        t = PaperEpoch(
+            train_acc=[r["history"][e - 1]["train_acc"] for r in runs],
+            val_acc=[r["history"][e - 1]["val_acc"] for r in runs],
+            test_acc=[r["test_acc_at"][e] for r in runs],
         )
-        table[e] = {"train_acc": tr, "val_acc": va, "test_acc": te}
-    out["paper_setup"] = table
+        p = PAPER_ACCURACY.get(e, {})
+        md.append(
+            f"| {e} | {p.get('train_acc', 'n/a')} | {mean_std(t.train_acc)} | {p.get('val_acc', 'n/a')} | "
+            f"{mean_std(t.val_acc)} | {mean_std(t.test_acc)} |"
+        )
+        result.paper_setup[e] = t
+    return md
 
-    # 2. The fix: MNIST-pretrained LeNet-5, MNIST-like cells, handwriting augmentation.
-    variants = [("transfer", "transfer (pretrained + augmentation)", None)]
-    variants += [(a, st.ablation_runs[a].label, st.ablation_runs[a]) for a in (st.ablations or [])]
-    zero = [fit("zero_shot", transfer_v, s, 0)["test_acc"] for s in seeds] if st.get("zero_shot", True) else None
-    md += [
+
+def transfer_fix(fit, st: DictConfig, result: StudyResult, variants: list) -> list[str]:
+    """2. The fix (MNIST-pretrained LeNet-5, MNIST-like cells, handwriting augmentation) and its
+    ablations over the seeds, against the paper setup; the synthetic pages; the misread digits."""
+    seeds, transfer_v, max_ep = result.seeds, st.variants.transfer, max(st.paper_epochs)
+    if st.get("zero_shot", True):
+        result.zero_shot_test_acc = [fit("zero_shot", transfer_v, s, 0)["test_acc"] for s in seeds]
+    paper_test = result.paper_setup[max_ep].test_acc
+    md = [
         "",
         "## The fix: transfer learning + augmentation (28x28 MNIST-like cells)",
         "",
@@ -335,145 +179,137 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         "",
         "| model | test acc (mean ± std) | 95 % CI (pooled digits) | ECE | per seed |",
         "|---|---|---|---|---|",
-        f"| paper setup, {max_ep} epochs | {mean_std(table[max_ep]['test_acc'])} | | | "
-        + ", ".join(f"{v:.3f}" for v in table[max_ep]["test_acc"])
-        + " |",
+        f"| paper setup, {max_ep} epochs | {mean_std(paper_test)} | | | {per_seed(paper_test)} |",
     ]
+    zero = result.zero_shot_test_acc
     if zero is not None:
-        md.append(
-            f"| MNIST-pretrained LeNet-5, no fine-tuning | {mean_std(zero)} | | | "
-            + ", ".join(f"{v:.3f}" for v in zero)
-            + " |"
-        )
-        out["zero_shot_test_acc"] = zero
-    out["transfer"], out["transfer_scores"] = {}, {}
+        md.append(f"| MNIST-pretrained LeNet-5, no fine-tuning | {mean_std(zero)} | | | {per_seed(zero)} |")
     for name, label, extra in variants:
-        accs, wrong, right, n, eces = [], [], 0, 0, []
+        accs, per_seed_scores = [], []
         for s in seeds:
             r = fit(name, transfer_v, s, st.transfer_epochs, extra)
             accs.append(r["test_acc"])
-            sc = scores([r["probs"]], r["labels"])  # each seed has its own split: pooled by hand
-            right, n, eces = right + sc["correct"][0], n + sc["n"], eces + sc["ece"]
+            per_seed_scores.append(scores([r["probs"]], r["labels"]))
             log.info("%s seed %d: test %.3f", label, s, r["test_acc"])
             if not extra and s == seeds[0]:
-                wrong = misclassified(r)
-                first = r
-        lo, hi = wilson_interval(right, n)
-        out["transfer"][label] = accs
-        out["transfer_scores"][label] = {"correct": right, "n": n, "ci95": [lo, hi], "ece": eces}
+                first = r  # the transfer model, first seed: its misread digits and its pages
+                result.transfer_errors_seed0 = misclassified(r) or None
+        sc = pooled_score(per_seed_scores)
+        result.transfer[label], result.transfer_scores[label] = accs, sc
+        lo, hi = sc.ci95
         md.append(
-            f"| {label} | {mean_std(accs)} | [{lo:.3f}, {hi:.3f}] | {statistics.mean(eces):.3f} | "
-            + ", ".join(f"{v:.3f}" for v in accs)
-            + " |"
+            f"| {label} | {mean_std(accs)} | [{lo:.3f}, {hi:.3f}] | {statistics.mean(sc.ece):.3f} | {per_seed(accs)} |"
         )
-        if wrong:
-            out["transfer_errors_seed0"] = wrong
     if st.get("pages"):
-        out["pages"] = read_synthetic_pages(first["model"], first["dm"], int(st.pages.n_pages))
-        md += [
-            "",
-            f"Whole synthetic pages of MNIST test digits read by the sheet reader (the transfer model, seed {seeds[0]}):",
-            "",
-            "| pages | digits | found in reading order | accuracy on the page | same digits as clean cells |",
-            "|---|---|---|---|---|",
-        ]
-        for kind, p in out["pages"].items():
-            md.append(f"| {kind} | {p['n']} | {p['found']:.3f} | {p['page_acc']:.3f} | {p['clean_acc']:.3f} |")
-    if out.get("transfer_errors_seed0"):
+        result.pages = read_synthetic_pages(first["model"], first["dm"], int(st.pages.n_pages))
+        md += pages_table(result.pages, seeds[0])
+    if result.transfer_errors_seed0:
         md += [
             "",
             f"Misclassified test digits of the transfer model, seed {seeds[0]} (sheet, row, col: true -> predicted): "
-            + "; ".join(
-                f"{w['sheet']} r{w['row']} c{w['col']}: {w['true']} -> {w['pred']}"
-                for w in out["transfer_errors_seed0"]
-            ),
+            + "; ".join(f"{w.sheet} r{w.row} c{w.col}: {w.true} -> {w.pred}" for w in result.transfer_errors_seed0),
         ]
+    return md
 
-    # 3. Leave-one-writer-out: the paper setup, the MNIST model alone, the transfer fix and the
-    # ablations in study.lowo_ablations, each over lowo_seeds; the CI pools the seeds' digits (the
-    # same writer's digits each time) and the ensemble averages the seeds' probabilities.
-    if st.lowo:
-        unknown = [a for a in (st.get("lowo_ablations") or []) if a not in st.ablation_runs]
-        if unknown:
-            raise ConfigError(f"study.lowo_ablations: unknown {unknown}; choose from {', '.join(st.ablation_runs)}")
-        lowo_variants = [("transfer", "transfer", None)] + [
-            (a, st.ablation_runs[a].label, st.ablation_runs[a]) for a in (st.get("lowo_ablations") or [])
-        ]
-        digits = fit_writers(cfg, transfer_v)
-        md += [
-            "",
-            "## Leave-one-writer-out (train + val on the other writers, test on all digits of one)",
-            "",
-            f"Seeds {lowo_seeds}. Writer groups: " + ", ".join(f"{w} ({k} digits)" for w, k in digits.items()) + ".",
-            "",
-            "| held-out writer | digits | paper setup | MNIST model, no fine-tuning | transfer + augmentation |",
-            "|---|---|---|---|---|",
-        ]
-        out["lowo"], out["lowo_scores"] = {}, {}
-        for w in digits:
-            held_out = {"data": {"test_writer": w}}
-            row = {"mnist_only": [fit(f"lowo_{w}_zero_shot", transfer_v, lowo_seeds[0], 0, held_out)["test_acc"]]}
-            row["paper"] = [fit(f"lowo_{w}_paper", paper_v, s, max_ep, held_out)["test_acc"] for s in lowo_seeds]
-            out["lowo_scores"][w] = {}
-            for name, label, extra in lowo_variants:
-                runs = [fit(f"lowo_{w}_{name}", transfer_v, s, st.transfer_epochs, extra, held_out) for s in lowo_seeds]
-                sc = scores([r["probs"] for r in runs], runs[0]["labels"])
-                row[label] = sc["acc"]
-                out["lowo_scores"][w][label] = sc
-                log.info("LOWO %s %s: %s", w, label, sc["acc"])
-            out["lowo"][w] = row
-            md.append(
-                f"| {w} | {digits[w]} | {mean_std(row['paper'])} | {mean_std(row['mnist_only'])} | {mean_std(row['transfer'])} |"
-            )
-        allp = [statistics.mean(v["paper"]) for v in out["lowo"].values()]
-        allt = [statistics.mean(v["transfer"]) for v in out["lowo"].values()]
-        allz = [statistics.mean(v["mnist_only"]) for v in out["lowo"].values()]
+
+def pooled_score(per_seed_scores: list[SeedScores]) -> PooledScore:
+    """The seeds' test digits as one sample (every seed has its own split, so pooled by count)."""
+    right = sum(sc.correct[0] for sc in per_seed_scores)
+    n = sum(sc.n for sc in per_seed_scores)
+    lo, hi = wilson_interval(right, n)
+    return PooledScore(correct=right, n=n, ci95=[lo, hi], ece=[e for sc in per_seed_scores for e in sc.ece])
+
+
+def pages_table(pages: dict[str, PageReading], seed: int) -> list[str]:
+    md = [
+        "",
+        f"Whole synthetic pages of MNIST test digits read by the sheet reader (the transfer model, seed {seed}):",
+        "",
+        "| pages | digits | found in reading order | accuracy on the page | same digits as clean cells |",
+        "|---|---|---|---|---|",
+    ]
+    for kind, p in pages.items():
+        md.append(f"| {kind} | {p.n} | {p.found:.3f} | {p.page_acc:.3f} | {p.clean_acc:.3f} |")
+    return md
+
+
+def leave_one_writer_out(cfg: DictConfig, fit, st: DictConfig, result: StudyResult, variants: list) -> list[str]:
+    """3. Leave-one-writer-out: the paper setup, the MNIST model alone, the transfer fix and the
+    ablations in study.lowo_ablations, each over lowo_seeds; the CI pools the seeds' digits (the
+    same writer's digits each time) and the ensemble averages the seeds' probabilities."""
+    seeds, transfer_v = result.lowo_seeds, st.variants.transfer
+    digits = fit_writers(cfg, transfer_v)
+    result.lowo, result.lowo_scores = {}, {}
+    for w in digits:
+        held_out = {"data": {"test_writer": w}}
+        row = {"mnist_only": [fit(f"lowo_{w}_zero_shot", transfer_v, seeds[0], 0, held_out)["test_acc"]]}
+        max_ep = max(st.paper_epochs)
+        row["paper"] = [fit(f"lowo_{w}_paper", st.variants.paper, s, max_ep, held_out)["test_acc"] for s in seeds]
+        result.lowo_scores[w] = {}
+        for name, label, extra in variants:
+            runs = [fit(f"lowo_{w}_{name}", transfer_v, s, st.transfer_epochs, extra, held_out) for s in seeds]
+            sc = scores([r["probs"] for r in runs], runs[0]["labels"])
+            row[label] = sc.acc
+            result.lowo_scores[w][label] = sc
+            log.info("LOWO %s %s: %s", w, label, sc.acc)
+        result.lowo[w] = row
+    return lowo_tables(result, digits, [label for _, label, _ in variants])
+
+
+def lowo_tables(result: StudyResult, digits: dict[str, int], labels: list[str]) -> list[str]:
+    md = [
+        "",
+        "## Leave-one-writer-out (train + val on the other writers, test on all digits of one)",
+        "",
+        f"Seeds {result.lowo_seeds}. Writer groups: " + ", ".join(f"{w} ({k} digits)" for w, k in digits.items()) + ".",
+        "",
+        "| held-out writer | digits | paper setup | MNIST model, no fine-tuning | transfer + augmentation |",
+        "|---|---|---|---|---|",
+    ]
+    for w, row in result.lowo.items():
         md.append(
-            f"| mean over writers | | {statistics.mean(allp):.3f} | {statistics.mean(allz):.3f} | {statistics.mean(allt):.3f} |"
+            f"| {w} | {digits[w]} | {mean_std(row['paper'])} | {mean_std(row['mnist_only'])} | "
+            f"{mean_std(row['transfer'])} |"
         )
-        md += [
-            "",
-            "Each fine-tuned variant per held-out writer: mean accuracy over the seeds, the 95 % Wilson interval "
-            "of the pooled digits, the expected calibration error (mean over seeds), and the ensemble of the seeds "
-            "(mean probabilities).",
-            "",
-            "| fine-tuned variant | held-out writer | accuracy (mean ± std) | 95 % CI | ECE | ensemble of seeds (ECE) |",
-            "|---|---|---|---|---|---|",
-        ]
-        for _, label, _ in lowo_variants:
-            for w in digits:
-                sc = out["lowo_scores"][w][label]
-                md.append(
-                    f"| {label} | {w} | {mean_std(sc['acc'])} | {ci_text(sc)} | {statistics.mean(sc['ece']):.3f} | "
-                    f"{sc['ensemble_acc']:.3f} ({sc['ensemble_ece']:.3f}) |"
-                )
-
+    over = {
+        k: statistics.mean(statistics.mean(row[k]) for row in result.lowo.values())
+        for k in ("paper", "mnist_only", "transfer")
+    }
+    md.append(f"| mean over writers | | {over['paper']:.3f} | {over['mnist_only']:.3f} | {over['transfer']:.3f} |")
     md += [
         "",
-        f"Total time: {time.time() - started:.0f} s on {torch.get_num_threads()} CPU thread(s).",
+        "Each fine-tuned variant per held-out writer: mean accuracy over the seeds, the 95 % Wilson interval "
+        "of the pooled digits, the expected calibration error (mean over seeds), and the ensemble of the seeds "
+        "(mean probabilities).",
         "",
+        "| fine-tuned variant | held-out writer | accuracy (mean ± std) | 95 % CI | ECE | ensemble of seeds (ECE) |",
+        "|---|---|---|---|---|---|",
     ]
-    write_text_atomic(output_dir / "study.md", "\n".join(md))
-    write_json_atomic(output_dir / "study.json", out)
-    print("\n".join(md))
+    for label in labels:
+        for w in digits:
+            sc = result.lowo_scores[w][label]
+            md.append(
+                f"| {label} | {w} | {mean_std(sc.acc)} | {ci_text(sc)} | {statistics.mean(sc.ece):.3f} | "
+                f"{sc.ensemble_acc:.3f} ({sc.ensemble_ece:.3f}) |"
+            )
+    return md
+
+
+def study_metrics(result: StudyResult) -> dict[str, float]:
+    """The study's means as the run's metrics (results.json)."""
     metrics = {
-        f"paper_{e}ep_{k}_mean": statistics.mean(v[k])
-        for e, v in table.items()
+        f"paper_{e}ep_{k}_mean": statistics.mean(getattr(t, k))
+        for e, t in result.paper_setup.items()
         for k in ("train_acc", "val_acc", "test_acc")
     }
-    metrics.update({f"transfer_test_acc_mean/{k}": statistics.mean(v) for k, v in out["transfer"].items()})
-    if st.lowo:
-        metrics.update({f"lowo/{w}/{k}": statistics.mean(v) for w, r in out["lowo"].items() for k, v in r.items()})
+    metrics.update({f"transfer_test_acc_mean/{k}": statistics.mean(v) for k, v in result.transfer.items()})
+    if result.lowo is not None:
+        metrics.update({f"lowo/{w}/{k}": statistics.mean(v) for w, r in result.lowo.items() for k, v in r.items()})
         metrics.update(
-            {
-                f"lowo/{w}/{k}/ece": statistics.mean(v["ece"])
-                for w, r in out["lowo_scores"].items()
-                for k, v in r.items()
-            }
+            {f"lowo/{w}/{k}/ece": statistics.mean(v.ece) for w, r in result.lowo_scores.items() for k, v in r.items()}
         )
-    if zero is not None:
-        metrics["zero_shot_test_acc_mean"] = statistics.mean(zero)
-    metrics["study_md"] = str(output_dir / "study.md")
+    if result.zero_shot_test_acc is not None:
+        metrics["zero_shot_test_acc_mean"] = statistics.mean(result.zero_shot_test_acc)
     return metrics
 
 
@@ -483,7 +319,7 @@ PAGE_KINDS = {
 }
 
 
-def read_synthetic_pages(model, dm, n_pages: int) -> dict[str, dict[str, float]]:
+def read_synthetic_pages(model, dm, n_pages: int) -> dict[str, PageReading]:
     """Pages rendered from MNIST test digits (hybridlearn.digits.synth), read the way predict.py
     reads a page: the share of digits found in reading order, the accuracy on the page, and the
     model's accuracy on the same digits given as clean cells."""
@@ -501,34 +337,5 @@ def read_synthetic_pages(model, dm, n_pages: int) -> dict[str, dict[str, float]]
             right_page += sum(int(d == t) for d, t in zip(reading.digits, page.labels))
             right_clean += sum(int(d == t) for d, t in zip(clean, page.labels))
             n += len(page.labels)
-        out[kind] = {"n": n, "found": found / n, "page_acc": right_page / n, "clean_acc": right_clean / n}
-    return out
-
-
-def fit_writers(cfg: DictConfig, variant: DictConfig) -> dict[str, int]:
-    """{writer group: number of digits} of the digits `variant` reads."""
-    d = instantiate(variant_config(cfg, variant, cfg.seed).data).load()
-    return {w: d.writer.count(w) for w in d.writers}
-
-
-def misclassified(r: dict[str, Any]) -> list[dict[str, Any]]:
-    dm, model = r["dm"], r["model"]
-    x, y = dm.tensors["test"]
-    idx = dm.indices["test"]
-    model.eval()
-    with torch.no_grad():
-        pred = model.eval_logits(x.to(next(model.parameters()).device)).argmax(1).cpu()
-    d = dm.digits
-    out = []
-    for j in torch.nonzero(pred != y).flatten().tolist():
-        i = int(idx[j])
-        out.append(
-            {
-                "sheet": d.sheets[int(d.sheet[i])].name,
-                "row": int(d.cell[i, 0]),
-                "col": int(d.cell[i, 1]),
-                "true": int(y[j]),
-                "pred": int(pred[j]),
-            }
-        )
+        out[kind] = PageReading(n=n, found=found / n, page_acc=right_page / n, clean_acc=right_clean / n)
     return out

@@ -42,6 +42,20 @@ def render_page(
     rng = np.random.default_rng(seed)
     n = rows * cols
     h, w = 2 * margin + rows * pitch, 2 * margin + cols * pitch
+    ink, centres = _draw_digits(digits[:n], cols, pitch, margin, (h, w), rng)
+    page = _paper(h, w, pitch, margin, paper) * (1 - 0.88 * ink)
+    img = Image.fromarray(np.clip(page * 255, 0, 255).astype(np.uint8))
+    if rotate:
+        img, centres = _rotated(img, rotate, centres)
+    if scale != 1.0:
+        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BOX)
+        centres = [(x * scale, y * scale) for x, y in centres]
+    img = _as_photographed(img, gradient, jpeg, rng)
+    return SynthPage(img, [int(v) for v in labels[:n]], [int(v) for v in index[:n]], rows, cols, centres)
+
+
+def _paper(h: int, w: int, pitch: int, margin: int, paper: str) -> np.ndarray:
+    """The blank page, grey [h, w]: plain, dotted, squared, lined, or ruled around the cells."""
     page = np.full((h, w), 0.93, np.float32)
     yy, xx = np.mgrid[0:h, 0:w]
     step = pitch // 2
@@ -55,9 +69,14 @@ def render_page(
         inside = (yy >= margin - 1) & (yy <= h - margin + 1) & (xx >= margin - 1) & (xx <= w - margin + 1)
         on = (((yy - margin) % pitch) < 3) | (((xx - margin) % pitch) < 3)
         page[inside & on] = 0.35
-    ink = np.zeros((h, w), np.float32)
+    return page
+
+
+def _draw_digits(digits: np.ndarray, cols: int, pitch: int, margin: int, shape: tuple[int, int], rng):
+    """The digits' ink [h, w] in [0, 1], each jittered in size and place in its cell, and their centres (x, y)."""
+    ink = np.zeros(shape, np.float32)
     centres = []
-    for k in range(n):
+    for k in range(len(digits)):
         r, c = divmod(k, cols)
         size = int(pitch * rng.uniform(0.8, 1.05))  # the MNIST box (digit ~ 20/28 of it)
         d = Image.fromarray(digits[k]).resize((size, size), Image.BILINEAR)
@@ -68,23 +87,28 @@ def render_page(
         ink[y0 : y0 + size, x0 : x0 + size] = np.maximum(
             ink[y0 : y0 + size, x0 : x0 + size], np.asarray(d, np.float32) / 255
         )
-    page = page * (1 - 0.88 * ink)
-    img = Image.fromarray(np.clip(page * 255, 0, 255).astype(np.uint8))
-    if rotate:
-        img = img.rotate(rotate, resample=Image.BILINEAR, expand=True, fillcolor=237)
-        # PIL turns the page counter-clockwise about its centre, then pads it to the new size
-        t = np.radians(rotate)
-        W, H = img.size
-        centres = [
-            (
-                (x - w / 2) * np.cos(t) + (y - h / 2) * np.sin(t) + W / 2,
-                -(x - w / 2) * np.sin(t) + (y - h / 2) * np.cos(t) + H / 2,
-            )
-            for x, y in centres
-        ]
-    if scale != 1.0:
-        img = img.resize((round(img.width * scale), round(img.height * scale)), Image.BOX)
-        centres = [(x * scale, y * scale) for x, y in centres]
+    return ink, centres
+
+
+def _rotated(img: Image.Image, rotate: float, centres: list) -> tuple[Image.Image, list]:
+    """The page turned by `rotate` degrees, with the digits' centres where they land."""
+    w, h = img.size
+    img = img.rotate(rotate, resample=Image.BILINEAR, expand=True, fillcolor=237)
+    # PIL turns the page counter-clockwise about its centre, then pads it to the new size
+    t = np.radians(rotate)
+    W, H = img.size
+    centres = [
+        (
+            (x - w / 2) * np.cos(t) + (y - h / 2) * np.sin(t) + W / 2,
+            -(x - w / 2) * np.sin(t) + (y - h / 2) * np.cos(t) + H / 2,
+        )
+        for x, y in centres
+    ]
+    return img, centres
+
+
+def _as_photographed(img: Image.Image, gradient: float, jpeg: int | None, rng) -> Image.Image:
+    """Uneven light, sensor noise and JPEG compression, as a phone photo or a scan has them."""
     arr = np.asarray(img, np.float32) / 255
     if gradient:  # light falling off from one corner, as a phone photo under a lamp
         gy, gx = np.mgrid[0 : arr.shape[0], 0 : arr.shape[1]]
@@ -96,7 +120,7 @@ def render_page(
         img.save(buf, format="JPEG", quality=jpeg)
         img = Image.open(io.BytesIO(buf.getvalue()))
         img.load()
-    return SynthPage(img, [int(v) for v in labels[:n]], [int(v) for v in index[:n]], rows, cols, centres)
+    return img
 
 
 # What the tests and the measurement draw: every kind of page a user sends.

@@ -1,0 +1,210 @@
+"""One run of the digits study: a variant of the run's config trained by a Trainer built from
+it, its per-epoch history and learning curves, and its model's test predictions.
+
+- `CurvesPlot`: a Lightning callback writing the train/val loss and accuracy curves (figs 12-13).
+- `fit_one`: the variant (paper, transfer, an ablation) merged onto the run's own config
+  (`variant_config`) and trained; returns its history, test accuracy and probabilities.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from hybridlearn.core.plotting import plot_curves
+from hybridlearn.core.trainer import build_trainer, finish_loggers
+from hybridlearn.digits.results import Misread
+
+KEYS = {
+    "train_loss": "train/loss_epoch",
+    "train_acc": "train/acc",
+    "val_loss": "val/loss",
+    "val_acc": "val/acc",
+}
+
+
+class EpochHistory(L.Callback):
+    """Per-epoch train/val loss and accuracy; test accuracy at the epochs in `test_at`."""
+
+    def __init__(
+        self,
+        test_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+        test_at: Sequence[int] = (),
+    ):
+        self.history: list[dict[str, float]] = []
+        self.test_data, self.test_at = test_data, set(test_at)
+        self.test_acc: dict[int, float] = {}
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        m = trainer.callback_metrics
+        row = {"epoch": trainer.current_epoch + 1}
+        for k, key in KEYS.items():
+            if key in m or (k == "train_loss" and "train/loss" in m):
+                row[k] = float(m.get(key, m.get("train/loss")))
+        self.history.append(row)
+        if self.test_data is not None and row["epoch"] in self.test_at:
+            self.test_acc[row["epoch"]] = accuracy(pl_module, *self.test_data)
+
+
+class CurvesPlot(EpochHistory):
+    """Writes `path` (PNG: loss and accuracy per epoch, train vs val) when fitting ends."""
+
+    def __init__(self, path: str, title: str = ""):
+        super().__init__()
+        self.path, self.title = path, title
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or not self.history or trainer.fast_dev_run or not trainer.is_global_zero:
+            return
+        curves([self.history], self.path, self.title)
+
+
+def curves(
+    histories: list[list[dict]],
+    path: str | Path,
+    title: str = "",
+    paper: dict | None = None,
+) -> Path:
+    """Train/val loss and accuracy per epoch of one or several runs (mean and min-max band), with
+    the paper's accuracies as markers (core.plotting.plot_curves)."""
+    panels = {
+        metric: {
+            split: [[h.get(f"{split}_{key}", float("nan")) for h in hist] for hist in histories]
+            for split in ("train", "val")
+        }
+        for metric, key in (("loss", "loss"), ("accuracy", "acc"))
+    }
+    markers = (
+        {
+            "accuracy": {
+                f"paper ({split})": [(e, p[f"{split}_acc"]) for e, p in (paper or {}).items()]
+                for split in ("train", "val")
+            }
+        }
+        if paper
+        else None
+    )
+    return plot_curves(
+        panels,
+        path,
+        title,
+        markers=markers,
+        ylabels={"loss": "cross-entropy loss", "accuracy": "accuracy"},
+    )
+
+
+@torch.no_grad()
+def probabilities(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Class probabilities [N, classes] as predict.py computes them (with the model's TTA)."""
+    was = model.training
+    model.eval()
+    dev = next(model.parameters()).device
+    p = torch.cat([torch.softmax(model.eval_logits(x[i : i + 1024].to(dev)), -1).cpu() for i in range(0, len(x), 1024)])
+    model.train(was)
+    return p
+
+
+def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
+    return float((probabilities(model, x).argmax(1) == y).float().mean())
+
+
+def variant_config(cfg: DictConfig, variant: DictConfig, seed: int, *extra: DictConfig | dict | None) -> DictConfig:
+    """The run's config with `variant` (and then each of `extra`) merged onto its data, model and
+    trainer nodes, and `seed` set; interpolations such as ${data.value_range} resolve in the result."""
+    sub = cfg.copy()
+    with open_dict(sub):
+        for part in (variant, *extra):
+            for group in ("data", "model", "trainer"):
+                node = (part or {}).get(group)
+                if node is not None:
+                    sub[group] = OmegaConf.merge(sub[group], node)
+        sub.seed = seed
+    return sub
+
+
+def fit_one(
+    cfg: DictConfig,
+    name: str,
+    seed: int,
+    epochs: int,
+    output_dir: Path,
+    variant: DictConfig,
+    *extra: DictConfig | dict | None,
+    test_at: Sequence[int] = (),
+) -> dict[str, Any]:
+    """One study run (`variant`, then the changes in `extra`) for `epochs` epochs, trained by a Trainer
+    from the run's config (its loggers write into `<output_dir>/runs/<name>_seed<seed>/`); returns
+    the final-epoch metrics and test accuracy. `epochs=0`: the (pretrained) model as it is."""
+    run_cfg = variant_config(cfg, variant, seed, *extra)
+    L.seed_everything(seed, workers=True, verbose=False)
+    dm = instantiate(run_cfg.data)
+    dm.setup("fit")
+    model = instantiate(run_cfg.model)
+    hist = EpochHistory(dm.tensors["test"], test_at=set(test_at) | {epochs})
+    if epochs > 0:
+        run_name = f"{name}_seed{seed}"
+        trainer = build_trainer(
+            run_cfg,
+            output_dir / "runs" / run_name,
+            name=run_name,
+            callbacks=[hist],
+            use_config_callbacks=False,
+            max_epochs=epochs,
+            num_sanity_val_steps=0,
+            enable_model_summary=False,
+            enable_checkpointing=False,
+        )
+        try:
+            trainer.fit(model, datamodule=dm)
+        finally:
+            finish_loggers(trainer)
+        model.eval()
+    else:
+        hist.history.append({"epoch": 0})
+        hist.test_acc[0] = accuracy(model, *dm.tensors["test"])
+    last = hist.history[-1]
+    x_test, y_test = dm.tensors["test"]
+    return {
+        "probs": probabilities(model, x_test),
+        "labels": y_test,
+        "variant": name,
+        "seed": seed,
+        "epochs": epochs,
+        "train_acc": last.get("train_acc"),
+        "val_acc": last.get("val_acc"),
+        "test_acc": hist.test_acc[epochs],
+        "test_acc_at": dict(hist.test_acc),
+        "history": hist.history,
+        "n": {k: len(v[1]) for k, v in dm.tensors.items()},
+        "model": model,
+        "dm": dm,
+    }
+
+
+def fit_writers(cfg: DictConfig, variant: DictConfig) -> dict[str, int]:
+    """{writer group: number of digits} of the digits `variant` reads."""
+    d = instantiate(variant_config(cfg, variant, cfg.seed).data).load()
+    return {w: d.writer.count(w) for w in d.writers}
+
+
+def misclassified(r: dict[str, Any]) -> list[Misread]:
+    """The test digits the run's model gets wrong (plain logits), with their place on the sheets."""
+    dm, model = r["dm"], r["model"]
+    x, y = dm.tensors["test"]
+    idx = dm.indices["test"]
+    model.eval()
+    with torch.no_grad():
+        pred = model.eval_logits(x.to(next(model.parameters()).device)).argmax(1).cpu()
+    d = dm.digits
+    out = []
+    for j in torch.nonzero(pred != y).flatten().tolist():
+        i = int(idx[j])
+        sheet = d.sheets[int(d.sheet[i])].name
+        out.append(Misread(sheet, int(d.cell[i, 0]), int(d.cell[i, 1]), int(y[j]), int(pred[j])))
+    return out

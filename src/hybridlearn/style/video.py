@@ -24,12 +24,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.style.pipeline import prefetch
 from hybridlearn.style.sources import VIDEO_HINT, resolve_input
 
 log = logging.getLogger(__name__)
 
+MANY = 10**9  # the checkers' upper bound where there is no real one (frames, queue lengths)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
@@ -272,17 +274,11 @@ class VideoFramesDataModule(L.LightningDataModule):
         prefetch: int = 2,
     ):
         super().__init__()
-        if prefetch is None or int(prefetch) < 0:
-            raise ConfigError(f"data.prefetch must be >= 0 (got {prefetch})")
-        if batch_size is None or int(batch_size) < 1:
-            raise ConfigError(f"data.batch_size must be >= 1 (got {batch_size})")
-        if num_workers not in (0, 1):
-            raise ConfigError(
-                f"data.num_workers must be 0 or 1 for a video stream (got {num_workers}): "
-                "more workers would decode the same frames twice"
-            )
-        if max_frames is not None and int(max_frames) < 1:
-            raise ConfigError(f"data.max_frames must be >= 1 or null (got {max_frames})")
+        check_int("data.prefetch", prefetch, 0, MANY)
+        check_int("data.batch_size", batch_size, 1, MANY)
+        check_int("data.num_workers", num_workers, 0, 1)  # a second worker would decode the same frames again
+        if max_frames is not None:
+            check_int("data.max_frames", max_frames, 1, MANY)
         self.path, self.data_dir = path, data_dir
         self.batch_size, self.max_side, self.size = int(batch_size), max_side, size
         self.max_frames, self.num_workers, self.interpolation = max_frames, num_workers, interpolation

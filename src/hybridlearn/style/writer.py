@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.style.model import StylizedBatch
 from hybridlearn.style.pipeline import BackgroundWorker
+from hybridlearn.style.video import MANY
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +95,7 @@ class StylizedVideoWriter(BasePredictionWriter):
         self.output, self.overwrite, self.crf, self.preset = output, bool(overwrite), int(crf), preset
         self.codec, self.audio, self.preview, self.preview_frame = codec, bool(audio), preview, int(preview_frame)
         self.progress, self.output_dir, self.encoder_threads = progress, output_dir, int(encoder_threads)
-        if encode_queue is None or int(encode_queue) < 0:
-            raise ConfigError(f"callbacks.style_writer.encode_queue must be >= 0 (got {encode_queue})")
-        self.encode_queue = int(encode_queue)
+        self.encode_queue = check_int("callbacks.style_writer.encode_queue", encode_queue, 0, MANY)
         self._encoder: BackgroundWorker | None = None
         self._stack: ExitStack | None = None
         self._bar = None

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybridlearn.core.cli import one_line_errors
 from hybridlearn.core.errors import DataError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.style.nets import CIN_LAYERS, StylePredictor, StyleTransformer
@@ -252,6 +253,7 @@ def load_weights(path: str | os.PathLike) -> dict:
     return payload
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     data_dir = Path(os.environ.get("DATA_DIR", "./data")) / "models"
@@ -261,15 +263,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default=None, help="output .pt (default: the cache path used by model.backend=torch)")
     args = ap.parse_args(argv)
-    try:
-        ensure_models([Path(args.predict), Path(args.transfer)])  # the known files: fetched when missing
-        if args.out is None:
-            out = cached_weights(args.predict, args.transfer)
-        else:
-            out = convert(args.predict, args.transfer, args.out)
-    except DataError as e:
-        print(f"error: {e}")
-        return 2
+    ensure_models([Path(args.predict), Path(args.transfer)])  # the known files: fetched when missing
+    if args.out is None:
+        out = cached_weights(args.predict, args.transfer)
+    else:
+        out = convert(args.predict, args.transfer, args.out)
     print(f"wrote {out}")
     return 0
 

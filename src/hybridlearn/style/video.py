@@ -147,23 +147,35 @@ class VideoFrameStream(IterableDataset):
         self.pending_warnings.append(msg)  # (maybe in the decode thread) shown by __iter__ or the writer
 
     def _frames(self):
-        info = self.info
-        if info.is_image:
-            img = load_rgb(info.path, "input")
-            if (img.shape[1], img.shape[0]) != (info.out_width, info.out_height):
-                from PIL import Image
-
-                img = np.asarray(Image.fromarray(img).resize((info.out_width, info.out_height), Image.LANCZOS))
-            yield 0, img
+        """(pts, uint8 [H, W, 3] frame) of the input, at the output size."""
+        if self.info.is_image:
+            yield 0, self._image()
             return
+        last_pts = yield from self._decode()
+        if not self.truncated and self.max_frames is None:
+            self._check_complete(last_pts)
+
+    def _image(self) -> np.ndarray:
+        info = self.info
+        img = load_rgb(info.path, "input")
+        if (img.shape[1], img.shape[0]) != (info.out_width, info.out_height):
+            from PIL import Image
+
+            img = np.asarray(Image.fromarray(img).resize((info.out_width, info.out_height), Image.LANCZOS))
+        return img
+
+    def _decode(self):
+        """Yield every frame that decodes; return the last pts. A decode error ends the stream with a
+        warning: what decoded is still stylized."""
         import av
 
+        info = self.info
         resize = (info.out_width, info.out_height) != (info.width, info.height)
         step = round(1 / (info.fps * info.time_base)) if info.fps and info.time_base else 1
+        last_pts = None
         with _open(info.path) as c:
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"
-            last_pts = None
             try:
                 for frame in c.decode(stream):
                     if frame.pts is not None:
@@ -189,8 +201,12 @@ class VideoFrameStream(IterableDataset):
                     f"{info.path}: decoding stopped after {self.decoded} frames ({e}); "
                     "the file looks truncated or damaged, stylizing what decoded"
                 )
-        if self.truncated or self.max_frames is not None:
-            return
+        return last_pts
+
+    def _check_complete(self, last_pts: int | None) -> None:
+        """Fewer frames (or seconds) decoded than the container announced, without an error: the
+        file was cut short; say so as for a damaged one."""
+        info = self.info
         if info.frames and self.decoded < info.frames:
             missing = f"decoded {self.decoded} of {info.frames} frames"
         elif not info.frames and info.duration_s and last_pts is not None:

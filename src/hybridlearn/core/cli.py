@@ -159,7 +159,8 @@ def one_line_errors(main: Callable[P, R]) -> Callable[P, R | int]:
 
 @one_line_errors
 def hydra_main(preset: list[str] | None = None) -> None:
-    """Run the Hydra app on sys.argv; `preset` are overrides put first unless the user gives them."""
+    """Run the Hydra app on sys.argv; `preset` are overrides put first unless the user gives them.
+    Returns the exit code: None, or 2 after a one-line error (errors inside the run exit there)."""
     for p in preset or []:
         key = p.split("=", 1)[0]
         if not any(a.split("=", 1)[0].lstrip("+~") == key for a in sys.argv[1:]):

@@ -17,7 +17,7 @@ import torch
 from PIL import Image
 
 from hybridlearn.core.errors import ConfigError, DataError
-from hybridlearn.style.model import StyleTransfer, pad_to_multiple
+from hybridlearn.style.model import StyleTransfer, model_files, pad_to_multiple
 from hybridlearn.style.stylize import stylize
 from hybridlearn.style.video import VideoFramesDataModule, load_rgb, output_size
 
@@ -255,6 +255,14 @@ def test_bad_config_values(data_dir, cache_dir):
         StyleTransfer(style_image=STYLE, data_dir=str(data_dir), backend="onnx")
     with pytest.raises(ConfigError, match="model.strength"):
         StyleTransfer(style_image=STYLE, data_dir=str(data_dir), strength=1.5)
+    with pytest.raises(ConfigError, match=r"model.temporal_blend must be a number in \[0, 1\)"):
+        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), temporal_blend=1.0)
+    with pytest.raises(ConfigError, match="model.strength < 1 needs the style vector"):
+        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), backend="tfhub", strength=0.5)
+    with pytest.raises(ConfigError, match="model.temporal_momentum needs the instance-norm statistics"):
+        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), backend="tfhub", temporal_momentum=0.5)
+    with pytest.raises(ConfigError, match=r"data.max_frames must be an integer in \[1, "):
+        VideoFramesDataModule(path="x.mp4", max_frames=0)
     with pytest.raises(ConfigError, match="data.num_workers"):
         VideoFramesDataModule(path="x.mp4", num_workers=2)
 
@@ -353,3 +361,10 @@ def test_compiled_transformer_matches_eager(data_dir, clip, tmp_path, cache_dir)
             m.set_style(None)
             outs.append(torch.cat([m.stylize_tensor(x[:3]), m.stylize_tensor(x[3:])]))
     assert (outs[0] - outs[1]).abs().max() < 1e-4
+
+
+def test_model_files_absolute_or_in_the_models_folder(tmp_path):
+    absolute = str(tmp_path / "p.tflite")
+    assert model_files(None, str(tmp_path), absolute, "t.tflite") == (Path(absolute), tmp_path / "models" / "t.tflite")
+    assert model_files("m", None, "p.tflite", "t.tflite") == (Path("m/p.tflite"), Path("m/t.tflite"))
+    assert model_files(None, None, "p.tflite", "t.tflite")[0] == Path("models/p.tflite")

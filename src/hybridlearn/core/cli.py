@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,9 +28,11 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hybridlearn.core.config import conf_dir
-from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.errors import ConfigError, HybridlearnError
 from hybridlearn.core.results import to_number
 
+P, R = ParamSpec("P"), TypeVar("R")
+EXIT_ERROR = 2  # a run refused or failed for a reason its one line names (argparse's usage code too)
 # The run flow, loaded by name once the config is known to be good (it imports torch and Lightning).
 RUNNER = "hybridlearn.core.runner:run"
 
@@ -133,18 +135,38 @@ def check_argv(args: list[str], conf: Path) -> None:
                 raise ConfigError(f"unknown {m['group']} {name!r}; {hint}")
 
 
+def report_error(e: BaseException) -> int:
+    """Print `error: <message>` (one line) on stderr; return the exit code of a refused or failed run."""
+    print(f"error: {e}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def one_line_errors(main: Callable[P, R]) -> Callable[P, R | int]:
+    """Decorator for a command's main: our errors (HybridlearnError, whose message names the key or
+    file and what to do) end it with `error: <message>` on stderr and exit code 2, returned like the
+    main's own codes (`sys.exit(main())`), instead of a traceback. Other exceptions are bugs: they
+    keep their traceback."""
+
+    @functools.wraps(main)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | int:
+        try:
+            return main(*args, **kwargs)
+        except HybridlearnError as e:
+            return report_error(e)
+
+    return wrapper
+
+
+@one_line_errors
 def hydra_main(preset: list[str] | None = None) -> None:
-    """Run the Hydra app on sys.argv; `preset` are overrides put first unless the user gives them."""
+    """Run the Hydra app on sys.argv; `preset` are overrides put first unless the user gives them.
+    Returns the exit code: None, or 2 after a one-line error (errors inside the run exit there)."""
     for p in preset or []:
         key = p.split("=", 1)[0]
         if not any(a.split("=", 1)[0].lstrip("+~") == key for a in sys.argv[1:]):
             sys.argv.insert(1, p)
-    try:
-        conf = conf_dir()
-        check_argv(sys.argv[1:], conf)
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        raise SystemExit(2) from None
+    conf = conf_dir()
+    check_argv(sys.argv[1:], conf)
     # Hydra's own errors (an unknown key, a bad override) reach us instead of its multi-line report
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"
@@ -153,8 +175,7 @@ def hydra_main(preset: list[str] | None = None) -> None:
     except (HydraException, OmegaConfBaseException) as e:
         if user_full_error:
             raise
-        print(f"error: {one_line(e)}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise ConfigError(one_line(e)) from None
 
 
 def one_line(e: BaseException) -> str:
@@ -169,4 +190,4 @@ def one_line(e: BaseException) -> str:
 
 def train_main() -> None:
     """`hybridlearn-train experiment=... [overrides]` (= `python train.py ...`)."""
-    hydra_main()
+    sys.exit(hydra_main())

@@ -145,6 +145,20 @@ def check_choice(key: str, v: Any, choices: Sequence[str]) -> str:
     return v
 
 
+def check_bool(key: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise ConfigError(f"{key} must be true or false (got {v!r})")
+    return v
+
+
+def check_fraction(key: str, v: Any, *, one: bool = True) -> float:
+    """A number in [0, 1]; in [0, 1) with one=False (a smoothing factor: 1 would never change)."""
+    hi = "1]" if one else "1)"
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= 1 if one else 0 <= v < 1):
+        raise ConfigError(f"{key} must be a number in [0, {hi} (got {v!r})")
+    return float(v)
+
+
 def conf_dir() -> Path:
     """The `conf/` folder: $HYBRIDLEARN_CONF, else the one beside the source tree (editable install)."""
     env = os.environ.get("HYBRIDLEARN_CONF")

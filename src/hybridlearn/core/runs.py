@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import secrets
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from hybridlearn.core.cli import report_error
 from hybridlearn.core.config import validate
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.logs import is_worker_process
@@ -100,8 +100,8 @@ def prepare(cfg: DictConfig, run_dir: Path | None) -> None:
 
 
 def _fail(e: Exception) -> None:
-    print(f"error: {e}", file=sys.stderr)
-    raise SystemExit(2) from None
+    """Inside Hydra (a callback) there is no main to return a code to: exit here."""
+    raise SystemExit(report_error(e)) from None
 
 
 class RunGuard(Callback):

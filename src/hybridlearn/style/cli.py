@@ -3,8 +3,10 @@
 
 from __future__ import annotations
 
+import sys
+
 from hybridlearn.core.cli import hydra_main
 
 
 def main() -> None:
-    hydra_main(preset=["experiment=style_video"])
+    sys.exit(hydra_main(preset=["experiment=style_video"]))

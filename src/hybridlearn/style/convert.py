@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from hybridlearn.core.cli import one_line_errors
 from hybridlearn.core.errors import DataError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.style.nets import CIN_LAYERS, StylePredictor, StyleTransformer
@@ -81,12 +82,10 @@ def _tensor_array(model, sg, buf: bytes, idx: int) -> np.ndarray:
     return np.asarray(arr, dtype=np.float32)
 
 
-def read_tflite_layers(path: str | os.PathLike) -> dict[str, dict]:
-    """{layer name: {"kind": "conv"|"depthwise", "weight": float32 array (OHWI or 1HWC),
-    "bias": float32 array, "stride": int, "act": int}} for every conv op of the file."""
+def _parse_tflite(path: Path):
+    """(file bytes, model, its first subgraph); one DataError for a missing or unparsable file."""
     import tflite
 
-    path = Path(path)
     if not path.is_file():
         raise DataError(
             f"{path} not found: put the Magenta TF Lite files under DATA_DIR/models (see docs/style_video.md)"
@@ -95,9 +94,15 @@ def read_tflite_layers(path: str | os.PathLike) -> dict[str, dict]:
     try:
         model = tflite.Model.GetRootAsModel(buf, 0)
         sg = model.Subgraphs(0)
-        n_ops = sg.OperatorsLength()
+        sg.OperatorsLength()
     except Exception as e:  # noqa: BLE001 - any parse failure means a bad file
         raise DataError(f"{path} is not a TF Lite flatbuffer ({e}); restore the file from data/models") from e
+    return buf, model, sg
+
+
+def _op_namer(model):
+    """op -> its builtin name (CONV_2D, DEQUANTIZE, ...)."""
+    import tflite
 
     names = {v: k for k, v in tflite.BuiltinOperator.__dict__.items() if not k.startswith("_")}
 
@@ -105,8 +110,13 @@ def read_tflite_layers(path: str | os.PathLike) -> dict[str, dict]:
         code = model.OperatorCodes(op.OpcodeIndex())
         return names.get(max(code.BuiltinCode(), code.DeprecatedBuiltinCode()), "?")
 
+    return opname
+
+
+def _weight_source(sg, opname):
+    """tensor index -> the tensor holding its values: int8 files feed weights through DEQUANTIZE ops."""
     producer = {}
-    for k in range(n_ops):
+    for k in range(sg.OperatorsLength()):
         op = sg.Operators(k)
         for o in op.OutputsAsNumpy():
             producer[int(o)] = op
@@ -117,31 +127,47 @@ def read_tflite_layers(path: str | os.PathLike) -> dict[str, dict]:
             return int(op.InputsAsNumpy()[0])
         return i
 
+    return source
+
+
+def _conv_layer(model, sg, buf: bytes, op, kind: str, source) -> tuple[str, dict]:
+    """(layer name, its weights, bias, stride and fused activation) of one conv op."""
+    import tflite
+
+    ins = [int(x) for x in op.InputsAsNumpy()]
+    wi = source(ins[1])
+    wname = sg.Tensors(wi).Name().decode()
+    lname = re.sub(r"/(depthwise_)?weights(_dequantize)?$", "", wname)
+    opts = tflite.Conv2DOptions() if kind == "CONV_2D" else tflite.DepthwiseConv2DOptions()
+    tab = op.BuiltinOptions()
+    opts.Init(tab.Bytes, tab.Pos)
+    w = _tensor_array(model, sg, buf, wi)
+    if len(ins) > 2 and ins[2] >= 0:
+        b = _tensor_array(model, sg, buf, source(ins[2]))
+    else:
+        b = np.zeros(w.shape[0] if kind == "CONV_2D" else w.shape[-1], np.float32)
+    return lname, {
+        "kind": "conv" if kind == "CONV_2D" else "depthwise",
+        "weight": w,
+        "bias": b,
+        "stride": opts.StrideH(),
+        "act": opts.FusedActivationFunction(),
+    }
+
+
+def read_tflite_layers(path: str | os.PathLike) -> dict[str, dict]:
+    """{layer name: {"kind": "conv"|"depthwise", "weight": float32 array (OHWI or 1HWC),
+    "bias": float32 array, "stride": int, "act": int}} for every conv op of the file."""
+    buf, model, sg = _parse_tflite(Path(path))
+    opname = _op_namer(model)
+    source = _weight_source(sg, opname)
     layers: dict[str, dict] = {}
-    for k in range(n_ops):
+    for k in range(sg.OperatorsLength()):
         op = sg.Operators(k)
         kind = opname(op)
-        if kind not in ("CONV_2D", "DEPTHWISE_CONV_2D"):
-            continue
-        ins = [int(x) for x in op.InputsAsNumpy()]
-        wi = source(ins[1])
-        wname = sg.Tensors(wi).Name().decode()
-        lname = re.sub(r"/(depthwise_)?weights(_dequantize)?$", "", wname)
-        opts = tflite.Conv2DOptions() if kind == "CONV_2D" else tflite.DepthwiseConv2DOptions()
-        tab = op.BuiltinOptions()
-        opts.Init(tab.Bytes, tab.Pos)
-        w = _tensor_array(model, sg, buf, wi)
-        if len(ins) > 2 and ins[2] >= 0:
-            b = _tensor_array(model, sg, buf, source(ins[2]))
-        else:
-            b = np.zeros(w.shape[0] if kind == "CONV_2D" else w.shape[-1], np.float32)
-        layers[lname] = {
-            "kind": "conv" if kind == "CONV_2D" else "depthwise",
-            "weight": w,
-            "bias": b,
-            "stride": opts.StrideH(),
-            "act": opts.FusedActivationFunction(),
-        }
+        if kind in ("CONV_2D", "DEPTHWISE_CONV_2D"):
+            name, layer = _conv_layer(model, sg, buf, op, kind, source)
+            layers[name] = layer
     return layers
 
 
@@ -252,6 +278,7 @@ def load_weights(path: str | os.PathLike) -> dict:
     return payload
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     data_dir = Path(os.environ.get("DATA_DIR", "./data")) / "models"
@@ -261,15 +288,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--out", default=None, help="output .pt (default: the cache path used by model.backend=torch)")
     args = ap.parse_args(argv)
-    try:
-        ensure_models([Path(args.predict), Path(args.transfer)])  # the known files: fetched when missing
-        if args.out is None:
-            out = cached_weights(args.predict, args.transfer)
-        else:
-            out = convert(args.predict, args.transfer, args.out)
-    except DataError as e:
-        print(f"error: {e}")
-        return 2
+    ensure_models([Path(args.predict), Path(args.transfer)])  # the known files: fetched when missing
+    if args.out is None:
+        out = cached_weights(args.predict, args.transfer)
+    else:
+        out = convert(args.predict, args.transfer, args.out)
     print(f"wrote {out}")
     return 0
 

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hybridlearn.core.config import check_bool, check_choice, check_fraction
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.style import backends as sb
 from hybridlearn.style.convert import cached_weights, default_cache_dir, load_weights
@@ -138,6 +139,24 @@ class StylizedBatch:
         self.frames = self.source = None
 
 
+def check_tfhub_options(strength: float, temporal_momentum: float) -> None:
+    """A TF Hub module is one opaque function: no style vector to blend, no statistics to smooth."""
+    if strength != 1.0:
+        raise ConfigError(
+            "model.strength < 1 needs the style vector, which a TF Hub module hides: use backend=torch or tflite"
+        )
+    if temporal_momentum > 0:
+        raise ConfigError(
+            "model.temporal_momentum needs the instance-norm statistics: use backend=torch (or temporal_blend)"
+        )
+
+
+def model_files(models_dir, data_dir, predict_file: str, transfer_file: str) -> tuple[Path, Path]:
+    """The two Magenta .tflite files: absolute as given, else in models_dir (default DATA_DIR/models)."""
+    models = Path(models_dir) if models_dir else (Path(data_dir) / "models" if data_dir else Path("models"))
+    return tuple(Path(f) if Path(f).is_absolute() else models / f for f in (predict_file, transfer_file))
+
+
 class StyleTransfer(L.LightningModule):
     """Stylize frames with one style image (Ghiasi et al. 2017).
 
@@ -179,25 +198,15 @@ class StyleTransfer(L.LightningModule):
         download_timeout: float | None = None,
     ):
         super().__init__()
-        if backend not in BACKENDS:
-            raise ConfigError(f"model.backend must be one of {', '.join(BACKENDS)} (got {backend!r})")
-        if precision not in PRECISIONS:
-            raise ConfigError(f"model.precision must be one of {', '.join(PRECISIONS)} (got {precision!r})")
-        if channels_last not in (True, False, "auto"):
-            raise ConfigError(f"model.channels_last must be true, false or auto (got {channels_last!r})")
-        if not 0.0 <= float(strength) <= 1.0:
-            raise ConfigError(f"model.strength must be in [0, 1] (got {strength})")
-        for k, v in (("temporal_momentum", temporal_momentum), ("temporal_blend", temporal_blend)):
-            if not 0.0 <= float(v) < 1.0:
-                raise ConfigError(f"model.{k} must be in [0, 1) (got {v})")
-        if backend == "tfhub" and float(strength) != 1.0:
-            raise ConfigError(
-                "model.strength < 1 needs the style vector, which a TF Hub module hides: use backend=torch or tflite"
-            )
-        if backend == "tfhub" and temporal_momentum > 0:
-            raise ConfigError(
-                "model.temporal_momentum needs the instance-norm statistics: use backend=torch (or temporal_blend)"
-            )
+        check_choice("model.backend", backend, BACKENDS)
+        check_choice("model.precision", precision, PRECISIONS)
+        if channels_last != "auto":
+            check_bool("model.channels_last", channels_last)
+        self.strength = check_fraction("model.strength", strength)
+        check_fraction("model.temporal_momentum", temporal_momentum, one=False)
+        check_fraction("model.temporal_blend", temporal_blend, one=False)
+        if backend == "tfhub":
+            check_tfhub_options(self.strength, temporal_momentum)
         self.save_hyperparameters()
 
         # a path, a URL, or a known painting (downloaded into DATA_DIR/styles when missing)
@@ -205,13 +214,10 @@ class StyleTransfer(L.LightningModule):
             style_image, data_dir, cache_dir or default_cache_dir(), mirrors, download_timeout
         )
         self.style_rgb = load_rgb(self.style_path, "style")  # fails early on a bad style image
-        self.backend, self.strength = backend, float(strength)
+        self.backend, self.threads = backend, threads
         self.precision_mode, self.channels_last_mode, self.use_compile = precision, channels_last, bool(compile)
         self._net = None
-        self.threads = threads
-        models = Path(models_dir) if models_dir else (Path(data_dir) / "models" if data_dir else Path("models"))
-        self.predict_file = Path(predict_file) if Path(predict_file).is_absolute() else models / predict_file
-        self.transfer_file = Path(transfer_file) if Path(transfer_file).is_absolute() else models / transfer_file
+        self.predict_file, self.transfer_file = model_files(models_dir, data_dir, predict_file, transfer_file)
         if backend == "tflite" or (backend == "torch" and not weights):  # known files: fetched when missing
             ensure_models([self.predict_file, self.transfer_file], mirrors, download_timeout)
         self.predictor = self.transformer = None

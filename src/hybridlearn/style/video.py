@@ -24,12 +24,14 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
+from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.style.pipeline import prefetch
 from hybridlearn.style.sources import VIDEO_HINT, resolve_input
 
 log = logging.getLogger(__name__)
 
+MANY = 10**9  # the checkers' upper bound where there is no real one (frames, queue lengths)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
@@ -145,23 +147,35 @@ class VideoFrameStream(IterableDataset):
         self.pending_warnings.append(msg)  # (maybe in the decode thread) shown by __iter__ or the writer
 
     def _frames(self):
-        info = self.info
-        if info.is_image:
-            img = load_rgb(info.path, "input")
-            if (img.shape[1], img.shape[0]) != (info.out_width, info.out_height):
-                from PIL import Image
-
-                img = np.asarray(Image.fromarray(img).resize((info.out_width, info.out_height), Image.LANCZOS))
-            yield 0, img
+        """(pts, uint8 [H, W, 3] frame) of the input, at the output size."""
+        if self.info.is_image:
+            yield 0, self._image()
             return
+        last_pts = yield from self._decode()
+        if not self.truncated and self.max_frames is None:
+            self._check_complete(last_pts)
+
+    def _image(self) -> np.ndarray:
+        info = self.info
+        img = load_rgb(info.path, "input")
+        if (img.shape[1], img.shape[0]) != (info.out_width, info.out_height):
+            from PIL import Image
+
+            img = np.asarray(Image.fromarray(img).resize((info.out_width, info.out_height), Image.LANCZOS))
+        return img
+
+    def _decode(self):
+        """Yield every frame that decodes; return the last pts. A decode error ends the stream with a
+        warning: what decoded is still stylized."""
         import av
 
+        info = self.info
         resize = (info.out_width, info.out_height) != (info.width, info.height)
         step = round(1 / (info.fps * info.time_base)) if info.fps and info.time_base else 1
+        last_pts = None
         with _open(info.path) as c:
             stream = c.streams.video[0]
             stream.thread_type = "AUTO"
-            last_pts = None
             try:
                 for frame in c.decode(stream):
                     if frame.pts is not None:
@@ -187,8 +201,12 @@ class VideoFrameStream(IterableDataset):
                     f"{info.path}: decoding stopped after {self.decoded} frames ({e}); "
                     "the file looks truncated or damaged, stylizing what decoded"
                 )
-        if self.truncated or self.max_frames is not None:
-            return
+        return last_pts
+
+    def _check_complete(self, last_pts: int | None) -> None:
+        """Fewer frames (or seconds) decoded than the container announced, without an error: the
+        file was cut short; say so as for a damaged one."""
+        info = self.info
         if info.frames and self.decoded < info.frames:
             missing = f"decoded {self.decoded} of {info.frames} frames"
         elif not info.frames and info.duration_s and last_pts is not None:
@@ -272,17 +290,11 @@ class VideoFramesDataModule(L.LightningDataModule):
         prefetch: int = 2,
     ):
         super().__init__()
-        if prefetch is None or int(prefetch) < 0:
-            raise ConfigError(f"data.prefetch must be >= 0 (got {prefetch})")
-        if batch_size is None or int(batch_size) < 1:
-            raise ConfigError(f"data.batch_size must be >= 1 (got {batch_size})")
-        if num_workers not in (0, 1):
-            raise ConfigError(
-                f"data.num_workers must be 0 or 1 for a video stream (got {num_workers}): "
-                "more workers would decode the same frames twice"
-            )
-        if max_frames is not None and int(max_frames) < 1:
-            raise ConfigError(f"data.max_frames must be >= 1 or null (got {max_frames})")
+        check_int("data.prefetch", prefetch, 0, MANY)
+        check_int("data.batch_size", batch_size, 1, MANY)
+        check_int("data.num_workers", num_workers, 0, 1)  # a second worker would decode the same frames again
+        if max_frames is not None:
+            check_int("data.max_frames", max_frames, 1, MANY)
         self.path, self.data_dir = path, data_dir
         self.batch_size, self.max_side, self.size = int(batch_size), max_side, size
         self.max_frames, self.num_workers, self.interpolation = max_frames, num_workers, interpolation

@@ -16,10 +16,12 @@ import numpy as np
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
+from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.style.model import StylizedBatch
 from hybridlearn.style.pipeline import BackgroundWorker
+from hybridlearn.style.video import MANY
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +95,7 @@ class StylizedVideoWriter(BasePredictionWriter):
         self.output, self.overwrite, self.crf, self.preset = output, bool(overwrite), int(crf), preset
         self.codec, self.audio, self.preview, self.preview_frame = codec, bool(audio), preview, int(preview_frame)
         self.progress, self.output_dir, self.encoder_threads = progress, output_dir, int(encoder_threads)
-        if encode_queue is None or int(encode_queue) < 0:
-            raise ConfigError(f"callbacks.style_writer.encode_queue must be >= 0 (got {encode_queue})")
-        self.encode_queue = int(encode_queue)
+        self.encode_queue = check_int("callbacks.style_writer.encode_queue", encode_queue, 0, MANY)
         self._encoder: BackgroundWorker | None = None
         self._stack: ExitStack | None = None
         self._bar = None
@@ -178,21 +178,37 @@ class StylizedVideoWriter(BasePredictionWriter):
     def _open_video(self, info) -> None:
         import av
 
-        suf = self.out_path.suffix.lower()
         self.container = self._stack.enter_context(av.open(str(self.tmp), mode="w"))
-        codec = self.codec or VIDEO_CODECS[suf]
+        self.vstream = self._add_video_stream(info, self._video_codec())
+        self.ain = None
+        if not info.has_audio:
+            log.info("%s has no audio stream: writing video only", info.path)
+            return
+        if not self.audio:
+            log.info("writer.audio=false: dropping the audio of %s", info.path)
+            return
+        self._open_audio(info)
+
+    def _video_codec(self) -> str:
+        """writer.codec, else the output suffix's; mpeg4 when this FFmpeg build lacks that encoder."""
+        import av
+
+        codec = self.codec or VIDEO_CODECS[self.out_path.suffix.lower()]
         try:
             av.codec.Codec(codec, "w")
         except Exception:  # noqa: BLE001
             log.warning("encoder %s not available in this FFmpeg build, using mpeg4", codec)
             codec = "mpeg4"
+        return codec
+
+    def _add_video_stream(self, info, codec: str):
         w, h = info.out_width, info.out_height
         self.enc_w, self.enc_h = w - w % 2, h - h % 2
         if (self.enc_w, self.enc_h) != (w, h):
             warnings.warn(
                 f"{info.path}: odd frame size {w}x{h}; encoding {self.enc_w}x{self.enc_h} "
                 "(yuv420p needs even sizes), the last row/column is dropped",
-                stacklevel=2,
+                stacklevel=3,
             )
         opts = {}
         if codec in ("libx264", "libx265"):
@@ -207,14 +223,14 @@ class StylizedVideoWriter(BasePredictionWriter):
             vs.codec_context.thread_count = self.encoder_threads
         if codec == "mpeg4":
             vs.bit_rate = 4_000_000
-        self.vstream = vs
-        self.ain = None
-        if not info.has_audio:
-            log.info("%s has no audio stream: writing video only", info.path)
-            return
-        if not self.audio:
-            log.info("writer.audio=false: dropping the audio of %s", info.path)
-            return
+        return vs
+
+    def _open_audio(self, info) -> None:
+        """The source audio: copied packet for packet when the output container takes its codec,
+        else re-encoded to the container's usual one."""
+        import av
+
+        suf = self.out_path.suffix.lower()
         self.ain = self._stack.enter_context(av.open(str(info.path), mode="r"))
         a_in = self.ain.streams.audio[0]
         allowed = AUDIO_COPY[suf]
@@ -222,12 +238,10 @@ class StylizedVideoWriter(BasePredictionWriter):
             self.astream = self.container.add_stream_from_template(a_in)
             self.audio_mode = "copy"
         else:
-            import av as _av
-
             enc = AUDIO_ENCODERS[suf]
             cc = a_in.codec_context
             layout = "mono" if cc.layout is not None and cc.layout.nb_channels == 1 else "stereo"
-            fmt = _av.codec.Codec(enc, "w").audio_formats[0].name
+            fmt = av.codec.Codec(enc, "w").audio_formats[0].name
             rate = cc.sample_rate or 48000
             if enc == "libopus" and rate not in (8000, 12000, 16000, 24000, 48000):
                 rate = 48000
@@ -341,6 +355,23 @@ class StylizedVideoWriter(BasePredictionWriter):
     def on_predict_end(self, trainer, pl_module) -> None:
         if self._stack is None:
             return
+        self._finish_output(trainer)
+        self._save_preview()
+        self.stats = self._run_stats(pl_module)
+        if hasattr(pl_module, "extra_results"):
+            pl_module.extra_results.update(self.stats)
+            pl_module.extra_results["truncated_input"] = bool(getattr(trainer.datamodule.dataset, "truncated", False))
+        log.info(
+            "wrote %s (%d frames, audio: %s, %.2f frames/s)",
+            self.out_path,
+            self.written,
+            self.audio_mode,
+            self.stats["fps_pipeline"],
+        )
+
+    def _finish_output(self, trainer) -> None:
+        """Drain the encode thread and the encoder, add the rest of the audio, and rename the temp
+        file onto the output; a stream of which no frame decoded writes nothing."""
         if self._encoder is not None:
             encoder, self._encoder = self._encoder, None
             try:
@@ -363,19 +394,23 @@ class StylizedVideoWriter(BasePredictionWriter):
             self._bar.close()
             self._bar = None
         for msg in getattr(trainer.datamodule.dataset, "pending_warnings", ()):
-            warnings.warn(msg, stacklevel=2)
-        if self._preview_img is not None:
-            try:
-                with atomic_output(self.preview_path, overwrite=self.overwrite) as tmp:
-                    self._preview_img.save(tmp, format="PNG")
-            except BaseException:
-                self.out_path.unlink(missing_ok=True)  # all or nothing
-                raise
-            log.info("preview: %s", self.preview_path)
-        else:
+            warnings.warn(msg, stacklevel=3)
+
+    def _save_preview(self) -> None:
+        if self._preview_img is None:
             self.preview_path = None
+            return
+        try:
+            with atomic_output(self.preview_path, overwrite=self.overwrite) as tmp:
+                self._preview_img.save(tmp, format="PNG")
+        except BaseException:
+            self.out_path.unlink(missing_ok=True)  # all or nothing
+            raise
+        log.info("preview: %s", self.preview_path)
+
+    def _run_stats(self, pl_module) -> dict[str, Any]:
         wall = time.perf_counter() - self._t0
-        self.stats = {
+        stats = {
             "output": str(self.out_path),
             "frames_written": self.written,
             "audio": self.audio_mode,
@@ -385,23 +420,14 @@ class StylizedVideoWriter(BasePredictionWriter):
         # the model's own speed in the same run (its forward passes only), and how close the pipeline is
         model_s, model_frames = getattr(pl_module, "compute_s", 0.0), getattr(pl_module, "n_frames", 0)
         if model_s > 0 and model_frames:
-            self.stats["fps_model"] = round(model_frames / model_s, 3)
-            self.stats["pipeline_vs_model"] = round(self.stats["fps_pipeline"] / self.stats["fps_model"], 3)
+            stats["fps_model"] = round(model_frames / model_s, 3)
+            stats["pipeline_vs_model"] = round(stats["fps_pipeline"] / stats["fps_model"], 3)
         for k in ("startup_s", "first_frame_s"):
             if getattr(self, k) is not None:
-                self.stats[k] = getattr(self, k)
+                stats[k] = getattr(self, k)
         if self.preview_path is not None:
-            self.stats["preview"] = str(self.preview_path)
-        if hasattr(pl_module, "extra_results"):
-            pl_module.extra_results.update(self.stats)
-            pl_module.extra_results["truncated_input"] = bool(getattr(trainer.datamodule.dataset, "truncated", False))
-        log.info(
-            "wrote %s (%d frames, audio: %s, %.2f frames/s)",
-            self.out_path,
-            self.written,
-            self.audio_mode,
-            self.stats["fps_pipeline"],
-        )
+            stats["preview"] = str(self.preview_path)
+        return stats
 
     def _audio_end_s(self, trainer) -> float | None:
         """All the audio for a complete video; up to the end of the last frame when the video was

@@ -52,14 +52,17 @@ def test_check_bool_accepts_only_bools():
             check_bool("overwrite", bad)
 
 
-def test_check_fraction_closed_and_half_open():
-    assert check_fraction("model.strength", 0) == 0.0 and check_fraction("model.strength", 1) == 1.0
-    assert check_fraction("model.temporal_blend", 0.5, one=False) == 0.5
+def test_check_fraction_half_open_or_closed():
+    assert check_fraction("data.border", 0) == 0.0 and isinstance(check_fraction("data.border", 0), float)
+    assert check_fraction("data.border", 0.49, 0.5) == 0.49 and check_fraction("data.val_fraction", 0.999) == 0.999
+    assert check_fraction("model.strength", 1, hi_included=True) == 1.0
     with pytest.raises(ConfigError, match=r"model.temporal_blend must be a number in \[0, 1\) \(got 1.0\)"):
-        check_fraction("model.temporal_blend", 1.0, one=False)
-    for bad in (-0.01, 1.01, math.nan, True, "0.5"):
+        check_fraction("model.temporal_blend", 1.0)
+    with pytest.raises(ConfigError, match=r"data.border must be a number in \[0, 0.5\)"):
+        check_fraction("data.border", 0.5, 0.5)
+    for bad in (-0.01, 1.01, math.nan, math.inf, True, "0.5", None):
         with pytest.raises(ConfigError, match=r"model.strength must be a number in \[0, 1\]"):
-            check_fraction("model.strength", bad)
+            check_fraction("model.strength", bad, hi_included=True)
 
 
 def cfg(**groups) -> DictConfig:

@@ -132,13 +132,6 @@ def check_float(key: str, v: Any, lo: float, hi: float) -> float:
     return float(v)
 
 
-def check_fraction(key: str, v: Any, hi: float = 1.0) -> float:
-    """A share of something that may be none of it: a number in [0, hi)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not (0 <= v < hi):
-        raise ConfigError(f"{key} must be a number in [0, {hi}) (got {v!r})")
-    return float(v)
-
-
 def check_choice(key: str, v: Any, choices: Sequence[str]) -> str:
     if v not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(choices)} (got {v!r})")
@@ -151,11 +144,12 @@ def check_bool(key: str, v: Any) -> bool:
     return v
 
 
-def check_fraction(key: str, v: Any, *, one: bool = True) -> float:
-    """A number in [0, 1]; in [0, 1) with one=False (a smoothing factor: 1 would never change)."""
-    hi = "1]" if one else "1)"
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v <= 1 if one else 0 <= v < 1):
-        raise ConfigError(f"{key} must be a number in [0, {hi} (got {v!r})")
+def check_fraction(key: str, v: Any, hi: float = 1.0, *, hi_included: bool = False) -> float:
+    """A share that may be none of it: a number in [0, hi) (a dropout, a smoothing: `hi` would never
+    change or learn anything), or [0, hi] with `hi_included` (a blend weight, a strength)."""
+    number = not isinstance(v, bool) and isinstance(v, (int, float)) and math.isfinite(v)
+    if not number or not (0 <= v <= hi if hi_included else 0 <= v < hi):
+        raise ConfigError(f"{key} must be a number in [0, {hi:g}{']' if hi_included else ')'} (got {v!r})")
     return float(v)
 
 

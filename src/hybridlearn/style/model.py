@@ -202,9 +202,9 @@ class StyleTransfer(L.LightningModule):
         check_choice("model.precision", precision, PRECISIONS)
         if channels_last != "auto":
             check_bool("model.channels_last", channels_last)
-        self.strength = check_fraction("model.strength", strength)
-        check_fraction("model.temporal_momentum", temporal_momentum, one=False)
-        check_fraction("model.temporal_blend", temporal_blend, one=False)
+        self.strength = check_fraction("model.strength", strength, hi_included=True)
+        check_fraction("model.temporal_momentum", temporal_momentum)
+        check_fraction("model.temporal_blend", temporal_blend)
         if backend == "tfhub":
             check_tfhub_options(self.strength, temporal_momentum)
         self.save_hyperparameters()

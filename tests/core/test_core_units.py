@@ -15,10 +15,9 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.checkpoint import CLASS_KEY, check_class, read_checkpoint
-from hybridlearn.core.cli import one_line_errors, report_error
 from hybridlearn.core.config import check_bool, check_choice, check_float, check_fraction, check_int, validate
 from hybridlearn.core.download import ensure_files, fetch, md5sum
-from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.core.errors import ConfigError, DataError, one_line_errors, report_error
 from hybridlearn.core.io import atomic_output, write_json_atomic, write_text_atomic
 from hybridlearn.core.results import to_number, write_results, write_table
 from hybridlearn.core.stats import expected_calibration_error, wilson_interval

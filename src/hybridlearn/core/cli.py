@@ -18,7 +18,7 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -28,11 +28,9 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hybridlearn.core.config import conf_dir
-from hybridlearn.core.errors import ConfigError, HybridlearnError
+from hybridlearn.core.errors import ConfigError, one_line_errors
 from hybridlearn.core.results import to_number
 
-P, R = ParamSpec("P"), TypeVar("R")
-EXIT_ERROR = 2  # a run refused or failed for a reason its one line names (argparse's usage code too)
 # The run flow, loaded by name once the config is known to be good (it imports torch and Lightning).
 RUNNER = "hybridlearn.core.runner:run"
 
@@ -133,28 +131,6 @@ def check_argv(args: list[str], conf: Path) -> None:
                 close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
                 hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(known)}"
                 raise ConfigError(f"unknown {m['group']} {name!r}; {hint}")
-
-
-def report_error(e: BaseException) -> int:
-    """Print `error: <message>` (one line) on stderr; return the exit code of a refused or failed run."""
-    print(f"error: {e}", file=sys.stderr)
-    return EXIT_ERROR
-
-
-def one_line_errors(main: Callable[P, R]) -> Callable[P, R | int]:
-    """Decorator for a command's main: our errors (HybridlearnError, whose message names the key or
-    file and what to do) end it with `error: <message>` on stderr and exit code 2, returned like the
-    main's own codes (`sys.exit(main())`), instead of a traceback. Other exceptions are bugs: they
-    keep their traceback."""
-
-    @functools.wraps(main)
-    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | int:
-        try:
-            return main(*args, **kwargs)
-        except HybridlearnError as e:
-            return report_error(e)
-
-    return wrapper
 
 
 @one_line_errors

@@ -20,9 +20,8 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
-from hybridlearn.core.cli import report_error
 from hybridlearn.core.config import validate
-from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.errors import ConfigError, report_error
 from hybridlearn.core.logs import is_worker_process
 from hybridlearn.core.results import RESULTS
 

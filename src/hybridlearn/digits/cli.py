@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 from hybridlearn.core.cli import load_entry
-from hybridlearn.core.errors import ConfigError, HybridlearnError
+from hybridlearn.core.errors import ConfigError, one_line_errors
 
 ANNOTATED = "_read.png"  # suffix of the annotated pictures (skipped when a folder is read)
 MAX_SIDE = 2000  # default --max-side: pages are shrunk to this longest side before reading (bounded memory)
@@ -87,6 +87,7 @@ def parser() -> argparse.ArgumentParser:
     return p
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = parser()
     a = p.parse_args(argv)
@@ -94,13 +95,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--expect takes digits, e.g. 0123456789 (got {a.expect!r})")
     if a.max_side < 64:
         p.error("--max-side must be at least 64")
-    try:
-        if not Path(a.checkpoint).expanduser().is_file():
-            raise ConfigError(f"checkpoint {a.checkpoint} is not a file; give a LeNet-5 .ckpt")
-        return load_entry(READ_PAGES)(a)
-    except HybridlearnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    if not Path(a.checkpoint).expanduser().is_file():
+        raise ConfigError(f"checkpoint {a.checkpoint} is not a file; give a LeNet-5 .ckpt")
+    return load_entry(READ_PAGES)(a)
 
 
 if __name__ == "__main__":

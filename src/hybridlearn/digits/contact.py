@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import torch
 
-from hybridlearn.core.errors import HybridlearnError
+from hybridlearn.core.errors import one_line_errors
 from hybridlearn.core.io import atomic_output
 from hybridlearn.digits.digitset import DigitSet, build_digits
 from hybridlearn.digits.images import PREPROCESS
@@ -56,6 +55,7 @@ def contact_sheet(
     return Path(out)
 
 
+@one_line_errors
 def main(argv: Sequence[str] | None = None) -> int:
     """`python -m hybridlearn.digits.data --contact-sheet OUT.png`: 0 when written, 2 on an error."""
     p = argparse.ArgumentParser(
@@ -75,13 +75,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--scale", type=int, default=2)
     a = p.parse_args(argv)
 
-    try:
-        sheets = resolve_sheets(a.data_dir, a.manifest, a.extra_manifest)
-        d = build_digits(sheets, a.size, a.preprocess, a.border, despeckle=a.despeckle)
-        out = contact_sheet(d, a.contact_sheet, scale=a.scale)
-    except HybridlearnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    sheets = resolve_sheets(a.data_dir, a.manifest, a.extra_manifest)
+    d = build_digits(sheets, a.size, a.preprocess, a.border, despeckle=a.despeckle)
+    out = contact_sheet(d, a.contact_sheet, scale=a.scale)
     counts = {s.name: len(s.labels) for s in sheets}
     print(f"{len(d.y)} digits ({', '.join(f'{k}: {v}' for k, v in counts.items())}) -> {out}")
     return 0

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from hybridlearn.core.checkpoint import load_module, read_checkpoint
-from hybridlearn.core.errors import ConfigError, DataError, HybridlearnError
+from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.digits.cli import ANNOTATED
 from hybridlearn.digits.images import IMAGE_SUFFIXES, cell_bounds, dark_ink, load_grey, preprocess_cell, slice_grid
@@ -203,45 +203,40 @@ def print_reading(img: Path, reading: Reading, grid: tuple[int, int] | None) -> 
 
 
 def run(a: argparse.Namespace) -> int:
-    """Read every page of `a.images` with `a.checkpoint` (arguments checked by digits/cli.py); exit status."""
+    """Read every page of `a.images` with `a.checkpoint` (arguments checked by digits/cli.py, whose main
+    turns our errors into one line); exit status."""
     failed: list[str] = []
-    try:
-        labels_text = read_labels_file(a.labels)
-        model, prep = load_model(a.checkpoint)
-        if a.preprocess != "auto":
-            prep["preprocess"] = a.preprocess
-        images = list_images(a.images)
-        outs = annotation_paths(images, a)
-        total = correct = 0
-        for img in images:
-            try:
-                grey = load_grey(img, max_side=a.max_side)
-            except DataError as e:
-                failed.append(f"{img}: unreadable ({e})")
-                continue
-            try:
-                reading = read_digits(model, prep, grey, a.grid, a.cut, a.invert)
-                labels = expected_labels(reading, a.expect, labels_text)
-            except NoDigitError as e:
-                print(f"{img}: {e}")
-                continue
-            except DataError as e:
-                failed.append(f"{img}: {e}")
-                continue
-            print_reading(img, reading, a.grid)
-            if labels is not None:
-                ok = sum(int(d == t) for d, t in zip(reading.digits, labels))
-                total, correct = total + len(labels), correct + ok
-                print(f"{img} accuracy: {ok / len(labels):.3f} ({ok}/{len(labels)})")
-            if img in outs:
-                print(
-                    f"{img}: annotated page {annotate(grey, reading, labels, outs[img], a.overwrite)}", file=sys.stderr
-                )
-        if total and len(images) > 1:
-            print(f"accuracy over all pages: {correct / total:.3f} ({correct}/{total})")
-    except HybridlearnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    labels_text = read_labels_file(a.labels)
+    model, prep = load_model(a.checkpoint)
+    if a.preprocess != "auto":
+        prep["preprocess"] = a.preprocess
+    images = list_images(a.images)
+    outs = annotation_paths(images, a)
+    total = correct = 0
+    for img in images:
+        try:
+            grey = load_grey(img, max_side=a.max_side)
+        except DataError as e:
+            failed.append(f"{img}: unreadable ({e})")
+            continue
+        try:
+            reading = read_digits(model, prep, grey, a.grid, a.cut, a.invert)
+            labels = expected_labels(reading, a.expect, labels_text)
+        except NoDigitError as e:
+            print(f"{img}: {e}")
+            continue
+        except DataError as e:
+            failed.append(f"{img}: {e}")
+            continue
+        print_reading(img, reading, a.grid)
+        if labels is not None:
+            ok = sum(int(d == t) for d, t in zip(reading.digits, labels))
+            total, correct = total + len(labels), correct + ok
+            print(f"{img} accuracy: {ok / len(labels):.3f} ({ok}/{len(labels)})")
+        if img in outs:
+            print(f"{img}: annotated page {annotate(grey, reading, labels, outs[img], a.overwrite)}", file=sys.stderr)
+    if total and len(images) > 1:
+        print(f"accuracy over all pages: {correct / total:.3f} ({correct}/{total})")
     return report_failures(failed, len(images))
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import yaml
 
-from hybridlearn.core.errors import ConfigError, DataError, HybridlearnError
+from hybridlearn.core.errors import ConfigError, DataError, one_line_errors
 from hybridlearn.core.io import write_text_atomic
 from hybridlearn.digits.contact import contact_sheet
 from hybridlearn.digits.digitset import build_digits
@@ -102,6 +102,7 @@ def add_sheet(
     return manifest, contact, len(digits.y)
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(
         prog="python -m hybridlearn.digits.sheets",
@@ -118,11 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     a_.add_argument("--manifest", help="the sheets YAML to append to (default: sheets.yaml next to the page)")
     a_.add_argument("--overwrite", action="store_true", help="replace an existing contact sheet")
     a = p.parse_args(argv)
-    try:
-        manifest, contact, n = add_sheet(a.page, a.writer, a.rows_read, a.manifest, a.rows, a.overwrite)
-    except HybridlearnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    manifest, contact, n = add_sheet(a.page, a.writer, a.rows_read, a.manifest, a.rows, a.overwrite)
     print(f"{a.page}: {n} digits added to {manifest} (writer {a.writer}); contact sheet: {contact}")
     return 0
 

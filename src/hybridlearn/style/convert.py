@@ -24,8 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from hybridlearn.core.cli import one_line_errors
-from hybridlearn.core.errors import DataError
+from hybridlearn.core.errors import DataError, one_line_errors
 from hybridlearn.core.io import atomic_output
 from hybridlearn.style.nets import CIN_LAYERS, StylePredictor, StyleTransformer
 from hybridlearn.style.sources import ensure_models

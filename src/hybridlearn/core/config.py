@@ -132,9 +132,18 @@ def check_float(key: str, v: Any, lo: float, hi: float) -> float:
     return float(v)
 
 
-def check_choice(key: str, v: Any, choices: Sequence[str]) -> str:
+def check_fraction(key: str, v: Any, hi: float = 1.0, *, hi_included: bool = False) -> float:
+    """A number in [0, hi) ([0, hi] with `hi_included`): a dropout, a label smoothing; 0 is off."""
+    ok = not isinstance(v, bool) and isinstance(v, (int, float)) and (0 <= v <= hi if hi_included else 0 <= v < hi)
+    if not ok:
+        raise ConfigError(f"{key} must be in [0, {hi}{']' if hi_included else ')'} (got {v!r})")
+    return float(v)
+
+
+def check_choice(key: str, v: Any, choices: Sequence[str | None]) -> str | None:
     if v not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)} (got {v!r})")
+        shown = ", ".join("null" if c is None else str(c) for c in choices)  # None is typed `null`
+        raise ConfigError(f"{key} must be one of {shown} (got {v!r})")
     return v
 
 

@@ -28,7 +28,7 @@ from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic, write_text_atomic
 from hybridlearn.core.plotting import plot_curves
 from hybridlearn.core.stats import expected_calibration_error, wilson_interval
-from hybridlearn.core.trainer import build_trainer, finish_loggers
+from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 from hybridlearn.digits.predict import classify, preparation, read_digits
 from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, found_in_order, mnist_pages
 from hybridlearn.mnist.data import load_mnist
@@ -171,6 +171,7 @@ def variant_config(cfg: DictConfig, variant: DictConfig, seed: int, *extra: Dict
 
 
 def fit_one(
+    trainers: TrainerFactory,
     cfg: DictConfig,
     name: str,
     seed: int,
@@ -188,12 +189,13 @@ def fit_one(
     dm = instantiate(run_cfg.data)
     dm.setup("fit")
     model = instantiate(run_cfg.model)
+    model.prepare_helpers(trainers)  # the MNIST pretraining of `model.pretrained: mnist`
     hist = EpochHistory(dm.tensors["test"], test_at=set(test_at) | {epochs})
     if epochs > 0:
         run_name = f"{name}_seed{seed}"
-        trainer = build_trainer(
-            run_cfg,
+        trainer = trainers.build(
             output_dir / "runs" / run_name,
+            cfg=run_cfg,
             name=run_name,
             callbacks=[hist],
             use_config_callbacks=False,
@@ -238,17 +240,17 @@ def mean_std(vals: Sequence[float]) -> str:
     return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
 
 
-def run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     """Entry `hybridlearn.digits.study:run_study` (experiment=digits_study)."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(int(cfg.study.get("threads") or threads))
-        return _run_study(cfg, output_dir)
+        return _run_study(cfg, output_dir, trainers)
     finally:
         torch.set_num_threads(threads)
 
 
-def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def _run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     st = cfg.study
     if cfg.trainer.get("fast_dev_run"):  # debug=fdr: one seed, one epoch each, tiny pretraining
         st = OmegaConf.merge(
@@ -267,7 +269,7 @@ def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
     paper_v, transfer_v = st.variants.paper, st.variants.transfer
 
     def fit(name, variant, seed, epochs, *extra, test_at=()):
-        return fit_one(cfg, name, seed, epochs, output_dir, variant, *extra, test_at=test_at)
+        return fit_one(trainers, cfg, name, seed, epochs, output_dir, variant, *extra, test_at=test_at)
 
     unknown = [a for a in (st.ablations or []) if a not in st.ablation_runs]
     if unknown:  # before any training

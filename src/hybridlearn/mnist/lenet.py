@@ -132,7 +132,7 @@ def load_weights_(net: nn.Module, sd: Mapping[str, torch.Tensor], pretrained: st
         ) from None
 
 
-def test_time_augment(tta: Mapping[str, Any] | None) -> TestTimeAugment | None:
+def build_tta(tta: Mapping[str, Any] | None) -> TestTimeAugment | None:
     """`model.tta`: null, or the settings of a TestTimeAugment."""
     if tta is None:
         return None
@@ -185,7 +185,7 @@ class LeNet5(L.LightningModule):
         check_choice("model.init", init, ("torch", "keras"))
         check_choice("model.freeze", freeze, (None, "features", "all_but_head"))
         tta = plain(tta)
-        eval_augment = test_time_augment(tta)
+        eval_augment = build_tta(tta)
         self.save_hyperparameters(ignore=["pretrained", "pretrain", "augment"])
         self.net = LeNet5Net(in_size, in_channels, num_classes, activation, pool, first_padding, width, dropout)
         if init == "keras":

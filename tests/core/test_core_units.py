@@ -51,10 +51,19 @@ def test_check_bool_accepts_only_bools():
             check_bool("overwrite", bad)
 
 
+def test_check_choice_names_null():
+    assert check_choice("model.scheduler", None, (None, "cosine")) is None
+    with pytest.raises(ConfigError, match=r"model.scheduler must be one of null, cosine \(got 'step'\)"):
+        check_choice("model.scheduler", "step", (None, "cosine"))
+
+
 def test_check_fraction_half_open_or_closed():
     assert check_fraction("data.border", 0) == 0.0 and isinstance(check_fraction("data.border", 0), float)
     assert check_fraction("data.border", 0.49, 0.5) == 0.49 and check_fraction("data.val_fraction", 0.999) == 0.999
     assert check_fraction("model.strength", 1, hi_included=True) == 1.0
+    assert check_fraction("model.label_smoothing", 0.5, 0.5, hi_included=True) == 0.5
+    with pytest.raises(ConfigError, match=r"model.label_smoothing must be a number in \[0, 0.5\] \(got 0.7\)"):
+        check_fraction("model.label_smoothing", 0.7, 0.5, hi_included=True)
     with pytest.raises(ConfigError, match=r"model.temporal_blend must be a number in \[0, 1\) \(got 1.0\)"):
         check_fraction("model.temporal_blend", 1.0)
     with pytest.raises(ConfigError, match=r"data.border must be a number in \[0, 0.5\)"):

@@ -252,6 +252,30 @@ def test_load_generator_refuses_other_files(tmp_path):
     torch.save(lenet, tmp_path / "untagged.ckpt")  # no class tag (an older checkpoint): by its weights
     with pytest.raises(ConfigError, match="not an MLPGAN"):
         load_generator(tmp_path / "untagged.ckpt")
+    gan = MLPGAN(fid={"enabled": False})
+    bare = {"state_dict": gan.state_dict(), "hybridlearn_class": "hybridlearn.gan.model.MLPGAN"}
+    torch.save(bare, tmp_path / "no_hparams.ckpt")  # the generator is built from the checkpoint's own hparams
+    with pytest.raises(ConfigError, match="lacks the generator's hyper-parameters"):
+        load_generator(tmp_path / "no_hparams.ckpt")
+    small = MLPGAN(fid={"enabled": False}, latent_dim=16, g_hidden=[32])
+    ck = {**bare, "state_dict": small.state_dict(), "hyper_parameters": dict(small.hparams)}
+    torch.save(ck, tmp_path / "small.ckpt")
+    g, fixed, _ = load_generator(tmp_path / "small.ckpt")
+    assert g.latent_dim == 16 and torch.equal(g(fixed[:2]), small.generator.eval()(fixed[:2]))
+
+
+def test_constructing_the_gan_trains_no_classifier(tmp_path, data_dir, fid_cache):
+    """The FID classifier is made by prepare_helpers (the runner's Trainers) or by `setup`, never
+    by the constructor; model.fid is one FIDConfig whose unknown keys are refused."""
+    fid = {"cache_dir": str(tmp_path / "empty"), "mnist_dir": str(data_dir), "classifier_train_size": 5000}
+    model = MLPGAN(fid=fid)
+    assert model.evaluator is None and not (tmp_path / "empty").exists()
+    model = MLPGAN(fid={**fid, "cache_dir": str(fid_cache)})
+    model.prepare_helpers()
+    assert model.evaluator is not None and model.evaluator.classifier_info["source"].startswith(str(fid_cache))
+    assert (model.evaluator.batch_size, model.evaluator.seed) == (1000, 1234)
+    with pytest.raises(ConfigError, match=r"model.fid has unknown key\(s\) \['num_sample'\]"):
+        MLPGAN(fid={"num_sample": 10})
 
 
 def test_label_smoothing_and_spectral_norm(tmp_path):

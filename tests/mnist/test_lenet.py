@@ -12,8 +12,8 @@ import torch
 from conftest import compose_cfg
 
 from hybridlearn.core.runner import run
-from hybridlearn.core.trainer import run_config
-from hybridlearn.mnist.lenet import LeNet5Net
+from hybridlearn.core.trainer import TrainerFactory
+from hybridlearn.mnist.lenet import LeNet5, LeNet5Net
 from hybridlearn.mnist.pretrain import pretrained_lenet
 
 QUICK = [
@@ -42,17 +42,37 @@ def test_pretraining_cached_by_settings_and_rng_neutral(data_dir, tmp_path):
 
 
 def test_pretraining_inside_a_run_uses_its_trainer_but_not_its_limits(data_dir, tmp_path):
-    """Inside a run the pretraining's Trainer comes from the run's config (its logger writes into
-    <run>/lenet_pretrain/), but debug limits such as fast_dev_run do not change what is trained:
+    """Inside a run the pretraining's Trainer comes from the run's TrainerFactory (its logger writes
+    into <run>/lenet_pretrain/), but debug limits such as fast_dev_run do not change what is trained:
     the weights equal those trained outside any run with the same settings (the cache key)."""
     settings = dict(data_dir=str(data_dir), epochs=1, subset=1000, augment=True)
     plain, _ = pretrained_lenet(LeNet5Net(), cache_dir=str(tmp_path / "a"), **settings)
     cfg = compose_cfg(["experiment=lenet_mnist", "debug=fdr", "logger=csv"], tmp_path / "run")
-    with run_config(cfg):
-        in_run, _ = pretrained_lenet(LeNet5Net(), cache_dir=str(tmp_path / "b"), **settings)
+    trainers = TrainerFactory(cfg)
+    in_run, _ = pretrained_lenet(LeNet5Net(), trainers, cache_dir=str(tmp_path / "b"), **settings)
     assert all(torch.equal(v, in_run[k]) for k, v in plain.items())
+    assert len(trainers.built) == 1  # the runner sees the pretraining's Trainer (W&B closing, Ctrl-C)
     rows = list(csv.DictReader((tmp_path / "run" / "lenet_pretrain" / "csv" / "metrics.csv").open()))
     assert [r for r in rows if r.get("pretrain/loss_epoch")]  # the run's logger recorded the pretraining
+
+
+def test_constructing_a_pretrained_lenet_trains_nothing(data_dir, tmp_path):
+    """`pretrained: mnist` is trained (or read from its cache) by prepare_helpers with the Trainers
+    it is given, or by `setup` quietly; the constructor only remembers the settings."""
+    settings = dict(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), epochs=1, subset=1000, augment=False)
+    model = LeNet5(pretrained="mnist", pretrain=settings)
+    assert not (tmp_path / "cache").exists(), "the constructor trained a LeNet-5"
+    untrained = model.net.head.weight.detach().clone()
+    trainers = TrainerFactory()
+    model.prepare_helpers(trainers)
+    want, _ = pretrained_lenet(LeNet5Net(), **settings)  # now from the cache
+    assert torch.equal(model.net.head.weight, want["head.weight"]) and not torch.equal(untrained, want["head.weight"])
+    assert len(trainers.built) == 1
+    model.prepare_helpers(trainers)  # once
+    assert len(trainers.built) == 1
+    other = LeNet5(pretrained="mnist", pretrain=settings)
+    other.setup("fit")  # outside a run: the quiet default, here the cache
+    assert torch.equal(other.net.head.weight, want["head.weight"])
 
 
 def test_confusion_matrix_and_task_predict(data_dir, tmp_path):

@@ -132,9 +132,10 @@ def check_float(key: str, v: Any, lo: float, hi: float) -> float:
     return float(v)
 
 
-def check_choice(key: str, v: Any, choices: Sequence[str]) -> str:
+def check_choice(key: str, v: Any, choices: Sequence[str | None]) -> str | None:
     if v not in choices:
-        raise ConfigError(f"{key} must be one of {', '.join(choices)} (got {v!r})")
+        shown = ", ".join("null" if c is None else str(c) for c in choices)  # None is typed `null`
+        raise ConfigError(f"{key} must be one of {shown} (got {v!r})")
     return v
 
 

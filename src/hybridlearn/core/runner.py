@@ -21,11 +21,11 @@ from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.checkpoint import check_fits
 from hybridlearn.core.cli import is_multirun, load_entry, overrides
-from hybridlearn.core.errors import ConfigError, HybridlearnError
+from hybridlearn.core.errors import ConfigError, HybridlearnError, report_error
 from hybridlearn.core.logs import route_library_logs
 from hybridlearn.core.results import to_number, write_results
 from hybridlearn.core.runs import prepare
-from hybridlearn.core.trainer import build_trainer, finish_loggers, run_config
+from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 
 log = logging.getLogger("hybridlearn")
 
@@ -58,13 +58,15 @@ def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningD
     return metrics
 
 
-def _standard_flow(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def _standard_flow(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     ckpt_path = cfg.get("ckpt_path")
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate(cfg.model)
     if ckpt_path:  # before the Trainer exists: a bad file is one line, with nothing else printed
         check_fits(ckpt_path, model)
-    trainer = build_trainer(cfg, output_dir)
+    if hasattr(model, "prepare_helpers"):  # models it needs (an FID classifier), before its own Trainer
+        model.prepare_helpers(trainers)
+    trainer = trainers.build(output_dir)
     _check_task(cfg, model, trainer)
     weights_only = True if ckpt_path else None  # nothing in a checkpoint can run code
 
@@ -149,13 +151,34 @@ def _fail(output_dir: Path, e: BaseException, started: float, record: dict[str, 
             log.error("job failed: %s\n%s", msg, traceback.format_exc())
         return
     if isinstance(e, HybridlearnError):
-        print(f"error: {msg}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(report_error(e)) from None
     raise e
 
 
+def _start(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> None:
+    """Before any work: the checks of a job, the `running` record (with the pid), the seed."""
+    prepare(cfg, None)  # checked already for a single run (RunGuard); here for each job of a sweep
+    if OmegaConf.select(cfg, "logger.wandb.id"):
+        record["wandb_id"] = cfg.logger.wandb.id  # a resumed run continues this W&B run
+    strategy = str(OmegaConf.select(cfg, "trainer.strategy") or "")
+    # ddp reruns the command for ranks 1..N-1, which in a local multirun would rerun the sweep
+    if strategy in ("ddp", "ddp_find_unused_parameters_true") and is_multirun() and not os.environ.get("SLURM_NTASKS"):
+        raise ConfigError(
+            "a local multirun cannot start DDP ranks; use SLURM (hydra.launcher.tasks_per_node) or a single run"
+        )
+    output_dir.mkdir(parents=True, exist_ok=True)
+    write_results_rank0(output_dir, status="running", pid=os.getpid(), **record)
+    if cfg.get("print_config"):
+        print(OmegaConf.to_yaml(cfg, resolve=False), end="", flush=True)
+    if cfg.get("seed") is not None:
+        L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if torch.cuda.is_available():
+        torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
+
+
 def run(cfg: DictConfig) -> dict[str, Any] | None:
-    """Run one job described by `cfg`; write `<output_dir>/results.json`; return its metrics.
+    """Run one job described by `cfg`; write `<output_dir>/results.json`; return its metrics. An
+    entry is called as `fn(cfg, output_dir, trainers)`, `trainers` the run's TrainerFactory.
 
     results.json says `running` (with the pid) from the start, so a killed run is visible as such."""
     route_library_logs()  # Lightning's notices and warnings: train.log only (once Hydra's logging is set up)
@@ -168,54 +191,34 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "output_dir": str(output_dir.resolve()),
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
     }
-    with run_config(cfg) as ctx:
-        try:
-            prepare(cfg, None)  # checked already for a single run (RunGuard); here for each job of a sweep
-            if OmegaConf.select(cfg, "logger.wandb.id"):
-                record["wandb_id"] = cfg.logger.wandb.id  # a resumed run continues this W&B run
-            strategy = str(OmegaConf.select(cfg, "trainer.strategy") or "")
-            # ddp reruns the command for ranks 1..N-1, which in a local multirun would rerun the sweep
-            if (
-                strategy in ("ddp", "ddp_find_unused_parameters_true")
-                and is_multirun()
-                and not os.environ.get("SLURM_NTASKS")
-            ):
-                raise ConfigError(
-                    "a local multirun cannot start DDP ranks; use SLURM (hydra.launcher.tasks_per_node) or a single run"
-                )
-            output_dir.mkdir(parents=True, exist_ok=True)
-            write_results_rank0(output_dir, status="running", pid=os.getpid(), **record)
-            if cfg.get("print_config"):
-                print(OmegaConf.to_yaml(cfg, resolve=False), end="", flush=True)
-            if cfg.get("seed") is not None:
-                L.seed_everything(cfg.seed, workers=True, verbose=False)
-            if torch.cuda.is_available():
-                torch.set_float32_matmul_precision(cfg.get("matmul_precision", "high"))
-            entry = cfg.get("entry")
-            metrics = load_entry(entry)(cfg, output_dir) if entry else _standard_flow(cfg, output_dir)
-            bad = _non_finite(metrics)
-            if bad:
-                raise ConfigError(f"{bad}: the run diverged; lower the learning rate (model.lr) or check the data")
-        except (Exception, KeyboardInterrupt, SystemExit) as e:
-            stopped = _interrupted(ctx.trainers) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None
-            for tr in ctx.trainers:
-                finish_loggers(tr, failed=True)
-            if stopped is not None or isinstance(e, KeyboardInterrupt):
-                write_results_rank0(
-                    output_dir,
-                    status="interrupted",
-                    duration_s=round(time.time() - started, 3),
-                    **(stopped or {}),
-                    **record,
-                )
-                print(f"interrupted; resume with ckpt_path={(stopped or {}).get('last_ckpt')}", file=sys.stderr)
-                raise SystemExit(130) from None
-            if isinstance(e, SystemExit):
-                raise
-            _fail(output_dir, e, started, record)
-            return None
-        for tr in ctx.trainers:  # close W&B runs so each model (and each job of a sweep) leaves a complete run
-            finish_loggers(tr)
+    trainers = TrainerFactory(cfg)  # every Trainer of this run: W&B closing, Ctrl-C
+    try:
+        _start(cfg, output_dir, record)
+        entry = cfg.get("entry")
+        metrics = load_entry(entry)(cfg, output_dir, trainers) if entry else _standard_flow(cfg, output_dir, trainers)
+        bad = _non_finite(metrics)
+        if bad:
+            raise ConfigError(f"{bad}: the run diverged; lower the learning rate (model.lr) or check the data")
+    except (Exception, KeyboardInterrupt, SystemExit) as e:
+        stopped = _interrupted(trainers.built) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None
+        for tr in trainers.built:
+            finish_loggers(tr, failed=True)
+        if stopped is not None or isinstance(e, KeyboardInterrupt):
+            write_results_rank0(
+                output_dir,
+                status="interrupted",
+                duration_s=round(time.time() - started, 3),
+                **(stopped or {}),
+                **record,
+            )
+            print(f"interrupted; resume with ckpt_path={(stopped or {}).get('last_ckpt')}", file=sys.stderr)
+            raise SystemExit(130) from None
+        if isinstance(e, SystemExit):
+            raise
+        _fail(output_dir, e, started, record)
+        return None
+    for tr in trainers.built:  # close W&B runs so each model (and each job of a sweep) leaves a complete run
+        finish_loggers(tr)
     if rank_zero_only.rank == 0:  # DDP: every rank runs this function; one record per run
         write_results(
             output_dir, status="completed", metrics=metrics, duration_s=round(time.time() - started, 3), **record

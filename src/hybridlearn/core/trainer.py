@@ -1,18 +1,16 @@
 """The one way a Trainer is made: from the run's `trainer`, `logger` and `callbacks` config.
 
 The standard flow trains one model per run; a study (`entry:`) trains many, each with
-`build_trainer(cfg, <its own folder>, name=..., max_epochs=...)`, so `trainer=gpu`,
-`trainer.precision=...` and `logger=wandb` reach every model a study trains.
+`trainers.build(<its own folder>, name=..., max_epochs=...)` of the run's `TrainerFactory`, so
+`trainer=gpu`, `trainer.precision=...` and `logger=wandb` reach every model a study trains.
 """
 
 from __future__ import annotations
 
-import contextlib
 import re
 import sys
 import types
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -27,32 +25,6 @@ from hybridlearn.core.callbacks import ClassTagCallback
 # TensorBoard event files need no TensorFlow, but where TensorFlow is installed (the `tf` extra)
 # tensorboard imports it on the first write (~5 s and absl's log lines) unless this marker exists.
 sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
-
-
-# The config of the run in progress (set by core.cli.run): code deep inside a run that must train a
-# model of its own (the cached MNIST LeNet-5 behind `model.pretrained: mnist`, the FID classifier)
-# builds its Trainer from it, so `trainer=gpu` and `logger=wandb` reach that model too.
-@dataclass
-class RunContext:
-    cfg: DictConfig
-    trainers: list[L.Trainer] = field(default_factory=list)  # every Trainer the run built (W&B closing, Ctrl-C)
-
-
-_RUNS: list[RunContext] = []
-
-
-@contextlib.contextmanager
-def run_config(cfg: DictConfig) -> Iterator[RunContext]:
-    _RUNS.append(RunContext(cfg))
-    try:
-        yield _RUNS[-1]
-    finally:
-        _RUNS.pop()
-
-
-def current_config() -> DictConfig | None:
-    """The composed config of the run in progress, or None outside a run (Python API, tests)."""
-    return _RUNS[-1].cfg if _RUNS else None
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -122,9 +94,30 @@ def build_trainer(
     )
     for lg in trainer.loggers:  # fast_dev_run swaps the loggers for dummies: start no real run then
         lg.log_hyperparams(OmegaConf.to_container(sub, resolve=True, throw_on_missing=False))
-    if _RUNS:
-        _RUNS[-1].trainers.append(trainer)
     return trainer
+
+
+class TrainerFactory:
+    """The Trainers of one run, built from its config and kept: the runner closes their W&B runs and,
+    on Ctrl-C, finds the last checkpoint among them. Made by `core.runner` and handed explicitly to
+    whatever trains models inside the run (a study's entry, the cached MNIST LeNet-5 behind
+    `model.pretrained: mnist`, the GAN's FID classifier), so `trainer=gpu` and `logger=wandb` reach
+    those models too. `TrainerFactory()` (no config: Python API, tests) builds quiet Trainers."""
+
+    def __init__(self, cfg: DictConfig | None = None):
+        self.cfg = cfg
+        self.built: list[L.Trainer] = []
+
+    def folder(self, name: str, default: str | Path) -> Path:
+        """`<run>/<name>` inside a run, else `default` (a helper model's logs go beside the run's)."""
+        return Path(self.cfg.paths.output_dir) / name if self.cfg is not None else Path(default)
+
+    def build(self, output_dir: str | Path, cfg: DictConfig | None = None, **kwargs: Any) -> L.Trainer:
+        """`build_trainer(<the run's config>, output_dir, **kwargs)`, remembered; `cfg`: a variant of
+        the run's config instead (a study's model with trainer settings of its own)."""
+        trainer = build_trainer(cfg if cfg is not None else self.cfg, output_dir, **kwargs)
+        self.built.append(trainer)
+        return trainer
 
 
 def finish_loggers(trainer: L.Trainer | None, failed: bool = False) -> None:

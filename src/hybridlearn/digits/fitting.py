@@ -18,7 +18,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hybridlearn.core.plotting import plot_curves
-from hybridlearn.core.trainer import build_trainer, finish_loggers
+from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 from hybridlearn.digits.results import Misread
 
 KEYS = {
@@ -129,6 +129,7 @@ def variant_config(cfg: DictConfig, variant: DictConfig, seed: int, *extra: Dict
 
 
 def fit_one(
+    trainers: TrainerFactory,
     cfg: DictConfig,
     name: str,
     seed: int,
@@ -146,12 +147,13 @@ def fit_one(
     dm = instantiate(run_cfg.data)
     dm.setup("fit")
     model = instantiate(run_cfg.model)
+    model.prepare_helpers(trainers)  # the MNIST pretraining of `model.pretrained: mnist`
     hist = EpochHistory(dm.tensors["test"], test_at=set(test_at) | {epochs})
     if epochs > 0:
         run_name = f"{name}_seed{seed}"
-        trainer = build_trainer(
-            run_cfg,
+        trainer = trainers.build(
             output_dir / "runs" / run_name,
+            cfg=run_cfg,
             name=run_name,
             callbacks=[hist],
             use_config_callbacks=False,

@@ -26,6 +26,7 @@ from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.stats import expected_calibration_error, wilson_interval
+from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.digits.fitting import curves, fit_one, fit_writers, misclassified
 from hybridlearn.digits.paper import PAPER_ACCURACY
 from hybridlearn.digits.predict import classify, preparation, read_digits
@@ -72,12 +73,12 @@ def per_seed(vals: Sequence[float]) -> str:
     return ", ".join(f"{v:.3f}" for v in vals)
 
 
-def run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     """Entry `hybridlearn.digits.study:run_study` (experiment=digits_study)."""
     threads = torch.get_num_threads()
     try:
         torch.set_num_threads(int(cfg.study.get("threads") or threads))
-        return _run_study(cfg, output_dir)
+        return _run_study(cfg, output_dir, trainers)
     finally:
         torch.set_num_threads(threads)
 
@@ -102,11 +103,11 @@ def ablation_variants(st: DictConfig, key: str, first: tuple[str, str]) -> list[
     return [(*first, None)] + [(a, st.ablation_runs[a].label, st.ablation_runs[a]) for a in names]
 
 
-def _run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def _run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     st = study_settings(cfg)
 
     def fit(name, variant, seed, epochs, *extra, test_at=()):
-        return fit_one(cfg, name, seed, epochs, output_dir, variant, *extra, test_at=test_at)
+        return fit_one(trainers, cfg, name, seed, epochs, output_dir, variant, *extra, test_at=test_at)
 
     variants = ablation_variants(st, "ablations", ("transfer", "transfer (pretrained + augmentation)"))
     lowo_variants = ablation_variants(st, "lowo_ablations", ("transfer", "transfer")) if st.lowo else []

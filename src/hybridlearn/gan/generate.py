@@ -13,11 +13,10 @@ and at 100,000 for a folder of single PNGs. Errors print one line and exit 2.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from hybridlearn.core.cli import load_entry
-from hybridlearn.core.errors import ConfigError, HybridlearnError
+from hybridlearn.core.errors import ConfigError, one_line_errors
 
 MAX_GRID = 10_000  # images in one PNG grid or .pt (-n, and task=predict of the GAN): 10k 28x28 is ~8 MB
 MAX_FILES = 100_000  # single PNGs in a folder (-n with --out <folder>)
@@ -61,14 +60,11 @@ def check_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"checkpoint {args.ckpt} is not a file; give a .ckpt (e.g. <run>/checkpoints/last.ckpt)")
 
 
+@one_line_errors
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    try:
-        check_args(args)
-        n = load_entry(WRITE_SAMPLES)(args)
-    except HybridlearnError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    check_args(args)
+    n = load_entry(WRITE_SAMPLES)(args)
     print(f"wrote {n} sample(s) to {args.out}")
     return 0
 

@@ -8,8 +8,11 @@ measured with the same extractor and the same sample counts.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,38 @@ from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.mnist.data import to_range
 from hybridlearn.mnist.lenet import LeNet5Net, read_lenet
 from hybridlearn.mnist.pretrain import pretrained_lenet
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FIDConfig:
+    """`model.fid` of the GAN (conf/model/mlp_gan.yaml lists the same values): when and how the
+    LeNet-FID is measured, and which classifier measures it."""
+
+    enabled: bool = True
+    every_n_epochs: int = 1
+    num_samples: int = 10000  # generated images per evaluation (same count as the real test set)
+    num_real: int = 10000  # training images forming the real reference
+    batch_size: int = 1000
+    seed: int = 1234  # latent vectors for evaluation: the same set every time
+    classifier_ckpt: str | None = None  # LeNet-5 checkpoint (experiment=lenet_mnist .ckpt or a cached .pt)
+    cache_dir: str | None = None  # where an on-the-fly classifier is cached (paths.cache_dir)
+    mnist_dir: str | None = None  # data dir holding mnist/ (paths.data_dir) to train that classifier
+    classifier_train_size: int = 60000
+    classifier_epochs: int = 1
+
+    @classmethod
+    def from_mapping(cls, fid: Mapping[str, Any] | None) -> FIDConfig:
+        known = [f.name for f in dataclasses.fields(cls)]
+        unknown = set(fid or {}) - set(known)
+        if unknown:
+            raise ConfigError(f"model.fid has unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
+        return cls(**(fid or {}))
 
 
 def tanh_to_standard(x: torch.Tensor) -> torch.Tensor:
@@ -64,12 +94,15 @@ def mnist_classifier(
     n_train: int | None = None,
     epochs: int = 1,
     seed: int = 0,
+    trainers: TrainerFactory | None = None,
 ) -> tuple[LeNet5Net, dict[str, Any]]:
     """The FID classifier: the MNIST LeNet-5 pretraining (hybridlearn.mnist.pretrain, cached) with
-    standard normalisation, no augmentation, `epochs` epochs on the first `n_train` images."""
+    standard normalisation, no augmentation, `epochs` epochs on the first `n_train` images, trained
+    by a Trainer of `trainers` (None: a quiet one) when not cached."""
     net = LeNet5Net()
     sd, info = pretrained_lenet(
         net,
+        trainers,
         data_dir=str(data_dir),
         cache_dir=str(cache_dir),
         epochs=epochs,
@@ -107,30 +140,33 @@ class GANEvaluator:
         self,
         classifier: LeNet5Net,
         classifier_info: dict[str, Any],
-        batch_size: int = 1000,
-        seed: int = 1234,
+        batch_size: int = FIDConfig.batch_size,
+        seed: int = FIDConfig.seed,
     ):
         self.classifier, self.classifier_info = classifier.eval(), classifier_info
         self.batch_size, self.seed = batch_size, seed
         self.fid = FrechetInceptionDistance(feature=LeNetFeatures(classifier), reset_real_features=False)
 
     @classmethod
-    def from_config(cls, c: dict[str, Any]) -> GANEvaluator:
-        if c.get("classifier_ckpt"):
-            net, info = load_classifier(c["classifier_ckpt"])
+    def from_config(cls, c: FIDConfig, trainers: TrainerFactory | None = None) -> GANEvaluator:
+        """The evaluator of `model.fid`: its classifier read from `classifier_ckpt`, or the MNIST
+        pretraining (trained by a Trainer of `trainers` when not cached)."""
+        if c.classifier_ckpt:
+            net, info = load_classifier(c.classifier_ckpt)
         else:
-            if not c.get("cache_dir") or not c.get("mnist_dir"):
+            if not c.cache_dir or not c.mnist_dir:
                 raise ConfigError(
                     "model.fid.cache_dir and model.fid.mnist_dir must be set to train the FID "
                     "classifier (or give model.fid.classifier_ckpt, or set model.fid.enabled=false)"
                 )
             net, info = mnist_classifier(
-                c["mnist_dir"],
-                c["cache_dir"],
-                c["classifier_train_size"],
-                c["classifier_epochs"],
+                c.mnist_dir, c.cache_dir, c.classifier_train_size, c.classifier_epochs, trainers=trainers
             )
-        return cls(net, info, c["batch_size"], c["seed"])
+        return cls(net, info, c.batch_size, c.seed)
+
+    def with_new_reference(self) -> GANEvaluator:
+        """An evaluator of the same classifier and settings whose real reference is set apart from this one's."""
+        return GANEvaluator(self.classifier, self.classifier_info, self.batch_size, self.seed)
 
     @torch.no_grad()
     def set_reference(self, real: torch.Tensor) -> None:

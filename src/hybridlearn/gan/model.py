@@ -28,13 +28,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hybridlearn.core.config import check_int
-from hybridlearn.core.errors import ConfigError, HybridlearnError
+from hybridlearn.core.config import check_choice, check_fraction, check_int
+from hybridlearn.core.errors import HybridlearnError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.core.loaders import tensor_loader
+from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.gan.callbacks import save_png, to_grid
 from hybridlearn.gan.generate import MAX_GRID
-from hybridlearn.gan.metrics import GANEvaluator, collect_images
+from hybridlearn.gan.metrics import FIDConfig, GANEvaluator, collect_images
 
 log = logging.getLogger(__name__)
 
@@ -133,21 +134,6 @@ def make_adam(params, lr: float, betas: tuple[float, float], impl: str) -> torch
     return torch.optim.Adam(params, lr=lr, betas=betas, foreach=impl == "foreach")
 
 
-FID_DEFAULTS: dict[str, Any] = {
-    "enabled": True,
-    "every_n_epochs": 1,
-    "num_samples": 10000,  # generated images per evaluation (same count as the real test set)
-    "num_real": 10000,  # training images forming the real reference
-    "batch_size": 1000,
-    "seed": 1234,  # latent vectors for evaluation: the same set every time
-    "classifier_ckpt": None,  # LeNet-5 checkpoint (experiment=lenet_mnist .ckpt or a cached .pt)
-    "cache_dir": None,  # where an on-the-fly classifier is cached (paths.cache_dir)
-    "mnist_dir": None,  # data dir holding mnist/ (paths.data_dir) to train that classifier
-    "classifier_train_size": 60000,
-    "classifier_epochs": 1,
-}
-
-
 class MLPGAN(L.LightningModule):
     def __init__(
         self,
@@ -178,21 +164,13 @@ class MLPGAN(L.LightningModule):
         `spectral_norm`: spectral normalisation of the discriminator's layers.
         `n_predict` / `predict_seed`: the images task=predict generates (hybridlearn.gan.generate caps)."""
         super().__init__()
-        if not 0 <= label_smoothing <= 0.5:
-            raise ConfigError(f"model.label_smoothing must be in [0, 0.5] (got {label_smoothing})")
+        check_fraction("model.label_smoothing", label_smoothing, 0.5, hi_included=True)
         check_int("model.n_predict", n_predict, 1, MAX_GRID)
-        if optimizer_impl not in OPTIMIZER_IMPLS:
-            raise ConfigError(
-                f"model.optimizer_impl must be one of {', '.join(OPTIMIZER_IMPLS)} (got {optimizer_impl!r})"
-            )
-        if latent_dim <= 0 or num_fixed <= 0:
-            raise ConfigError(f"model.latent_dim and model.num_fixed must be > 0 (got {latent_dim}, {num_fixed})")
-        if not 0 <= dropout < 1:
-            raise ConfigError(f"model.dropout must be in [0, 1) (got {dropout})")
-        unknown = set(fid or {}) - set(FID_DEFAULTS)
-        if unknown:
-            raise ConfigError(f"model.fid has unknown key(s) {sorted(unknown)}; known: {sorted(FID_DEFAULTS)}")
-        self.fid_cfg = {**FID_DEFAULTS, **(fid or {})}
+        check_choice("model.optimizer_impl", optimizer_impl, OPTIMIZER_IMPLS)
+        check_int("model.latent_dim", latent_dim, 1, 1_000_000)
+        check_int("model.num_fixed", num_fixed, 1, 1_000_000)
+        check_fraction("model.dropout", dropout)
+        self.fid_cfg = FIDConfig.from_mapping(fid)
         self.save_hyperparameters()
         self.automatic_optimization = False
         self.generator = Generator(latent_dim, g_hidden, img_shape, negative_slope)
@@ -209,10 +187,18 @@ class MLPGAN(L.LightningModule):
         self._rng_seed = int(torch.randint(0, 2**62, (1,)).item())  # seeded by seed_everything
         self._rng: torch.Generator | None = None
         self._rng_pending: dict[str, Any] | None = None
-        # LeNet-FID: its classifier (the cached MNIST LeNet-5 pretraining) is made here, before the
-        # run's Trainer and loggers exist, not in the middle of fit.
-        self.evaluator = GANEvaluator.from_config(self.fid_cfg) if self.fid_cfg["enabled"] else None
+        self.evaluator: GANEvaluator | None = None  # LeNet-FID: made by prepare_helpers
         self.extra_results: dict[str, Any] = {}
+
+    def prepare_helpers(self, trainers: TrainerFactory | None = None) -> None:
+        """The LeNet-FID evaluator, its classifier read from `model.fid.classifier_ckpt` or the cached
+        MNIST pretraining, trained by a Trainer of `trainers` (the run's; None: a quiet one) when not
+        cached. Once; `setup` calls it when no caller did (Python API)."""
+        if self.fid_cfg.enabled and self.evaluator is None:
+            self.evaluator = GANEvaluator.from_config(self.fid_cfg, trainers)
+
+    def setup(self, stage: str) -> None:
+        self.prepare_helpers()
 
     # ---------------------------------------------------------------- sampling
     def forward(self, z: torch.Tensor) -> torch.Tensor:
@@ -224,29 +210,38 @@ class MLPGAN(L.LightningModule):
         return self.generator(self.fixed_noise)
 
     # ---------------------------------------------------------------- private RNG
-    def rng(self) -> torch.Generator:
+    def bind_rng(self) -> torch.Generator:
+        """Make the private generator on the model's device (from its seed, or the state a resumed
+        checkpoint saved) and have the discriminator's dropout layers draw their masks from it."""
         device = self.fixed_noise.device
-        if self._rng is None or self._rng.device != device:
-            g = torch.Generator(device=device)
-            g.manual_seed(self._rng_seed)
-            p, self._rng_pending = self._rng_pending, None
-            if p is not None:
-                if p["device"] == device.type:
-                    g.set_state(p["state"].cpu())
-                else:
-                    log.warning(
-                        "GAN RNG state saved on %s, now on %s: reseeded",
-                        p["device"],
-                        device.type,
-                    )
-            self._rng = g
-            for m in self.discriminator.modules():
-                if isinstance(m, GenDropout):
-                    m.generator = g
-        return self._rng
+        g = torch.Generator(device=device)
+        g.manual_seed(self._rng_seed)
+        saved, self._rng_pending = self._rng_pending, None
+        if saved is not None and saved["device"] == device.type:
+            g.set_state(saved["state"].cpu())
+        elif saved is not None:
+            log.warning("GAN RNG state saved on %s, now on %s: reseeded", saved["device"], device.type)
+        self._rng = g
+        for m in self.discriminator.modules():
+            if isinstance(m, GenDropout):
+                m.generator = g
+        return g
+
+    def rng_is_bound(self) -> bool:
+        return self._rng is not None and self._rng.device == self.fixed_noise.device
+
+    def private_rng(self) -> torch.Generator:
+        """The private generator; bound first when it is not (outside a Trainer: unit tests, benchmarks)."""
+        return self._rng if self.rng_is_bound() else self.bind_rng()
+
+    def on_train_start(self) -> None:
+        # On the training device, after a resumed checkpoint restored its state (on_load_checkpoint
+        # unbinds it); a second fit of the same model continues the stream.
+        if not self.rng_is_bound():
+            self.bind_rng()
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        g = self.rng()
+        g = self.private_rng()
         checkpoint["gan_rng"] = {"state": g.get_state(), "device": g.device.type}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -259,7 +254,7 @@ class MLPGAN(L.LightningModule):
             self.hparams.latent_dim,
             device=self.fixed_noise.device,
             dtype=self.fixed_noise.dtype,
-            generator=self.rng(),
+            generator=self.private_rng(),
         )
 
     # ---------------------------------------------------------------- optimisation
@@ -343,7 +338,6 @@ class MLPGAN(L.LightningModule):
     def training_step(self, batch, batch_idx):
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
         opt_g, opt_d = self.optimizers()
-        self.rng()  # binds the dropout layers to the private generator
         d_loss, fake, d_real, d_fake = self.d_step(real, opt_d)
         g_loss = self.g_step(real.shape[0], opt_g, fake if self.hparams.reuse_fake else None)
         self.log_dict(
@@ -363,10 +357,6 @@ class MLPGAN(L.LightningModule):
         )
 
     # ---------------------------------------------------------------- quality metrics
-    def _build_evaluator(self):
-        self.extra_results["fid_classifier"] = self.evaluator.classifier_info
-        return self.evaluator
-
     def _datamodule_images(self, split: str, n: int) -> torch.Tensor | None:
         dm = getattr(self.trainer, "datamodule", None)
         fn = getattr(dm, f"{split}_dataloader", None)
@@ -379,17 +369,16 @@ class MLPGAN(L.LightningModule):
             return None
 
     def on_fit_start(self) -> None:
-        if not self.fid_cfg["enabled"]:
+        """The real reference (training images), the untrained generator's FID and the floor."""
+        ev, c = self.evaluator, self.fid_cfg
+        if ev is None:
             return
-        ev = self._build_evaluator()
-        c = self.fid_cfg
-        real = self._datamodule_images("train", c["num_real"])
+        self.extra_results["fid_classifier"] = ev.classifier_info
+        real = self._datamodule_images("train", c.num_real)
         ev.set_reference(real)
         if self.current_epoch == 0 and not self.trainer.ckpt_path and "fid_init" not in self.extra_results:
-            self.extra_results["fid_init"] = ev.evaluate(self.generator, self.hparams.latent_dim, c["num_samples"])[
-                "fid"
-            ]
-        other = self._datamodule_images("test", c["num_samples"])
+            self.extra_results["fid_init"] = ev.evaluate(self.generator, self.hparams.latent_dim, c.num_samples)["fid"]
+        other = self._datamodule_images("test", c.num_samples)
         if other is not None and len(other) >= 2:
             floor = ev.fid_of_images(other)
             self.extra_results.update({"fid_floor": floor, "fid_floor_n": len(other), "fid_real_n": len(real)})
@@ -397,9 +386,9 @@ class MLPGAN(L.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         c = self.fid_cfg
-        if not c["enabled"] or self.evaluator is None or (self.current_epoch + 1) % c["every_n_epochs"]:
+        if self.evaluator is None or (self.current_epoch + 1) % c.every_n_epochs:
             return
-        stats = self.evaluator.evaluate(self.generator, self.hparams.latent_dim, c["num_samples"])
+        stats = self.evaluator.evaluate(self.generator, self.hparams.latent_dim, c.num_samples)
         self.log("fid", stats["fid"], prog_bar=True, sync_dist=True)
         if "fid_floor" in self.extra_results:
             self.log("fid_floor", self.extra_results["fid_floor"], sync_dist=True)
@@ -424,17 +413,15 @@ class MLPGAN(L.LightningModule):
         self._test_real: list[torch.Tensor] = []
 
     def on_test_epoch_end(self) -> None:
-        if not self.fid_cfg["enabled"] or not self._test_real:
+        if self.evaluator is None or not self._test_real:
             return
-
-        c = self.fid_cfg
-        base = self._build_evaluator()
-        ev = GANEvaluator(base.classifier, base.classifier_info, c["batch_size"], c["seed"])
-        test_real = torch.cat(self._test_real)[: c["num_samples"]]
+        self.extra_results["fid_classifier"] = self.evaluator.classifier_info
+        ev = self.evaluator.with_new_reference()  # the training reference stays for later epochs
+        test_real = torch.cat(self._test_real)[: self.fid_cfg.num_samples]
         if len(test_real) < 2:
             return
         ev.set_reference(test_real)
-        stats = ev.evaluate(self.generator, self.hparams.latent_dim, c["num_samples"])
+        stats = ev.evaluate(self.generator, self.hparams.latent_dim, self.fid_cfg.num_samples)
         out = {
             "test/fid": stats["fid"],
             "test/confidence": stats["confidence"],

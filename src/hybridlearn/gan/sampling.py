@@ -13,6 +13,8 @@ from hybridlearn.core.io import atomic_output
 from hybridlearn.gan.callbacks import save_png, to_grid
 from hybridlearn.gan.model import MLPGAN, Generator
 
+GENERATOR_KEYS = ("latent_dim", "g_hidden", "img_shape", "negative_slope")  # MLPGAN's, in Generator's order
+
 
 def load_generator(ckpt: str | Path):
     """(generator in eval mode, fixed_noise, hyper-parameters) from an MLPGAN checkpoint, read by the
@@ -25,13 +27,13 @@ def load_generator(ckpt: str | Path):
             f"checkpoint {ckpt} holds {describe(ck)}, not an MLPGAN (no generator weights); "
             "give a checkpoint of experiment=gan_mnist or gan_digits"
         )
-    hp = ck.get("hyper_parameters", {})
-    g = Generator(
-        hp.get("latent_dim", 128),
-        hp.get("g_hidden", (256, 512, 1024)),
-        hp.get("img_shape", (1, 28, 28)),
-        hp.get("negative_slope", 0.2),
-    )
+    hp = ck.get("hyper_parameters") or {}
+    missing = [k for k in GENERATOR_KEYS if k not in hp]
+    if missing:
+        raise ConfigError(
+            f"checkpoint {ckpt} lacks the generator's hyper-parameters {missing}; give a checkpoint saved by MLPGAN"
+        )
+    g = Generator(*(hp[k] for k in GENERATOR_KEYS))
     try:
         g.load_state_dict(
             {k[len("generator.") :].replace("_orig_mod.", ""): v for k, v in sd.items() if k.startswith("generator.")}

@@ -8,7 +8,7 @@
   km pooled over all folds, as Zhou et al. 2014 report), with the baselines on the same folds.
 
 Every hybrid and CV fold is trained by a Trainer built from the run's own trainer/logger/callbacks
-config (`core.trainer.build_trainer`) in its own subfolder (`hybrid_M1/`, `fold_3/`, ...), so
+config (the run's `core.trainer.TrainerFactory`) in its own subfolder (`hybrid_M1/`, `fold_3/`, ...), so
 `trainer=gpu` and `logger=wandb` reach each (one W&B run per model, named `<run>/<model>`).
 """
 
@@ -34,7 +34,7 @@ from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.plotting import plot_curves, save_figure
 from hybridlearn.core.progress import fit_progress
 from hybridlearn.core.results import write_table
-from hybridlearn.core.trainer import build_trainer, finish_loggers
+from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 from hybridlearn.gom.data import GomData, GomDataModule
 from hybridlearn.gom.grid import GridResult, NetSpec, forward_params, train_sigmoid_grid
 from hybridlearn.gom.metrics import FOREST_TARGETS, baselines, forest_predict, geo_metrics, haversine_km, knn_predict
@@ -263,7 +263,7 @@ def train_grid_kind(cfg: DictConfig, kind: str, d: GomData, out: Path, figs: dic
     return summary
 
 
-def run_grid(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def run_grid(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     """Entry: train the grid(s) in `grid.kinds` vectorized; tables, histories and curves."""
     _set_threads(cfg.grid)
     kinds = list(cfg.grid.get("kinds", ["mlp"]))
@@ -284,14 +284,14 @@ def run_grid(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------------ hybrid
 def fit_hybrid(
-    cfg: DictConfig | None, dm: GomDataModule, model_kw: dict[str, Any], max_epochs: int, out: Path, name: str
+    trainers: TrainerFactory, dm: GomDataModule, model_kw: dict[str, Any], max_epochs: int, out: Path, name: str
 ) -> dict[str, Any]:
     """Train one GomHybrid on `dm` with a Trainer built from the run's trainer/logger/callbacks config
     into its own folder `out` (checkpoints, logs, W&B run `<run>/<name>`), test its best checkpoint
     (the weights in memory when no checkpoint callback is configured) and return its results
     (`dm.data` then holds the data it used)."""
     model = GomHybrid(**model_kw)
-    trainer = build_trainer(cfg, out, name=name, max_epochs=max_epochs)
+    trainer = trainers.build(out, name=name, max_epochs=max_epochs)
     trainer.fit(model, datamodule=dm)
     ckpt = trainer.checkpoint_callback
     best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
@@ -306,7 +306,7 @@ def fit_hybrid(
     return r
 
 
-def run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     """Entry: the whole GOM study (MLP grid, autoencoder grid, hybrids with M1*/M2*) and a report."""
     t0 = time.perf_counter()
     _set_threads(cfg.grid)
@@ -336,7 +336,7 @@ def run_study(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         log.info("hybrid with %s* = %d hidden (lr %g)", fam, h, lr)
         kw = _kwargs(cfg.model, ae_hidden=h, ae_lr=lr)
         epochs = check_int("study.hybrid_epochs", st.get("hybrid_epochs", cfg.trainer.max_epochs), 1, 1_000_000)
-        r = fit_hybrid(cfg, _datamodule(cfg), kw, epochs, out / f"hybrid_{fam}", name=f"hybrid_{fam}")
+        r = fit_hybrid(trainers, _datamodule(cfg), kw, epochs, out / f"hybrid_{fam}", name=f"hybrid_{fam}")
         pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
         no = {"M1": ("fig10", "fig11"), "M2": ("fig17", "fig18")}[fam]
         for j, (what, fig) in enumerate(zip(("latitude", "longitude"), no)):
@@ -447,7 +447,7 @@ def fold_baselines(d: GomData, k: int, trees: int, targets: Sequence[str], seed:
     return out
 
 
-def run_cv(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def run_cv(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     """Entry: k-fold CV of the hybrid in cfg.model (each fold a Lightning fit with its own val split
     for checkpoint selection / early stopping), plus the training-mean, k-NN and random-forest
     baselines on the same folds (the fold assignment is drawn from `seed`)."""
@@ -469,7 +469,7 @@ def run_cv(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
         for f in range(k):
             dm = _datamodule(cfg, cv_folds=k, fold=f)
             r = fit_hybrid(
-                cfg, dm, _kwargs(cfg.model), int(cfg.trainer.max_epochs), out / f"fold_{f}", name=f"fold_{f}"
+                trainers, dm, _kwargs(cfg.model), int(cfg.trainer.max_epochs), out / f"fold_{f}", name=f"fold_{f}"
             )
             pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
             preds = {

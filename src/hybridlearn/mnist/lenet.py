@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from hybridlearn.core.checkpoint import check_class, read_checkpoint
-from hybridlearn.core.config import check_float, plain
+from hybridlearn.core.config import check_choice, check_float, check_fraction, plain
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.plotting import save_figure
+from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.mnist.augment import TestTimeAugment
 from hybridlearn.mnist.pretrain import pretrained_lenet
 
@@ -56,8 +58,7 @@ class LeNet5Net(nn.Module):
         if side < 1:
             raise ConfigError(f"model.in_size={in_size} with first_padding={first_padding} is too small for LeNet-5")
         check_float("model.width", width, 0.0, 16.0)
-        if not 0.0 <= dropout < 1.0:
-            raise ConfigError(f"model.dropout must be in [0, 1) (got {dropout!r})")
+        check_fraction("model.dropout", dropout)
         c1, c2, f1, f2 = (max(1, round(n * width)) for n in (6, 16, 120, 84))
 
         def hidden_act() -> nn.Module:  # dropout rides with the activation: no parameter index moves
@@ -119,16 +120,8 @@ def read_lenet(path: str | Path, what: str = "model.pretrained") -> tuple[dict[s
     return {k.replace("_orig_mod.", ""): v for k, v in sd.items()}, arch
 
 
-def net_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """LeNet5Net weights for `model.pretrained=<path>`."""
-    return read_lenet(path)[0]
-
-
-def load_pretrained_(net: nn.Module, pretrained: str, pretrain: Mapping[str, Any] | None = None) -> None:
-    if pretrained == "mnist":
-        sd, _ = pretrained_lenet(net, **dict(pretrain or {}))
-    else:
-        sd = net_state_dict(pretrained)
+def load_weights_(net: nn.Module, sd: Mapping[str, torch.Tensor], pretrained: str) -> None:
+    """`net.load_state_dict(sd)`, one line naming `model.pretrained` when the shapes differ."""
     try:
         net.load_state_dict(sd)
     except RuntimeError as e:
@@ -137,6 +130,18 @@ def load_pretrained_(net: nn.Module, pretrained: str, pretrain: Mapping[str, Any
             f"model.pretrained={pretrained}: weights do not fit this LeNet-5 (in_size/first_padding/"
             f"num_classes must match the pretrained model): {' '.join(first[1:2]) or first[0]}"
         ) from None
+
+
+def build_tta(tta: Mapping[str, Any] | None) -> TestTimeAugment | None:
+    """`model.tta`: null, or the settings of a TestTimeAugment."""
+    if tta is None:
+        return None
+    if not isinstance(tta, Mapping):
+        raise ConfigError(f"model.tta must be null or a mapping like {{rotate: [-8, 8]}} (got {tta!r})")
+    try:
+        return TestTimeAugment(**tta)
+    except TypeError as e:
+        raise ConfigError(f"model.tta: {e} (keys: rotate, value_range)") from None
 
 
 class LeNet5(L.LightningModule):
@@ -172,41 +177,28 @@ class LeNet5(L.LightningModule):
         `pretrained`, `pretrain` and `augment` are not saved in checkpoints (a checkpoint already
         holds the trained weights); `tta` is, so predict.py predicts as the test did."""
         super().__init__()
-        if activation not in ACTIVATIONS:
-            raise ConfigError(f"model.activation must be one of {sorted(ACTIVATIONS)} (got {activation!r})")
-        if pool not in POOLS:
-            raise ConfigError(f"model.pool must be one of {sorted(POOLS)} (got {pool!r})")
-        if optimizer not in ("adam", "sgd"):
-            raise ConfigError(f"model.optimizer must be adam or sgd (got {optimizer!r})")
-        if scheduler not in (None, "onecycle", "cosine"):
-            raise ConfigError(f"model.scheduler must be null, onecycle or cosine (got {scheduler!r})")
-        if lr <= 0:
-            raise ConfigError(f"model.lr must be > 0 (got {lr})")
-        if init not in ("torch", "keras"):
-            raise ConfigError(f"model.init must be torch or keras (got {init!r})")
-        if freeze not in (None, "features", "all_but_head"):
-            raise ConfigError(f"model.freeze must be null, features or all_but_head (got {freeze!r})")
-        if tta is not None and not isinstance(tta, Mapping):
-            raise ConfigError(f"model.tta must be null or a mapping like {{rotate: [-8, 8]}} (got {tta!r})")
+        check_choice("model.activation", activation, sorted(ACTIVATIONS))
+        check_choice("model.pool", pool, sorted(POOLS))
+        check_choice("model.optimizer", optimizer, ("adam", "sgd"))
+        check_choice("model.scheduler", scheduler, (None, "onecycle", "cosine"))
+        check_float("model.lr", lr, 0.0, math.inf)
+        check_choice("model.init", init, ("torch", "keras"))
+        check_choice("model.freeze", freeze, (None, "features", "all_but_head"))
         tta = plain(tta)
+        eval_augment = build_tta(tta)
         self.save_hyperparameters(ignore=["pretrained", "pretrain", "augment"])
         self.net = LeNet5Net(in_size, in_channels, num_classes, activation, pool, first_padding, width, dropout)
         if init == "keras":
             keras_init_(self.net)
-        if pretrained:
-            load_pretrained_(self.net, pretrained, pretrain)
+        # `pretrained: mnist` trains a LeNet-5 (or reads its cache): prepare_helpers does it, not a constructor
+        self._mnist_pretrain = dict(pretrain or {}) if pretrained == "mnist" else None
+        if pretrained and pretrained != "mnist":
+            load_weights_(self.net, read_lenet(pretrained)[0], pretrained)
         if freeze:
             frozen = [self.net.features] + ([self.net.classifier] if freeze == "all_but_head" else [])
             for m in frozen:
                 m.requires_grad_(False)
-        self.augment = augment
-        if tta is not None:
-            try:
-                self.tta = TestTimeAugment(**tta)
-            except TypeError as e:
-                raise ConfigError(f"model.tta: {e} (keys: rotate, value_range)") from None
-        else:
-            self.tta = None
+        self.augment, self.tta = augment, eval_augment
         if compile:
             self.net = torch.compile(self.net)
         self.acc = nn.ModuleDict(
@@ -214,6 +206,20 @@ class LeNet5(L.LightningModule):
         )
         # test confusion matrix; metric states are not saved, so checkpoints keep their keys
         self.confmat = MulticlassConfusionMatrix(num_classes, validate_args=False)
+
+    def prepare_helpers(self, trainers: TrainerFactory | None = None) -> None:
+        """`pretrained: mnist`: load the MNIST LeNet-5 pretraining (hybridlearn.mnist.pretrain), trained
+        by a Trainer of `trainers` (the run's; None: a quiet one) unless cached. Once; `setup` calls
+        it when no caller did (Python API)."""
+        if self._mnist_pretrain is None:
+            return
+        net = getattr(self.net, "_orig_mod", self.net)  # the cache key is the plain network's repr
+        sd, _ = pretrained_lenet(net, trainers, **self._mnist_pretrain)
+        load_weights_(net, sd, "mnist")
+        self._mnist_pretrain = None
+
+    def setup(self, stage: str) -> None:
+        self.prepare_helpers()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -24,7 +24,7 @@ from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import HybridlearnError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.core.loaders import tensor_loader
-from hybridlearn.core.trainer import build_trainer, current_config, finish_loggers
+from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 from hybridlearn.mnist.augment import HandwritingAugment
 from hybridlearn.mnist.data import load_mnist, to_float
 
@@ -66,6 +66,7 @@ class MNISTPretraining(L.LightningModule):
 
 def pretrained_lenet(
     net: nn.Module,
+    trainers: TrainerFactory | None = None,
     data_dir: str = "./data",
     cache_dir: str = "~/.cache/hybridlearn",
     epochs: int = 2,
@@ -80,9 +81,9 @@ def pretrained_lenet(
     `subset`); info holds `mnist_test_acc` (10k test images) and `source` (the cache file).
 
     Cached as `<cache_dir>/lenet5_mnist_<key>.pt`, the key hashing the architecture and these
-    settings, so every later run (every seed of a study, every GAN run) reuses it. Trained by
-    `build_trainer(current_config(), ...)`: inside a run, the run's accelerator, precision and
-    loggers apply (logs in `<run>/lenet_pretrain/`); the global RNG is left as it was.
+    settings, so every later run (every seed of a study, every GAN run) reuses it. Trained by a
+    Trainer of `trainers` (the run's: its accelerator, precision and loggers apply, logs in
+    `<run>/lenet_pretrain/`; None: a quiet one); the global RNG is left as it was.
     """
     check_int("model.pretrain.epochs", epochs, 1, 10_000)
     if subset is not None:
@@ -100,19 +101,42 @@ def pretrained_lenet(
     }
     key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
     path = Path(cache_dir).expanduser() / f"lenet5_mnist_{key}.pt"
-    if path.is_file():
-        try:
-            ck = read_checkpoint(path, "cached MNIST LeNet-5")
-            log.info("pretrained MNIST LeNet-5 from cache %s", path)
-            return ck["state_dict"], {
-                "source": str(path),
-                "mnist_test_acc": ck.get("mnist_test_acc"),
-            }
-        except HybridlearnError as e:  # a corrupt cache file is rebuilt
-            log.warning("rebuilding %s", e)
-
+    cached = _read_cache(path)
+    if cached is not None:
+        return cached
     log.info("pretraining LeNet-5 on MNIST for %d epoch(s) -> %s", epochs, path)
     started = time.time()
+    train, test = _mnist_loaders(data_dir, subset, value_range, batch_size, seed)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        model = copy.deepcopy(net)
+        for m in model.modules():
+            if hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+        module = MNISTPretraining(model, lr, HandwritingAugment(value_range=value_range) if augment else None)
+        acc = _fit_and_test(module, train, test, epochs, trainers or TrainerFactory())
+    log.info("MNIST LeNet-5: test accuracy %.4f after %.0f s", acc, time.time() - started)
+    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+    with atomic_output(path, overwrite=True) as tmp_path:
+        torch.save({"state_dict": sd, "mnist_test_acc": acc, "settings": settings}, tmp_path)
+    return sd, {"source": str(path), "mnist_test_acc": acc}
+
+
+def _read_cache(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:
+    """(state dict, info) of a cached pretraining, None when there is none (a corrupt file is rebuilt)."""
+    if not path.is_file():
+        return None
+    try:
+        ck = read_checkpoint(path, "cached MNIST LeNet-5")
+    except HybridlearnError as e:
+        log.warning("rebuilding %s", e)
+        return None
+    log.info("pretrained MNIST LeNet-5 from cache %s", path)
+    return ck["state_dict"], {"source": str(path), "mnist_test_acc": ck.get("mnist_test_acc")}
+
+
+def _mnist_loaders(data_dir: str, subset: int | None, value_range: str, batch_size: int, seed: int):
+    """(train loader over the first `subset` training images, test loader over the 10k test images)."""
     raw = load_mnist(data_dir)
     n = subset or len(raw["train_y"])
     train = tensor_loader(
@@ -122,26 +146,17 @@ def pretrained_lenet(
         shuffle=True,
         seed=seed,
     )
-    test = tensor_loader(
-        to_float(raw["test_x"], value_range),
-        raw["test_y"],
-        batch_size=2000,
-        shuffle=False,
-    )
-    cfg = current_config()
-    with torch.random.fork_rng(), tempfile.TemporaryDirectory() as tmp:
-        torch.manual_seed(seed)
-        model = copy.deepcopy(net)
-        for m in model.modules():
-            if hasattr(m, "reset_parameters"):
-                m.reset_parameters()
-        module = MNISTPretraining(model, lr, HandwritingAugment(value_range=value_range) if augment else None)
-        out = Path(cfg.paths.output_dir) / "lenet_pretrain" if cfg is not None else tmp
-        # What is trained is fixed by the settings above (the cache key): the run's debug limits and
+    test = tensor_loader(to_float(raw["test_x"], value_range), raw["test_y"], batch_size=2000, shuffle=False)
+    return train, test
+
+
+def _fit_and_test(module: MNISTPretraining, train, test, epochs: int, trainers: TrainerFactory) -> float:
+    """Train `module` for `epochs` epochs with a Trainer of `trainers`; its MNIST test accuracy."""
+    with tempfile.TemporaryDirectory() as tmp:
+        # What is trained is fixed by the settings (the cache key): the run's debug limits and
         # devices (fast_dev_run, limit_*, DDP) must not change it, only where and how fast it runs.
-        trainer = build_trainer(
-            cfg,
-            out,
+        trainer = trainers.build(
+            trainers.folder("lenet_pretrain", tmp),
             name="lenet_pretrain",
             use_config_callbacks=False,
             max_epochs=epochs,
@@ -166,9 +181,4 @@ def pretrained_lenet(
         finally:
             finish_loggers(trainer)
     correct, seen = module.test_counts.tolist()
-    acc = correct / seen
-    log.info("MNIST LeNet-5: test accuracy %.4f after %.0f s", acc, time.time() - started)
-    sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    with atomic_output(path, overwrite=True) as tmp_path:
-        torch.save({"state_dict": sd, "mnist_test_acc": acc, "settings": settings}, tmp_path)
-    return sd, {"source": str(path), "mnist_test_acc": acc}
+    return correct / seen

@@ -20,7 +20,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -32,6 +32,9 @@ from hybridlearn.core.config import check_choice, conf_dir
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic
 from hybridlearn.reproduce.report import STAGES, write_report
+
+if TYPE_CHECKING:  # the stages run as subprocesses: this process trains nothing
+    from hybridlearn.core.trainer import TrainerFactory
 
 log = logging.getLogger(__name__)
 MARKER = "reproduce_run.json"
@@ -329,7 +332,7 @@ def _fmt_s(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def run_reproduce(cfg: DictConfig, output_dir: Path) -> dict[str, Any]:
+def run_reproduce(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     """Entry `hybridlearn.reproduce.stages:run_reproduce`: run the selected stages, write REPORT.md."""
     rp = cfg.reproduce
     root = Path(rp.dir).resolve()

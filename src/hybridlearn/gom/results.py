@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from hybridlearn.core.errors import HybridlearnError
@@ -107,18 +107,20 @@ class HybridResult:
 
     ae_hidden: int
     ae_lr: float
-    test: Score
-    other: dict[str, Any] = field(default_factory=dict)  # the fit's other scalars (epochs, checkpoint, ...)
+    scalars: dict[str, Any]  # the fit's scalar results as written: test/km, ..., epochs_trained, best_ckpt
+
+    @property
+    def test(self) -> Score:
+        return Score.read(self.scalars, "test/", "hybrid")
 
     def metrics(self) -> dict[str, Any]:
-        return {"ae_hidden": self.ae_hidden, "ae_lr": self.ae_lr, **self.test.metrics("test/"), **self.other}
+        return {"ae_hidden": self.ae_hidden, "ae_lr": self.ae_lr, **self.scalars}
 
     @classmethod
     def read(cls, m: dict[str, Any], where: str) -> HybridResult:
-        test = Score.read(m, "test/", where)
-        known = {"ae_hidden", "ae_lr", *test.metrics("test/")}
-        other = {k: v for k, v in m.items() if k not in known}
-        return cls(_need(m, "ae_hidden", where), _need(m, "ae_lr", where), test, other)
+        Score.read(m, "test/", where)  # the test scores are there, or the error names the missing one
+        scalars = {k: v for k, v in m.items() if k not in ("ae_hidden", "ae_lr")}
+        return cls(_need(m, "ae_hidden", where), _need(m, "ae_lr", where), scalars)
 
 
 @dataclass(frozen=True)

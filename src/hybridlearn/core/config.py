@@ -138,6 +138,13 @@ def check_float(key: str, v: Any, lo: float, hi: float) -> float:
     return float(v)
 
 
+def check_fraction(key: str, v: Any, upper_ok: bool = False) -> float:
+    """A number in [0, 1) (a dropout, a smoothing), or [0, 1] with upper_ok (a blend weight)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v < 1 or (upper_ok and v == 1)):
+        raise ConfigError(f"{key} must be in [0, {'1]' if upper_ok else '1)'} (got {v!r})")
+    return float(v)
+
+
 def check_choice(key: str, v: Any, choices: Sequence[str]) -> str:
     if v not in choices:
         raise ConfigError(f"{key} must be one of {', '.join(choices)} (got {v!r})")

@@ -75,6 +75,12 @@ def digits_section(root: Path, figs: Path) -> list[str]:
         "|---|---|---|---|---|---|",
     ]
     table = st.get("paper_setup") or {}
+    return L + _paper_setup_rows(run, figs, table) + _transfer_tables(st, table) + _lowo_tables(st) + _pages_table(st)
+
+
+def _paper_setup_rows(run: Path, figs: Path, table: dict) -> list[str]:
+    """Figs. 12-13: the paper's setup per epoch count, beside the paper's accuracies; the curves."""
+    L = []
     for e in sorted(table, key=int):
         t, p = table[e], PAPER_DIGITS.get(int(e), {})
         L.append(
@@ -87,8 +93,13 @@ def digits_section(root: Path, figs: Path) -> list[str]:
             "",
             f"![train/val loss and accuracy per epoch, paper's points marked]({FIG_DIR}/{curves})",
         ]
+    return L
+
+
+def _transfer_tables(st: dict, table: dict) -> list[str]:
+    """Transfer learning against the paper's LeNet on the same per-seed test splits; pooled scores."""
     last = str(max(table, key=int)) if table else None
-    L += [
+    L = [
         "",
         "### What we add: transfer learning against the paper's LeNet (same per-seed test splits)",
         "",
@@ -121,6 +132,12 @@ def digits_section(root: Path, figs: Path) -> list[str]:
                 f"| {label} | {sc['correct']}/{sc['n']} ({sc['correct'] / sc['n']:.3f}) | {interval(sc['ci95'])} | "
                 f"{statistics.mean(sc['ece']):.3f} |"
             )
+    return L
+
+
+def _lowo_tables(st: dict) -> list[str]:
+    """Leave-one-writer-out: per held-out writer, and per fine-tuned variant with intervals."""
+    L = []
     if st.get("lowo"):
         L += [
             "",
@@ -154,6 +171,12 @@ def digits_section(root: Path, figs: Path) -> list[str]:
                         f"| {label} | {w} | {mean_std(sc['acc'])} | {interval(sc['ci95'])} | "
                         f"{statistics.mean(sc['ece']):.3f} | {sc['ensemble_acc']:.3f} ({sc['ensemble_ece']:.3f}) |"
                     )
+    return L
+
+
+def _pages_table(st: dict) -> list[str]:
+    """Whole synthetic pages read by the sheet reader."""
+    L = []
     pages = st.get("pages")
     if pages:
         L += [

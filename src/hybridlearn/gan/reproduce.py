@@ -118,11 +118,17 @@ def gan_section(root: Path, figs: Path, gif_max_mb: float) -> list[str]:
             f"Every grid of the run as an animation: ![training]({FIG_DIR}/{gif})",
             "",
         ]
+    return L + _fid_table(run, figs, m, c)
+
+
+def _fid_table(run: Path, figs: Path, m: dict[str, Any], c: Any) -> list[str]:
+    """LeNet-FID over the whole run (the paper has no metric): first, last, best epoch, the floor,
+    the test scores, class coverage; and the curve."""
     curve = fid_curve(run, m)
     floor = m.get("fid_floor")
     fid_cfg = (OmegaConf.select(c, "model.fid") if c is not None else None) or {}
     n_fake, n_real = fid_cfg.get("num_samples", "?"), fid_cfg.get("num_real", "?")
-    L += [
+    L = [
         "### What we add: LeNet-FID over the whole run, real-vs-real floor, class coverage",
         "",
         f"LeNet-FID: Fréchet distance of {n_fake} samples vs {n_real} training images in the 84-d features of "
@@ -211,11 +217,15 @@ def gan_modern_section(root: Path, figs: Path) -> list[str]:
             + " |"
             + " |" * len(names)
         )
-    floor = results["modern"]["metrics"].get("fid_floor")
+    return L + _modern_figures(runs, curves, results["modern"]["metrics"].get("fid_floor"), figs)
+
+
+def _modern_figures(runs: dict[str, Path], curves: dict[str, dict], floor: float | None, figs: Path) -> list[str]:
+    """Both models' FID curves in one plot, and their last grids side by side."""
     name = plot_fid(
         curves, floor, figs / "gan_modern_fid_curve.png", "MLP GAN: the paper's model vs the modern options"
     )
-    L += ["", f"![LeNet-FID per epoch, both models]({FIG_DIR}/{name.name})", ""]
+    L = ["", f"![LeNet-FID per epoch, both models]({FIG_DIR}/{name.name})", ""]
     if not curves["modern"]:
         return L
     last = max(curves["modern"])

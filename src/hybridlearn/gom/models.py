@@ -398,6 +398,7 @@ class GomHybrid(_GomBase):
         seed: int = 0,
     ):
         super().__init__()
+        # long for its 29 documented options: the checks of each first, then the network
         check_int("model.ae_hidden", ae_hidden, 1, MAX_WIDTH)
         check_choice("model.activation", activation, ("sigmoid", "relu"))
         check_fraction("model.label_smoothing", label_smoothing, upper_ok=False)

@@ -130,6 +130,16 @@ def _command(run: Run, run_dir: Path, python: str, resume: bool) -> list[str]:
     return [*head, *run.args, *extra, f"hydra.run.dir={override_value(str(run_dir))}"]
 
 
+def _keep_epochs(run_dir: Path) -> None:
+    """Before a resume: the CSV logger starts a new metrics.csv, so the earlier epochs are kept for
+    the report as resumed/metrics_<n>.csv."""
+    csv = run_dir / "csv" / "metrics.csv"
+    if csv.is_file():
+        hist = run_dir / "resumed"
+        hist.mkdir(exist_ok=True)
+        shutil.copy2(csv, hist / f"metrics_{len(list(hist.glob('metrics_*.csv'))):03d}.csv")
+
+
 def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
     """Bring one run to `done` (skip, resume or start it). Returns {state, seconds, ok, error}."""
     run_dir = root / run.stage / run.name
@@ -147,12 +157,8 @@ def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
         log.info("reproduce: %s did not finish; moved to %s, starting again", run.rel, _move_aside(run_dir).name)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = state == "resume"
-    if resume:  # the CSV logger starts a new metrics.csv: keep the earlier epochs for the report
-        csv = run_dir / "csv" / "metrics.csv"
-        if csv.is_file():
-            hist = run_dir / "resumed"
-            hist.mkdir(exist_ok=True)
-            shutil.copy2(csv, hist / f"metrics_{len(list(hist.glob('metrics_*.csv'))):03d}.csv")
+    if resume:
+        _keep_epochs(run_dir)
     write_json_atomic(run_dir / MARKER, {"args": run.args, "kind": run.kind})
     cmd = _command(run, run_dir, python, resume)
     log.info(

@@ -243,13 +243,16 @@ def _cv_row(run: Path) -> str:
 def differences(ctx: ReportContext) -> list[str]:
     """Where the grids pick other networks than the paper's, and why."""
     D = []
-    studies = [r for _, r in read_studies(ctx.root)]
+    runs = read_studies(ctx.root)
+    studies = [r for _, r in runs]
+    n = grid_epochs(runs[0][0]) if runs else None
+    epochs = f"{n} " if n else ""  # from the run's config
     for fam in ("M1", "M2"):
         hs = [r.hybrid[fam].ae_hidden for r in studies if fam in r.hybrid]
         if hs and any(h != PAPER_M[fam] for h in hs):
             D.append(
                 f"{fam}* = {per_seed(hs)} (seeds) vs the paper's {PAPER_M[fam]}: the grid picks the autoencoder "
-                "with the lowest validation energy after 100 mean-gradient epochs (paper text: mean gradient, bias, "
+                f"with the lowest validation energy after {epochs}mean-gradient epochs (paper text: mean gradient, bias, "
                 "68 features; the authors' code differs in five switches, docs/gom.md); the pick depends on each "
                 "seed's split and initialisation, and the paper reports one run."
             )
@@ -258,7 +261,7 @@ def differences(ctx: ReportContext) -> list[str]:
         depth, width, lr = PAPER_BEST_MLP
         D.append(
             f"Best MLP: {', '.join(f'{b.depth}x{b.width} lr {b.lr}' for b in best)} "
-            f"vs the paper's {depth} hidden layer x {width} neurons, lr {lr}: with sigmoid outputs and 100 "
+            f"vs the paper's {depth} hidden layer x {width} neurons, lr {lr}: with sigmoid outputs and {epochs}"
             "full-batch steps every net predicts nearly the training mean (docs/gom.md: test R² ≈ 0, km close "
             "to the training-mean baseline), so the ranking among the top nets says little."
         )

@@ -15,7 +15,15 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.checkpoint import CLASS_KEY, check_class, read_checkpoint
-from hybridlearn.core.config import check_bool, check_choice, check_float, check_fraction, check_int, validate
+from hybridlearn.core.config import (
+    check_bool,
+    check_choice,
+    check_float,
+    check_fraction,
+    check_int,
+    check_int_list,
+    validate,
+)
 from hybridlearn.core.download import ensure_files, fetch, md5sum
 from hybridlearn.core.errors import ConfigError, DataError, one_line_errors, report_error
 from hybridlearn.core.io import atomic_output, write_json_atomic, write_text_atomic
@@ -55,6 +63,20 @@ def test_check_choice_names_null():
     assert check_choice("model.scheduler", None, (None, "cosine")) is None
     with pytest.raises(ConfigError, match=r"model.scheduler must be one of null, cosine \(got 'step'\)"):
         check_choice("model.scheduler", "step", (None, "cosine"))
+
+
+def test_check_int_list():
+    assert check_int_list("grid.depths", [1, 5], 1, 5) == [1, 5]
+    assert check_int_list("grid.depths", OmegaConf.create([2, 3]), 1, 5) == [2, 3]  # a list from Hydra
+    assert check_int_list("grid.depths", [], 1, 5) == []
+    with pytest.raises(ConfigError, match=r"grid.depths must be a list \(got 3\)"):
+        check_int_list("grid.depths", 3, 1, 5)
+    with pytest.raises(ConfigError, match="grid.depths must be a list"):
+        check_int_list("grid.depths", "12", 1, 5)
+    with pytest.raises(ConfigError, match=r"grid.depths\[1\] must be an integer in \[1, 5\] \(got 6\)"):
+        check_int_list("grid.depths", [1, 6], 1, 5)
+    with pytest.raises(ConfigError, match=r"grid.depths\[0\] must be an integer"):
+        check_int_list("grid.depths", [1.0], 1, 5)
 
 
 def test_check_fraction_half_open_or_closed():

@@ -26,8 +26,8 @@ from hybridlearn.gom.data import (
 from hybridlearn.gom.grid import NetSpec, train_sigmoid_grid
 from hybridlearn.gom.metrics import haversine_km, knn_predict
 from hybridlearn.gom.models import Autoencoder, GomHybrid, SigmoidMLP
+from hybridlearn.gom.multirun import report_multirun
 from hybridlearn.gom.nets import energy_and_delta, init_sigmoid_params, mlp_sizes
-from hybridlearn.gom.study import report_multirun
 
 
 @pytest.fixture(scope="module")

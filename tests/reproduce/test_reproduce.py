@@ -13,8 +13,10 @@ from conftest import compose_cfg, train_cli
 from PIL import Image
 
 from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.reproduce import Run, flatten
+from hybridlearn.gom.results import ResultsError
 from hybridlearn.reproduce.report import write_report
-from hybridlearn.reproduce.stages import MARKER, Run, flatten, make_plan, run_state
+from hybridlearn.reproduce.stages import MARKER, make_plan, run_state
 
 # Every stage in seconds: one GOM seed on a 2x2 grid, 2-fold CV, one digits seed for 1-2 epochs,
 # the GAN for 2 epochs on 1024 images, the video for 6 frames at 64 px.
@@ -127,6 +129,9 @@ def test_run_state(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- the report
+SCORE = ("km", "km_median", "r2_lat", "r2_lon", "r2")
+
+
 def _fake_runs(root: Path) -> None:
     """Run folders as the experiments write them, with known numbers."""
     for prefix, seed, (m1, m2, km) in [
@@ -137,8 +142,16 @@ def _fake_runs(root: Path) -> None:
         d = root / "gom" / f"{prefix}{seed}"
         d.mkdir(parents=True, exist_ok=True)
         depth = 1 if prefix == "code_seed" else 5
+        mlp_best = {"depth": depth, "width": 5, "lr": 0.9, "best_val_energy": 0.037, "best_epoch": 90}
+        mlp_best.update(epochs_run=100, final_train_energy=0.04, test_energy=0.05, test_km=4554.0, test_r2=0.01)
         m = {
-            "mlp_best": {"depth": depth, "width": 5, "lr": 0.9, "best_val_energy": 0.037, "test_km": 4554.0},
+            "mlp_n": 175,
+            "mlp_seconds": 1.0,
+            "mlp_best": mlp_best,
+            "autoencoder_n": 405,
+            "autoencoder_seconds": 2.0,
+            "grids_seconds": 3.0,
+            "seconds": 4.0,
             "hybrid": {
                 "M1": {
                     "ae_hidden": m1,
@@ -157,9 +170,17 @@ def _fake_runs(root: Path) -> None:
                     "test/r2_lon": 0.2,
                 },
             },
-            "baselines": {"baseline_mean_km": 4588.0, "baseline_knn_km": 3520.0},
+            "baselines": {
+                **{f"baseline_mean_{k}": v for k, v in zip(SCORE, (4588.0, 4000.0, -0.01, 0.02, 0.0))},
+                **{f"baseline_knn_{k}": v for k, v in zip(SCORE, (3520.0, 3000.0, 0.1, 0.2, 0.15))},
+                "baseline_knn_k": 5,
+            },
             "figures": {},
         }
+        for h in m["hybrid"].values():
+            h.update({"test/r2": 0.05, "epochs_trained": 3, "best_ckpt": ""})
+        (d / ".hydra").mkdir()
+        (d / ".hydra" / "config.yaml").write_text("trainer: {max_epochs: 500}\ngrid: {epochs: 100}\n")
         (d / "results.json").write_text(json.dumps({"status": "completed", "metrics": m, "duration_s": 40.0}))
     d = root / "gom" / "cv_default"
     d.mkdir()
@@ -170,7 +191,13 @@ def _fake_runs(root: Path) -> None:
         "cv_rf_unit_km": 3422.0,
         "cv_knn_km": 3618.0,
         "cv_mean_km": 4604.0,
+        "cv_rf_latlon_km_median": 2000.0,
+        "cv_rf_unit_km_median": 1900.0,
+        "cv_knn_km_median": 2100.0,
+        "cv_mean_km_median": 4000.0,
         "cv_folds": 10,
+        "cv_tracks": 1059,
+        "cv_forest_trees": 500,
         "zhou2014_rf_km": 3113.0,
         "folds": [{"test_km": 3000.0}, {"test_km": 3100.0}],
     }
@@ -314,6 +341,8 @@ def test_report_filled_from_the_runs_files(tmp_path):
     st = {r[0]: r for r in table(md, "| variant |")}
     assert first_number(st["per_frame"][2]) == 3.089 and first_number(st["temporal_blend"][2]) == 2.095
     assert "M1* = 25, 19 (seeds) vs the paper's 19" in md
+    # the counts come from the runs: their metrics and their config
+    assert "175 MLPs and 405 autoencoders per seed, 100 full-batch epochs each." in md
     assert write_report(tmp_path, quick=False, stages=["gom", "digits", "gan", "style"]).read_text() == md
     (tmp_path / "gom" / "study_seed0.stale-1").mkdir()  # moved aside: not a seed of the report
     quick = write_report(tmp_path, quick=True, stages=["gan"]).read_text()
@@ -321,6 +350,24 @@ def test_report_filled_from_the_runs_files(tmp_path):
     assert table(quick, "### Best autoencoders")[0][3] == "25, 19"
     empty = tmp_path / "empty"
     assert "Not run" in write_report(empty, quick=False, stages=["gom"]).read_text()
+
+
+def test_report_fails_on_a_renamed_result_key(tmp_path):
+    """A key the GOM section reads, renamed in a run's results.json, names itself instead of "n/a"."""
+    _fake_runs(tmp_path)
+    f = tmp_path / "gom" / "study_seed1" / "results.json"
+    r = json.loads(f.read_text())
+    r["metrics"]["hybrid"]["M2"]["test/km_mean"] = r["metrics"]["hybrid"]["M2"].pop("test/km")
+    f.write_text(json.dumps(r))
+    with pytest.raises(ResultsError, match=r"gom/study_seed1: hybrid.M2: .* no `test/km`"):
+        write_report(tmp_path, quick=False, stages=["gom"])
+    f = tmp_path / "gom" / "cv_default" / "results.json"
+    r = json.loads(f.read_text())
+    r["metrics"]["n_folds"] = r["metrics"].pop("cv_folds")
+    f.write_text(json.dumps(r))
+    shutil.rmtree(tmp_path / "gom" / "study_seed1")
+    with pytest.raises(ResultsError, match="gom/cv_default: .* no `cv_folds`"):
+        write_report(tmp_path, quick=False, stages=["gom"])
 
 
 def test_report_puts_the_modern_gan_beside_the_papers_step_for_step(tmp_path):

@@ -126,6 +126,12 @@ def check_int(key: str, v: Any, lo: int, hi: int) -> int:
     return v
 
 
+def check_int_list(key: str, v: Any, lo: int, hi: int) -> list[int]:
+    if isinstance(v, (str, bytes)) or not isinstance(v, (Sequence, ListConfig)):
+        raise ConfigError(f"{key} must be a list (got {v!r})")
+    return [check_int(f"{key}[{i}]", x, lo, hi) for i, x in enumerate(v)]
+
+
 def check_float(key: str, v: Any, lo: float, hi: float) -> float:
     if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or not (lo < v <= hi):
         raise ConfigError(f"{key} must be a number in ({lo}, {hi}] (got {v!r})")

@@ -33,7 +33,7 @@ from lightning.pytorch.callbacks import EarlyStopping
 from torch import nn
 from torchmetrics import CatMetric
 
-from hybridlearn.core.config import check_choice, check_float, check_int
+from hybridlearn.core.config import check_choice, check_float, check_fraction, check_int, check_int_list
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.gom.data import FEATURE_SETS, GomData
 from hybridlearn.gom.grid import NetSpec, train_sigmoid_grid
@@ -185,7 +185,22 @@ class _GomBase(L.LightningModule):
 
 
 class _FullBatchSigmoid(_GomBase):
-    """Shared training step of SigmoidMLP and Autoencoder: gradient descent on the energy."""
+    """Shared constructor half and training step of SigmoidMLP and Autoencoder: gradient descent
+    on the energy of a sigmoid net of `layer_sizes()`."""
+
+    def layer_sizes(self) -> list[int]:
+        raise NotImplementedError
+
+    def _build_net(self, n_outputs: int) -> None:
+        """After the subclass saved its hyperparameters: the training arguments checked, the net built."""
+        hp = self.hparams
+        check_float("model.lr", hp.lr, 0.0, MAX_LR)
+        check_int("model.n_inputs", hp.n_inputs, 1, MAX_INPUTS)
+        check_choice("model.grad_reduction", hp.grad_reduction, ("mean", "sum"))
+        check_float("model.init_range", hp.init_range, 0.0, 100.0)
+        self.sizes = self.layer_sizes()
+        self.net = SigmoidNet(self.sizes, hp.seed, hp.bias, hp.init_range)
+        self._init_common(hp.n_inputs, n_outputs)
 
     def _targets(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return y
@@ -238,11 +253,12 @@ class SigmoidMLP(_FullBatchSigmoid):
         super().__init__()
         check_int("model.depth", depth, 1, MAX_DEPTH)
         check_int("model.width", width, 1, MAX_WIDTH)
-        _check_training_args(lr, n_inputs, grad_reduction, init_range)
         self.save_hyperparameters()
-        self.sizes = mlp_sizes(n_inputs, depth, width, n_outputs, input_layer)
-        self.net = SigmoidNet(self.sizes, seed, bias, init_range)
-        self._init_common(n_inputs, n_outputs)
+        self._build_net(n_outputs)
+
+    def layer_sizes(self) -> list[int]:
+        hp = self.hparams
+        return mlp_sizes(hp.n_inputs, hp.depth, hp.width, hp.n_outputs, hp.input_layer)
 
     def test_step(self, batch, batch_idx):
         x, y, yd = batch
@@ -253,14 +269,6 @@ class SigmoidMLP(_FullBatchSigmoid):
 
     def predict_step(self, batch, batch_idx):
         return self.to_degrees(self.net(batch[0]))
-
-
-def _check_training_args(lr: float, n_inputs: int, grad_reduction: str, init_range: float) -> None:
-    """Range checks shared by SigmoidMLP and Autoencoder."""
-    check_float("model.lr", lr, 0.0, MAX_LR)
-    check_int("model.n_inputs", n_inputs, 1, MAX_INPUTS)
-    check_choice("model.grad_reduction", grad_reduction, ("mean", "sum"))
-    check_float("model.init_range", init_range, 0.0, 100.0)
 
 
 class Autoencoder(_FullBatchSigmoid):
@@ -281,11 +289,12 @@ class Autoencoder(_FullBatchSigmoid):
     ):
         super().__init__()
         check_int("model.hidden", hidden, 1, MAX_WIDTH)
-        _check_training_args(lr, n_inputs, grad_reduction, init_range)
         self.save_hyperparameters()
-        self.sizes = ae_sizes(n_inputs, hidden, input_layer)
-        self.net = SigmoidNet(self.sizes, seed, bias, init_range)
-        self._init_common(n_inputs, 2)
+        self._build_net(2)
+
+    def layer_sizes(self) -> list[int]:
+        hp = self.hparams
+        return ae_sizes(hp.n_inputs, hp.hidden, hp.input_layer)
 
     def _targets(self, x, y):
         return x
@@ -303,13 +312,6 @@ class Autoencoder(_FullBatchSigmoid):
 
 
 # ------------------------------------------------------------------------------------------ hybrid
-def _check_fraction(key: str, v: Any, upper_ok: bool) -> float:
-    """A number in [0, 1) (or [0, 1] with upper_ok)."""
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not (0 <= v < 1 or (upper_ok and v == 1)):
-        raise ConfigError(f"model.{key.split('.', 1)[1]} must be in [0, {'1]' if upper_ok else '1)'} (got {v!r})")
-    return float(v)
-
-
 class _LocationNet(nn.Module):
     """One member of the locations head: hidden layers (sigmoid with the paper's U[-r, r] init, or
     ReLU with PyTorch's), dropout, then the logits over the `n_locations` slots."""
@@ -396,11 +398,12 @@ class GomHybrid(_GomBase):
         seed: int = 0,
     ):
         super().__init__()
+        # long for its 29 documented options: the checks of each first, then the network
         check_int("model.ae_hidden", ae_hidden, 1, MAX_WIDTH)
         check_choice("model.activation", activation, ("sigmoid", "relu"))
-        _check_fraction("model.label_smoothing", label_smoothing, upper_ok=False)
+        check_fraction("model.label_smoothing", label_smoothing)
         check_int("model.ensemble", ensemble, 1, 256)
-        _check_fraction("model.knn_blend", knn_blend, upper_ok=True)
+        check_fraction("model.knn_blend", knn_blend, hi_included=True)
         check_int("model.knn_k", knn_k, 1, 100_000)
         if head == "regression" and (activation != "sigmoid" or ensemble > 1 or knn_blend or label_smoothing):
             raise ConfigError("model.activation/ensemble/knn_blend/label_smoothing apply to model.head=locations only")
@@ -415,13 +418,12 @@ class GomHybrid(_GomBase):
             check_choice("model.loss", loss, ("mae", "energy", "mse", "km"))
         check_choice("model.early_stop_on", early_stop_on, ("energy", "loss", "km"))
         check_int("model.early_stop_patience", early_stop_patience, 0, 100_000)
-        _check_fraction("model.dropout", dropout, upper_ok=False)
+        check_fraction("model.dropout", dropout)
         if not use_code and not include_features:
             raise ConfigError("model.use_code=false needs model.include_features=true (the regressor needs an input)")
         hidden = [int(w) for w in hidden]
         check_int("model.hidden (number of layers)", len(hidden), 0, MAX_DEPTH)
-        for i, w in enumerate(hidden):
-            check_int(f"model.hidden[{i}]", w, 1, MAX_WIDTH)
+        check_int_list("model.hidden", hidden, 1, MAX_WIDTH)
         self.save_hyperparameters()
         self.ae_sizes = ae_sizes(n_inputs, ae_hidden, ae_input_layer)
         enc_sizes = self.ae_sizes[:-1]

@@ -1,8 +1,10 @@
 """`make reproduce`: every experiment of the paper as its own `train.py` run, then one REPORT.md.
 
-- `stages`: the plan (which runs, with which overrides, into which folder), the resumable runner
-  and the Hydra entry `run_reproduce` (`python train.py experiment=reproduce`).
-- `report`: REPORT.md and its figures, read only from the runs' own results.json and files.
+- `registry`: the experiments' `reproduce.py` modules (conf/experiment/reproduce.yaml), each with
+  its stages' plan and report section.
+- `stages`: the plan of the selected stages, the resumable runner and the Hydra entry
+  `run_reproduce` (`python train.py experiment=reproduce`).
+- `report`: the page around the sections (title, differences, the runs table) and REPORT.md.
 
-The experiment packages are never imported here: each run is a subprocess of the public CLI.
+Nothing is trained in this process: each run is a subprocess of the public CLI.
 """

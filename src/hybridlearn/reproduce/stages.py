@@ -1,7 +1,8 @@
 """The reproduce plan and its resumable runner (`python train.py experiment=reproduce`).
 
-Every run of a stage is a subprocess `train.py experiment=<name> ... hydra.run.dir=<dir>/<stage>/<run>`
-(or a module CLI), so no experiment package is imported here. A run's folder holds
+Every run of a stage, planned by its experiment's `reproduce.py` (`registry`), is a subprocess
+`train.py experiment=<name> ... hydra.run.dir=<dir>/<stage>/<run>` (or a module CLI): no experiment
+is trained in this process. A run's folder holds
 `reproduce_run.json` (the arguments it was started with): a second invocation skips a run whose
 results.json says completed with the same arguments, resumes an unfinished resumable one (the GAN)
 from `checkpoints/last.ckpt`, starts the others again, and moves aside a folder whose run had
@@ -17,7 +18,6 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,13 +25,15 @@ from typing import TYPE_CHECKING, Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from omegaconf.errors import OmegaConfBaseException
 
 from hybridlearn.core.config import check_choice, conf_dir
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic
-from hybridlearn.reproduce.report import STAGES, write_report
+from hybridlearn.core.reproduce import PlanContext, Run, override_value
+from hybridlearn.reproduce.registry import STAGE_MODULES, STAGES
+from hybridlearn.reproduce.report import write_report
 
 if TYPE_CHECKING:  # the stages run as subprocesses: this process trains nothing
     from hybridlearn.core.trainer import TrainerFactory
@@ -41,57 +43,9 @@ MARKER = "reproduce_run.json"
 
 
 @dataclass
-class Run:
-    """One subprocess of a stage: `train.py <args>` (kind train) or `python -m <args>` (kind module)."""
-
-    stage: str
-    name: str
-    args: list[str]
-    kind: str = "train"
-    resumable: bool = False  # a Lightning fit that resumes from checkpoints/last.ckpt
-    optional: bool = False  # its failure is reported but does not fail the command (data that may be offline)
-
-    @property
-    def rel(self) -> str:
-        return f"{self.stage}/{self.name}"
-
-
-@dataclass
 class Plan:
     runs: dict[str, list[Run]] = field(default_factory=dict)  # stage -> its runs, in order
     notes: dict[str, list[str]] = field(default_factory=dict)  # stage -> what was left out, and why
-
-
-# ------------------------------------------------------------------------------------ overrides
-def _value(v: Any) -> str:
-    """A value in Hydra's override grammar."""
-    if v is None:
-        return "null"
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (int, float)):
-        return repr(v)
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_value(x) for x in v) + "]"
-    if isinstance(v, Mapping):
-        return "{" + ",".join(f"{k}:{_value(x)}" for k, x in v.items()) + "}"
-    s = str(v)
-    if s and all(c.isalnum() or c in "._-/" for c in s):
-        return s
-    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
-def flatten(node: Any, prefix: str = "") -> list[str]:
-    """{a: {b: 1, c: [2]}} -> ["a.b=1", "a.c=[2]"]: a nested mapping as key=value overrides."""
-    if isinstance(node, DictConfig):
-        node = OmegaConf.to_container(node, resolve=True)
-    if not isinstance(node, Mapping):
-        return [f"{prefix}={_value(node)}"]
-    out: list[str] = []
-    for k, v in node.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        out += flatten(v, key) if isinstance(v, Mapping) and v else [f"{key}={_value(v)}"]
-    return out
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -123,97 +77,20 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
         check_choice(f"reproduce.stages[{i}]", s, STAGES)
     sc = scale_settings(cfg)
     common = [
-        f"paths.data_dir={_value(str(Path(cfg.paths.data_dir).resolve()))}",
-        f"paths.cache_dir={_value(str(Path(cfg.paths.cache_dir).expanduser().resolve()))}",
+        f"paths.data_dir={override_value(str(Path(cfg.paths.data_dir).resolve()))}",
+        f"paths.cache_dir={override_value(str(Path(cfg.paths.cache_dir).expanduser().resolve()))}",
     ]
     plan = Plan()
+    ctx = PlanContext(common, Path(cfg.paths.data_dir).resolve())
     for stage in STAGES:
         if stage not in stages:
             continue
-        s = sc[stage]
-        runs: list[Run] = []
-        notes: list[str] = []
-        if stage == "gom":
-            base = flatten(s.get("set") or {})
-            for seed in s.seeds:
-                runs.append(
-                    Run(
-                        stage,
-                        f"study_seed{seed}",
-                        ["experiment=gom_study", f"seed={seed}", *common, *base],
-                    )
-                )
-            # the same study with the authors' five code switches (docs/gom.md), beside the paper text
-            code = flatten(s.get("code_set") or {})
-            for seed in s.get("code_seeds") or []:
-                runs.append(
-                    Run(stage, f"code_seed{seed}", ["experiment=gom_study", f"seed={seed}", *common, *base, *code])
-                )
-            cv_exp = s.get("cv_experiment")
-            if cv_exp:
-                cv_base = [
-                    f"experiment={cv_exp}",
-                    *common,
-                    *flatten(s.get("cv_set") or {}),
-                ]
-                for feat in s.get("cv_features") or []:
-                    # the default file ships with the paper's data; another may need a download
-                    optional = feat != "default"
-                    runs.append(
-                        Run(stage, f"cv_{feat}", [*cv_base, f"data.features={_value(feat)}"], optional=optional)
-                    )
-        elif stage == "digits":
-            runs.append(
-                Run(
-                    stage,
-                    "study",
-                    ["experiment=digits_study", *common, *flatten(s.get("set") or {})],
-                )
-            )
-            runs.append(
-                Run(
-                    stage,
-                    "contact_sheet",
-                    [
-                        "hybridlearn.digits.data",
-                        "--contact-sheet",
-                        "fig04_digits.png",
-                        "--data-dir",
-                        str(Path(cfg.paths.data_dir).resolve()),
-                    ],
-                    kind="module",
-                )
-            )
-        elif stage in ("gan", "gan_modern"):  # the paper's GAN; the same with the modern options on
-            runs.append(
-                Run(
-                    stage,
-                    "mnist",
-                    [f"experiment={s.experiment}", *common, *flatten(s.get("set") or {})],
-                    resumable=True,
-                )
-            )
-        elif stage == "style":
-            base = flatten(s.get("set") or {})
-            for name, over in (s.get("variants") or {}).items():
-                runs.append(
-                    Run(
-                        stage,
-                        str(name),
-                        [
-                            "experiment=style_video",
-                            "overwrite=true",
-                            *common,
-                            *base,
-                            *flatten(over or {}),
-                        ],
-                    )
-                )
+        runs = STAGE_MODULES[stage].plan(stage, sc[stage], ctx)
         if check:
             for r in runs:
                 if r.kind == "train":
                     _compose(r.args)
-        plan.runs[stage], plan.notes[stage] = runs, notes
+        plan.runs[stage], plan.notes[stage] = runs, []
     return plan
 
 
@@ -246,14 +123,24 @@ def _move_aside(run_dir: Path) -> Path:
 def _command(run: Run, run_dir: Path, python: str, resume: bool) -> list[str]:
     if run.kind == "module":
         args = list(run.args)
-        if "--contact-sheet" in args:  # the output file lives in the run folder
-            i = args.index("--contact-sheet") + 1
+        for flag in run.run_dir_args:  # the file it writes lives in the run folder
+            i = args.index(flag) + 1
             args[i] = str(run_dir / args[i])
         return [python, "-m", *args]
     train_py = conf_dir().parent / "train.py"
     head = [python, str(train_py)] if train_py.is_file() else [str(Path(python).parent / "hybridlearn-train")]
-    extra = [f"ckpt_path={_value(str(run_dir / 'checkpoints' / 'last.ckpt'))}"] if resume else []
-    return [*head, *run.args, *extra, f"hydra.run.dir={_value(str(run_dir))}"]
+    extra = [f"ckpt_path={override_value(str(run_dir / 'checkpoints' / 'last.ckpt'))}"] if resume else []
+    return [*head, *run.args, *extra, f"hydra.run.dir={override_value(str(run_dir))}"]
+
+
+def _keep_epochs(run_dir: Path) -> None:
+    """Before a resume: the CSV logger starts a new metrics.csv, so the earlier epochs are kept for
+    the report as resumed/metrics_<n>.csv."""
+    csv = run_dir / "csv" / "metrics.csv"
+    if csv.is_file():
+        hist = run_dir / "resumed"
+        hist.mkdir(exist_ok=True)
+        shutil.copy2(csv, hist / f"metrics_{len(list(hist.glob('metrics_*.csv'))):03d}.csv")
 
 
 def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
@@ -273,12 +160,8 @@ def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
         log.info("reproduce: %s did not finish; moved to %s, starting again", run.rel, _move_aside(run_dir).name)
     run_dir.mkdir(parents=True, exist_ok=True)
     resume = state == "resume"
-    if resume:  # the CSV logger starts a new metrics.csv: keep the earlier epochs for the report
-        csv = run_dir / "csv" / "metrics.csv"
-        if csv.is_file():
-            hist = run_dir / "resumed"
-            hist.mkdir(exist_ok=True)
-            shutil.copy2(csv, hist / f"metrics_{len(list(hist.glob('metrics_*.csv'))):03d}.csv")
+    if resume:
+        _keep_epochs(run_dir)
     write_json_atomic(run_dir / MARKER, {"args": run.args, "kind": run.kind})
     cmd = _command(run, run_dir, python, resume)
     log.info(

@@ -1,0 +1,80 @@
+"""What an experiment hands `make reproduce` (its `<package>/reproduce.py`): the runs of its stage
+and the context its report section reads. The runner and the page assembly live in
+`hybridlearn.reproduce`; this module only holds the shared types and the override grammar."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+
+@dataclass
+class Run:
+    """One subprocess of a stage: `train.py <args>` (kind train) or `python -m <args>` (kind module)."""
+
+    stage: str
+    name: str
+    args: list[str]
+    kind: str = "train"
+    resumable: bool = False  # a Lightning fit that resumes from checkpoints/last.ckpt
+    optional: bool = False  # its failure is reported but does not fail the command (data that may be offline)
+    # flags of a module run whose next argument is a file name inside the run folder (the output it writes)
+    run_dir_args: tuple[str, ...] = ()
+
+    @property
+    def rel(self) -> str:
+        return f"{self.stage}/{self.name}"
+
+
+@dataclass
+class PlanContext:
+    """What every stage's plan shares: the overrides of every train run, the data folder."""
+
+    common: list[str]
+    data_dir: Path
+
+
+@dataclass
+class ReportContext:
+    """The reproduce folder a section reads, where its figures go, and the report's options."""
+
+    root: Path
+    figs: Path
+    quick: bool = False
+    gif_max_mb: float = 2.0
+    video_frames_n: int = 4
+
+
+def override_value(v: Any) -> str:
+    """A value in Hydra's override grammar."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (int, float)):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(override_value(x) for x in v) + "]"
+    if isinstance(v, Mapping):
+        return "{" + ",".join(f"{k}:{override_value(x)}" for k, x in v.items()) + "}"
+    s = str(v)
+    if s and all(c.isalnum() or c in "._-/" for c in s):
+        return s
+    return "'" + s.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def flatten(node: Any, prefix: str = "") -> list[str]:
+    """{a: {b: 1, c: [2]}} -> ["a.b=1", "a.c=[2]"]: a nested mapping as key=value overrides."""
+    if isinstance(node, DictConfig):
+        node = OmegaConf.to_container(node, resolve=True)
+    if not isinstance(node, Mapping):
+        return [f"{prefix}={override_value(node)}"]
+    out: list[str] = []
+    for k, v in node.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        out += flatten(v, key) if isinstance(v, Mapping) and v else [f"{key}={override_value(v)}"]
+    return out

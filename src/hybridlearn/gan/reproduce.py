@@ -1,0 +1,277 @@
+"""The GAN stages of `make reproduce`: the paper's MLP GAN (fig. 14) and, beyond the paper, the same
+run with label smoothing + spectral norm in D (`gan_modern`), their report sections read from the
+runs' CSV logs and results.json."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from hybridlearn.core.plotting import plt, save_figure
+from hybridlearn.core.report import FIG_DIR, completed, copy_gif, copy_png, picture_row, run_config
+from hybridlearn.core.reproduce import PlanContext, ReportContext, Run, flatten
+
+STAGES = ("gan", "gan_modern")  # the paper's GAN; the same with the modern options on (off by default)
+
+
+def plan(stage: str, s: DictConfig, ctx: PlanContext) -> list[Run]:
+    return [
+        Run(stage, "mnist", [f"experiment={s.experiment}", *ctx.common, *flatten(s.get("set") or {})], resumable=True)
+    ]
+
+
+def section(stage: str, ctx: ReportContext) -> list[str]:
+    if stage == "gan":
+        return gan_section(ctx.root, ctx.figs, ctx.gif_max_mb)
+    return gan_modern_section(ctx.root, ctx.figs)
+
+
+def fid_curve(run: Path, metrics: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """{epoch (1-based): {fid, modes, confidence, class_hist}}: the CSV logs of every attempt (a
+    resumed run starts a new metrics.csv; the earlier ones are kept in resumed/), then the run's own
+    fid_history. Built from per-epoch files only, so a resumed run reports the same curve."""
+    curve: dict[int, dict[str, Any]] = {}
+    for f in [*sorted((run / "resumed").glob("metrics_*.csv")), run / "csv" / "metrics.csv"]:
+        if not f.is_file():
+            continue
+        with open(f, newline="") as fh:
+            for row in csv.DictReader(fh):
+                if not (row.get("fid") and row.get("epoch")):
+                    continue
+                c = curve.setdefault(int(float(row["epoch"])) + 1, {})
+                c["fid"] = float(row["fid"])
+                if row.get("gen/modes_covered"):
+                    c["modes"] = int(float(row["gen/modes_covered"]))
+                if row.get("gen/confidence"):
+                    c["confidence"] = float(row["gen/confidence"])
+                if all(row.get(f"gen/class_{i}") for i in range(10)):
+                    c["class_hist"] = [round(float(row[f"gen/class_{i}"]), 3) for i in range(10)]
+    for e, v in metrics.get("fid_history") or []:
+        curve.setdefault(int(e), {})["fid"] = float(v)
+    return dict(sorted(curve.items()))
+
+
+def plot_fid(curves: dict[str, dict[int, dict[str, Any]]], floor: float | None, path: Path, title: str) -> Path:
+    """LeNet-FID per epoch of one or more runs (label -> curve), the floor, and each run's class coverage."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax2 = None
+    for i, (label, curve) in enumerate(curves.items()):
+        ep, color = list(curve), f"C{i}"
+        ax.plot(
+            ep,
+            [curve[e]["fid"] for e in ep],
+            color=color,
+            marker="." if len(ep) < 40 else None,
+            label=f"LeNet-FID, {label}",
+        )
+        modes = [(e, c["modes"]) for e, c in curve.items() if "modes" in c]
+        if modes:
+            ax2 = ax2 or ax.twinx()
+            ax2.plot(*zip(*modes), color=color, ls=":", alpha=0.6, label=f"digits covered (>= 2.5%), {label}")
+    if floor is not None:
+        ax.axhline(floor, color="k", ls="--", lw=1, label=f"real-vs-real floor {floor:.2f}")
+    ax.set(xlabel="epoch", ylabel="LeNet-FID (log)", yscale="log", title=title)
+    ax.grid(alpha=0.3)
+    if ax2 is not None:
+        ax2.set(ylabel="digits covered (dotted)", ylim=(0, 10.5))
+    handles = [h for a in fig.axes for h in a.get_legend_handles_labels()[0]]
+    # one legend for both axes, under the plot: the curves fill the whole box
+    ax.legend(handles=handles, loc="upper center", bbox_to_anchor=(0.5, -0.15), ncol=2, fontsize=7, frameon=False)
+    return save_figure(fig, path)
+
+
+def gan_section(root: Path, figs: Path, gif_max_mb: float) -> list[str]:
+    L = ["## 3. MLP GAN on MNIST (paper fig. 14)", ""]
+    run = root / "gan" / "mnist"
+    r = completed(run)
+    if not r:
+        return L + ["Not run (or not finished): `experiment=gan_mnist`.", ""]
+    m = r["metrics"]
+    c = run_config(run)
+
+    def conf(key: str, default: Any) -> Any:
+        v = OmegaConf.select(c, key) if c is not None else None
+        return default if v is None else v
+
+    epochs, batch = conf("trainer.max_epochs", "?"), conf("data.batch_size", "?")
+    grid_epochs = list(conf("callbacks.gan_samples.epochs", [1, 100, 200]))
+    cells = []
+    for e in grid_epochs:
+        name = copy_png(
+            run / "samples" / f"epoch_{int(e):04d}.png",
+            figs / f"gan_epoch_{int(e):03d}.png",
+        )
+        if name:
+            cells.append((e, name))
+    L += [
+        f"`experiment=gan_mnist`, {epochs} epochs (paper: 200), batch {batch}, "
+        "8x8 grids of the same 64 latent vectors.",
+        "",
+    ]
+    L += picture_row([(f"after epoch {e}", n) for e, n in cells])
+    gif = copy_gif(run / "samples" / "training.gif", figs / "gan_training.gif", gif_max_mb)
+    if gif:
+        L += [
+            f"Every grid of the run as an animation: ![training]({FIG_DIR}/{gif})",
+            "",
+        ]
+    return L + _fid_table(run, figs, m, c)
+
+
+def _fid_table(run: Path, figs: Path, m: dict[str, Any], c: Any) -> list[str]:
+    """LeNet-FID over the whole run (the paper has no metric): first, last, best epoch, the floor,
+    the test scores, class coverage; and the curve."""
+    curve = fid_curve(run, m)
+    floor = m.get("fid_floor")
+    fid_cfg = (OmegaConf.select(c, "model.fid") if c is not None else None) or {}
+    n_fake, n_real = fid_cfg.get("num_samples", "?"), fid_cfg.get("num_real", "?")
+    L = [
+        "### What we add: LeNet-FID over the whole run, real-vs-real floor, class coverage",
+        "",
+        f"LeNet-FID: Fréchet distance of {n_fake} samples vs {n_real} training images in the 84-d features of "
+        "an MNIST LeNet-5 (not Inception: comparable only within this repository). The floor is the same "
+        f"distance for {n_fake} real test images: what a perfect generator would get.",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    best = min(curve.items(), key=lambda kv: kv[1]["fid"]) if curve else None
+    last = curve[max(curve)] if curve else {}
+    rows = [
+        ("epochs trained", max(curve) if curve else None),
+        ("LeNet-FID, epoch 1", curve.get(1, {}).get("fid")),
+        ("LeNet-FID, last epoch", last.get("fid")),
+        ("LeNet-FID, best epoch", f"{best[1]['fid']:.2f} (epoch {best[0]})" if best else None),
+        ("real-vs-real floor", floor),
+        ("test: best checkpoint vs test images", m.get("test/fid")),
+        ("test: floor (train vs test images)", m.get("test/fid_floor")),
+        ("digits covered (>= 2.5% of samples), last epoch", last.get("modes")),
+        ("class histogram of the samples, last epoch (0-9)", last.get("class_hist")),
+        ("classifier confidence on the samples, last epoch", last.get("confidence")),
+    ]
+    for k, v in rows:
+        if v is not None:
+            L.append(f"| {k} | {f'{v:.2f}' if isinstance(v, float) else v} |")
+    if curve:
+        name = plot_fid(
+            {"generator vs train": curve},
+            floor,
+            figs / "gan_fid_curve.png",
+            f"MLP GAN: LeNet-FID per epoch ({len(curve)} epochs)",
+        )
+        L += [
+            "",
+            f"![LeNet-FID per epoch with the floor and class coverage]({FIG_DIR}/{name.name})",
+        ]
+    return L + [""]
+
+
+def gan_modern_section(root: Path, figs: Path) -> list[str]:
+    """Beyond the paper: the same GAN with label smoothing + spectral norm, step for step beside it."""
+    L = ["### Beyond the paper: label smoothing and spectral norm in D (`experiment=gan_mnist_modern`)", ""]
+    runs = {"paper's model": root / "gan" / "mnist", "modern": root / "gan_modern" / "mnist"}
+    results = {n: res for n, d in runs.items() if (res := completed(d))}
+    if "modern" not in results:
+        return L + ["Not run (or not finished): `make reproduce ARGS='reproduce.stages=[gan_modern]'`.", ""]
+    curves = {n: fid_curve(runs[n], res["metrics"]) for n, res in results.items()}
+    c = run_config(runs["modern"])
+    ls = OmegaConf.select(c, "model.label_smoothing") if c is not None else None
+    sn = OmegaConf.select(c, "model.spectral_norm") if c is not None else None
+    L += [
+        f"The paper's networks, data, batches, optimizers and seed, with one-sided label smoothing {ls} "
+        f"(D's real targets {1 - float(ls or 0):g}) and spectral_norm={sn} in D's linear layers: "
+        "the same number of steps per epoch, so each row compares the two models after the same steps.",
+        "",
+    ]
+    both = sorted(set.intersection(*(set(cv) for cv in curves.values()))) if all(curves.values()) else []
+    marks = [e for e in both if e in {1, 5, 10, 25, 50, 75, 100, 125, 150, 175, 200}]
+    if both and both[-1] not in marks:
+        marks.append(both[-1])
+    names = list(curves)
+    L += [
+        "| epoch | "
+        + " | ".join(f"LeNet-FID, {n}" for n in names)
+        + " | "
+        + " | ".join(f"digits covered, {n}" for n in names)
+        + " |",
+        "|---|" + "---|" * (2 * len(names)),
+    ]
+    for e in marks:
+        fids = " | ".join(f"{curves[n][e]['fid']:.2f}" for n in names)
+        modes = " | ".join(str(curves[n][e].get("modes", "")) for n in names)
+        L.append(f"| {e} | {fids} | {modes} |")
+    bests = []
+    for n in names:
+        cv = {e: v for e, v in curves[n].items() if not both or e <= both[-1]}  # the same steps
+        e, v = min(cv.items(), key=lambda kv: kv[1]["fid"]) if cv else (None, {})
+        bests.append(f"{v['fid']:.2f} (epoch {e})" if cv else "")
+    L.append("| best | " + " | ".join(bests) + " |" + " |" * len(names))
+    tests = [results[n]["metrics"].get("test/fid") for n in names]
+    if all(t is not None for t in tests):
+        L.append(
+            "| test: best checkpoint vs test images | "
+            + " | ".join(f"{t:.2f}" for t in tests)
+            + " |"
+            + " |" * len(names)
+        )
+    return L + _modern_figures(runs, curves, results["modern"]["metrics"].get("fid_floor"), figs)
+
+
+def _modern_figures(runs: dict[str, Path], curves: dict[str, dict], floor: float | None, figs: Path) -> list[str]:
+    """Both models' FID curves in one plot, and their last grids side by side."""
+    name = plot_fid(
+        curves, floor, figs / "gan_modern_fid_curve.png", "MLP GAN: the paper's model vs the modern options"
+    )
+    L = ["", f"![LeNet-FID per epoch, both models]({FIG_DIR}/{name.name})", ""]
+    if not curves["modern"]:
+        return L
+    last = max(curves["modern"])
+    cells = [  # figures/gan_epoch_200.png, figures/gan_modern_epoch_200.png
+        (
+            f"{n}, after epoch {last}",
+            copy_png(d / "samples" / f"epoch_{last:04d}.png", figs / f"{d.parent.name}_epoch_{last:03d}.png"),
+        )
+        for n, d in runs.items()
+    ]
+    return L + picture_row([(cap, f) for cap, f in cells if f])
+
+
+# ------------------------------------------------------------------------------- differences
+def modern_gan_note(root: Path, pap: dict[int, dict[str, Any]]) -> str:
+    """What the modern options (beyond the paper) reach after the same steps as the paper's curve `pap`,
+    when they were run."""
+    r = completed(root / "gan_modern" / "mnist")
+    if not r:
+        return ""
+    mod = fid_curve(root / "gan_modern" / "mnist", r["metrics"])
+    e = max(set(mod) & set(pap), default=None)
+    if e is None:
+        return ""
+    return (
+        f" With one-sided label smoothing and spectral norm in D (`experiment=gan_mnist_modern`, beyond the "
+        f"paper) the same {e} epochs end at {mod[e]['fid']:.1f} (paper's model {pap[e]['fid']:.1f}); see the "
+        "comparison above."
+    )
+
+
+def differences(ctx: ReportContext) -> list[str]:
+    """Where the GAN's numbers differ from the paper's (the paper shows grids only)."""
+    D = []
+    g = completed(ctx.root / "gan" / "mnist")
+    if g:
+        curve = fid_curve(ctx.root / "gan" / "mnist", g["metrics"])
+        fid, floor = curve[max(curve)].get("fid") if curve else None, g["metrics"].get("fid_floor")
+        if isinstance(fid, (int, float)) and isinstance(floor, (int, float)) and fid > 10 * floor:
+            D.append(
+                f"GAN: the last LeNet-FID ({fid:.1f}) is {fid / floor:.0f}x the real-vs-real floor "
+                f"({floor:.2f}) after {max(curve)} epochs: the samples are still far from the data distribution "
+                "(the paper shows grids only, no metric; compare the grids and the curve above)."
+                + modern_gan_note(ctx.root, curve)
+            )
+    D.append(
+        "GAN quality is measured with a LeNet-5 FID (the paper has none); Inception-FID means little on 28x28 digits."
+    )
+    return D

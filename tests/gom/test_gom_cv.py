@@ -132,9 +132,9 @@ def test_knn_blend_one_is_the_neighbours_histogram():
 
 
 def test_new_options_are_checked():
-    with pytest.raises(ConfigError, match=r"model.knn_blend must be in \[0, 1\] \(got 1.5\)"):
+    with pytest.raises(ConfigError, match=r"model.knn_blend must be a number in \[0, 1\] \(got 1.5\)"):
         GomHybrid(head="locations", knn_blend=1.5)
-    with pytest.raises(ConfigError, match=r"model.label_smoothing must be in \[0, 1\)"):
+    with pytest.raises(ConfigError, match=r"model.label_smoothing must be a number in \[0, 1\)"):
         GomHybrid(head="locations", label_smoothing=1.0)
     with pytest.raises(ConfigError, match="model.activation must be one of sigmoid, relu"):
         GomHybrid(head="locations", activation="tanh")

@@ -15,13 +15,17 @@ $HYBRIDLEARN_FORKSERVER, or when the server is gone, the client runs a real inte
 
 from __future__ import annotations
 
+import atexit
+import gc
 import importlib
 import json
 import os
 import runpy
+import select
 import signal
 import socket
 import sys
+import threading
 import time
 
 ENV = "HYBRIDLEARN_FORKSERVER"
@@ -104,15 +108,39 @@ def _run_command(request: dict, fds: list[int]) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
         signal.signal(sig, signal.default_int_handler if sig == signal.SIGINT else signal.SIG_DFL)
     argv = request["argv"]
-    if argv[0] == "-m":
-        sys.argv = argv[1:]
-        sys.path[0] = request["cwd"]
-        runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
-    else:
-        sys.argv = list(argv)
-        sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
-        runpy.run_path(argv[0], run_name="__main__")
-    raise SystemExit(0)
+    try:
+        if argv[0] == "-m":
+            sys.argv = argv[1:]
+            sys.path[0] = request["cwd"]
+            runpy.run_module(argv[1], run_name="__main__", alter_sys=True)
+        else:
+            sys.argv = list(argv)
+            sys.path[0] = os.path.dirname(os.path.abspath(argv[0]))
+            runpy.run_path(argv[0], run_name="__main__")
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    # An uncaught exception (a traceback, Ctrl-C) has left above, through the interpreter's own exit.
+    _exit_fast(code)
+
+
+def _exit_fast(code) -> None:
+    """Exit as the interpreter does (threads joined, atexit handlers run, stdio flushed, the same
+    exit status) but without tearing down every module: in a fork that would touch, and so copy,
+    every page of the server's heap (about 2 s)."""
+    threading._shutdown()  # join the non-daemon threads, as Python's own exit does first
+    atexit._run_exitfuncs()
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):
+            pass
+    os._exit(code & 0xFF)
 
 
 def _monitor(conn: socket.socket) -> None:
@@ -128,22 +156,18 @@ def _monitor(conn: socket.socket) -> None:
     for fd in fds:
         os.close(fd)
     _send(conn, {"pid": pid})
-    conn.settimeout(0.2)
-    while True:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            try:
-                _send(conn, {"rc": os.waitstatus_to_exitcode(status)})
-            except OSError:
-                pass  # the client is gone
-            return
+    pidfd = os.pidfd_open(pid)  # readable when the command ends: no polling, no latency
+    ready, _, _ = select.select([pidfd, conn], [], [])
+    if pidfd not in ready and conn.recv(1) == b"":  # the client is gone (a test's timeout): so is its command
         try:
-            if conn.recv(1) == b"":  # the client is gone (killed by a test's timeout): so is its command
-                os.killpg(pid, signal.SIGKILL)
-        except TimeoutError:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
             pass
-        except (ProcessLookupError, OSError):
-            pass
+    status = os.waitpid(pid, 0)[1]
+    try:
+        _send(conn, {"rc": os.waitstatus_to_exitcode(status)})
+    except OSError:
+        pass  # the client is gone
 
 
 def serve(path: str) -> None:
@@ -155,6 +179,7 @@ def serve(path: str) -> None:
             importlib.import_module(name)
         except ImportError as e:  # a renamed module: the commands import it themselves, a little slower
             print(f"forkserver: not preloaded: {name} ({e})", file=sys.stderr)
+    gc.freeze()  # the imported objects: the forks' garbage collections leave them (and their pages) alone
     os.rename(path + ".tmp", path)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from hybridlearn.core.config import check_float, check_fraction
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.mnist.data import background_value, to_range
 
@@ -46,16 +47,13 @@ class HandwritingAugment(nn.Module):
         elastic_sigma: float = 3.0,
     ):
         super().__init__()
-        if elastic < 0 or elastic_sigma <= 0:
-            raise ConfigError(
-                f"augment.elastic must be >= 0 and augment.elastic_sigma > 0 (got {elastic}, {elastic_sigma})"
-            )
-        self.elastic, self.elastic_sigma = float(elastic), float(elastic_sigma)
+        self.elastic = check_float("augment.elastic", elastic, 0, 28) if elastic else 0.0  # pixels; 0: off
+        self.elastic_sigma = check_float("augment.elastic_sigma", elastic_sigma, 0, 28)
         lo, hi = float(scale[0]), float(scale[1])
-        if not 0 < lo <= hi:
+        if not 0 < lo <= hi:  # a pair, not one value: the shared checkers have no such shape
             raise ConfigError(f"augment.scale must be [low, high] with 0 < low <= high (got {list(scale)})")
-        if not 0 <= p <= 1 or not 0 <= thickness <= 1:
-            raise ConfigError(f"augment.p and augment.thickness must be in [0, 1] (got {p}, {thickness})")
+        check_fraction("augment.p", p, hi_included=True)
+        check_fraction("augment.thickness", thickness, hi_included=True)
         self.rotate, self.shear, self.scale, self.translate = (
             rotate,
             shear,

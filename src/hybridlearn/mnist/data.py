@@ -10,6 +10,7 @@ import lightning as L
 import numpy as np
 import torch
 
+from hybridlearn.core.config import check_choice, check_int
 from hybridlearn.core.download import ensure_files
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.loaders import SplitLoaders, seeded_split, tensor_loader
@@ -60,6 +61,7 @@ def load_mnist(
 
 
 VALUE_RANGES = ("unit", "tanh", "standard")
+MNIST_TRAIN = 60_000  # training images (the validation split is cut from them)
 
 
 def to_range(x: torch.Tensor, value_range: str, inplace: bool = False) -> torch.Tensor:
@@ -107,16 +109,13 @@ class MNISTDataModule(SplitLoaders, L.LightningDataModule):
         drop_last: bool = False,
     ):
         super().__init__()
-        if batch_size <= 0 or eval_batch_size <= 0:
-            raise ConfigError(
-                f"data.batch_size and data.eval_batch_size must be > 0 (got {batch_size}, {eval_batch_size})"
-            )
-        if not 0 <= val_size < 60000:
-            raise ConfigError(f"data.val_size must be in [0, 60000) (got {val_size})")
+        check_int("data.batch_size", batch_size, 1, MNIST_TRAIN)
+        check_int("data.eval_batch_size", eval_batch_size, 1, MNIST_TRAIN)
+        check_int("data.val_size", val_size, 0, MNIST_TRAIN - 1)
         for key, v in (("train_subset", train_subset), ("test_subset", test_subset)):
-            if v is not None and v <= 0:
-                raise ConfigError(f"data.{key} must be > 0 or null (got {v})")
-        to_float(torch.zeros(1, 1, 1, dtype=torch.uint8), value_range)  # validates value_range early
+            if v is not None:  # null: all of it
+                check_int(f"data.{key}", v, 1, MNIST_TRAIN)
+        check_choice("data.value_range", value_range, VALUE_RANGES)
         self.save_hyperparameters(ignore=["mirrors", "download_timeout"])
         self.data_dir, self.mirrors, self.timeout = (
             data_dir,

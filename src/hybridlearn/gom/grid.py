@@ -274,6 +274,8 @@ def train_sigmoid_grid(
 
     workers: chunks trained at once, each on one thread (torch's intra-op threads are set to 1
     meanwhile; the GIL is released inside the kernels). chunk_units: activation rows per chunk."""
+    # One function of set-up around _train_chunk (the loop itself): what every chunk shares is built
+    # once here, and the parity test against single Lightning runs reads it top to bottom.
     t0 = time.perf_counter()
     specs = list(specs)
     dtype = x_train.dtype

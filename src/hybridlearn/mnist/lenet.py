@@ -176,7 +176,7 @@ class LeNet5(L.LightningModule):
         {rotate: [-8, 8], value_range: standard}) used by validation, test and predict.
         `pretrained`, `pretrain` and `augment` are not saved in checkpoints (a checkpoint already
         holds the trained weights); `tta` is, so predict.py predicts as the test did."""
-        super().__init__()
+        super().__init__()  # long for its 19 documented options; the body is checks, then the network
         check_choice("model.activation", activation, sorted(ACTIVATIONS))
         check_choice("model.pool", pool, sorted(POOLS))
         check_choice("model.optimizer", optimizer, ("adam", "sgd"))

@@ -170,8 +170,14 @@ def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
         run.rel,
         run_dir / "stage.log",
     )
+    rc, seconds = _launch(cmd, run_dir / "stage.log")
+    return _outcome(run, run_dir, cmd, rc, seconds, resume)
+
+
+def _launch(cmd: list[str], log_file: Path) -> tuple[int, float]:
+    """Run one stage's command with its output appended to `log_file`; (exit code, seconds)."""
     t0 = time.time()
-    with open(run_dir / "stage.log", "a") as fh:
+    with open(log_file, "a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
         proc = subprocess.Popen(
@@ -186,7 +192,11 @@ def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
                 proc.kill()
                 proc.wait()
             raise
-    seconds = time.time() - t0
+    return rc, time.time() - t0
+
+
+def _outcome(run: Run, run_dir: Path, cmd: list[str], rc: int, seconds: float, resume: bool) -> dict[str, Any]:
+    """{state, seconds, ok, error} of a finished command, from its exit code and its results.json."""
     if run.kind == "module" and rc == 0:  # module CLIs write no results.json of their own
         write_json_atomic(
             run_dir / "results.json",
@@ -213,6 +223,24 @@ def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- entry
 def _fmt_s(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
+
+
+def _log_stage(i: int, stages: list[str], fatal: bool, took: float, states: list[str], elapsed: float, left: float):
+    """One line per stage: how it went, the time so far and the time still expected."""
+    counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states)) or "no runs"
+    rest = stages[i + 1 :]
+    log.info(
+        "reproduce: stage %d/%d %s %s in %s (%s); elapsed %s; left ~%s%s",
+        i + 1,
+        len(stages),
+        stages[i],
+        "FAILED" if fatal else "done",
+        _fmt_s(took),
+        counts,
+        _fmt_s(elapsed),
+        _fmt_s(left),
+        f" ({', '.join(rest)})" if rest else "",
+    )
 
 
 def run_reproduce(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
@@ -242,19 +270,7 @@ def run_reproduce(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -
         speed = min(max(measured / predicted, 0.25), 4.0) if predicted > 0 else 1.0
         rest = stages[i + 1 :]
         left = speed * sum(float(expected.get(s, 0)) for s in rest)
-        counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states)) or "no runs"
-        log.info(
-            "reproduce: stage %d/%d %s %s in %s (%s); elapsed %s; left ~%s%s",
-            i + 1,
-            len(stages),
-            stage,
-            "FAILED" if fatal else "done",
-            _fmt_s(took),
-            counts,
-            _fmt_s(time.time() - t_start),
-            _fmt_s(left),
-            f" ({', '.join(rest)})" if rest else "",
-        )
+        _log_stage(i, stages, bool(fatal), took, states, time.time() - t_start, left)
         for b in bad:
             log.log(logging.WARNING if b.split(":", 1)[0] in optional else logging.ERROR, "reproduce: %s/%s", stage, b)
         summary[stage] = {n: {k: v for k, v in o.items() if k != "ok"} for n, o in outcomes.items()}

@@ -12,7 +12,7 @@ import pytest
 from conftest import compose_cfg, train_cli
 from PIL import Image
 
-from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.reproduce import Run, flatten
 from hybridlearn.gom.results import ResultsError
 from hybridlearn.reproduce.report import write_report
@@ -233,6 +233,7 @@ def _fake_runs(root: Path) -> None:
                         "ece": [0.02, 0.01],
                     }
                 },
+                "transfer_errors_seed0": [{"sheet": "cossio.png", "row": 3, "col": 4, "true": 7, "pred": 1}],
                 "lowo_seeds": [0, 1],
                 "lowo": {"cossio": {"paper": [0.5, 0.6], "mnist_only": [0.945], "transfer": [0.97, 0.98]}},
                 "lowo_scores": {
@@ -368,6 +369,15 @@ def test_report_fails_on_a_renamed_result_key(tmp_path):
     shutil.rmtree(tmp_path / "gom" / "study_seed1")
     with pytest.raises(ResultsError, match="gom/cv_default: .* no `cv_folds`"):
         write_report(tmp_path, quick=False, stages=["gom"])
+
+
+def test_report_fails_on_a_renamed_study_field(tmp_path):
+    """A field the digits section reads, renamed in study.json, names the file and itself instead of "n/a"."""
+    _fake_runs(tmp_path)
+    f = tmp_path / "digits" / "study" / "study.json"
+    f.write_text(f.read_text().replace('"ensemble_acc"', '"ensemble_accuracy"'))
+    with pytest.raises(DataError, match=r"digits/study/study.json: not a readable .*ensemble_accuracy"):
+        write_report(tmp_path, quick=False, stages=["digits"])
 
 
 def test_report_puts_the_modern_gan_beside_the_papers_step_for_step(tmp_path):

@@ -11,14 +11,10 @@ from omegaconf import DictConfig
 
 from hybridlearn.core.report import FIG_DIR, completed, copy_png, interval, mean_std, per_seed
 from hybridlearn.core.reproduce import PlanContext, ReportContext, Run, flatten
+from hybridlearn.digits.paper import PAPER_ACCURACY
 from hybridlearn.digits.results import LOWO_MODELS, PaperEpoch, StudyResult, read_study
 
 STAGES = ("digits",)
-# docs/digits.md, section 3.2 of the paper: train/val accuracy after 10 and 50 epochs
-PAPER_DIGITS = {
-    10: {"train_acc": 0.645, "val_acc": 0.492},
-    50: {"train_acc": 0.973, "val_acc": 0.615},
-}
 
 
 def plan(stage: str, s: DictConfig, ctx: PlanContext) -> list[Run]:
@@ -38,7 +34,7 @@ def differences(ctx: ReportContext) -> list[str]:
     D = []
     f = ctx.root / "digits" / "study" / "study.json"
     for e, t in (read_study(f).paper_setup if f.is_file() else {}).items():
-        p = PAPER_DIGITS.get(e)
+        p = PAPER_ACCURACY.get(e)
         if p and t.train_acc:
             tr = statistics.mean(t.train_acc)
             if abs(tr - p["train_acc"]) > 0.02:
@@ -83,7 +79,7 @@ def _paper_setup_rows(run: Path, figs: Path, table: dict[int, PaperEpoch]) -> li
     """Figs. 12-13: the paper's setup per epoch count, beside the paper's accuracies; the curves."""
     L = []
     for e in sorted(table):
-        t, p = table[e], PAPER_DIGITS.get(e, {})
+        t, p = table[e], PAPER_ACCURACY.get(e, {})
         L.append(
             f"| {e} | {p.get('train_acc', 'n/a')} | {mean_std(t.train_acc)} | {p.get('val_acc', 'n/a')} | "
             f"{mean_std(t.val_acc)} | {mean_std(t.test_acc)} |"

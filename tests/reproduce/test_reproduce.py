@@ -95,6 +95,19 @@ def test_plan_quick_and_paper(tmp_path, data_dir):
     assert m.args[0] == "experiment=gan_mnist_modern" and m.args[1:] == g.args[1:]
 
 
+def test_plan_draws_the_contact_sheet_with_its_command(tmp_path, data_dir):
+    sheet = next(
+        r
+        for r in make_plan(compose_cfg(["experiment=reproduce"], tmp_path)).runs["digits"]
+        if r.name == "contact_sheet"
+    )
+    assert sheet.kind == "module" and sheet.args[:3] == [
+        "hybridlearn.digits.contact",
+        "--contact-sheet",
+        "fig04_digits.png",
+    ]
+
+
 def test_plan_refuses_unknown_stage_and_keys(tmp_path, data_dir):
     with pytest.raises(ConfigError, match="reproduce.stages"):
         make_plan(compose_cfg(["experiment=reproduce", "reproduce.stages=[gom,gann]"], tmp_path))

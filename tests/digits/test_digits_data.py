@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
+from conftest import PYTHON
 
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.digits.contact import main
@@ -277,6 +279,15 @@ def test_contact_sheet_cli(tmp_path, data_dir, capsys):
     assert "610 digits" in capsys.readouterr().out
     assert main(["--contact-sheet", str(out), "--manifest", str(tmp_path / "none.yaml")]) == 2
     assert capsys.readouterr().err.startswith("error: digit manifest")
+
+
+def test_contact_sheet_command_runs_as_a_module(tmp_path):
+    """`python -m hybridlearn.digits.contact`, as docs/digits.md and the reproduce plan run it."""
+    args = ["-m", "hybridlearn.digits.contact", "--contact-sheet", str(tmp_path / "c.png")]
+    p = subprocess.run(
+        [*PYTHON, *args, "--manifest", str(tmp_path / "none.yaml")], capture_output=True, text=True, timeout=120
+    )
+    assert p.returncode == 2 and p.stderr.startswith("error: digit manifest"), p.stderr
 
 
 def test_augment_keeps_background_and_range():

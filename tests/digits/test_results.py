@@ -84,3 +84,11 @@ def test_a_field_renamed_on_one_side_fails(tmp_path):
         read_study(tmp_path / "study.json")
     with pytest.raises(DataError, match="study.json: not a readable"):
         read_study(tmp_path / "missing" / "study.json")
+
+
+def test_a_leave_one_writer_out_row_without_a_model_of_the_report_fails(tmp_path):
+    doc = json.loads(json.dumps(FULL_JSON))
+    doc["lowo"]["cossio"]["mnist_zero_shot"] = doc["lowo"]["cossio"].pop("mnist_only")
+    (tmp_path / "study.json").write_text(json.dumps(doc))
+    with pytest.raises(DataError, match=r"study.json: not a readable .*lowo.cossio: no `mnist_only`"):
+        read_study(tmp_path / "study.json")

@@ -12,7 +12,7 @@ import pytest
 from conftest import compose_cfg, train_cli
 from PIL import Image
 
-from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.reproduce import Run, flatten
 from hybridlearn.gom.results import ResultsError
 from hybridlearn.reproduce.report import write_report
@@ -93,6 +93,19 @@ def test_plan_quick_and_paper(tmp_path, data_dir):
     g, m = both.runs["gan"][0], both.runs["gan_modern"][0]
     assert m.rel == "gan_modern/mnist" and m.resumable
     assert m.args[0] == "experiment=gan_mnist_modern" and m.args[1:] == g.args[1:]
+
+
+def test_plan_draws_the_contact_sheet_with_its_command(tmp_path, data_dir):
+    sheet = next(
+        r
+        for r in make_plan(compose_cfg(["experiment=reproduce"], tmp_path)).runs["digits"]
+        if r.name == "contact_sheet"
+    )
+    assert sheet.kind == "module" and sheet.args[:3] == [
+        "hybridlearn.digits.contact",
+        "--contact-sheet",
+        "fig04_digits.png",
+    ]
 
 
 def test_plan_refuses_unknown_stage_and_keys(tmp_path, data_dir):
@@ -233,6 +246,7 @@ def _fake_runs(root: Path) -> None:
                         "ece": [0.02, 0.01],
                     }
                 },
+                "transfer_errors_seed0": [{"sheet": "cossio.png", "row": 3, "col": 4, "true": 7, "pred": 1}],
                 "lowo_seeds": [0, 1],
                 "lowo": {"cossio": {"paper": [0.5, 0.6], "mnist_only": [0.945], "transfer": [0.97, 0.98]}},
                 "lowo_scores": {
@@ -368,6 +382,15 @@ def test_report_fails_on_a_renamed_result_key(tmp_path):
     shutil.rmtree(tmp_path / "gom" / "study_seed1")
     with pytest.raises(ResultsError, match="gom/cv_default: .* no `cv_folds`"):
         write_report(tmp_path, quick=False, stages=["gom"])
+
+
+def test_report_fails_on_a_renamed_study_field(tmp_path):
+    """A field the digits section reads, renamed in study.json, names the file and itself instead of "n/a"."""
+    _fake_runs(tmp_path)
+    f = tmp_path / "digits" / "study" / "study.json"
+    f.write_text(f.read_text().replace('"ensemble_acc"', '"ensemble_accuracy"'))
+    with pytest.raises(DataError, match=r"digits/study/study.json: not a readable .*ensemble_accuracy"):
+        write_report(tmp_path, quick=False, stages=["digits"])
 
 
 def test_report_puts_the_modern_gan_beside_the_papers_step_for_step(tmp_path):

@@ -1,12 +1,13 @@
 """A contact sheet: every cut digit with its label, laid out in its sheet's own grid.
 
-python -m hybridlearn.digits.data --contact-sheet out.png [--preprocess clean --size 28]
+python -m hybridlearn.digits.contact --contact-sheet out.png [--preprocess clean --size 28]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -57,9 +58,9 @@ def contact_sheet(
 
 @one_line_errors
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m hybridlearn.digits.data --contact-sheet OUT.png`: 0 when written, 2 on an error."""
+    """`python -m hybridlearn.digits.contact --contact-sheet OUT.png`: 0 when written, 2 on an error."""
     p = argparse.ArgumentParser(
-        prog="python -m hybridlearn.digits.data",
+        prog="python -m hybridlearn.digits.contact",
         description="The paper's custom handwritten digits: scanned sheets cut into a grid of labelled cells.",
     )
     p.add_argument("--contact-sheet", required=True, metavar="OUT.png", help="write every sliced digit with its label")
@@ -81,3 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     counts = {s.name: len(s.labels) for s in sheets}
     print(f"{len(d.y)} digits ({', '.join(f'{k}: {v}' for k, v in counts.items())}) -> {out}")
     return 0
+
+
+if __name__ == "__main__":  # as docs/digits.md and make reproduce call it
+    sys.exit(main())

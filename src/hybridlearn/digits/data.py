@@ -2,14 +2,12 @@
 manifest (hybridlearn.digits.manifest) cut into digits (hybridlearn.digits.digitset), split
 into train/val/test.
 
-`python -m hybridlearn.digits.data --contact-sheet out.png` draws every sliced cell with its label
-(hybridlearn.digits.contact).
+`python -m hybridlearn.digits.contact --contact-sheet out.png` draws every sliced cell with its label.
 """
 
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Mapping, Sequence
 
 import lightning as L
@@ -19,7 +17,6 @@ from torch.utils.data import DataLoader
 from hybridlearn.core.config import check_choice, check_float, check_fraction, check_int, plain
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.loaders import EpochBatchSampler, SplitLoaders, TensorBatches, seeded_split, tensor_loader
-from hybridlearn.digits.contact import main as contact_sheet_main
 from hybridlearn.digits.digitset import DigitSet, build_digits
 from hybridlearn.digits.images import PREPROCESS
 from hybridlearn.digits.manifest import resolve_sheets
@@ -147,7 +144,3 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
         return tensor_loader(
             x, y, batch_size=bs, shuffle=train, seed=self.hparams.shuffle_seed, drop_last=train and self.drop_last
         )
-
-
-if __name__ == "__main__":  # the contact sheet's command, as docs/digits.md and make reproduce call it
-    sys.exit(contact_sheet_main())

@@ -1,5 +1,6 @@
 """The digits stage of `make reproduce` (paper section 3.2): `experiment=digits_study` and the fig. 4
-contact sheet, and its report section read from the study's study.json."""
+contact sheet, and its report section read from the study's study.json as a `StudyResult` (a renamed
+field fails there, naming the file and the field, not as "n/a" in a table)."""
 
 from __future__ import annotations
 
@@ -8,19 +9,16 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from hybridlearn.core.report import FIG_DIR, completed, copy_png, interval, mean_std, per_seed, read_json
+from hybridlearn.core.report import FIG_DIR, completed, copy_png, interval, mean_std, per_seed
 from hybridlearn.core.reproduce import PlanContext, ReportContext, Run, flatten
+from hybridlearn.digits.paper import PAPER_ACCURACY
+from hybridlearn.digits.results import LOWO_MODELS, PaperEpoch, StudyResult, read_study
 
 STAGES = ("digits",)
-# docs/digits.md, section 3.2 of the paper: train/val accuracy after 10 and 50 epochs
-PAPER_DIGITS = {
-    10: {"train_acc": 0.645, "val_acc": 0.492},
-    50: {"train_acc": 0.973, "val_acc": 0.615},
-}
 
 
 def plan(stage: str, s: DictConfig, ctx: PlanContext) -> list[Run]:
-    sheet = ["hybridlearn.digits.data", "--contact-sheet", "fig04_digits.png", "--data-dir", str(ctx.data_dir)]
+    sheet = ["hybridlearn.digits.contact", "--contact-sheet", "fig04_digits.png", "--data-dir", str(ctx.data_dir)]
     return [
         Run(stage, "study", ["experiment=digits_study", *ctx.common, *flatten(s.get("set") or {})]),
         Run(stage, "contact_sheet", sheet, kind="module", run_dir_args=("--contact-sheet",)),
@@ -34,15 +32,15 @@ def section(stage: str, ctx: ReportContext) -> list[str]:
 def differences(ctx: ReportContext) -> list[str]:
     """Where the paper's setup trains to another accuracy than the paper's."""
     D = []
-    st = read_json(ctx.root / "digits" / "study" / "study.json") or {}
-    for e, t in (st.get("paper_setup") or {}).items():
-        p = PAPER_DIGITS.get(int(e))
-        if p and t.get("train_acc"):
-            tr = statistics.mean(t["train_acc"])
+    f = ctx.root / "digits" / "study" / "study.json"
+    for e, t in (read_study(f).paper_setup if f.is_file() else {}).items():
+        p = PAPER_ACCURACY.get(e)
+        if p and t.train_acc:
+            tr = statistics.mean(t.train_acc)
             if abs(tr - p["train_acc"]) > 0.02:
                 D.append(
                     f"Digits, {e} epochs: train accuracy {tr:.3f} vs the paper's {p['train_acc']} (val "
-                    f"{statistics.mean(t['val_acc']):.3f} vs {p['val_acc']}): PyTorch vs Keras, our own "
+                    f"{statistics.mean(t.val_acc):.3f} vs {p['val_acc']}): PyTorch vs Keras, our own "
                     "random splits per seed; the validation split holds only 49 digits (one digit = 0.02)."
                 )
     return D
@@ -61,12 +59,11 @@ def digits_section(root: Path, figs: Path) -> list[str]:
             "",
         ]
     run = root / "digits" / "study"
-    r, st = completed(run), read_json(run / "study.json")
-    if not (r and st):
+    if not (completed(run) and (run / "study.json").is_file()):
         return L + ["Not run (or not finished): `experiment=digits_study`.", ""]
-    seeds = st.get("seeds", [])
+    st = read_study(run / "study.json")
     L += [
-        f"`experiment=digits_study`, seeds {seeds} (each seed draws its own split, initialisation and batch "
+        f"`experiment=digits_study`, seeds {st.seeds} (each seed draws its own split, initialisation and batch "
         "order); ± is the standard deviation over seeds.",
         "",
         "### Figs. 12-13: the paper's setup (Keras LeNet-5, retrained from scratch)",
@@ -74,18 +71,18 @@ def digits_section(root: Path, figs: Path) -> list[str]:
         "| epochs | train acc (paper) | train acc (ours) | val acc (paper) | val acc (ours) | test acc (ours) |",
         "|---|---|---|---|---|---|",
     ]
-    table = st.get("paper_setup") or {}
+    table = st.paper_setup
     return L + _paper_setup_rows(run, figs, table) + _transfer_tables(st, table) + _lowo_tables(st) + _pages_table(st)
 
 
-def _paper_setup_rows(run: Path, figs: Path, table: dict) -> list[str]:
+def _paper_setup_rows(run: Path, figs: Path, table: dict[int, PaperEpoch]) -> list[str]:
     """Figs. 12-13: the paper's setup per epoch count, beside the paper's accuracies; the curves."""
     L = []
-    for e in sorted(table, key=int):
-        t, p = table[e], PAPER_DIGITS.get(int(e), {})
+    for e in sorted(table):
+        t, p = table[e], PAPER_ACCURACY.get(e, {})
         L.append(
-            f"| {e} | {p.get('train_acc', 'n/a')} | {mean_std(t['train_acc'])} | {p.get('val_acc', 'n/a')} | "
-            f"{mean_std(t['val_acc'])} | {mean_std(t['test_acc'])} |"
+            f"| {e} | {p.get('train_acc', 'n/a')} | {mean_std(t.train_acc)} | {p.get('val_acc', 'n/a')} | "
+            f"{mean_std(t.val_acc)} | {mean_std(t.test_acc)} |"
         )
     curves = copy_png(run / "curves_paper.png", figs / "digits_fig12_13_curves.png")
     if curves:
@@ -96,9 +93,9 @@ def _paper_setup_rows(run: Path, figs: Path, table: dict) -> list[str]:
     return L
 
 
-def _transfer_tables(st: dict, table: dict) -> list[str]:
+def _transfer_tables(st: StudyResult, table: dict[int, PaperEpoch]) -> list[str]:
     """Transfer learning against the paper's LeNet on the same per-seed test splits; pooled scores."""
-    last = str(max(table, key=int)) if table else None
+    last = max(table) if table else None
     L = [
         "",
         "### What we add: transfer learning against the paper's LeNet (same per-seed test splits)",
@@ -107,16 +104,14 @@ def _transfer_tables(st: dict, table: dict) -> list[str]:
         "|---|---|---|",
     ]
     if last:
-        L.append(
-            f"| paper's LeNet-5, {last} epochs | {mean_std(table[last]['test_acc'])} | "
-            f"{per_seed(table[last]['test_acc'])} |"
-        )
-    if st.get("zero_shot_test_acc"):
-        z = st["zero_shot_test_acc"]
+        test = table[last].test_acc
+        L.append(f"| paper's LeNet-5, {last} epochs | {mean_std(test)} | {per_seed(test)} |")
+    if st.zero_shot_test_acc:
+        z = st.zero_shot_test_acc
         L.append(f"| MNIST-pretrained LeNet-5, no fine-tuning | {mean_std(z)} | {per_seed(z)} |")
-    for label, accs in (st.get("transfer") or {}).items():
+    for label, accs in st.transfer.items():
         L.append(f"| {label} | {mean_std(accs)} | {per_seed(accs)} |")
-    scored = st.get("transfer_scores") or {}
+    scored = st.transfer_scores
     if scored:
         L += [
             "",
@@ -129,29 +124,26 @@ def _transfer_tables(st: dict, table: dict) -> list[str]:
         ]
         for label, sc in scored.items():
             L.append(
-                f"| {label} | {sc['correct']}/{sc['n']} ({sc['correct'] / sc['n']:.3f}) | {interval(sc['ci95'])} | "
-                f"{statistics.mean(sc['ece']):.3f} |"
+                f"| {label} | {sc.correct}/{sc.n} ({sc.correct / sc.n:.3f}) | {interval(sc.ci95)} | "
+                f"{statistics.mean(sc.ece):.3f} |"
             )
     return L
 
 
-def _lowo_tables(st: dict) -> list[str]:
+def _lowo_tables(st: StudyResult) -> list[str]:
     """Leave-one-writer-out: per held-out writer, and per fine-tuned variant with intervals."""
     L = []
-    if st.get("lowo"):
+    if st.lowo:
         L += [
             "",
-            f"Leave-one-writer-out (seeds {st.get('lowo_seeds')}): test on all digits of a writer never seen.",
+            f"Leave-one-writer-out (seeds {st.lowo_seeds}): test on all digits of a writer never seen.",
             "",
             "| held-out writer | paper's LeNet | MNIST model, no fine-tuning | transfer + augmentation |",
             "|---|---|---|---|",
         ]
-        for w, row in st["lowo"].items():
-            L.append(
-                f"| {w} | {mean_std(row.get('paper', []))} | {mean_std(row.get('mnist_only', []))} | "
-                f"{mean_std(row.get('transfer', []))} |"
-            )
-    lowo_scores = st.get("lowo_scores") or {}
+        for w, row in st.lowo.items():
+            L.append(f"| {w} | " + " | ".join(mean_std(row[m]) for m in LOWO_MODELS) + " |")
+    lowo_scores = st.lowo_scores
     if lowo_scores:
         L += [
             "",
@@ -168,16 +160,16 @@ def _lowo_tables(st: dict) -> list[str]:
                 sc = row.get(label)
                 if sc:
                     L.append(
-                        f"| {label} | {w} | {mean_std(sc['acc'])} | {interval(sc['ci95'])} | "
-                        f"{statistics.mean(sc['ece']):.3f} | {sc['ensemble_acc']:.3f} ({sc['ensemble_ece']:.3f}) |"
+                        f"| {label} | {w} | {mean_std(sc.acc)} | {interval(sc.ci95)} | "
+                        f"{statistics.mean(sc.ece):.3f} | {sc.ensemble_acc:.3f} ({sc.ensemble_ece:.3f}) |"
                     )
     return L
 
 
-def _pages_table(st: dict) -> list[str]:
+def _pages_table(st: StudyResult) -> list[str]:
     """Whole synthetic pages read by the sheet reader."""
     L = []
-    pages = st.get("pages")
+    pages = st.pages
     if pages:
         L += [
             "",
@@ -187,5 +179,5 @@ def _pages_table(st: dict) -> list[str]:
             "|---|---|---|---|---|",
         ]
         for kind, p in pages.items():
-            L.append(f"| {kind} | {p['n']} | {p['found']:.3f} | {p['page_acc']:.3f} | {p['clean_acc']:.3f} |")
+            L.append(f"| {kind} | {p.n} | {p.found:.3f} | {p.page_acc:.3f} | {p.clean_acc:.3f} |")
     return L + [""]

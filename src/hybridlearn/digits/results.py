@@ -15,6 +15,10 @@ from typing import Any
 from hybridlearn.core.errors import DataError
 from hybridlearn.core.io import write_json_atomic
 
+# the models of every leave-one-writer-out row (the report's columns); the row also holds one
+# entry per fine-tuned ablation
+LOWO_MODELS = ("paper", "mnist_only", "transfer")
+
 
 @dataclass
 class PaperEpoch:
@@ -105,7 +109,11 @@ def _from_doc(doc: dict[str, Any]) -> StudyResult:
         return None if d is None else {k: make(v) for k, v in d.items()}
 
     errors = doc.get("transfer_errors_seed0")
-    lowo_scores = doc.get("lowo_scores")
+    lowo, lowo_scores = doc.get("lowo"), doc.get("lowo_scores")
+    for w, row in (lowo or {}).items():
+        missing = [m for m in LOWO_MODELS if m not in row]
+        if missing:
+            raise ValueError(f"lowo.{w}: no `{missing[0]}`")
     return StudyResult(
         seeds=doc["seeds"],
         lowo_seeds=doc["lowo_seeds"],
@@ -115,6 +123,6 @@ def _from_doc(doc: dict[str, Any]) -> StudyResult:
         transfer_scores=each(doc.get("transfer_scores", {}), lambda s: PooledScore(**s)),
         transfer_errors_seed0=None if errors is None else [Misread(**w) for w in errors],
         pages=each(doc.get("pages"), lambda p: PageReading(**p)),
-        lowo=doc.get("lowo"),
+        lowo=lowo,
         lowo_scores=each(lowo_scores, lambda row: {k: SeedScores(**s) for k, s in row.items()}),
     )

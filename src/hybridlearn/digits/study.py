@@ -11,7 +11,6 @@ onto the run's own config; each run is trained by a Trainer built from that conf
 from __future__ import annotations
 
 import logging
-import math
 import statistics
 import time
 from collections.abc import Sequence
@@ -25,6 +24,7 @@ from omegaconf import DictConfig, OmegaConf
 from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_text_atomic
+from hybridlearn.core.report import interval, mean_std, per_seed  # one='': study.md names its seeds
 from hybridlearn.core.stats import expected_calibration_error, wilson_interval
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.digits.fitting import curves, fit_one, fit_writers, misclassified
@@ -53,24 +53,6 @@ def scores(probs: Sequence[torch.Tensor], y: torch.Tensor) -> SeedScores:
         ensemble_acc=float((ens.argmax(1) == y).float().mean()),
         ensemble_ece=expected_calibration_error(ens.max(1).values.numpy(), (ens.argmax(1) == y).numpy()),
     )
-
-
-def ci_text(sc: SeedScores) -> str:
-    lo, hi = sc.ci95
-    return f"[{lo:.3f}, {hi:.3f}]"
-
-
-def mean_std(vals: Sequence[float]) -> str:
-    vals = [v for v in vals if v is not None and not math.isnan(v)]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return f"{vals[0]:.3f}"
-    return f"{statistics.mean(vals):.3f} ± {statistics.stdev(vals):.3f}"
-
-
-def per_seed(vals: Sequence[float]) -> str:
-    return ", ".join(f"{v:.3f}" for v in vals)
 
 
 def run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
@@ -158,8 +140,8 @@ def paper_setup(fit, st: DictConfig, result: StudyResult, output_dir: Path) -> l
         )
         p = PAPER_ACCURACY.get(e, {})
         md.append(
-            f"| {e} | {p.get('train_acc', 'n/a')} | {mean_std(t.train_acc)} | {p.get('val_acc', 'n/a')} | "
-            f"{mean_std(t.val_acc)} | {mean_std(t.test_acc)} |"
+            f"| {e} | {p.get('train_acc', 'n/a')} | {mean_std(t.train_acc, one='')} | {p.get('val_acc', 'n/a')} | "
+            f"{mean_std(t.val_acc, one='')} | {mean_std(t.test_acc, one='')} |"
         )
         result.paper_setup[e] = t
     return md
@@ -180,11 +162,11 @@ def transfer_fix(fit, st: DictConfig, result: StudyResult, variants: list) -> li
         "",
         "| model | test acc (mean ± std) | 95 % CI (pooled digits) | ECE | per seed |",
         "|---|---|---|---|---|",
-        f"| paper setup, {max_ep} epochs | {mean_std(paper_test)} | | | {per_seed(paper_test)} |",
+        f"| paper setup, {max_ep} epochs | {mean_std(paper_test, one='')} | | | {per_seed(paper_test)} |",
     ]
     zero = result.zero_shot_test_acc
     if zero is not None:
-        md.append(f"| MNIST-pretrained LeNet-5, no fine-tuning | {mean_std(zero)} | | | {per_seed(zero)} |")
+        md.append(f"| MNIST-pretrained LeNet-5, no fine-tuning | {mean_std(zero, one='')} | | | {per_seed(zero)} |")
     for name, label, extra in variants:
         accs, per_seed_scores = [], []
         for s in seeds:
@@ -197,9 +179,9 @@ def transfer_fix(fit, st: DictConfig, result: StudyResult, variants: list) -> li
                 result.transfer_errors_seed0 = misclassified(r) or None
         sc = pooled_score(per_seed_scores)
         result.transfer[label], result.transfer_scores[label] = accs, sc
-        lo, hi = sc.ci95
         md.append(
-            f"| {label} | {mean_std(accs)} | [{lo:.3f}, {hi:.3f}] | {statistics.mean(sc.ece):.3f} | {per_seed(accs)} |"
+            f"| {label} | {mean_std(accs, one='')} | {interval(sc.ci95)} | {statistics.mean(sc.ece):.3f} | "
+            f"{per_seed(accs)} |"
         )
     if st.get("pages"):
         result.pages = read_synthetic_pages(first["model"], first["dm"], int(st.pages.n_pages))
@@ -269,8 +251,8 @@ def lowo_tables(result: StudyResult, digits: dict[str, int], labels: list[str]) 
     ]
     for w, row in result.lowo.items():
         md.append(
-            f"| {w} | {digits[w]} | {mean_std(row['paper'])} | {mean_std(row['mnist_only'])} | "
-            f"{mean_std(row['transfer'])} |"
+            f"| {w} | {digits[w]} | {mean_std(row['paper'], one='')} | {mean_std(row['mnist_only'], one='')} | "
+            f"{mean_std(row['transfer'], one='')} |"
         )
     over = {
         k: statistics.mean(statistics.mean(row[k]) for row in result.lowo.values())
@@ -290,7 +272,7 @@ def lowo_tables(result: StudyResult, digits: dict[str, int], labels: list[str]) 
         for w in digits:
             sc = result.lowo_scores[w][label]
             md.append(
-                f"| {label} | {w} | {mean_std(sc.acc)} | {ci_text(sc)} | {statistics.mean(sc.ece):.3f} | "
+                f"| {label} | {w} | {mean_std(sc.acc, one='')} | {interval(sc.ci95)} | {statistics.mean(sc.ece):.3f} | "
                 f"{sc.ensemble_acc:.3f} ({sc.ensemble_ece:.3f}) |"
             )
     return md

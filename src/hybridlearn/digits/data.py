@@ -8,6 +8,7 @@ into train/val/test.
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Mapping, Sequence
 
 import lightning as L
@@ -144,3 +145,8 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
         return tensor_loader(
             x, y, batch_size=bs, shuffle=train, seed=self.hparams.shuffle_seed, drop_last=train and self.drop_last
         )
+
+
+if __name__ == "__main__":  # the contact sheet's old command: say where it went
+    print("error: the contact sheet is `python -m hybridlearn.digits.contact --contact-sheet OUT.png`", file=sys.stderr)
+    sys.exit(2)

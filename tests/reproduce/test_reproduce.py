@@ -73,6 +73,18 @@ def test_flatten_quotes_values_for_hydra():
     assert got == ["a.b=1", "a.c=[1,2.5]", "a.d=null", "a.e=true", "s='x y'", "p=/tmp/a_b.png"]
 
 
+def test_the_registry_is_the_composed_reproduce_modules(tmp_path):
+    only_gom = ["experiment=reproduce", "reproduce.modules=[hybridlearn.gom.reproduce]"]
+    cfg = compose_cfg([*only_gom, "reproduce.stages=[gom]"], tmp_path)
+    assert list(make_plan(cfg, check=False).runs) == ["gom"]
+    with pytest.raises(ConfigError, match=r"reproduce.stages\[0\] must be one of gom \(got 'digits'\)"):
+        make_plan(compose_cfg([*only_gom, "reproduce.stages=[digits]"], tmp_path), check=False)
+    with pytest.raises(ConfigError, match="reproduce.modules: No module named 'hybridlearn.nope'"):
+        make_plan(compose_cfg(["experiment=reproduce", "reproduce.modules=[hybridlearn.nope.reproduce]"], tmp_path))
+    md = write_report(tmp_path / "r", quick=False, stages=["gom"], modules=["hybridlearn.gom.reproduce"]).read_text()
+    assert "## 1. Geographical" in md and "## 2. LeNet-5" not in md
+
+
 def test_plan_quick_and_paper(tmp_path, data_dir):
     paper = make_plan(compose_cfg(["experiment=reproduce"], tmp_path))
     assert [r.name for r in paper.runs["gom"]][:5] == [f"study_seed{s}" for s in range(5)]  # >= 5 seeds

@@ -1,5 +1,5 @@
-"""The experiments of `make reproduce`: the modules named by `reproduce.modules` in
-conf/experiment/reproduce.yaml, imported once, here. Each module (`<package>/reproduce.py`) has
+"""The experiments of `make reproduce`: the modules named by `reproduce.modules` (conf/experiment/
+reproduce.yaml, or the command line), imported by name. Each module (`<package>/reproduce.py`) has
 
     STAGES                      the stages it serves, in run and report order
     plan(stage, settings, ctx)  its runs (`core.reproduce.Run`) from `reproduce.scale.<scale>.<stage>`
@@ -10,7 +10,10 @@ Adding an experiment to the report is adding its module to that list."""
 
 from __future__ import annotations
 
+import functools
 import importlib
+from collections.abc import Sequence
+from dataclasses import dataclass
 from types import ModuleType
 
 from omegaconf import OmegaConf
@@ -19,15 +22,33 @@ from hybridlearn.core.config import conf_dir
 from hybridlearn.core.errors import ConfigError
 
 
-def _load() -> list[ModuleType]:
-    names = OmegaConf.load(conf_dir() / "experiment" / "reproduce.yaml").reproduce.modules
+@dataclass(frozen=True)
+class Registry:
+    modules: tuple[ModuleType, ...]
+
+    @property
+    def stage_modules(self) -> dict[str, ModuleType]:
+        """Every stage -> its module, in run and report order."""
+        return {stage: m for m in self.modules for stage in m.STAGES}
+
+    @property
+    def stages(self) -> tuple[str, ...]:
+        return tuple(self.stage_modules)
+
+
+def default_modules() -> list[str]:
+    """`reproduce.modules` as conf/experiment/reproduce.yaml sets it (the report of a folder, in tests)."""
+    return list(OmegaConf.load(conf_dir() / "experiment" / "reproduce.yaml").reproduce.modules)
+
+
+@functools.cache
+def _registry(names: tuple[str, ...]) -> Registry:
     try:
-        return [importlib.import_module(str(n)) for n in names]
+        return Registry(tuple(importlib.import_module(n) for n in names))
     except ImportError as e:
-        raise ConfigError(f"reproduce.modules in conf/experiment/reproduce.yaml: {e}; fix the module name") from None
+        raise ConfigError(f"reproduce.modules: {e}; name an experiment's reproduce module") from None
 
 
-MODULES = _load()
-# every stage of `make reproduce` -> its module, in run and report order
-STAGE_MODULES = {stage: m for m in MODULES for stage in m.STAGES}
-STAGES = tuple(STAGE_MODULES)
+def registry(names: Sequence[str] | None = None) -> Registry:
+    """The experiments' modules of `names` (None: the default list), imported once."""
+    return _registry(tuple(str(n) for n in (default_modules() if names is None else names)))

@@ -14,10 +14,10 @@ from pathlib import Path
 from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.report import FIG_DIR, read_json, run_error
 from hybridlearn.core.reproduce import ReportContext
-from hybridlearn.reproduce.registry import MODULES, STAGE_MODULES, STAGES
+from hybridlearn.reproduce.registry import Registry, registry
 
 
-def differences(ctx: ReportContext) -> list[str]:
+def differences(ctx: ReportContext, reg: Registry) -> list[str]:
     """Plain statements of where our numbers differ from the paper's, from the runs' numbers."""
     D = []
     if ctx.quick:
@@ -25,13 +25,14 @@ def differences(ctx: ReportContext) -> list[str]:
             "**QUICK mode**: every stage ran with reduced settings (fewer seeds, epochs, folds, frames); "
             "the numbers show that the pipeline works, not the paper's scale. Run `make reproduce` for those."
         )
-    for m in MODULES:
+    for m in reg.modules:
         D += m.differences(ctx)
     return ["## Where we differ from the paper, and why", ""] + [f"- {d}" for d in D] + [""]
 
 
 def runs_table(
     root: Path,
+    reg: Registry,
     stages: Sequence[str],
     expected: dict[str, float],
     notes: dict[str, list[str]],
@@ -44,7 +45,7 @@ def runs_table(
         "| stage | run | status | wall time | error |",
         "|---|---|---|---|---|",
     ]
-    for s in STAGES:
+    for s in reg.stages:
         total, n = 0.0, 0
         for p in sorted(x for x in (root / s).glob("*") if x.is_dir() and ".stale-" not in x.name):
             r = read_json(p / "results.json") or {}
@@ -73,9 +74,12 @@ def write_report(
     expected: dict[str, float] | None = None,
     gif_max_mb: float = 2.0,
     video_frames_n: int = 4,
+    modules: Sequence[str] | None = None,
 ) -> Path:
-    """Write `<root>/REPORT.md` and `<root>/figures/` from the run folders under root."""
+    """Write `<root>/REPORT.md` and `<root>/figures/` from the run folders under root; `modules`: the
+    experiments' reproduce modules (`reproduce.modules`; None: the default list)."""
     root = Path(root)
+    reg = registry(modules)
     ctx = ReportContext(root, root / FIG_DIR, quick, gif_max_mb, video_frames_n)
     ctx.figs.mkdir(parents=True, exist_ok=True)
     title = (
@@ -96,9 +100,9 @@ def write_report(
         "(see each experiment's `reproduce.py`).",
         "",
     ]
-    for s in STAGES:
+    for s, module in reg.stage_modules.items():
         if s in stages or (root / s).is_dir():  # the folder's report: earlier stages' results too
-            L += STAGE_MODULES[s].section(s, ctx)
-    L += differences(ctx)
-    L += runs_table(root, stages, expected or {}, notes or {})
+            L += module.section(s, ctx)
+    L += differences(ctx, reg)
+    L += runs_table(root, reg, stages, expected or {}, notes or {})
     return write_text_atomic(root / "REPORT.md", "\n".join(L))

@@ -32,7 +32,7 @@ from hybridlearn.core.config import check_choice, conf_dir
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic
 from hybridlearn.core.reproduce import PlanContext, Run, override_value
-from hybridlearn.reproduce.registry import STAGE_MODULES, STAGES
+from hybridlearn.reproduce.registry import registry
 from hybridlearn.reproduce.report import write_report
 
 if TYPE_CHECKING:  # the stages run as subprocesses: this process trains nothing
@@ -72,9 +72,10 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
     """The runs of every selected stage. With `check`, each train run's overrides are composed
     first, so a typo fails in a second instead of after an hour."""
     rp = cfg.reproduce
+    reg = registry(list(rp.modules))
     stages = list(rp.stages)
     for i, s in enumerate(stages):
-        check_choice(f"reproduce.stages[{i}]", s, STAGES)
+        check_choice(f"reproduce.stages[{i}]", s, reg.stages)
     sc = scale_settings(cfg)
     common = [
         f"paths.data_dir={override_value(str(Path(cfg.paths.data_dir).resolve()))}",
@@ -82,10 +83,10 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
     ]
     plan = Plan()
     ctx = PlanContext(common, Path(cfg.paths.data_dir).resolve())
-    for stage in STAGES:
+    for stage, module in reg.stage_modules.items():
         if stage not in stages:
             continue
-        runs = STAGE_MODULES[stage].plan(stage, sc[stage], ctx)
+        runs = module.plan(stage, sc[stage], ctx)
         if check:
             for r in runs:
                 if r.kind == "train":
@@ -282,6 +283,7 @@ def run_reproduce(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -
         expected={s: float(v) for s, v in expected.items()},
         gif_max_mb=float(rp.gif_max_mb),
         video_frames_n=int(rp.video_frames),
+        modules=list(rp.modules),
     )
     log.info("reproduce: report %s", report)
     if failed:

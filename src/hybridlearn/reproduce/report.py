@@ -33,9 +33,7 @@ def differences(ctx: ReportContext, reg: Registry) -> list[str]:
 def runs_table(
     root: Path,
     reg: Registry,
-    stages: Sequence[str],
     expected: dict[str, float],
-    notes: dict[str, list[str]],
 ) -> list[str]:
     L = [
         "## Runs",
@@ -57,8 +55,6 @@ def runs_table(
                 f"{f'{d:.0f} s' if isinstance(d, (int, float)) else ''} | "
                 f"{run_error(p).replace('|', '/')[:200]} |"
             )
-        for note in notes.get(s) or []:
-            L.append(f"| {s} | {note.split(':', 1)[0]} | skipped | | {note.split(':', 1)[1].strip()} |")
         if n:
             L.append(
                 f"| {s} | **stage total** | | **{total / 60:.1f} min** (expected {expected.get(s, 0) / 60:.0f} min) | |"
@@ -70,7 +66,6 @@ def write_report(
     root: Path,
     quick: bool,
     stages: Sequence[str],
-    notes: dict[str, list[str]] | None = None,
     expected: dict[str, float] | None = None,
     gif_max_mb: float = 2.0,
     video_frames_n: int = 4,
@@ -104,5 +99,5 @@ def write_report(
         if s in stages or (root / s).is_dir():  # the folder's report: earlier stages' results too
             L += module.section(s, ctx)
     L += differences(ctx, reg)
-    L += runs_table(root, reg, stages, expected or {}, notes or {})
+    L += runs_table(root, reg, expected or {})
     return write_text_atomic(root / "REPORT.md", "\n".join(L))

@@ -45,7 +45,6 @@ MARKER = "reproduce_run.json"
 @dataclass
 class Plan:
     runs: dict[str, list[Run]] = field(default_factory=dict)  # stage -> its runs, in order
-    notes: dict[str, list[str]] = field(default_factory=dict)  # stage -> what was left out, and why
 
 
 def _compose(overrides: list[str]) -> DictConfig:
@@ -91,7 +90,7 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
             for r in runs:
                 if r.kind == "train":
                     _compose(r.args)
-        plan.runs[stage], plan.notes[stage] = runs, []
+        plan.runs[stage] = runs
     return plan
 
 
@@ -279,7 +278,6 @@ def run_reproduce(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -
         root,
         quick=bool(rp.quick),
         stages=stages,
-        notes=plan.notes,
         expected={s: float(v) for s, v in expected.items()},
         gif_max_mb=float(rp.gif_max_mb),
         video_frames_n=int(rp.video_frames),

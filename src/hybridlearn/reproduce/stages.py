@@ -207,10 +207,10 @@ def _outcome(run: Run, run_dir: Path, cmd: list[str], rc: int, seconds: float, r
             },
         )
     res = run_dir / "results.json"
-    status = json.loads(res.read_text()).get("status") if res.exists() else None
-    if rc == 0 and status == "completed":
+    record = json.loads(res.read_text()) if res.exists() else {}
+    if rc == 0 and record.get("status") == "completed":
         return {"state": "resumed" if resume else "ran", "seconds": seconds, "ok": True}
-    error = json.loads(res.read_text()).get("error") if res.exists() else None
+    error = record.get("error")
     tail = (run_dir / "stage.log").read_text().strip().splitlines()[-1:] or [""]
     return {
         "state": "failed",

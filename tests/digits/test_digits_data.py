@@ -288,6 +288,12 @@ def test_contact_sheet_command_runs_as_a_module(tmp_path):
         [*PYTHON, *args, "--manifest", str(tmp_path / "none.yaml")], capture_output=True, text=True, timeout=120
     )
     assert p.returncode == 2 and p.stderr.startswith("error: digit manifest"), p.stderr
+    # the command's old home says where it went, instead of exiting 0 having done nothing
+    old = subprocess.run(
+        [*PYTHON, "-m", "hybridlearn.digits.data", *args[2:]], capture_output=True, text=True, timeout=120
+    )
+    assert old.returncode == 2 and "python -m hybridlearn.digits.contact" in old.stderr, old.stderr
+    assert not (tmp_path / "c.png").exists()
 
 
 def test_augment_keeps_background_and_range():

@@ -82,3 +82,39 @@ def test_optuna_failed_trial_is_recorded_and_search_goes_on(tmp_path, data_dir):
     assert "model.lr must be > 0" in trials[failed[0]]["error"]
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert best["best_params"] == {"model.lr": 0.002}
+
+
+def test_gom_search_scores_inner_validation_only(tmp_path, data_dir):
+    """hparams_search=gom_optuna: each trial is a k-fold CV with one member and no forests, its
+    list-valued `model.hidden` reaches the model, and what the sweeper minimises is the mean of
+    the folds' inner-validation km (never the test folds' km)."""
+    sweep = tmp_path / "gom_search"
+    p = train_cli(
+        [
+            "-m",
+            "hparams_search=gom_optuna",
+            "experiment=gom_cv",
+            "data.cv_folds=2",
+            "trainer.check_val_every_n_epoch=2",
+            "hydra.sweeper.n_trials=2",
+            "trainer.max_epochs=choice(2,4)",  # a command-line sweep replaces that search dimension
+            "logger=none",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    assert p.returncode == 0, p.stderr[-3000:]
+    trials = _trials(sweep)
+    assert sorted(trials) == ["0", "1"]
+    for t in trials.values():
+        assert t["status"] == "completed", t.get("error")
+        o = dict(s.split("=", 1) for s in t["overrides"])
+        m = t["metrics"]
+        assert o["model.hidden"] in ("[128]", "[256]", "[512]", "[256,256]")
+        assert all(f["epochs"] == int(o["trainer.max_epochs"]) for f in m["folds"])
+        assert "cv_rf_unit_km" not in m and "cv_knn_km" in m  # forests off, the cheap baselines kept
+        assert m["cv_model_val_km"] == pytest.approx(sum(f["val_km"] for f in m["folds"]) / 2)
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    vals = [t["metrics"]["cv_model_val_km"] for t in trials.values()]
+    assert best["best_value"] == pytest.approx(min(vals))
+    tests = [t["metrics"]["cv_model_km"] for t in trials.values()]
+    assert tests[0] != pytest.approx(vals[0])  # the test folds' km is a different number

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import statistics
 from pathlib import Path
 
 import pytest
@@ -207,7 +208,7 @@ def _fake_runs(root: Path) -> None:
         (d / ".hydra").mkdir()
         (d / ".hydra" / "config.yaml").write_text("trainer: {max_epochs: 500}\ngrid: {epochs: 100}\n")
         (d / "results.json").write_text(json.dumps({"status": "completed", "metrics": m, "duration_s": 40.0}))
-    d = root / "gom" / "cv_default"
+    d = root / "gom" / "cv_default_seed0"
     d.mkdir()
     cv = {
         "cv_model_km": 3061.4,
@@ -227,8 +228,12 @@ def _fake_runs(root: Path) -> None:
         "folds": [{"test_km": 3000.0}, {"test_km": 3100.0}],
     }
     (d / "results.json").write_text(json.dumps({"status": "completed", "metrics": cv}))
+    d = root / "gom" / "cv_default_seed1"  # another fold assignment: the file's mean row averages both
+    d.mkdir()
+    cv1 = {**cv, "cv_model_km": 3001.4, "cv_rf_unit_km": 3382.0, "folds": [{"test_km": 2900.0}, {"test_km": 3100.0}]}
+    (d / "results.json").write_text(json.dumps({"status": "completed", "metrics": cv1}))
     # a failed run whose error names machine folders: the report shows them relative to DATA_DIR
-    d = root / "gom" / "cv_chromatic"
+    d = root / "gom" / "cv_chromatic_seed0"
     d.mkdir()
     data = "/srv/machine/data"
     (d / MARKER).write_text(json.dumps({"args": ["experiment=gom_cv", f"paths.data_dir={data}"]}))
@@ -336,14 +341,20 @@ def test_report_filled_from_the_runs_files(tmp_path):
     mlp = [r for r in table(md, "### Best MLP") if r[1] == "authors' code"]
     assert [r[2] for r in mlp] == ["1 x 5"]
     cv = table(md, "### What we add: 10-fold")
-    assert [first_number(c) for c in cv[1][2:10]] == [3061, 71, 1814, 3654, 3422, 3618, 4604, 3113]
+    assert cv[1][:3] == ["default", "0", "10"]
+    assert [first_number(c) for c in cv[1][3:11]] == [3061, 71, 1814, 3654, 3422, 3618, 4604, 3113]
+    assert cv[2][:2] == ["default", "1"] and first_number(cv[2][3]) == 3001
+    # the file's mean ± std over its CV seeds, baselines included
+    assert cv[3][:2] == ["**default, mean ± std**", "2 seeds"]
+    assert cv[3][3] == f"**{(3061.4 + 3001.4) / 2:.0f} ± {statistics.stdev([3061.4, 3001.4]):.0f}**"
+    assert cv[3][7] == f"{(3422 + 3382) / 2:.0f} ± {statistics.stdev([3422, 3382]):.0f}"
     # the failed chromatic row: the cause, with no machine folder in it (nor anywhere in the report)
-    assert cv[0][0] == "chromatic" and cv[0][1].startswith("failed: GOM data not found in DATA_DIR/gom")
+    assert cv[0][:2] == ["chromatic", "0"] and cv[0][2].startswith("failed: GOM data not found in DATA_DIR/gom")
     assert "/srv/machine" not in md and "/home/someone" not in md
     runs = {r[1]: r for r in table(md, "| stage | run |")}
-    assert "DATA_DIR/gom: missing default_plus_chromatic" in runs["cv_chromatic"][4]
-    assert "https://archive.ics.uci.edu/static/public/315/x.zip" in runs["cv_chromatic"][4]
-    assert "see x.log" in runs["cv_chromatic"][4]
+    assert "DATA_DIR/gom: missing default_plus_chromatic" in runs["cv_chromatic_seed0"][4]
+    assert "https://archive.ics.uci.edu/static/public/315/x.zip" in runs["cv_chromatic_seed0"][4]
+    assert "see x.log" in runs["cv_chromatic_seed0"][4]
     dg = {r[0]: r for r in table(md, "### Figs. 12-13")}
     assert dg["10"][1] == "0.645" and dg["10"][2] == "0.670 ± 0.014" and dg["50"][3] == "0.615"
     tr = {r[0]: r for r in table(md, "### What we add: transfer")}
@@ -387,12 +398,12 @@ def test_report_fails_on_a_renamed_result_key(tmp_path):
     f.write_text(json.dumps(r))
     with pytest.raises(ResultsError, match=r"gom/study_seed1: hybrid.M2: .* no `test/km`"):
         write_report(tmp_path, quick=False, stages=["gom"])
-    f = tmp_path / "gom" / "cv_default" / "results.json"
+    f = tmp_path / "gom" / "cv_default_seed0" / "results.json"
     r = json.loads(f.read_text())
     r["metrics"]["n_folds"] = r["metrics"].pop("cv_folds")
     f.write_text(json.dumps(r))
     shutil.rmtree(tmp_path / "gom" / "study_seed1")
-    with pytest.raises(ResultsError, match="gom/cv_default: .* no `cv_folds`"):
+    with pytest.raises(ResultsError, match="gom/cv_default_seed0: .* no `cv_folds`"):
         write_report(tmp_path, quick=False, stages=["gom"])
 
 
@@ -478,10 +489,11 @@ def test_quick_tiny_end_to_end(tiny):
     assert m["M1* (hidden units)", "authors' code"][3] == str(c["hybrid"]["M1"]["ae_hidden"])
     hy = {(r[0], r[1]): r for r in table(md, "### Hybrid")}
     assert first_number(hy["hybrid M2*", "paper text"][3]) == pytest.approx(g["hybrid"]["M2"]["test/km"], abs=0.5)
-    cv = results(root, "gom/cv_default")["metrics"]
+    cv = results(root, "gom/cv_default_seed0")["metrics"]
     row = table(md, "### What we add: 10-fold")[0]
-    assert first_number(row[2]) == pytest.approx(cv["cv_model_km"], abs=0.5)
-    assert first_number(row[6]) == pytest.approx(cv["cv_rf_unit_km"], abs=0.5)
+    assert row[:3] == ["default", "0", "2"]
+    assert first_number(row[3]) == pytest.approx(cv["cv_model_km"], abs=0.5)
+    assert first_number(row[7]) == pytest.approx(cv["cv_rf_unit_km"], abs=0.5)
     st = json.loads((root / "digits/study/study.json").read_text())
     dg = {r[0]: r for r in table(md, "### Figs. 12-13")}
     assert first_number(dg["2"][2]) == pytest.approx(st["paper_setup"]["2"]["train_acc"][0], abs=5e-4)

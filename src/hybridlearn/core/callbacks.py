@@ -12,7 +12,6 @@ import torch
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
-from hybridlearn.core.checkpoint import CLASS_KEY, class_name
 from hybridlearn.core.errors import TrainingError
 from hybridlearn.core.plotting import plot_curves
 
@@ -60,14 +59,6 @@ class RNGStateCallback(L.Callback):
         random.setstate((s["python_version"], tuple(s["python"]), None))
         if "cuda" in s and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(s["cuda"])
-
-
-class ClassTagCallback(L.Callback):
-    """Writes the LightningModule's class into every checkpoint, so loading a checkpoint of another
-    experiment fails with one line naming what it holds (core.checkpoint)."""
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
-        checkpoint[CLASS_KEY] = class_name(pl_module)
 
 
 class FiniteLoss(L.Callback):

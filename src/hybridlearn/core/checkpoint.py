@@ -12,12 +12,20 @@ import torch
 from hybridlearn.core.errors import ConfigError, DataError
 
 M = TypeVar("M", bound=L.LightningModule)
-CLASS_KEY = "hybridlearn_class"  # written by every module through ClassTagCallback (core.callbacks)
+CLASS_KEY = "hybridlearn_class"  # written by every module through ClassTagCallback (below)
 
 
 def class_name(obj_or_cls: Any) -> str:
     cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+class ClassTagCallback(L.Callback):
+    """Writes the LightningModule's class into every checkpoint, so loading a checkpoint of another
+    experiment fails with one line naming what it holds (check_fits)."""
+
+    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
+        checkpoint[CLASS_KEY] = class_name(pl_module)
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:

@@ -29,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hybridlearn.core.config import conf_dir
 from hybridlearn.core.errors import ConfigError, one_line_errors
+from hybridlearn.core.lean import hidden_packages
 from hybridlearn.core.results import to_number
 
 # The run flow, loaded by name once the config is known to be good (it imports torch and Lightning).
@@ -83,7 +84,9 @@ def load_entry(spec: str) -> Callable[..., Any]:
 
 def objective(cfg: DictConfig) -> float | None:
     """The Hydra task function: run the job; return `optimized_metric` for sweepers (Optuna)."""
-    metrics = load_entry(RUNNER)(cfg)
+    with hidden_packages(cfg.get("skip_imports") or ()):  # what Lightning would import for nothing (core.lean)
+        runner = load_entry(RUNNER)
+    metrics = runner(cfg)
     key = cfg.get("optimized_metric")
     if not key:
         return None

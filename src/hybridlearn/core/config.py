@@ -12,6 +12,7 @@ from omegaconf import MISSING, DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError, MissingMandatoryValue
 
 from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.lean import check_names
 
 # Keys that must be strictly positive wherever they appear (model, data, ...).
 POSITIVE_KEYS = ("lr", "learning_rate", "batch_size", "eval_batch_size")
@@ -106,6 +107,13 @@ def validate(cfg: DictConfig) -> None:
             f"ckpt_path={ckpt} is not a file; give the path of a .ckpt (e.g. <run>/checkpoints/last.ckpt), "
             "or ckpt_path=last for the newest run of this task_name"
         )
+    skip = cfg.get("skip_imports")
+    try:
+        if isinstance(skip, str) or not isinstance(skip, (Sequence, ListConfig, type(None))):
+            raise ValueError(f"{skip!r} is not a list")
+        check_names(skip or [])
+    except ValueError as e:
+        raise ConfigError(f"skip_imports: {e}; give a list of top-level package names, e.g. [scipy]") from None
     if not isinstance(cfg.get("seed"), int) and cfg.get("seed") is not None:
         raise ConfigError(f"seed must be an integer or null (got {cfg.seed!r})")
     data_dir = OmegaConf.select(cfg, "paths.data_dir", default=None)

@@ -20,7 +20,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, Progr
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hybridlearn.core.callbacks import ClassTagCallback
+from hybridlearn.core.checkpoint import ClassTagCallback
 
 # TensorBoard event files need no TensorFlow, but where TensorFlow is installed (the `tf` extra)
 # tensorboard imports it on the first write (~5 s and absl's log lines) unless this marker exists.

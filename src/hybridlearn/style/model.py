@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from hybridlearn.core.config import check_bool, check_choice, check_fraction
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.style import backends as sb
+from hybridlearn.style import cpuload
 from hybridlearn.style.convert import cached_weights, default_cache_dir, load_weights
 from hybridlearn.style.nets import StylePredictor, StyleTransformer, TemporalStats
 from hybridlearn.style.sources import ensure_models, resolve_style
@@ -226,6 +227,7 @@ class StyleTransfer(L.LightningModule):
             self._build_torch(weights, cache_dir)
         self.extra_results: dict[str, Any] = {}
         self._reset_stream()
+        self._cpu_since = cpuload.sample()  # threads=auto: what other processes use from now to the stream
 
     # --- backends
     def _build_torch(self, weights, cache_dir) -> None:
@@ -237,8 +239,9 @@ class StyleTransfer(L.LightningModule):
         payload = load_weights(path)
         self.predictor = StylePredictor().eval()
         self.transformer = StyleTransformer(bool(self.hparams.fused_norm), bool(self.hparams.subpixel)).eval()
-        self.predictor.load_state_dict(payload["predictor"])
-        self.transformer.load_state_dict(payload["transformer"])
+        # assign: the loaded tensors become the parameters (a copy into the fresh ones took 0.25 s of start-up)
+        self.predictor.load_state_dict(payload["predictor"], assign=True)
+        self.transformer.load_state_dict(payload["transformer"], assign=True)
         for p in self.parameters():
             p.requires_grad_(False)
         self.weights_path = path
@@ -311,23 +314,28 @@ class StyleTransfer(L.LightningModule):
                 self._net = torch.compile(self.transformer, dynamic=False)
 
     def _set_threads(self) -> None:
-        """threads: an int, or null/"auto": torch's default, but 1 when the CPU is already busy
-        (load average >= cores): with OpenMP's spin-waiting, 2 threads on a shared 2-core machine
-        were 3-4x slower than 1 (580-980 vs 200 ms per 384x384 frame)."""
+        """threads: an int, or null/"auto": torch's default, less the cores other processes keep
+        busy (measured since the constructor, style/cpuload.py), at least 1: with OpenMP's
+        spin-waiting, 2 threads on a 2-core machine shared with other jobs were 3-4x slower than 1
+        (580-980 vs 200 ms per 384x384 frame)."""
         if self.device.type != "cpu" or self.backend != "torch":
             return
         if self.threads not in (None, "auto"):
             torch.set_num_threads(int(self.threads))
             return
-        try:
-            load, cores = os.getloadavg()[0], os.cpu_count() or 1
-        except OSError:
-            return
-        if cores > 1 and load >= cores:
-            log.info("CPU busy (load %.1f on %d cores): stylizing with 1 torch thread", load, cores)
-            torch.set_num_threads(1)
-        else:
-            torch.set_num_threads(_DEFAULT_THREADS)
+        others = cpuload.others_busy_cores(self._cpu_since)
+        if others is None:
+            try:
+                others = os.getloadavg()[0]
+            except OSError:
+                return
+        cores = os.cpu_count() or 1
+        n = max(1, min(_DEFAULT_THREADS, round(cores - others)))
+        if n < _DEFAULT_THREADS:
+            log.info(
+                "CPU busy (other processes use %.1f of %d cores): stylizing with %d torch thread(s)", others, cores, n
+            )
+        torch.set_num_threads(n)
 
     def on_predict_start(self) -> None:
         self._set_threads()

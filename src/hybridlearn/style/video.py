@@ -134,9 +134,10 @@ class VideoFrameStream(IterableDataset):
         max_frames: int | None = None,
         interpolation: str = "AREA",
         prefetch: int = 0,
+        decode_threads: int = 1,
     ):
         self.info, self.batch_size, self.max_frames, self.interpolation = info, batch_size, max_frames, interpolation
-        self.prefetch = int(prefetch)
+        self.prefetch, self.decode_threads = int(prefetch), int(decode_threads)
         self.decoded = 0
         self.truncated = False
         # warnings wait here while a progress bar is drawn (the writer prints them after closing it)
@@ -175,7 +176,10 @@ class VideoFrameStream(IterableDataset):
         last_pts = None
         with _open(info.path) as c:
             stream = c.streams.video[0]
-            stream.thread_type = "AUTO"
+            # one thread by default: FFmpeg's frame threads would take more CPU from the model
+            stream.codec_context.thread_count = self.decode_threads  # (0: FFmpeg's choice)
+            if self.decode_threads != 1:
+                stream.thread_type = "AUTO"
             try:
                 for frame in c.decode(stream):
                     if frame.pts is not None:
@@ -288,9 +292,11 @@ class VideoFramesDataModule(L.LightningDataModule):
         mirrors: list | str | None = None,
         download_timeout: float | None = None,
         prefetch: int = 2,
+        decode_threads: int = 1,
     ):
         super().__init__()
         check_int("data.prefetch", prefetch, 0, MANY)
+        self.decode_threads = check_int("data.decode_threads", decode_threads, 0, MANY)
         check_int("data.batch_size", batch_size, 1, MANY)
         check_int("data.num_workers", num_workers, 0, 1)  # a second worker would decode the same frames again
         if max_frames is not None:
@@ -312,7 +318,9 @@ class VideoFramesDataModule(L.LightningDataModule):
 
     def setup(self, stage: str | None = None) -> None:
         info = self.prepare()
-        self.dataset = VideoFrameStream(info, self.batch_size, self.max_frames, self.interpolation, self.prefetch)
+        self.dataset = VideoFrameStream(
+            info, self.batch_size, self.max_frames, self.interpolation, self.prefetch, self.decode_threads
+        )
 
     def predict_dataloader(self) -> DataLoader:
         if self.dataset is None:

@@ -13,12 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.io import atomic_output
+from hybridlearn.style.frames import to_uint8_rgb, to_yuv420p
 from hybridlearn.style.model import StylizedBatch
 from hybridlearn.style.pipeline import BackgroundWorker
 from hybridlearn.style.video import MANY
@@ -61,11 +61,6 @@ def process_age_s() -> float | None:
         return None
 
 
-def _to_uint8(y: torch.Tensor) -> np.ndarray:
-    """[B, 3, H, W] float in [0, 1] -> uint8 [B, H, W, 3] (round to nearest)."""
-    return y.mul(255).add_(0.5).clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
-
-
 class StylizedVideoWriter(BasePredictionWriter):
     """Encode stylized frames at the source timestamps; copy the source audio; write atomically.
 
@@ -74,6 +69,8 @@ class StylizedVideoWriter(BasePredictionWriter):
     an existing file is refused unless overwrite. preview: a PNG frame | style | stylized of frame
     `preview_frame` (true -> next to the output as <stem>_preview.png, or a path, or false).
     encode_queue: batches that may wait for the encode thread (0: encode in the main thread).
+    preset / encoder_threads: x264's; ultrafast on one thread takes a quarter of veryfast's CPU,
+    which on few cores is taken from the model (docs/style_video.md: same PSNR, larger file).
     """
 
     def __init__(
@@ -81,20 +78,21 @@ class StylizedVideoWriter(BasePredictionWriter):
         output: str | None = None,
         overwrite: bool = False,
         crf: int = 18,
-        preset: str = "veryfast",
+        preset: str = "ultrafast",
         codec: str | None = None,
         audio: bool = True,
         preview: bool | str = True,
         preview_frame: int = 0,
         progress: bool = True,
         output_dir: str | None = None,
-        encoder_threads: int = 0,
+        encoder_threads: int = 1,
         encode_queue: int = 2,
     ):
         super().__init__(write_interval="batch")
         self.output, self.overwrite, self.crf, self.preset = output, bool(overwrite), int(crf), preset
         self.codec, self.audio, self.preview, self.preview_frame = codec, bool(audio), preview, int(preview_frame)
-        self.progress, self.output_dir, self.encoder_threads = progress, output_dir, int(encoder_threads)
+        self.progress, self.output_dir = progress, output_dir
+        self.encoder_threads = check_int("callbacks.style_writer.encoder_threads", encoder_threads, 0, MANY)
         self.encode_queue = check_int("callbacks.style_writer.encode_queue", encode_queue, 0, MANY)
         self._encoder: BackgroundWorker | None = None
         self._stack: ExitStack | None = None
@@ -219,8 +217,7 @@ class StylizedVideoWriter(BasePredictionWriter):
         vs.width, vs.height, vs.pix_fmt = self.enc_w, self.enc_h, "yuv420p"
         vs.time_base = info.time_base
         vs.codec_context.time_base = info.time_base
-        if self.encoder_threads:
-            vs.codec_context.thread_count = self.encoder_threads
+        vs.codec_context.thread_count = self.encoder_threads  # 0: the encoder's own choice
         if codec == "mpeg4":
             vs.bit_rate = 4_000_000
         return vs
@@ -290,37 +287,36 @@ class StylizedVideoWriter(BasePredictionWriter):
     def write_on_batch_end(self, trainer, pl_module, prediction, batch_indices, batch, batch_idx, dataloader_idx=0):
         if not isinstance(prediction, StylizedBatch) or prediction.frames is None:
             return
-        frames = _to_uint8(prediction.frames)
+        y = prediction.frames
         pts = prediction.pts.tolist()
         index = prediction.index.tolist()
         if not self._preview_done and self.preview_frame in index:
             k = index.index(self.preview_frame)
             src = prediction.source[k].cpu().numpy() if prediction.source is not None else None
-            self._write_preview(src, frames[k], pl_module)
+            self._write_preview(src, to_uint8_rgb(y[k : k + 1])[0], pl_module)
         if self.info.is_image:
-            self._write_image(frames[0])
+            self._write_image(to_uint8_rgb(y[:1])[0])
             self._first_frame()
-        else:
-            self._encoder.submit((frames, pts))
-        self.written += len(frames)
+        else:  # yuv420p here, on the model's threads: the encode thread only runs x264 (style/frames.py)
+            self._encoder.submit((to_yuv420p(y[..., : self.enc_h, : self.enc_w]), pts))
+        self.written += len(pts)
         prediction.release()
         if self._bar is not None:
-            self._bar.update(len(frames))
+            self._bar.update(len(pts))
 
     def _first_frame(self) -> None:
         if self.first_frame_s is None:
             self.first_frame_s = process_age_s()
 
     def _encode_batch(self, item: tuple[np.ndarray, list[int]]) -> None:
-        """Encode one batch of uint8 frames (in the encode thread) and the audio up to its end."""
+        """Encode one batch of yuv420p frames [B, H * 3 // 2, W] (in the encode thread) and the
+        audio up to its end."""
         import av
 
         frames, pts = item
         tb = self.info.time_base
         for arr, p in zip(frames, pts):
-            if (self.enc_w, self.enc_h) != (arr.shape[1], arr.shape[0]):
-                arr = arr[: self.enc_h, : self.enc_w]
-            fr = av.VideoFrame.from_ndarray(np.ascontiguousarray(arr), format="rgb24")
+            fr = av.VideoFrame.from_ndarray(arr, format="yuv420p")
             fr.pts, fr.time_base = int(p), tb
             for packet in self.vstream.encode(fr):
                 self.container.mux(packet)

@@ -135,9 +135,10 @@ def run_command(frames: int | None, out_dir: Path, max_side: int | None = None, 
     return res
 
 
-def model_only_fps(frames: int | None, batch_size: int, max_side: int | None = None) -> float:
+def model_only_fps(frames: int | None, batch_size: int, max_side: int | None = None) -> tuple[float, int]:
     """The model alone (the command's default options) on the same frames, decoded beforehand:
-    frames/s of predict_step over all batches, first (style) batch included as in the command."""
+    frames/s of predict_step over all batches, first (style) batch included as in the command;
+    and the torch threads it ran on (threads=auto)."""
     import torch
 
     from hybridlearn.style.model import StyleTransfer
@@ -153,7 +154,7 @@ def model_only_fps(frames: int | None, batch_size: int, max_side: int | None = N
     with torch.inference_mode():
         for i, b in enumerate(batches):
             m.predict_step(b, i)
-    return n / (time.perf_counter() - t0)
+    return n / (time.perf_counter() - t0), torch.get_num_threads()
 
 
 def lenet_epoch_s(batch_size: int = 128) -> float:
@@ -351,12 +352,13 @@ def main() -> int:
             run_dir = tmp / f"command_{r}"
             run_dir.mkdir()
             res = run_command(args.clip_frames, run_dir, args.clip_max_side, args.override)
-            alone = model_only_fps(args.clip_frames, args.batch_size, args.clip_max_side)
+            alone, alone_threads = model_only_fps(args.clip_frames, args.batch_size, args.clip_max_side)
             runs.append(res)
             model_only.append(alone)
             print(
                 f"command round {r} (load {os.getloadavg()[0]:.1f}): {res['fps_pipeline']:.2f} frames/s, "
-                f"model in the run {res['fps_model']:.2f} frames/s, model alone {alone:.2f} frames/s, "
+                f"model in the run {res['fps_model']:.2f} frames/s ({res.get('torch_threads')} threads), "
+                f"model alone {alone:.2f} frames/s ({alone_threads} threads), "
                 f"first frame {res.get('first_frame_s', float('nan')):.2f} s, wall {res['wall_s']:.1f} s",
                 flush=True,
             )

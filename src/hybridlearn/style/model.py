@@ -420,6 +420,8 @@ class StyleTransfer(L.LightningModule):
         }
         if self.n_frames:
             res["ms_per_frame_model"] = round(1000 * self.compute_s / self.n_frames, 2)
+        if self.device.type == "cpu":
+            res["torch_threads"] = torch.get_num_threads()  # (threads=auto: what it chose)
         res.update({k: round(v, 5) for k, v in self.flicker.result().items()})
         self.extra_results.update(res)
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from conftest import compose_cfg
 
+from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.runner import run
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.mnist.lenet import LeNet5, LeNet5Net
@@ -39,6 +40,21 @@ def test_pretraining_cached_by_settings_and_rng_neutral(data_dir, tmp_path):
     assert info2 == info and all(torch.equal(v, sd2[k]) for k, v in sd.items())
     pretrained_lenet(LeNet5Net(), **{**settings, "lr": 1e-3})  # other settings: another cache entry
     assert len(list((tmp_path / "cache").glob("lenet5_mnist_*.pt"))) == 2
+
+
+def test_pretraining_augmentation_settings_are_applied(data_dir, tmp_path):
+    """`augment` as settings reaches the pretraining's HandwritingAugment: {} is the defaults (the
+    weights of augment=true, same seed), elastic + thicker strokes train other weights, and a
+    misspelt key fails when the model is built, before any training."""
+    settings = dict(data_dir=str(data_dir), cache_dir=str(tmp_path / "cache"), epochs=1, subset=512)
+    default, _ = pretrained_lenet(LeNet5Net(), **settings, augment=True)
+    spelled_out, _ = pretrained_lenet(LeNet5Net(), **settings, augment={})
+    strong, _ = pretrained_lenet(LeNet5Net(), **settings, augment={"elastic": 1.5, "thickness": 1.0})
+    assert all(torch.equal(v, spelled_out[k]) for k, v in default.items())
+    assert not torch.equal(default["head.weight"], strong["head.weight"])
+    with pytest.raises(ConfigError, match="model.pretrain.augment"):
+        LeNet5(pretrained="mnist", pretrain={**settings, "augment": {"elastc": 1.0}})
+    assert len(list((tmp_path / "cache").glob("lenet5_mnist_*.pt"))) == 3
 
 
 def test_pretraining_inside_a_run_uses_its_trainer_but_not_its_limits(data_dir, tmp_path):

@@ -24,7 +24,7 @@ from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.plotting import save_figure
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.mnist.augment import TestTimeAugment
-from hybridlearn.mnist.pretrain import pretrained_lenet
+from hybridlearn.mnist.pretrain import pretrain_augment, pretrained_lenet
 
 log = logging.getLogger(__name__)
 
@@ -192,6 +192,9 @@ class LeNet5(L.LightningModule):
             keras_init_(self.net)
         # `pretrained: mnist` trains a LeNet-5 (or reads its cache): prepare_helpers does it, not a constructor
         self._mnist_pretrain = dict(pretrain or {}) if pretrained == "mnist" else None
+        if self._mnist_pretrain is not None:  # a bad setting fails now, not after the data has loaded
+            p = self._mnist_pretrain
+            pretrain_augment(plain(p.get("augment", True)), p.get("value_range", "standard"))
         if pretrained and pretrained != "mnist":
             load_weights_(self.net, read_lenet(pretrained)[0], pretrained)
         if freeze:

@@ -11,6 +11,7 @@ import json
 import logging
 import tempfile
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +21,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from hybridlearn.core.checkpoint import read_checkpoint
-from hybridlearn.core.config import check_int
-from hybridlearn.core.errors import HybridlearnError
+from hybridlearn.core.config import check_int, plain
+from hybridlearn.core.errors import ConfigError, HybridlearnError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.core.loaders import tensor_loader
 from hybridlearn.core.trainer import TrainerFactory, finish_loggers
@@ -73,7 +74,7 @@ def pretrained_lenet(
     lr: float = 2e-3,
     batch_size: int = 128,
     value_range: str = "standard",
-    augment: bool = True,
+    augment: bool | Mapping[str, Any] = True,
     seed: int = 0,
     subset: int | None = None,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -88,6 +89,8 @@ def pretrained_lenet(
     check_int("model.pretrain.epochs", epochs, 1, 10_000)
     if subset is not None:
         check_int("model.pretrain.subset", subset, 1, 60_000)
+    augment = plain(augment)
+    aug = pretrain_augment(augment, value_range)  # checked before the (long) training
     settings = {
         "arch": repr(net),
         "epochs": epochs,
@@ -113,13 +116,25 @@ def pretrained_lenet(
         for m in model.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
-        module = MNISTPretraining(model, lr, HandwritingAugment(value_range=value_range) if augment else None)
+        module = MNISTPretraining(model, lr, aug)
         acc = _fit_and_test(module, train, test, epochs, trainers or TrainerFactory())
     log.info("MNIST LeNet-5: test accuracy %.4f after %.0f s", acc, time.time() - started)
     sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     with atomic_output(path, overwrite=True) as tmp_path:
         torch.save({"state_dict": sd, "mnist_test_acc": acc, "settings": settings}, tmp_path)
     return sd, {"source": str(path), "mnist_test_acc": acc}
+
+
+def pretrain_augment(augment: bool | Mapping[str, Any], value_range: str) -> HandwritingAugment | None:
+    """`model.pretrain.augment`: true / false, or the settings of a HandwritingAugment."""
+    if isinstance(augment, bool):
+        return HandwritingAugment(value_range=value_range) if augment else None
+    if not isinstance(augment, Mapping):
+        raise ConfigError(f"model.pretrain.augment must be true, false or augmentation settings (got {augment!r})")
+    try:
+        return HandwritingAugment(**{"value_range": value_range, **augment})
+    except TypeError as e:
+        raise ConfigError(f"model.pretrain.augment: {e}") from None
 
 
 def _read_cache(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:

@@ -63,6 +63,17 @@ def test_short_fine_tune_beats_from_scratch(digit_runs):
     assert list((digit_runs["tmp"] / "cache").glob("lenet5_mnist_*.pt")), "pretrained weights are cached"
 
 
+def test_transfer_pretrains_with_strong_augmentation(digit_runs, tmp_path):
+    """The transfer model's MNIST LeNet-5 is pretrained with elastic distortion and full one-pixel
+    stroke-width changes, for 20 epochs (issue 22: it carries to new writers); the fixture's run
+    cached exactly that pretraining (tests/mnist checks the settings reach the training)."""
+    strong = {"elastic": 1.5, "elastic_sigma": 4.0, "thickness": 1.0}
+    cached = [torch.load(p, weights_only=True)["settings"] for p in (digit_runs["tmp"] / "cache").glob("lenet5_*.pt")]
+    assert [c["augment"] for c in cached] == [strong]
+    pre = compose_cfg(["experiment=lenet_digits_transfer"], tmp_path).model.pretrain
+    assert pre.epochs == 20 and OmegaConf.to_container(pre.augment) == strong
+
+
 def _save_cells(sheet: Path, rows: int, cols: int, cells, out: Path, mode: str) -> list[Path]:
     from PIL import Image
 

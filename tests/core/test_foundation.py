@@ -26,10 +26,20 @@ def test_experiment_composes(experiment, tmp_path):
     assert cfg.data is None or "_target_" in cfg.data or cfg.get("entry")
 
 
+# fdr does not shorten the MNIST pretraining (a 1-batch model would be cached as the real one), so
+# the test asks for a small one itself: a fresh machine would otherwise pretrain 20 epochs here
+SMALL_PRETRAIN = {
+    "lenet_digits_transfer": "model.pretrain",
+    "digits_study": "study.variants.transfer.model.pretrain",
+}
+
+
 # `reproduce` drives the other experiments as subprocesses at the paper's scale: tests/reproduce runs it tiny
 @pytest.mark.parametrize("experiment", [e for e in EXPERIMENTS if e != "reproduce" and e not in ALIASES])
 def test_experiment_fast_dev_run(experiment, run_train, data_dir):
-    res = run_train([f"experiment={experiment}", "debug=fdr"])
+    key = SMALL_PRETRAIN.get(experiment)
+    small = [f"{key}.epochs=1", f"{key}.subset=2000"] if key else []
+    res = run_train([f"experiment={experiment}", "debug=fdr", *small])
     assert res["status"] == "completed", res.get("error")
     if res["metrics"].get("cv_folds"):  # a k-fold CV under fdr: 2 folds, 5-tree forests
         assert (res["metrics"]["cv_folds"], res["metrics"]["cv_forest_trees"]) == (2, 5)

@@ -225,7 +225,8 @@ def _cv_table(root: Path) -> list[str]:
         "### What we add: 10-fold cross-validation against the baselines",
         "",
         "Great-circle error pooled over all tracks (`experiment=gom_cv`: standardized features -> 256 ReLU -> "
-        "softmax over the origins, the least expected distance; each fold a Lightning fit on the other folds, "
+        "softmax over the origins, 5 members averaged and blended with the k-NN origin histogram, the least "
+        "expected distance; settings chosen on inner validation splits; each fold a Lightning fit on the other folds, "
         "tested on the held-out fold). The baselines ran on the same folds: random forests (scikit-learn, "
         "Zhou et al.'s method) predicting latitude/longitude or 3-D unit vectors, k-NN, the training mean. "
         "One CV per fold assignment (CV seed); the last row of each file is the mean ± std over its CV seeds. "

@@ -156,6 +156,23 @@ def test_run_state(tmp_path):
     assert run_state(d, Run("gan", "mnist", [*run.args, "trainer.max_epochs=3"], resumable=True)) == "stale"
 
 
+def test_a_changed_default_behind_the_same_args_makes_a_run_stale(tmp_path):
+    """The plan hashes each train run's composed config; a finished run whose marker holds another
+    hash (a YAML default changed since) is run again, not reused. Markers without a hash are kept."""
+    plan = make_plan(compose_cfg(["experiment=reproduce", "reproduce.stages=[gom]"], tmp_path / "c"))
+    run = next(r for r in plan.runs["gom"] if r.name == "cv_default_seed0")
+    assert run.config and len({r.config for r in plan.runs["gom"]}) == len(plan.runs["gom"])
+    d = tmp_path / "gom" / run.name
+    d.mkdir(parents=True)
+    (d / "results.json").write_text(json.dumps({"status": "completed"}))
+    (d / MARKER).write_text(json.dumps({"args": run.args, "config": run.config}))
+    assert run_state(d, run) == "done"
+    (d / MARKER).write_text(json.dumps({"args": run.args, "config": "0123456789abcdef"}))
+    assert run_state(d, run) == "stale"
+    (d / MARKER).write_text(json.dumps({"args": run.args}))  # written before configs were hashed
+    assert run_state(d, run) == "done"
+
+
 # ------------------------------------------------------------------------------------- the report
 SCORE = ("km", "km_median", "r2_lat", "r2_lon", "r2")
 

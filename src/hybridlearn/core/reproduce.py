@@ -24,6 +24,9 @@ class Run:
     optional: bool = False  # its failure is reported but does not fail the command (data that may be offline)
     # flags of a module run whose next argument is a file name inside the run folder (the output it writes)
     run_dir_args: tuple[str, ...] = ()
+    # hash of the composed config the args stand for (make_plan fills it): a changed YAML default
+    # behind the same args makes a finished run stale; None: not known (module runs, older markers)
+    config: str | None = None
 
     @property
     def rel(self) -> str:

@@ -6,11 +6,13 @@ is trained in this process. A run's folder holds
 `reproduce_run.json` (the arguments it was started with): a second invocation skips a run whose
 results.json says completed with the same arguments, resumes an unfinished resumable one (the GAN)
 from `checkpoints/last.ckpt`, starts the others again, and moves aside a folder whose run had
-other arguments (`<run>.stale-N`), so a changed setting never reuses an old result.
+other arguments or another composed config (a changed YAML default; `<run>.stale-N`), so a changed
+setting never reuses an old result.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hybridlearn.core.config import check_choice, conf_dir
@@ -89,9 +91,15 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
         if check:
             for r in runs:
                 if r.kind == "train":
-                    _compose(r.args)
+                    r.config = config_hash(_compose(r.args))
         plan.runs[stage] = runs
     return plan
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """What a run's settings are, beyond its args: the composed config (unresolved, so the same
+    config hashes the same in every process and folder)."""
+    return hashlib.sha256(OmegaConf.to_yaml(cfg).encode()).hexdigest()[:16]
 
 
 # ----------------------------------------------------------------------------------------- state
@@ -102,7 +110,10 @@ def run_state(run_dir: Path, run: Run) -> str:
         return "new"
     if not marker.exists():
         return "stale" if any(run_dir.iterdir()) else "new"
-    if json.loads(marker.read_text()).get("args") != run.args:
+    m = json.loads(marker.read_text())
+    if m.get("args") != run.args:
+        return "stale"
+    if run.config and m.get("config") and m["config"] != run.config:  # a YAML default changed under the args
         return "stale"
     res = run_dir / "results.json"
     if res.exists() and json.loads(res.read_text()).get("status") == "completed":
@@ -162,7 +173,7 @@ def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
     resume = state == "resume"
     if resume:
         _keep_epochs(run_dir)
-    write_json_atomic(run_dir / MARKER, {"args": run.args, "kind": run.kind})
+    write_json_atomic(run_dir / MARKER, {"args": run.args, "kind": run.kind, "config": run.config})
     cmd = _command(run, run_dir, python, resume)
     log.info(
         "reproduce: %s %s (log: %s)",

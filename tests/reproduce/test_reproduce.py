@@ -4,20 +4,23 @@ quick mode end to end with tiny settings (every stage a real subprocess, seconds
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import statistics
+import time
 from pathlib import Path
 
 import pytest
 from conftest import compose_cfg, train_cli
 from PIL import Image
 
+import hybridlearn.reproduce.stages as stages_mod
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.reproduce import Run, flatten
 from hybridlearn.gom.results import ResultsError
 from hybridlearn.reproduce.report import write_report
-from hybridlearn.reproduce.stages import MARKER, make_plan, run_state
+from hybridlearn.reproduce.stages import MARKER, lanes_for, make_plan, resolve_jobs, run_state
 
 # Every stage in seconds: one GOM seed on a 2x2 grid, 2-fold CV, one digits seed for 1-2 epochs,
 # the GAN for 2 epochs on 1024 images, the video for 6 frames at 64 px.
@@ -171,6 +174,50 @@ def test_a_changed_default_behind_the_same_args_makes_a_run_stale(tmp_path):
     assert run_state(d, run) == "stale"
     (d / MARKER).write_text(json.dumps({"args": run.args}))  # written before configs were hashed
     assert run_state(d, run) == "done"
+
+
+def test_lanes_spread_the_longest_stages_first():
+    exp = {"gom": 4200, "digits": 560, "gan": 2850, "style": 45}
+    order = ["gom", "digits", "gan", "style"]
+    assert lanes_for(order, exp, 1) == [order]
+    # LPT: gom alone, the GAN with the two short stages (each lane in report order)
+    assert lanes_for(order, exp, 2) == [["gom"], ["digits", "gan", "style"]]
+    assert lanes_for(["gan", "style"], exp, 2) == [["gan"], ["style"]]
+    assert resolve_jobs(5, 2) == 2 and resolve_jobs(1, 4) == 1
+    assert resolve_jobs("auto", 4) == (2 if (os.cpu_count() or 1) >= 2 else 1)
+    for bad in (0, -1, "two", 1.5, True):
+        with pytest.raises(ConfigError, match=r"reproduce\.jobs"):
+            resolve_jobs(bad, 4)
+
+
+def test_two_lanes_run_at_once_each_in_order_with_one_thread(tmp_path, monkeypatch):
+    """jobs=2: the runs of the two lanes overlap in time, each stage's runs keep their order, every
+    run gets OMP_NUM_THREADS=cores/2, and each stage logs one line. (execute faked: no training.)"""
+    calls = []
+
+    def fake_execute(run, root, python, env=None):
+        t0 = time.time()
+        time.sleep(0.05)
+        calls.append((run.stage, run.name, t0, time.time(), dict(env or {})))
+        return {"state": "ran", "seconds": 0.05, "ok": True}
+
+    monkeypatch.setattr(stages_mod, "execute", fake_execute)
+    monkeypatch.setattr(stages_mod, "write_report", lambda root, **kw: root / "REPORT.md")
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    monkeypatch.setattr(stages_mod.os, "cpu_count", lambda: 2)
+    cfg = compose_cfg(
+        ["experiment=reproduce", "reproduce.stages=[gom,style]", "reproduce.jobs=2", f"reproduce.dir={tmp_path}"],
+        tmp_path / "c",
+    )
+    out = stages_mod.run_reproduce(cfg, tmp_path, None)
+    assert out["jobs"] == 2 and list(out["stages"]) == ["gom", "style"]
+    plan = make_plan(cfg, check=False)
+    for stage in ("gom", "style"):
+        assert [c[1] for c in calls if c[0] == stage] == [r.name for r in plan.runs[stage]]
+    assert all(c[4] == {"OMP_NUM_THREADS": "1"} for c in calls)
+    gom = [c for c in calls if c[0] == "gom"]
+    style = [c for c in calls if c[0] == "style"]
+    assert style[0][2] < gom[-1][3]  # the style lane did not wait for the GOM lane
 
 
 # ------------------------------------------------------------------------------------- the report

@@ -8,6 +8,11 @@ results.json says completed with the same arguments, resumes an unfinished resum
 from `checkpoints/last.ckpt`, starts the others again, and moves aside a folder whose run had
 other arguments or another composed config (a changed YAML default; `<run>.stale-N`), so a changed
 setting never reuses an old result.
+
+`reproduce.jobs` > 1 runs the stages in that many lanes at once (the longest expected stages
+spread first, each lane's stages one after another, the runs of a stage in order), each run with
+OMP_NUM_THREADS = cores / jobs: on 2 CPU cores the GAN's one long run beside the GOM stage's many
+small ones, which a second thread barely speeds up.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -154,8 +160,9 @@ def _keep_epochs(run_dir: Path) -> None:
         shutil.copy2(csv, hist / f"metrics_{len(list(hist.glob('metrics_*.csv'))):03d}.csv")
 
 
-def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
-    """Bring one run to `done` (skip, resume or start it). Returns {state, seconds, ok, error}."""
+def execute(run: Run, root: Path, python: str, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Bring one run to `done` (skip, resume or start it). Returns {state, seconds, ok, error}.
+    `env`: variables added to the run's environment (its thread count)."""
     run_dir = root / run.stage / run.name
     state = run_state(run_dir, run)
     if state == "done":
@@ -181,29 +188,52 @@ def execute(run: Run, root: Path, python: str) -> dict[str, Any]:
         run.rel,
         run_dir / "stage.log",
     )
-    rc, seconds = _launch(cmd, run_dir / "stage.log")
+    rc, seconds = _launch(cmd, run_dir / "stage.log", env)
     return _outcome(run, run_dir, cmd, rc, seconds, resume)
 
 
-def _launch(cmd: list[str], log_file: Path) -> tuple[int, float]:
+_LIVE: set[subprocess.Popen] = set()  # the runs started and not yet finished (of every lane)
+_LIVE_LOCK = threading.Lock()
+
+
+def _launch(cmd: list[str], log_file: Path, env: dict[str, str] | None = None) -> tuple[int, float]:
     """Run one stage's command with its output appended to `log_file`; (exit code, seconds)."""
     t0 = time.time()
     with open(log_file, "a") as fh:
         fh.write(f"$ {' '.join(cmd)}\n")
         fh.flush()
         proc = subprocess.Popen(
-            cmd, stdout=fh, stderr=subprocess.STDOUT, cwd=os.getcwd(), env={**os.environ, "PYTHONUNBUFFERED": "1"}
+            cmd,
+            stdout=fh,
+            stderr=subprocess.STDOUT,
+            cwd=os.getcwd(),
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         try:
             rc = proc.wait()
         except KeyboardInterrupt:  # Ctrl-C reached the run too: let it write its record and checkpoint
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _wait_live(60)
             raise
+        finally:
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
     return rc, time.time() - t0
+
+
+def _wait_live(timeout: float) -> None:
+    """After Ctrl-C (which every run in the process group got too): give the live runs `timeout`
+    seconds to write their records and checkpoints, then kill what is left."""
+    deadline = time.time() + timeout
+    with _LIVE_LOCK:
+        live = list(_LIVE)
+    for proc in live:
+        try:
+            proc.wait(timeout=max(deadline - time.time(), 0.1))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def _outcome(run: Run, run_dir: Path, cmd: list[str], rc: int, seconds: float, resume: bool) -> dict[str, Any]:
@@ -236,10 +266,12 @@ def _fmt_s(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def _log_stage(i: int, stages: list[str], fatal: bool, took: float, states: list[str], elapsed: float, left: float):
-    """One line per stage: how it went, the time so far and the time still expected."""
+def _log_stage(
+    i: int, stages: list[str], fatal: bool, took: float, states: list[str], elapsed: float, left: float, rest: list[str]
+):
+    """One line per stage: how it went, the time so far and the time still expected (rest: the
+    stages not finished yet)."""
     counts = ", ".join(f"{states.count(s)} {s}" for s in dict.fromkeys(states)) or "no runs"
-    rest = stages[i + 1 :]
     log.info(
         "reproduce: stage %d/%d %s %s in %s (%s); elapsed %s; left ~%s%s",
         i + 1,
@@ -254,37 +286,88 @@ def _log_stage(i: int, stages: list[str], fatal: bool, took: float, states: list
     )
 
 
+def resolve_jobs(jobs: Any, n_stages: int) -> int:
+    """reproduce.jobs: a positive int, or auto (2 lanes on a machine with 2 or more cores)."""
+    if jobs in (None, "auto"):
+        jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
+    elif isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
+        raise ConfigError(f"reproduce.jobs must be a positive integer or auto (got {jobs!r})")
+    return max(1, min(jobs, n_stages))
+
+
+def lanes_for(stages: list[str], expected: dict[str, float], jobs: int) -> list[list[str]]:
+    """The stages spread over `jobs` lanes, longest expected first, each to the lane with the least
+    expected time so far (LPT); each lane keeps the stages in report order."""
+    lanes: list[list[str]] = [[] for _ in range(jobs)]
+    load = [0.0] * jobs
+    for s in sorted(stages, key=lambda s: -float(expected.get(s, 0))):
+        i = load.index(min(load))
+        lanes[i].append(s)
+        load[i] += float(expected.get(s, 0))
+    return [sorted(lane, key=stages.index) for lane in lanes if lane]
+
+
 def run_reproduce(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     """Entry `hybridlearn.reproduce.stages:run_reproduce`: run the selected stages, write REPORT.md."""
     rp = cfg.reproduce
     root = Path(rp.dir).resolve()
+    jobs = resolve_jobs(rp.get("jobs", 1), len(rp.stages))
     plan = make_plan(cfg)
     python = str(rp.get("python") or sys.executable)
     expected = dict(rp.expected_quick_s if rp.quick else rp.expected_s)
     stages = list(plan.runs)
+    lanes = lanes_for(stages, expected, jobs)
+    env = {}
+    if jobs > 1 and "OMP_NUM_THREADS" not in os.environ:  # a user's own setting wins
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // jobs))
+    if jobs > 1:
+        log.info(
+            "reproduce: %d lanes at once (%s), %s torch thread(s) per run",
+            jobs,
+            "; ".join(" then ".join(lane) for lane in lanes),
+            env.get("OMP_NUM_THREADS") or os.environ["OMP_NUM_THREADS"],
+        )
     t_start = time.time()
-    measured = predicted = 0.0  # seconds run / expected for the stages that ran: the machine's speed
+    state = {"measured": 0.0, "predicted": 0.0, "done": 0}  # seconds run / expected: the machine's speed
     summary: dict[str, Any] = {}
     failed: list[str] = []
-    for i, stage in enumerate(stages):
-        t0 = time.time()
-        outcomes = {r.name: execute(r, root, python) for r in plan.runs[stage]}
-        took = time.time() - t0
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def finish_stage(stage: str, outcomes: dict[str, dict], took: float) -> None:
         states = [o["state"] for o in outcomes.values()]
         optional = {r.name for r in plan.runs[stage] if r.optional}
         bad = [f"{n}: {o['error']}" for n, o in outcomes.items() if not o["ok"]]
         fatal = [f"{stage}/{n}: {o['error']}" for n, o in outcomes.items() if not o["ok"] and n not in optional]
-        failed += fatal
-        if any(s != "skipped" for s in states) and not fatal:  # the stage's time says how fast this machine is
-            measured += took
-            predicted += float(expected.get(stage, 0)) * sum(s != "skipped" for s in states) / max(len(states), 1)
-        speed = min(max(measured / predicted, 0.25), 4.0) if predicted > 0 else 1.0
-        rest = stages[i + 1 :]
-        left = speed * sum(float(expected.get(s, 0)) for s in rest)
-        _log_stage(i, stages, bool(fatal), took, states, time.time() - t_start, left)
-        for b in bad:
-            log.log(logging.WARNING if b.split(":", 1)[0] in optional else logging.ERROR, "reproduce: %s/%s", stage, b)
-        summary[stage] = {n: {k: v for k, v in o.items() if k != "ok"} for n, o in outcomes.items()}
+        with lock:
+            failed.extend(fatal)
+            if any(s != "skipped" for s in states) and not fatal:  # the stage's time says how fast this machine is
+                state["measured"] += took
+                state["predicted"] += (
+                    float(expected.get(stage, 0)) * sum(s != "skipped" for s in states) / max(len(states), 1)
+                )
+            m, p = state["measured"], state["predicted"]
+            speed = min(max(m / p, 0.25), 4.0) if p > 0 else 1.0
+            finished = set(summary) | {stage}
+            left = speed * max(sum(float(expected.get(s, 0)) for s in lane if s not in finished) for lane in lanes)
+            rest = [s for s in stages if s not in finished]
+            _log_stage(stages.index(stage), stages, bool(fatal), took, states, time.time() - t_start, left, rest)
+            for b in bad:
+                level = logging.WARNING if b.split(":", 1)[0] in optional else logging.ERROR
+                log.log(level, "reproduce: %s/%s", stage, b)
+            summary[stage] = {n: {k: v for k, v in o.items() if k != "ok"} for n, o in outcomes.items()}
+
+    def run_lane(lane: list[str]) -> None:
+        for stage in lane:
+            t0 = time.time()
+            outcomes = {}
+            for r in plan.runs[stage]:
+                if stop.is_set():
+                    return
+                outcomes[r.name] = execute(r, root, python, env)
+            finish_stage(stage, outcomes, time.time() - t0)
+
+    _run_lanes(lanes, run_lane, stop)
     report = write_report(
         root,
         quick=bool(rp.quick),
@@ -302,7 +385,42 @@ def run_reproduce(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -
         )
     return {
         "report": str(report),
-        "stages": summary,
+        "stages": {s: summary[s] for s in stages if s in summary},
         "quick": bool(rp.quick),
+        "jobs": jobs,
         "seconds": round(time.time() - t_start, 3),
     }
+
+
+def _run_lanes(lanes: list[list[str]], run_lane, stop: threading.Event) -> None:
+    """One lane: in this thread. Several: one thread each; Ctrl-C (which the runs get too) stops
+    every lane before its next run and waits for the runs to write their records."""
+    if len(lanes) == 1:
+        run_lane(lanes[0])
+        return
+    errors: list[BaseException] = []
+
+    def guarded(lane: list[str]) -> None:
+        try:
+            run_lane(lane)
+        except BaseException as e:  # noqa: BLE001 - raised in the main thread
+            errors.append(e)
+            stop.set()
+
+    threads = [
+        threading.Thread(target=guarded, args=(lane,), name=f"reproduce-lane{i}") for i, lane in enumerate(lanes)
+    ]
+    for t in threads:
+        t.start()
+    try:
+        for t in threads:
+            while t.is_alive():
+                t.join(0.5)
+    except KeyboardInterrupt:
+        stop.set()
+        _wait_live(60)
+        for t in threads:
+            t.join()
+        raise
+    if errors:
+        raise errors[0]

@@ -156,3 +156,38 @@ def test_page_over_pillows_pixel_limit_is_one_correct_line(ckpt, tmp_path, capsy
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "too large to read" in err[0] and "scale the page down" in err[0], err
     assert "PNG/JPG" not in err[0]
+
+
+def test_ensemble_reads_with_the_mean_of_the_models_probabilities(ckpt, mnist, tmp_path, capsys):
+    """--ensemble: the mean of the members' probabilities (checked against each model alone), the
+    same digits when a model is ensembled with itself, and a missing member is one line."""
+    m1, prep = predict.load_model(ckpt)
+    m2 = LeNet5()
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for a, b in zip(m2.parameters(), m1.parameters()):
+            a.copy_(b + 0.3 * b.std() * torch.randn_like(b))
+    (tmp_path / "m2").mkdir()
+    ckpt2 = _save(m2, tmp_path / "m2")
+    ens, prep_e = predict.load_models([ckpt, ckpt2])
+    assert prep_e == prep
+    x = to_float(torch.from_numpy(mnist[0][:64]), "standard")
+    m2 = predict.load_model(ckpt2)[0]
+    mean = (torch.softmax(m1.eval_logits(x), -1) + torch.softmax(m2.eval_logits(x), -1)) / 2
+    got = torch.softmax(ens.eval_logits(x), -1)
+    torch.testing.assert_close(got, mean, atol=1e-6, rtol=1e-5)
+    assert not torch.allclose(got, torch.softmax(m1.eval_logits(x), -1), atol=1e-3)  # the second model counts
+    x_, y_, idx = each_row_reads(*mnist, rows=2)
+    render_page(x_, y_, idx, rows=2, cols=10, seed=3).image.save(tmp_path / "page.png")
+    page = [str(tmp_path / "page.png"), "--no-annotate", "--expect", "0123456789"]
+
+    def digits(out: str) -> list[str]:
+        return [line.split("]: ")[1].split()[0] for line in out.splitlines() if "confidence" in line]
+
+    assert cli.main([ckpt, *page]) == 0
+    alone = capsys.readouterr().out
+    assert cli.main([ckpt, *page, "--ensemble", ckpt]) == 0
+    assert digits(capsys.readouterr().out) == digits(alone) and len(digits(alone)) == 20
+    assert cli.main([ckpt, *page, "--ensemble", str(tmp_path / "nope.ckpt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "nope.ckpt" in err[0] and "not a file" in err[0]

@@ -6,6 +6,7 @@
     python predict.py CKPT page.jpg --labels page.txt       # the digits of the page, row-major
     python predict.py CKPT photos/                          # every image of a folder
     python predict.py CKPT sheet.png --grid 10x10 --cut uniform   # the old equal-cells slicing
+    python predict.py CKPT page.png --ensemble CKPT2 --ensemble CKPT3   # several models' mean
 
 The sheet reader (hybridlearn.digits.reader) finds the digits whatever the margins, paper (plain,
 dotted, squared, lined), spacing, slight rotation and lighting; an image of a single digit is a
@@ -57,6 +58,13 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="a LeNet-5 .ckpt (experiment=lenet_digits, lenet_digits_transfer or lenet_mnist)")
     p.add_argument("images", nargs="+", help="page images and/or folders of them")
     p.add_argument(
+        "--ensemble",
+        metavar="CKPT",
+        action="append",
+        help="another checkpoint of the same recipe (e.g. another model.pretrain.seed), repeatable: "
+        "the digits are read with the mean of all the models' probabilities",
+    )
+    p.add_argument(
         "--grid",
         type=parse_grid,
         default=None,
@@ -95,8 +103,9 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--expect takes digits, e.g. 0123456789 (got {a.expect!r})")
     if a.max_side < 64:
         p.error("--max-side must be at least 64")
-    if not Path(a.checkpoint).expanduser().is_file():
-        raise ConfigError(f"checkpoint {a.checkpoint} is not a file; give a LeNet-5 .ckpt")
+    for c in [a.checkpoint, *(a.ensemble or [])]:
+        if not Path(c).expanduser().is_file():
+            raise ConfigError(f"checkpoint {c} is not a file; give a LeNet-5 .ckpt")
     return load_entry(READ_PAGES)(a)
 
 

@@ -47,6 +47,34 @@ def load_model(ckpt: str):
     return model, preparation(raw.get("datamodule_hyper_parameters"), int(model.hparams.in_size))
 
 
+class Ensemble(torch.nn.Module):
+    """Several LeNet-5s read as one: the mean of their class probabilities (each with its own
+    test-time augmentation), returned as log-probabilities so that softmax gives that mean."""
+
+    def __init__(self, members: list[torch.nn.Module]):
+        super().__init__()
+        self.members = torch.nn.ModuleList(members)
+
+    @torch.no_grad()
+    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([torch.softmax(m.eval_logits(x), -1) for m in self.members]).mean(0).log()
+
+
+def load_models(ckpts: list[str]):
+    """(model, preprocessing settings) of one checkpoint, or of several as an Ensemble; its members
+    must prepare cells the same way (the same recipe, e.g. other seeds)."""
+    loaded = [load_model(c) for c in ckpts]
+    if len(loaded) == 1:
+        return loaded[0]
+    for c, (_, prep) in zip(ckpts[1:], loaded[1:]):
+        if prep != loaded[0][1]:
+            raise ConfigError(
+                f"--ensemble {c}: its cells are prepared otherwise than {ckpts[0]}'s ({prep} vs {loaded[0][1]}); "
+                "ensemble checkpoints of the same recipe (e.g. other seeds)"
+            )
+    return Ensemble([m for m, _ in loaded]).eval(), loaded[0][1]
+
+
 def preparation(dm_hparams, in_size: int) -> dict:
     """How a cell is prepared for a model: its datamodule's settings (none: MNIST-like)."""
     dm = dict(dm_hparams or {})
@@ -207,7 +235,7 @@ def run(a: argparse.Namespace) -> int:
     turns our errors into one line); exit status."""
     failed: list[str] = []
     labels_text = read_labels_file(a.labels)
-    model, prep = load_model(a.checkpoint)
+    model, prep = load_models([a.checkpoint, *(a.ensemble or [])])
     if a.preprocess != "auto":
         prep["preprocess"] = a.preprocess
     images = list_images(a.images)

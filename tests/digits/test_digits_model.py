@@ -15,7 +15,7 @@ from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.runner import run
 from hybridlearn.digits import cli, predict
 from hybridlearn.digits.images import cell_bounds
-from hybridlearn.digits.study import study_settings
+from hybridlearn.digits.study import ensemble_seeds, study_settings
 from hybridlearn.mnist.lenet import LeNet5
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
@@ -230,6 +230,7 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
             "study.ablations=[no_tta]",
             "study.lowo_seeds=[0]",
             "study.lowo_ablations=[no_tta]",
+            "study.lowo_ensemble=[0,1]",
             "study.pages.n_pages=1",
             "study.variants.transfer.model.pretrain.epochs=1",
             "study.variants.transfer.model.pretrain.subset=6000",
@@ -247,7 +248,9 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
     sc = st["transfer_scores"]["transfer (pretrained + augmentation)"]
     assert sc["n"] == 122 and sc["ci95"][0] <= sc["correct"] / 122 <= sc["ci95"][1] and 0 <= sc["ece"][0] <= 1
     lw = st["lowo_scores"]["cossio"]
-    assert set(lw) == {"transfer", "transfer, no test-time augmentation"} and lw["transfer"]["n"] == 310
+    ens = "transfer, ensemble of MNIST pretraining seeds [0, 1]"
+    assert set(lw) == {"transfer", "transfer, no test-time augmentation", ens} and lw["transfer"]["n"] == 310
+    assert lw[ens]["n"] == 310 and f"| {ens} | cossio |" in md
     assert lw["transfer"]["acc"] == st["lowo"]["cossio"]["transfer"]
     assert "| transfer, no test-time augmentation | cossio |" in md
     pages = st["pages"]["small ruled JPEG scans (18-24 px per cell)"]
@@ -260,7 +263,18 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
         runs / "no_tta_seed0" / "csv" / "metrics.csv"
     ).is_file()
     assert len((runs / "paper_seed0" / "csv" / "metrics.csv").read_text().splitlines()) > 2
-    assert len(list(cache.glob("lenet5_mnist_*.pt"))) == 1  # the fixture's pretraining, reused
+    # the ensemble's second member fine-tunes its own pretraining; the first is the transfer run
+    assert (runs / "lowo_cossio_pretrain1_seed0" / "csv" / "metrics.csv").is_file()
+    assert not list(runs.glob("lowo_*_pretrain0_*"))
+    assert len(list(cache.glob("lenet5_mnist_*.pt"))) == 2  # the fixture's pretraining, reused, and seed 1's
+
+
+def test_study_lowo_ensemble_is_checked_before_training():
+    assert ensemble_seeds(OmegaConf.create({"lowo_ensemble": None})) == []
+    assert ensemble_seeds(OmegaConf.create({"lowo_ensemble": [0, 2]})) == [0, 2]
+    for bad in ([0], [1, 1], 3, "0,1", [0, -1]):
+        with pytest.raises(ConfigError, match=r"study\.lowo_ensemble"):
+            ensemble_seeds(OmegaConf.create({"lowo_ensemble": bad}))
 
 
 def test_study_variants_match_experiments(tmp_path):

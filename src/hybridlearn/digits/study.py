@@ -93,6 +93,7 @@ def _run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> d
 
     variants = ablation_variants(st, "ablations", ("transfer", "transfer (pretrained + augmentation)"))
     lowo_variants = ablation_variants(st, "lowo_ablations", ("transfer", "transfer")) if st.lowo else []
+    ensemble_seeds(st)  # a bad setting fails now, not after an hour of training
     started = time.time()
     result = StudyResult(seeds=list(st.seeds), lowo_seeds=list(st.lowo_seeds), paper_setup={})
     md = [
@@ -219,8 +220,12 @@ def pages_table(pages: dict[str, PageReading], seed: int) -> list[str]:
 def leave_one_writer_out(cfg: DictConfig, fit, st: DictConfig, result: StudyResult, variants: list) -> list[str]:
     """3. Leave-one-writer-out: the paper setup, the MNIST model alone, the transfer fix and the
     ablations in study.lowo_ablations, each over lowo_seeds; the CI pools the seeds' digits (the
-    same writer's digits each time) and the ensemble averages the seeds' probabilities."""
+    same writer's digits each time) and the ensemble averages the seeds' probabilities. With
+    study.lowo_ensemble, also the transfer fix as an ensemble of one member per MNIST pretraining
+    seed (per fine-tuning seed: the mean of the members' probabilities)."""
     seeds, transfer_v = result.lowo_seeds, st.variants.transfer
+    ens_seeds = ensemble_seeds(st)
+    ens_label = f"transfer, ensemble of MNIST pretraining seeds {ens_seeds}"
     digits = fit_writers(cfg, transfer_v)
     result.lowo, result.lowo_scores = {}, {}
     for w in digits:
@@ -231,12 +236,42 @@ def leave_one_writer_out(cfg: DictConfig, fit, st: DictConfig, result: StudyResu
         result.lowo_scores[w] = {}
         for name, label, extra in variants:
             runs = [fit(f"lowo_{w}_{name}", transfer_v, s, st.transfer_epochs, extra, held_out) for s in seeds]
+            if extra is None:
+                transfer_runs = runs
             sc = scores([r["probs"] for r in runs], runs[0]["labels"])
             row[label] = sc.acc
             result.lowo_scores[w][label] = sc
             log.info("LOWO %s %s: %s", w, label, sc.acc)
+        if ens_seeds:  # one member per pretraining seed; the transfer run is the member of its own seed
+            members = {int(transfer_v.model.pretrain.get("seed", 0)): transfer_runs}
+            for p in ens_seeds:
+                if p not in members:
+                    extra = {"model": {"pretrain": {"seed": p}}}
+                    members[p] = [
+                        fit(f"lowo_{w}_pretrain{p}", transfer_v, s, st.transfer_epochs, extra, held_out) for s in seeds
+                    ]
+            probs = [torch.stack([members[p][k]["probs"] for p in ens_seeds]).mean(0) for k in range(len(seeds))]
+            sc = scores(probs, transfer_runs[0]["labels"])
+            row[ens_label] = sc.acc
+            result.lowo_scores[w][ens_label] = sc
+            log.info("LOWO %s %s: %s", w, ens_label, sc.acc)
         result.lowo[w] = row
-    return lowo_tables(result, digits, [label for _, label, _ in variants])
+    return lowo_tables(result, digits, [label for _, label, _ in variants] + ([ens_label] if ens_seeds else []))
+
+
+def ensemble_seeds(st: DictConfig) -> list[int]:
+    """`study.lowo_ensemble`: null, or two or more MNIST pretraining seeds (checked before any training)."""
+    v = st.get("lowo_ensemble")
+    if v is None:
+        return []
+    if not OmegaConf.is_list(v) and not isinstance(v, (list, tuple)):
+        raise ConfigError(
+            f"study.lowo_ensemble must be null or a list of pretraining seeds, e.g. [0, 1, 2] (got {v!r})"
+        )
+    seeds = [check_int(f"study.lowo_ensemble[{i}]", x, 0, 2**31 - 1) for i, x in enumerate(v)]
+    if len(set(seeds)) < 2:
+        raise ConfigError(f"study.lowo_ensemble needs two or more different seeds (got {seeds})")
+    return seeds
 
 
 def lowo_tables(result: StudyResult, digits: dict[str, int], labels: list[str]) -> list[str]:

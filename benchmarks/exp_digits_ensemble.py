@@ -22,9 +22,9 @@ from hydra import compose, initialize_config_dir
 
 from hybridlearn.core.config import conf_dir
 from hybridlearn.core.reproduce import override_value
-from hybridlearn.core.stats import expected_calibration_error
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.digits.fitting import fit_one
+from hybridlearn.digits.study import scores
 
 WRITERS = ["jpossaz", "JuanRengifo", "cossio"]
 
@@ -77,23 +77,16 @@ def main() -> None:
     summary = {}
     for w in a.writers:
         y = labels[w]
-
-        def acc(pr, y=y):
-            return float((pr.argmax(1) == y).float().mean())
-
-        def ece(pr, y=y):
-            return expected_calibration_error(pr.max(1).values.numpy(), (pr.argmax(1) == y).numpy())
-
-        single = {p: [acc(probs[w, p, s]) for s in a.seeds] for p in a.pretrain_seeds}
-        ens = [torch.stack([probs[w, p, s] for p in a.pretrain_seeds]).mean(0) for s in a.seeds]
+        single = {p: scores([probs[w, p, s] for s in a.seeds], y) for p in a.pretrain_seeds}
+        ens = scores([torch.stack([probs[w, p, s] for p in a.pretrain_seeds]).mean(0) for s in a.seeds], y)
         summary[w] = {
             "digits": len(y),
-            "single": {str(p): v for p, v in single.items()},
-            "single_mean": {str(p): statistics.mean(v) for p, v in single.items()},
-            "ensemble_over_pretrain_seeds": [acc(e) for e in ens],
-            "ensemble_mean": statistics.mean(acc(e) for e in ens),
-            "ensemble_ece": statistics.mean(ece(e) for e in ens),
-            "single_ece_p0": statistics.mean(ece(probs[w, a.pretrain_seeds[0], s]) for s in a.seeds),
+            "single": {str(p): sc.acc for p, sc in single.items()},
+            "single_mean": {str(p): statistics.mean(sc.acc) for p, sc in single.items()},
+            "ensemble_over_pretrain_seeds": ens.acc,
+            "ensemble_mean": statistics.mean(ens.acc),
+            "ensemble_ece": statistics.mean(ens.ece),
+            "single_ece_p0": statistics.mean(single[a.pretrain_seeds[0]].ece),
         }
         print(json.dumps({w: summary[w]}), flush=True)
     (a.out / "summary.json").write_text(json.dumps(summary, indent=1))

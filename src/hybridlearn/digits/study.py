@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from hybridlearn.core.config import check_int
+from hybridlearn.core.config import check_int, check_int_list
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.report import interval, mean_std, per_seed  # one='': study.md names its seeds
@@ -264,11 +264,7 @@ def ensemble_seeds(st: DictConfig) -> list[int]:
     v = st.get("lowo_ensemble")
     if v is None:
         return []
-    if not OmegaConf.is_list(v) and not isinstance(v, (list, tuple)):
-        raise ConfigError(
-            f"study.lowo_ensemble must be null or a list of pretraining seeds, e.g. [0, 1, 2] (got {v!r})"
-        )
-    seeds = [check_int(f"study.lowo_ensemble[{i}]", x, 0, 2**31 - 1) for i, x in enumerate(v)]
+    seeds = check_int_list("study.lowo_ensemble", v, 0, 2**31 - 1)
     if len(set(seeds)) < 2:
         raise ConfigError(f"study.lowo_ensemble needs two or more different seeds (got {seeds})")
     return seeds

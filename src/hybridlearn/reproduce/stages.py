@@ -36,7 +36,7 @@ from hydra.errors import HydraException
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hybridlearn.core.config import check_choice, conf_dir
+from hybridlearn.core.config import check_choice, check_int, conf_dir
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic
 from hybridlearn.core.reproduce import PlanContext, Run, override_value
@@ -290,8 +290,8 @@ def resolve_jobs(jobs: Any, n_stages: int) -> int:
     """reproduce.jobs: a positive int, or auto (2 lanes on a machine with 2 or more cores)."""
     if jobs in (None, "auto"):
         jobs = 2 if (os.cpu_count() or 1) >= 2 else 1
-    elif isinstance(jobs, bool) or not isinstance(jobs, int) or jobs < 1:
-        raise ConfigError(f"reproduce.jobs must be a positive integer or auto (got {jobs!r})")
+    else:
+        jobs = check_int("reproduce.jobs (or auto)", jobs, 1, 1024)
     return max(1, min(jobs, n_stages))
 
 
@@ -328,7 +328,7 @@ def run_reproduce(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -
             env.get("OMP_NUM_THREADS") or os.environ["OMP_NUM_THREADS"],
         )
     t_start = time.time()
-    state = {"measured": 0.0, "predicted": 0.0, "done": 0}  # seconds run / expected: the machine's speed
+    state = {"measured": 0.0, "predicted": 0.0}  # seconds run / expected: the machine's speed
     summary: dict[str, Any] = {}
     failed: list[str] = []
     lock = threading.Lock()

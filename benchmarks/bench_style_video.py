@@ -14,6 +14,8 @@ Run it on a quiet machine: it prints the load average before and after and warns
    fps_pipeline, the model's frames/s inside that run, the time to the first frame (from the process
    start, warm caches) and, interleaved, the model alone on the same frames already in memory
    (no decode, no encode): pipeline / model-only (goal >= 0.9), medians of the rounds.
+   `--baseline KEY=VALUE ...` also runs the command with those overrides in every round (e.g.
+   `--baseline malloc_keep_mb=null`: before the malloc setting) and reports the speed-up.
 3. memory: peak RSS (VmHWM of a fresh subprocess; ru_maxrss would inherit the parent's) stylizing the clip and the clip
    looped 3x (stream-copied, so the same frames three times) with the torch backend.
 4. flicker on the real clip: mean |S_t - S_t-1| / mean |X_t - X_t-1| without and with the temporal
@@ -257,6 +259,12 @@ def main() -> int:
         default=[],
         help="extra overrides for the command, e.g. data.prefetch=0 callbacks.style_writer.encode_queue=0",
     )
+    ap.add_argument(
+        "--baseline",
+        nargs="*",
+        default=[],
+        help="overrides of a baseline command run interleaved with the default one, e.g. malloc_keep_mb=null",
+    )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_style_video.md"))
     ap.add_argument(
         "--smoke",
@@ -273,7 +281,10 @@ def main() -> int:
 
     import torch
 
+    from hybridlearn.core.memory import DEFAULT_KEEP_MB, keep_freed_memory
     from hybridlearn.style.model import cpu_has_fast_bf16
+
+    keep_freed_memory(DEFAULT_KEEP_MB)  # as the command (conf/train.yaml) and stylize() do
 
     load_before = check_load("before")
     cpu_name, cpu_flags = cpu_model()
@@ -347,8 +358,18 @@ def main() -> int:
         lines.append("")
 
     if "command" not in args.skip:
-        runs, model_only = [], []
+        runs, model_only, base_runs = [], [], []
         for r in range(args.rounds):
+            if args.baseline:
+                run_dir = tmp / f"baseline_{r}"
+                run_dir.mkdir()
+                base = run_command(args.clip_frames, run_dir, args.clip_max_side, [*args.override, *args.baseline])
+                base_runs.append(base)
+                print(
+                    f"baseline round {r} (load {os.getloadavg()[0]:.1f}): {base['fps_pipeline']:.2f} frames/s, "
+                    f"model in the run {base['fps_model']:.2f}, first frame {base.get('first_frame_s', 0):.2f} s",
+                    flush=True,
+                )
             run_dir = tmp / f"command_{r}"
             run_dir.mkdir()
             res = run_command(args.clip_frames, run_dir, args.clip_max_side, args.override)
@@ -385,6 +406,22 @@ def main() -> int:
             "(imports, config, weights, style).",
             "",
         ]
+        if base_runs:
+            bmed = {k: statistics.median(x[k] for x in base_runs) for k in ("fps_pipeline", "fps_model", "wall_s")}
+            bfirst = statistics.median(x.get("first_frame_s", float("nan")) for x in base_runs)
+            speedup = statistics.median(x["fps_pipeline"] / b["fps_pipeline"] for x, b in zip(runs, base_runs))
+            lines += [
+                f"Baseline in the same rounds, `{' '.join(args.baseline)}` (before it, interleaved):",
+                "",
+                "| command | pipeline frames/s | model in the run frames/s | first frame s | wall s |",
+                "| --- | --- | --- | --- | --- |",
+                f"| baseline | {bmed['fps_pipeline']:.2f} | {bmed['fps_model']:.2f} | {bfirst:.2f} "
+                f"| {bmed['wall_s']:.1f} |",
+                f"| default | {med['fps_pipeline']:.2f} | {med['fps_model']:.2f} | {first:.2f} | {med['wall_s']:.1f} |",
+                "",
+                f"Default / baseline pipeline frames/s: **{speedup:.2f}x** (median of the per-round ratios).",
+                "",
+            ]
 
     if "memory" not in args.skip:
         looped = loop_clip(CLIP, tmp / "clip_x3.mp4", 3)

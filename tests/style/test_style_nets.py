@@ -17,6 +17,7 @@ from hybridlearn.style.nets import (
     StylePredictor,
     StyleTransformer,
     TemporalStats,
+    depth_to_space2,
     pad_replicate1,
     pad_top_left,
     reflect_pad,
@@ -249,6 +250,8 @@ def test_subpixel_pieces_match_full_resolution_ops():
     for fmt in (torch.contiguous_format, torch.channels_last):
         padded = reflect_pad4_s2d(up.contiguous(memory_format=fmt))
         assert torch.equal(F.pixel_shuffle(padded.contiguous(), 2), reflect_pad(F.pixel_shuffle(up, 2), 4))
+    for t in (up, up.bfloat16(), up.contiguous(memory_format=torch.channels_last)):  # (the strided copy)
+        assert torch.equal(depth_to_space2(t), F.pixel_shuffle(t, 2))
 
 
 def test_bf16_fast_path_psnr_against_fp32(nets, clip_frames):

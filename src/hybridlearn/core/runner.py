@@ -23,6 +23,7 @@ from hybridlearn.core.checkpoint import check_fits
 from hybridlearn.core.cli import is_multirun, load_entry, overrides
 from hybridlearn.core.errors import ConfigError, HybridlearnError, report_error
 from hybridlearn.core.logs import route_library_logs
+from hybridlearn.core.memory import keep_freed_memory
 from hybridlearn.core.results import to_number, write_results
 from hybridlearn.core.runs import prepare
 from hybridlearn.core.trainer import TrainerFactory, finish_loggers
@@ -168,6 +169,7 @@ def _start(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> None:
         )
     output_dir.mkdir(parents=True, exist_ok=True)
     write_results_rank0(output_dir, status="running", pid=os.getpid(), **record)
+    keep_freed_memory(cfg.get("malloc_keep_mb"))  # before the run's tensors (core/memory.py)
     if cfg.get("print_config"):
         print(OmegaConf.to_yaml(cfg, resolve=False), end="", flush=True)
     if cfg.get("seed") is not None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import torch
 
+from hybridlearn.core.memory import DEFAULT_KEEP_MB, keep_freed_memory
 from hybridlearn.core.trainer import build_trainer
 from hybridlearn.style.model import StyleTransfer
 from hybridlearn.style.video import VideoFramesDataModule
@@ -28,12 +29,16 @@ def stylize(
     accelerator: str = "auto",
     progress: bool = True,
     mirrors: list | str | None = None,
+    malloc_keep_mb: int | None = DEFAULT_KEEP_MB,
 ) -> dict[str, Any]:
     """Stylize a video (or an image) file; returns the run's results (frames, flicker, fps...).
 
     `style` may be a path, an http(s) URL or a known painting; known files missing from DATA_DIR
     (default ./data, as the command line) are downloaded, from `mirrors` first (style/sources.py).
+    malloc_keep_mb: as the command line's key, freed memory glibc keeps for reuse, for the whole
+    process (core/memory.py; None: leave malloc alone).
     """
+    keep_freed_memory(malloc_keep_mb)
     data_dir = os.environ.get("DATA_DIR") or "data"
     dm = VideoFramesDataModule(path=str(input), data_dir=data_dir, **{"mirrors": mirrors, **(data or {})})
     module = StyleTransfer(style_image=str(style), data_dir=data_dir, **{"mirrors": mirrors, **(model or {})})

@@ -478,6 +478,8 @@ class StyleTransformer(nn.Module):
         x = self._residuals(x, cin)
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         x = cin(self.expand_conv1(x), "expand_conv1", False)
-        x = cin(conv(pad_replicate1(x, relu=True), "expand_conv2"), "expand_conv2", False, phases=4)  # 8 ch as 32 at H/2
+        x = cin(
+            conv(pad_replicate1(x, relu=True), "expand_conv2"), "expand_conv2", False, phases=4
+        )  # 8 ch as 32 at H/2
         x = cin(conv(reflect_pad4_s2d(x, relu=True), "expand_conv3"), "expand_conv3", False, phases=4)
         return depth_to_space2(x.sigmoid_())

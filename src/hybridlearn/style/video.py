@@ -245,14 +245,15 @@ class VideoFrameStream(IterableDataset):
             self.pending_warnings = []
 
     def _batches(self):
-        b = self.batch_size
-        buf = np.empty((b, self.info.out_height, self.info.out_width, 3), np.uint8)
-        pts = np.empty(b, np.int64)
-        n = 0
+        """Batches of `batch_size` frames; each frame is copied once, into its batch's own array."""
+        b, n = self.batch_size, 0
         self.decoded = 0
         for p, arr in self._frames():
             if self.max_frames is not None and self.decoded >= self.max_frames:
                 break
+            if n == 0:  # a fresh array per batch: the one handed out is never written again
+                buf = np.empty((b, self.info.out_height, self.info.out_width, 3), np.uint8)
+                pts = np.empty(b, np.int64)
             buf[n], pts[n] = arr, p
             n += 1
             self.decoded += 1
@@ -265,8 +266,8 @@ class VideoFrameStream(IterableDataset):
     def _batch(self, buf, pts, n):
         start = self.decoded - n
         return {
-            "frames": torch.from_numpy(buf[:n].copy()),
-            "pts": torch.from_numpy(pts[:n].copy()),
+            "frames": torch.from_numpy(buf[:n]),
+            "pts": torch.from_numpy(pts[:n]),
             "index": torch.arange(start, start + n),
         }
 

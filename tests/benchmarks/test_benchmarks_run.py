@@ -59,5 +59,12 @@ def test_bench_startup_smallest(tmp_path):
 
 
 def test_bench_style_video_smallest(tmp_path, data_dir):
-    out = bench(["bench_style_video.py", "--smoke"], tmp_path)
-    assert "|" in out
+    out = bench(["bench_style_video.py", "--smoke", "--baseline", "malloc_keep_mb=null"], tmp_path)
+    assert "|" in out and "Default / baseline pipeline frames/s" in out
+
+
+def test_exp_style_int8_smallest(tmp_path, data_dir):
+    md = tmp_path / "int8.md"
+    bench(["exp_style_int8.py", "--frames", "1", "--batch", "1", "--rounds", "1", "--out", str(md)], tmp_path)
+    text = md.read_text()
+    assert "| int8 (every conv) |" in text and text.count("| residual") == 10 + 1  # 10 activations + the conv row

@@ -222,6 +222,18 @@ def test_reflect_pad_channels_last_matches_torch(p, dtype):
     assert torch.equal(y, F.pad(x.contiguous(), (p, p, p, p), mode="reflect"))
 
 
+@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
+def test_paddings_apply_relu_in_the_copy(fmt):
+    """relu=True pads relu(x): the ReLU before a padded conv costs no pass of its own."""
+    x = torch.randn(2, 8, 6, 10).contiguous(memory_format=fmt)
+    for pad in (lambda t, r: reflect_pad(t, 1, r), lambda t, r: reflect_pad(t, 4, r), pad_top_left, pad_replicate1):
+        y = pad(x, True)
+        assert torch.equal(y, pad(x.relu(), False))
+        assert y.is_contiguous(memory_format=fmt) and float(y.min()) == 0.0
+    assert torch.equal(reflect_pad4_s2d(x, True), reflect_pad4_s2d(x.relu()))
+    assert torch.equal(reflect_pad(x, 0, True), x.relu())
+
+
 def test_fused_norm_subpixel_and_channels_last_match_fp32_reference(nets, clip_frames):
     ref = run_transformer(nets, clip_frames, fused=False)
     for cl in (False, True):

@@ -59,11 +59,12 @@ def clip_frames(n: int, step: int = 30) -> torch.Tensor:
 
 class QConv:
     """One convolution in int8 (oneDNN): per-channel int8 weights, uint8 input with (scale, zero
-    point), fp32 output; VALID padding (the caller pads)."""
+    point), fp32 output; VALID padding (the caller pads). `w`: the fp32 weights (the ablation's)."""
 
     def __init__(self, w: torch.Tensor, b: torch.Tensor, stride: int = 1):
-        w = w.detach().float().clone()  # (copies: prepare() casts the module's own tensors later)
-        self.b, self.stride = b.detach().float().clone(), [stride, stride]
+        # (copies: prepare() casts the module's own tensors later)
+        self.w, self.b, self.stride = w.detach().float().clone(), b.detach().float().clone(), [stride, stride]
+        w = self.w
         self.ws = w.abs().amax(dim=(1, 2, 3)).clamp_min(1e-12) / 127
         self.qw = (w / self.ws[:, None, None, None]).round().clamp(-127, 127).to(torch.int8)
         self.wzp = torch.zeros(w.shape[0], dtype=torch.long)
@@ -105,25 +106,13 @@ class Int8Transformer:
                 self.convs.append(QConv(c.weight, c.bias))
         self.convs += [QConv(t.expand_conv1.weight, t.expand_conv1.bias), QConv(*k["expand_conv2"])]
         self.convs.append(QConv(*k["expand_conv3"]))
-        self.float_w = [  # fp32 copies for the ablation
-            w.detach().float().clone()
-            for w in [
-                k["contract_conv1"][0],
-                k["contract_conv2"][0],
-                t.contract_conv3.weight,
-                *(t.get_submodule(f"residual{i}_conv{j}").weight for i in range(1, 6) for j in (1, 2)),
-                t.expand_conv1.weight,
-                k["expand_conv2"][0],
-                k["expand_conv3"][0],
-            ]
-        ]
         self.exact: set[int] | None = None
 
     def _conv(self, i: int, x: torch.Tensor, pad, relu: bool = False, signed: bool = False) -> torch.Tensor:
         """conv i on activation x (float), padded by `pad`; activation i - 1 is x (0: the frames)."""
         if self.exact is not None and (i == 0 or i - 1 in self.exact):
             c = self.convs[i]
-            y = F.conv2d(pad(x.float()), self.float_w[i], c.b, c.stride)
+            y = F.conv2d(pad(x.float()), c.w, c.b, c.stride)
             return y.relu_() if relu else y
         if i == 0:  # the frames are uint8 already: scale 1/255 is exact
             return self.convs[0](pad(x), 1 / 255, 0, relu)

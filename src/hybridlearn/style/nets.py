@@ -133,8 +133,8 @@ def reflect_pad(x: torch.Tensor, p: int, relu: bool = False) -> torch.Tensor:
         return F.pad(x.relu() if relu else x, (p, p, p, p), mode="reflect")
     b, c, h, w = x.shape
     out = torch.empty((b, c, h + 2 * p, w + 2 * p), dtype=x.dtype, memory_format=torch.channels_last)
-    _fill(out[:, :, p:-p, p:-p], x, relu)
-    src = out[:, :, p:-p, p:-p]
+    src = out[:, :, p:-p, p:-p]  # (relu(x) with `relu`: the borders copy from it)
+    _fill(src, x, relu)
     out[:, :, :p, p:-p] = src[:, :, 1 : p + 1].flip(2)
     out[:, :, -p:, p:-p] = src[:, :, -p - 1 : -1].flip(2)
     out[:, :, :, :p] = out[:, :, :, p + 1 : 2 * p + 1].flip(3)  # the corners come with the columns
@@ -478,8 +478,7 @@ class StyleTransformer(nn.Module):
         x = self._residuals(x, cin)
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
         x = cin(self.expand_conv1(x), "expand_conv1", False)
-        x = cin(
-            conv(pad_replicate1(x, relu=True), "expand_conv2"), "expand_conv2", False, phases=4
-        )  # 8 ch as 32 at H/2
+        # 8 ch as 32 at H/2
+        x = cin(conv(pad_replicate1(x, relu=True), "expand_conv2"), "expand_conv2", False, phases=4)
         x = cin(conv(reflect_pad4_s2d(x, relu=True), "expand_conv3"), "expand_conv3", False, phases=4)
         return depth_to_space2(x.sigmoid_())

@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import compose_cfg
 from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.checkpoint import CLASS_KEY, check_class, read_checkpoint
@@ -29,6 +30,7 @@ from hybridlearn.core.errors import ConfigError, DataError, one_line_errors, rep
 from hybridlearn.core.io import atomic_output, write_json_atomic, write_text_atomic
 from hybridlearn.core.results import to_number, write_results, write_table
 from hybridlearn.core.stats import expected_calibration_error, wilson_interval
+from hybridlearn.core.trainer import build_trainer
 
 
 # ----------------------------------------------------------------------------- checkers
@@ -241,3 +243,20 @@ def test_read_checkpoint_one_line_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"gan.ckpt holds MLPGAN, not NotWeights; give a checkpoint of this"):
         check_class(ck, NotWeights, tmp_path / "gan.ckpt")
     check_class({"state_dict": {}}, NotWeights, "x.ckpt")  # untagged (older) checkpoints pass
+
+
+@pytest.mark.parametrize("deterministic", [False, True])
+def test_trainer_deterministic_setting_reaches_torch(tmp_path, deterministic):
+    """trainer.deterministic=false skips Lightning's call only while torch's flag is already off (the
+    call would import torch._inductor for nothing): a flag left on by an earlier run is still reset."""
+    cfg = compose_cfg(["experiment=lenet_mnist", f"trainer.deterministic={str(deterministic).lower()}"], tmp_path)
+    before = torch.are_deterministic_algorithms_enabled()
+    try:
+        torch.use_deterministic_algorithms(not deterministic)
+        build_trainer(cfg, tmp_path)
+        assert torch.are_deterministic_algorithms_enabled() is deterministic
+        torch.use_deterministic_algorithms(False)
+        build_trainer(cfg, tmp_path)
+        assert torch.are_deterministic_algorithms_enabled() is deterministic
+    finally:
+        torch.use_deterministic_algorithms(before)

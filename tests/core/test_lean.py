@@ -6,6 +6,7 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 import importlib.util
+import subprocess
 import sys
 
 import pytest
@@ -13,7 +14,7 @@ from omegaconf import OmegaConf
 
 from hybridlearn.core.config import validate
 from hybridlearn.core.errors import ConfigError
-from hybridlearn.core.lean import hidden_packages
+from hybridlearn.core.lean import deferred_dynamo, hidden_packages
 
 
 @pytest.fixture
@@ -53,3 +54,74 @@ def test_skip_imports_must_be_a_list_of_package_names(bad):
     with pytest.raises(ConfigError, match="skip_imports"):
         validate(cfg)
     validate(OmegaConf.create({"task": "fit", "seed": 1, "skip_imports": ["scipy", "torchvision"]}))
+
+
+# ------------------------------------------------------------------------------ defer_dynamo
+DEFERRED_RUN_FLOW = """
+import sys, torch
+from hybridlearn.core.lean import deferred_dynamo, hidden_packages
+with hidden_packages(["torchvision"]), deferred_dynamo():
+    stand_in = sys.modules["torch._dynamo"]
+    import hybridlearn.core.runner
+
+    @torch.compiler.disable  # as Lightning marks its logging methods
+    def traced(x):  # 1 where torch.compile traces it, 0 where it runs as plain Python
+        return x + (1 if torch.compiler.is_compiling() else 0)
+print("AFTER_IMPORT", "torch._dynamo" in sys.modules, sorted(n for n in stand_in.asked if not n.startswith("__")))
+print("EAGER", traced(torch.zeros(1)).item())
+
+import lightning as L
+from lightning.fabric.wrappers import _unwrap_compiled
+from lightning.pytorch.utilities.compile import _maybe_unwrap_optimized  # what Trainer.fit/predict call
+class Net(L.LightningModule):
+    def forward(self, x):
+        return x + 1
+
+net = Net()
+print("PLAIN", _unwrap_compiled(net)[0] is net, _maybe_unwrap_optimized(net) is net)
+compiled = torch.compile(net, backend="eager")  # imports the real torch._dynamo
+print("COMPILED", _unwrap_compiled(compiled)[0] is net, _maybe_unwrap_optimized(compiled) is net)
+print("IN_COMPILED", torch.compile(lambda x: traced(x) * 1, backend="eager")(torch.zeros(1)).item())
+"""
+
+
+def test_deferred_dynamo_keeps_it_out_of_the_import_and_defers_to_it_after():
+    """In a fresh interpreter (the tests' own has torch._dynamo loaded): the run flow imports without
+    torch._dynamo, asking the stand-in only its two names; afterwards compiled models are recognized
+    by Lightning and a function marked with torch.compiler.disable in the window is not traced."""
+    p = subprocess.run([sys.executable, "-c", DEFERRED_RUN_FLOW], capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr[-2000:]
+    out = dict(line.split(" ", 1) for line in p.stdout.splitlines() if line[:1].isupper())
+    assert out["AFTER_IMPORT"] == "False ['OptimizedModule', 'disable']"
+    assert out["EAGER"] == "0.0"
+    assert out["PLAIN"] == "True True"
+    assert out["COMPILED"] == "True True"
+    assert out["IN_COMPILED"] == "0.0"  # not traced (without the decorator: 1.0)
+
+
+def test_deferred_dynamo_leaves_a_loaded_dynamo_alone():
+    import torch._dynamo  # noqa: F401  (loaded in the tests' interpreter anyway)
+
+    real = sys.modules["torch._dynamo"]
+    with deferred_dynamo():
+        assert sys.modules["torch._dynamo"] is real
+    with deferred_dynamo(enabled=False):
+        assert sys.modules["torch._dynamo"] is real
+
+
+def test_deferred_dynamo_names_the_fix_when_an_import_needs_the_real_module():
+    code = (
+        "from hybridlearn.core.lean import deferred_dynamo\n"
+        "with deferred_dynamo():\n"
+        "    import torch._dynamo.utils  # what torchvision.ops does\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert p.returncode != 0
+    assert "ConfigError: defer_dynamo=true, but an import needs torch._dynamo itself" in p.stderr
+    assert "set defer_dynamo=false, or list the package that imports it in skip_imports" in p.stderr
+
+
+@pytest.mark.parametrize("bad", ["yes", 1, None])
+def test_defer_dynamo_must_be_a_bool(bad):
+    with pytest.raises(ConfigError, match="defer_dynamo"):
+        validate(OmegaConf.create({"task": "fit", "seed": 1, "defer_dynamo": bad}))

@@ -98,6 +98,8 @@ NOT_ON_THE_STYLIZE_PATH = (
     "tflite",  # the converter's parser: the converted weights are cached
     "ai_edge_litert",
     "tensorflow",
+    "torch._dynamo",  # defer_dynamo (core/lean.py) and trainer.deterministic=false (core/trainer.py): 1.4 s
+    "torch._inductor",
 )
 
 

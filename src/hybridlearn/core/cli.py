@@ -29,7 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hybridlearn.core.config import conf_dir
 from hybridlearn.core.errors import ConfigError, one_line_errors
-from hybridlearn.core.lean import hidden_packages
+from hybridlearn.core.lean import deferred_dynamo, hidden_packages
 from hybridlearn.core.results import to_number
 
 # The run flow, loaded by name once the config is known to be good (it imports torch and Lightning).
@@ -84,7 +84,8 @@ def load_entry(spec: str) -> Callable[..., Any]:
 
 def objective(cfg: DictConfig) -> float | None:
     """The Hydra task function: run the job; return `optimized_metric` for sweepers (Optuna)."""
-    with hidden_packages(cfg.get("skip_imports") or ()):  # what Lightning would import for nothing (core.lean)
+    # what Lightning would import for nothing (core.lean)
+    with hidden_packages(cfg.get("skip_imports") or ()), deferred_dynamo(cfg.get("defer_dynamo", False)):
         runner = load_entry(RUNNER)
     metrics = runner(cfg)
     key = cfg.get("optimized_metric")

@@ -114,6 +114,7 @@ def validate(cfg: DictConfig) -> None:
         check_names(skip or [])
     except ValueError as e:
         raise ConfigError(f"skip_imports: {e}; give a list of top-level package names, e.g. [scipy]") from None
+    check_bool("defer_dynamo", cfg.get("defer_dynamo", False))
     if cfg.get("malloc_keep_mb") is not None:
         check_int("malloc_keep_mb", cfg.malloc_keep_mb, 0, 1 << 20)
     if not isinstance(cfg.get("seed"), int) and cfg.get("seed") is not None:

@@ -1,21 +1,32 @@
-"""Optional packages kept out of a run's start-up: the `skip_imports` list of the config.
+"""What a run's start-up leaves out of the run flow's import (`core.runner`: Lightning, torchmetrics).
 
-`import lightning` imports torchmetrics, and torchmetrics imports every optional package it finds
-installed: scipy.signal, torchvision (its models and ops), matplotlib. On two cores that was about
-1.3 s of the `stylize` command's 5.4 s to its first frame, for metrics a run never computes. A run
-that lists them imports the run flow (`core.runner`: Lightning, torchmetrics) while they look not
-installed, to the import system and to importlib.metadata, so torchmetrics leaves out the metrics
-that need them. Afterwards they import as usual; torchmetrics keeps its answer for the process.
+`skip_imports`: `import lightning` imports torchmetrics, and torchmetrics imports every optional
+package it finds installed: scipy.signal, torchvision (its models and ops), matplotlib. On two cores
+that was about 1.3 s of the `stylize` command's 5.4 s to its first frame, for metrics a run never
+computes. A run that lists them imports the run flow while they look not installed, to the import
+system and to importlib.metadata, so torchmetrics leaves out the metrics that need them. Afterwards
+they import as usual; torchmetrics keeps its answer for the process.
+
+`defer_dynamo`: Lightning (2.6.6, fabric/wrappers.py) imports torch._dynamo at import time, only to
+recognize compiled models and to mark two logging methods as not compiled; that is ~1.1 s of a
+2-core start-up (torch itself stopped importing it, pytorch/pytorch#162595). While the run flow is
+imported, torch._dynamo is a stand-in that has just those two names, both deferring to the real
+module once anything (torch.compile) imports it. torchvision needs the real module at import, so
+this pays only beside `skip_imports: [torchvision, ...]` (style_video); otherwise it is a clear error.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.metadata
 import re
 import sys
+import types
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+
+from hybridlearn.core.errors import ConfigError
 
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -65,3 +76,91 @@ def hidden_packages(names: Iterable[str]) -> Iterator[None]:
         yield
     finally:
         sys.meta_path.remove(finder)
+
+
+# ------------------------------------------------------------------------------ torch._dynamo
+_DYNAMO = "torch._dynamo"
+
+
+def _real_optimized_module() -> type | None:
+    """torch._dynamo's OptimizedModule once torch._dynamo itself is imported, else None."""
+    mod = sys.modules.get(_DYNAMO)
+    return None if mod is None or isinstance(mod, _DynamoStandIn) else getattr(mod, "OptimizedModule", None)
+
+
+class _DeferredCheck(type):
+    """isinstance/issubclass against the real OptimizedModule once it exists. Before torch._dynamo
+    is imported nothing can be one (torch.compile imports it), so the answer is no, without importing."""
+
+    def __instancecheck__(cls, obj) -> bool:
+        real = _real_optimized_module()
+        return real is not None and isinstance(obj, real)
+
+    def __subclasscheck__(cls, sub) -> bool:
+        real = _real_optimized_module()
+        return real is not None and issubclass(sub, real)
+
+
+class OptimizedModule(metaclass=_DeferredCheck):
+    """What Lightning's `from torch._dynamo import OptimizedModule` gets inside `deferred_dynamo()`."""
+
+
+def _deferred_disable(fn=None, recursive=True, *, reason=None):
+    """torch.compiler.disable (Lightning decorates two logging methods with it at import): the function
+    runs as is until torch._dynamo is imported, and from then on through torch._dynamo.disable.
+    Only what torch.compile traces is affected, and nothing is compiled before that import."""
+    if fn is None:
+        return functools.partial(_deferred_disable, recursive=recursive, reason=reason)
+    disabled = None
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        nonlocal disabled
+        if disabled is None:
+            mod = sys.modules.get(_DYNAMO)
+            if mod is None or isinstance(mod, _DynamoStandIn):
+                return fn(*args, **kwargs)
+            disabled = mod.disable(fn, recursive, reason=reason)
+        return disabled(*args, **kwargs)
+
+    return wrapper
+
+
+class _DynamoStandIn(types.ModuleType):
+    """torch._dynamo while the run flow is imported: OptimizedModule and disable, and nothing else,
+    so whatever else an import asks of it fails loudly (`asked`: what was asked, for the tests)."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.asked: set[str] = set()
+
+    def __getattr__(self, name: str):
+        self.asked.add(name)
+        if name == "OptimizedModule":
+            return OptimizedModule
+        if name == "disable":
+            return _deferred_disable
+        raise AttributeError(f"{_DYNAMO} is deferred while the run flow is imported (defer_dynamo); {name!r} asked")
+
+
+@contextmanager
+def deferred_dynamo(enabled: bool = True) -> Iterator[None]:
+    """Within the block, `torch._dynamo` is the stand-in (unless already imported); afterwards
+    `import torch._dynamo` imports the real module, and the stand-in's two names defer to it."""
+    if not enabled or _DYNAMO in sys.modules:
+        yield
+        return
+    stand_in = _DynamoStandIn(_DYNAMO)
+    sys.modules[_DYNAMO] = stand_in
+    try:
+        yield
+    except Exception as e:  # ImportError, AttributeError, or either worded by core.cli.load_entry
+        if _DYNAMO not in str(e):
+            raise
+        raise ConfigError(
+            f"defer_dynamo=true, but an import needs torch._dynamo itself ({e}); set defer_dynamo=false, "
+            "or list the package that imports it in skip_imports (torchvision does)"
+        ) from e
+    finally:
+        if sys.modules.get(_DYNAMO) is stand_in:
+            del sys.modules[_DYNAMO]

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
@@ -89,12 +90,21 @@ def build_trainer(
         cbs = [cb for cb in cbs if not isinstance(cb, ProgressBar)]
     if not loggers:
         cbs = [cb for cb in cbs if not isinstance(cb, LearningRateMonitor)]
+    if settings.get("deterministic") is False and _deterministic_off():
+        # Lightning would call torch.use_deterministic_algorithms(False): a no-op here, that imports
+        # torch._inductor and torch._dynamo (1.4 s of a 2-core start-up)
+        trainer_overrides["deterministic"] = None
     trainer: L.Trainer = instantiate(
         sub.trainer, callbacks=cbs, logger=loggers or False, default_root_dir=str(output_dir), **trainer_overrides
     )
     for lg in trainer.loggers:  # fast_dev_run swaps the loggers for dummies: start no real run then
         lg.log_hyperparams(OmegaConf.to_container(sub, resolve=True, throw_on_missing=False))
     return trainer
+
+
+def _deterministic_off() -> bool:
+    """torch's deterministic-algorithms flag is off and inductor's copy of it was never set."""
+    return not torch.are_deterministic_algorithms_enabled() and "torch._inductor.config" not in sys.modules
 
 
 class TrainerFactory:

@@ -82,10 +82,14 @@ def hidden_packages(names: Iterable[str]) -> Iterator[None]:
 _DYNAMO = "torch._dynamo"
 
 
-def _real_optimized_module() -> type | None:
-    """torch._dynamo's OptimizedModule once torch._dynamo itself is imported, else None."""
+def _real_dynamo() -> types.ModuleType | None:
+    """torch._dynamo once it is really imported (not the stand-in), else None."""
     mod = sys.modules.get(_DYNAMO)
-    return None if mod is None or isinstance(mod, _DynamoStandIn) else getattr(mod, "OptimizedModule", None)
+    return None if mod is None or isinstance(mod, _DynamoStandIn) else mod
+
+
+def _real_optimized_module() -> type | None:
+    return getattr(_real_dynamo(), "OptimizedModule", None)
 
 
 class _DeferredCheck(type):
@@ -117,8 +121,8 @@ def _deferred_disable(fn=None, recursive=True, *, reason=None):
     def wrapper(*args, **kwargs):
         nonlocal disabled
         if disabled is None:
-            mod = sys.modules.get(_DYNAMO)
-            if mod is None or isinstance(mod, _DynamoStandIn):
+            mod = _real_dynamo()
+            if mod is None:
                 return fn(*args, **kwargs)
             disabled = mod.disable(fn, recursive, reason=reason)
         return disabled(*args, **kwargs)

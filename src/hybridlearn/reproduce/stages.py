@@ -328,13 +328,14 @@ def run_reproduce(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -
             env.get("OMP_NUM_THREADS") or os.environ["OMP_NUM_THREADS"],
         )
     t_start = time.time()
-    state = {"measured": 0.0, "predicted": 0.0}  # seconds run / expected: the machine's speed
+    measured = predicted = 0.0  # seconds run / expected for the stages that ran: the machine's speed
     summary: dict[str, Any] = {}
     failed: list[str] = []
     lock = threading.Lock()
     stop = threading.Event()
 
     def finish_stage(stage: str, outcomes: dict[str, dict], took: float) -> None:
+        nonlocal measured, predicted
         states = [o["state"] for o in outcomes.values()]
         optional = {r.name for r in plan.runs[stage] if r.optional}
         bad = [f"{n}: {o['error']}" for n, o in outcomes.items() if not o["ok"]]
@@ -342,12 +343,9 @@ def run_reproduce(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -
         with lock:
             failed.extend(fatal)
             if any(s != "skipped" for s in states) and not fatal:  # the stage's time says how fast this machine is
-                state["measured"] += took
-                state["predicted"] += (
-                    float(expected.get(stage, 0)) * sum(s != "skipped" for s in states) / max(len(states), 1)
-                )
-            m, p = state["measured"], state["predicted"]
-            speed = min(max(m / p, 0.25), 4.0) if p > 0 else 1.0
+                measured += took
+                predicted += float(expected.get(stage, 0)) * sum(s != "skipped" for s in states) / max(len(states), 1)
+            speed = min(max(measured / predicted, 0.25), 4.0) if predicted > 0 else 1.0
             finished = set(summary) | {stage}
             left = speed * max(sum(float(expected.get(s, 0)) for s in lane if s not in finished) for lane in lanes)
             rest = [s for s in stages if s not in finished]

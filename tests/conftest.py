@@ -24,6 +24,9 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 from wandb.proto import wandb_internal_pb2 as pb
 
+from hybridlearn.core.conf import register_core
+from hybridlearn.core.settings import load_settings
+
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
 # Absolute, so subprocesses started from other folders see the same data (CI passes a relative path).
@@ -88,6 +91,8 @@ def data_dir() -> Path:
 
 def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose conf/train.yaml like `python train.py <overrides>` would, writing into output_dir."""
+    register_core()
+    load_settings()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         cfg = compose("train", overrides=list(overrides), return_hydra_config=True)

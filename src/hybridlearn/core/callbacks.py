@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from pathlib import Path
 from typing import Any
@@ -62,15 +63,30 @@ class RNGStateCallback(L.Callback):
 
 
 class FiniteLoss(L.Callback):
-    """Stops the run, as failed, at the first loss that is NaN or infinite: the step and the metric in
-    one line, instead of a run that ends "completed" with nan everywhere."""
+    """Stops the run, as failed, at the first loss that is NaN or infinite, or that has grown
+    `divergence_factor` times over the run's first training loss (lr=1e6 ends "completed" with a test
+    loss of 1e32 otherwise): the step and the metric in one line."""
 
-    @staticmethod
-    def _check(name: str, value: Any, trainer: L.Trainer) -> None:
-        if isinstance(value, torch.Tensor) and value.numel() == 1 and not torch.isfinite(value).item():
+    def __init__(self, divergence_factor: float | None = 1e6):
+        self.divergence_factor = divergence_factor
+        self.first: float | None = None  # the first training loss of this fit (or of the resumed part)
+
+    def _check(self, name: str, value: Any, trainer: L.Trainer) -> None:
+        if not (isinstance(value, torch.Tensor) and value.numel() == 1):
+            return
+        v = value.detach().float().item()
+        where = f"at step {trainer.global_step} (epoch {trainer.current_epoch})"
+        if not math.isfinite(v):
             raise TrainingError(
-                f"{name} is {value.item()} at step {trainer.global_step} (epoch {trainer.current_epoch}); "
-                "training diverged: lower the learning rate (model.lr) or check the data"
+                f"{name} is {v} {where}; training diverged: lower the learning rate (model.lr) or check the data"
+            )
+        if self.first is None and name == "train/loss":
+            self.first = abs(v)
+        limit = None if self.divergence_factor is None or not self.first else self.divergence_factor * self.first
+        if limit is not None and abs(v) > limit:
+            raise TrainingError(
+                f"{name} is {v:.3g} {where}, {self.divergence_factor:g}x its first value {self.first:.3g}; training "
+                "diverged: lower the learning rate (model.lr), or raise callbacks.finite_loss.divergence_factor"
             )
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, *args: Any) -> None:

@@ -8,11 +8,13 @@ from typing import Any, TypeVar
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 
+from hybridlearn.core.ckptfile import CLASS_KEY, CONFIG_KEY, EPOCHS_KEY, read_info
+from hybridlearn.core.config import plain
 from hybridlearn.core.errors import ConfigError, DataError
 
 M = TypeVar("M", bound=L.LightningModule)
-CLASS_KEY = "hybridlearn_class"  # written by every module through ClassTagCallback (below)
 
 
 def class_name(obj_or_cls: Any) -> str:
@@ -20,28 +22,38 @@ def class_name(obj_or_cls: Any) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
 
 
+def instantiate_module(config: Any) -> Any:
+    """The LightningModule (or network) a config describes, built by Hydra, with the config kept on it
+    (`hybridlearn_config`) so its checkpoints can rebuild it: networks handed to a module are objects,
+    which Lightning's hyperparameters cannot hold."""
+    module = instantiate(config)
+    module.hybridlearn_config = plain(config)
+    return module
+
+
 class ClassTagCallback(L.Callback):
-    """Writes the LightningModule's class into every checkpoint, so loading a checkpoint of another
-    experiment fails with one line naming what it holds (check_fits)."""
+    """Writes into every checkpoint the LightningModule's class (loading a checkpoint of another
+    experiment fails with one line naming what it holds), the config it was built from, and the
+    fit's max_epochs (a resume must keep the length its learning-rate schedule was planned for)."""
 
     def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]) -> None:
         checkpoint[CLASS_KEY] = class_name(pl_module)
+        checkpoint[EPOCHS_KEY] = trainer.max_epochs
+        config = getattr(pl_module, "hybridlearn_config", None)
+        if config is not None:
+            checkpoint[CONFIG_KEY] = config
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:
-    """The checkpoint dict at `path`, read with `weights_only=True` (nothing in it can run code)."""
+    """The checkpoint dict at `path`, read with `weights_only=True` (nothing in it can run code), after
+    core.ckptfile has read it without torch (one line for a file that is no checkpoint, or holds code)."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise ConfigError(f"{what} {path} is not a file; give a .ckpt (e.g. <run>/checkpoints/last.ckpt)")
+    read_info(path, what)
     try:
         ck = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling/format error means "not a checkpoint we can read"
-        if "Unsupported global" in str(e):
-            # PyTorch's own message suggests weights_only=False: the one thing not to do with an untrusted file
-            raise DataError(
-                f"{what} {path} holds Python objects other than weights and plain values; it was refused "
-                "because loading it could run code. Use a checkpoint written by this project"
-            ) from None
         first = (str(e).strip().splitlines() or [""])[0][:200]
         raise DataError(f"{what} {path} is not a readable PyTorch checkpoint ({type(e).__name__}: {first})") from None
     if not isinstance(ck, dict) or not isinstance(ck.get("state_dict"), dict):
@@ -67,11 +79,17 @@ def check_class(ck: dict[str, Any], cls: type, path: str | Path, what: str = "ch
 
 
 def load_module(cls: type[M], path: str | Path, what: str = "checkpoint", **kwargs: Any) -> M:
-    """`cls.load_from_checkpoint(path, weights_only=True)` after checking the file and its class;
+    """The module a checkpoint holds, after checking the file and its class: rebuilt from the config it
+    keeps (instantiate_module) when it has one, else `cls.load_from_checkpoint(path, weights_only=True)`;
     mismatched weights (a checkpoint of another model) give one line instead of a state_dict dump."""
     ck = read_checkpoint(path, what)
     check_class(ck, cls, path, what)
     try:
+        if ck.get(CONFIG_KEY) and not kwargs:
+            module = instantiate_module(ck[CONFIG_KEY])
+            module.load_state_dict(ck["state_dict"])
+            module.on_load_checkpoint(ck)
+            return module
         return cls.load_from_checkpoint(Path(path).expanduser(), map_location="cpu", weights_only=True, **kwargs)
     except (RuntimeError, KeyError, TypeError) as e:
         first = (str(e).strip().splitlines() or [""])[0][:160]

@@ -27,10 +27,11 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hybridlearn.core.conf import register_core
 from hybridlearn.core.config import conf_dir
 from hybridlearn.core.errors import ConfigError, one_line_errors
-from hybridlearn.core.lean import deferred_dynamo, hidden_packages
 from hybridlearn.core.results import to_number
+from hybridlearn.core.settings import group_options, load_settings
 
 # The run flow, loaded by name once the config is known to be good (it imports torch and Lightning).
 RUNNER = "hybridlearn.core.runner:run"
@@ -84,10 +85,7 @@ def load_entry(spec: str) -> Callable[..., Any]:
 
 def objective(cfg: DictConfig) -> float | None:
     """The Hydra task function: run the job; return `optimized_metric` for sweepers (Optuna)."""
-    # what Lightning would import for nothing (core.lean)
-    with hidden_packages(cfg.get("skip_imports") or ()), deferred_dynamo(cfg.get("defer_dynamo", False)):
-        runner = load_entry(RUNNER)
-    metrics = runner(cfg)
+    metrics = load_entry(RUNNER)(cfg)
     key = cfg.get("optimized_metric")
     if not key:
         return None
@@ -98,7 +96,8 @@ def objective(cfg: DictConfig) -> float | None:
 
 
 # ---------------------------------------------------------------------------------------- argv
-_GROUP_ARG = re.compile(r"^\+?(?P<group>[a-z_]+(?:/[a-z_]+)*)=(?P<value>[\w,\-]+)$")
+_GROUP_ARG = re.compile(r"^\+?(?P<group>[a-z_]+(?:/[a-z_]+)*)=(?P<value>[^=]*)$")
+MULTIRUN_FLAGS = ("-m", "--multirun")
 
 
 def _bare_word(arg: str) -> bool:
@@ -106,9 +105,20 @@ def _bare_word(arg: str) -> bool:
     return "=" not in arg and not arg.startswith(("-", "~"))
 
 
+def known_options(group: str, conf: Path) -> list[str]:
+    """The options of a config group: YAML files under conf/ and settings registered in the ConfigStore."""
+    files = [p.stem for p in (conf / group).glob("*.yaml")] if (conf / group).is_dir() else []
+    return sorted(set(files) | set(group_options(group)))
+
+
 def check_argv(args: list[str], conf: Path) -> None:
     """One line for what Hydra would answer with a page: an unknown option of a config group
-    (`experiment=gan_mnst`, with the closest names) and an unquoted value with spaces or accents."""
+    (`experiment=gan_mnst`, with the closest names), an unquoted value with spaces or accents, and
+    `-m` after the overrides."""
+    for i, arg in enumerate(args):
+        if arg in MULTIRUN_FLAGS and any("=" in a and not a.startswith("-") for a in args[:i]):
+            rest = " ".join(args[:i] + args[i + 1 :])
+            raise ConfigError(f"{arg} must come before the overrides: python train.py {arg} {rest}")
     for i, arg in enumerate(args):
         prev = args[i - 1] if i else ""
         if _bare_word(arg) and "=" in prev and not prev.startswith("-"):
@@ -127,10 +137,13 @@ def check_argv(args: list[str], conf: Path) -> None:
                 f"the value of {key} has spaces or non-ASCII letters; quote it for Hydra: {key}='{value}'"
             )
         m = _GROUP_ARG.match(arg)
-        if not m or not (conf / m["group"]).is_dir():
-            continue
-        known = sorted(p.stem for p in (conf / m["group"]).glob("*.yaml"))
-        for name in m["value"].split(","):
+        if not m or m["group"].startswith("hydra/"):
+            continue  # Hydra's own groups (launchers, sweepers) are Hydra's plugins: Hydra names their options
+        known = known_options(m["group"], conf)
+        if not known:
+            continue  # a key, not a group
+        names = m["value"].strip("[]").split(",")
+        for name in names:
             if name not in known and name != "null":
                 close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
                 hint = f"did you mean {' or '.join(close)}?" if close else f"known: {', '.join(known)}"
@@ -145,6 +158,8 @@ def hydra_main(preset: list[str] | None = None) -> None:
         key = p.split("=", 1)[0]
         if not any(a.split("=", 1)[0].lstrip("+~") == key for a in sys.argv[1:]):
             sys.argv.insert(1, p)
+    register_core()
+    load_settings()
     conf = conf_dir()
     check_argv(sys.argv[1:], conf)
     # Hydra's own errors (an unknown key, a bad override) reach us instead of its multi-line report
@@ -156,14 +171,39 @@ def hydra_main(preset: list[str] | None = None) -> None:
         if user_full_error:
             raise
         raise ConfigError(one_line(e)) from None
+    finally:
+        if not user_full_error:
+            os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _sections(text: str) -> list[str]:
+    """A Hydra/OmegaConf message as lines, an indented list under a line ending in ':' folded into it
+    ("Available options in 'hydra/launcher': basic, joblib"); the config search path and OmegaConf's
+    indented key/type details are dropped (the key leads the line instead)."""
+    out: list[str] = []
+    items: list[str] = []
+    for ln in text.splitlines() + ["."]:
+        if ln.startswith(("\t", "    ")):
+            items.append(ln.strip())
+            continue
+        if items and out and out[-1].endswith(":"):
+            out[-1] += " " + ", ".join(items)
+        items = []
+        if ln.strip() and ln.strip() != "." and not ln.startswith("Config search path"):
+            out.append(ln.strip().rstrip("."))
+    return out
 
 
 def one_line(e: BaseException) -> str:
-    """Hydra's and OmegaConf's messages (several lines, a cause) as one line."""
-    parts = []
+    """Hydra's and OmegaConf's messages (several lines, a cause) as one line, the key first."""
+    parts: list[str] = []
     while e is not None and len(parts) < 3:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and not ln.startswith(("    ", "\t"))]
-        parts += [ln.rstrip(".") for ln in lines if ln.rstrip(".") not in parts]
+        key = getattr(e, "full_key", None)
+        lines = _sections(str(e))
+        if key and lines:
+            lines = [f"{key}: {lines[0]}"]
+            parts = [p for p in parts if not p.startswith("Error merging override")]
+        parts += [ln for ln in lines if ln not in parts]
         e = e.__cause__
     return "; ".join(parts)
 

@@ -19,7 +19,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig, OmegaConf
 
-from hybridlearn.core.checkpoint import check_fits
+from hybridlearn.core.checkpoint import check_fits, instantiate_module
 from hybridlearn.core.cli import is_multirun, load_entry, overrides
 from hybridlearn.core.errors import ConfigError, HybridlearnError, report_error
 from hybridlearn.core.logs import route_library_logs
@@ -62,7 +62,7 @@ def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningD
 def _standard_flow(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     ckpt_path = cfg.get("ckpt_path")
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate(cfg.model)
+    model: L.LightningModule = instantiate_module(cfg.model)
     if ckpt_path:  # before the Trainer exists: a bad file is one line, with nothing else printed
         check_fits(ckpt_path, model)
     if hasattr(model, "prepare_helpers"):  # models it needs (an FID classifier), before its own Trainer

@@ -20,13 +20,17 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 from omegaconf.errors import OmegaConfBaseException
 
+from hybridlearn.core.ckptfile import read_info
+from hybridlearn.core.conf import check_task_name
 from hybridlearn.core.config import validate
-from hybridlearn.core.errors import ConfigError, report_error
+from hybridlearn.core.errors import ConfigError, HybridlearnError, report_error
 from hybridlearn.core.logs import is_worker_process
 from hybridlearn.core.results import RESULTS
 
 LAST = "last"
-MAX_TASK_NAME = 100  # the run folder is <log_dir>/<task_name>/runs/<time>: keep it a sane file name
+# what makes a folder a run of ours (or one `make reproduce` prepared): any other non-empty folder is
+# someone's own, and a run never writes into it
+RUN_MARKERS = (RESULTS, ".hydra", "reproduce_run.json")
 
 
 def run_of(ckpt: str | Path) -> Path | None:
@@ -58,6 +62,10 @@ def check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
     """The run folder must be a folder we can create, and hold no run of its own unless resumed in place."""
     if run_dir.exists() and not run_dir.is_dir():
         raise ConfigError(f"hydra.run.dir={run_dir} is a file; give a folder (or leave it to the default)")
+    if run_dir.is_dir() and any(run_dir.iterdir()) and not any((run_dir / m).exists() for m in RUN_MARKERS):
+        raise ConfigError(
+            f"hydra.run.dir={run_dir} holds files that are not a run of this project; choose a new or empty folder"
+        )
     if (run_dir / RESULTS).exists() or (run_dir / "checkpoints").is_dir():
         resumed = run_of(ckpt_path) if ckpt_path else None
         if resumed is None or resumed != run_dir.resolve():
@@ -77,11 +85,7 @@ def check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
 
 def prepare(cfg: DictConfig, run_dir: Path | None) -> None:
     """Resolve `ckpt_path=last`, fix the W&B id, check the config and the run folder (in place)."""
-    task_name = str(cfg.get("task_name") or "")
-    if len(task_name) > MAX_TASK_NAME or "/" in task_name or "\\" in task_name:
-        raise ConfigError(
-            f"task_name must be a file name of at most {MAX_TASK_NAME} characters, without '/' (got {task_name[:40]!r}...)"
-        )
+    task_name = check_task_name(str(cfg.get("task_name") or ""))
     with read_write(cfg), open_dict(cfg):
         if cfg.get("ckpt_path") == LAST:
             cfg.ckpt_path = str(newest_last_ckpt(cfg.paths.log_dir, task_name))
@@ -94,8 +98,34 @@ def prepare(cfg: DictConfig, run_dir: Path | None) -> None:
             if old_id:
                 wandb.resume = "allow"  # continue that W&B run instead of starting another
     validate(cfg)
+    if cfg.get("ckpt_path"):
+        check_checkpoint(cfg)
     if run_dir is not None:
         check_run_dir(run_dir, cfg.get("ckpt_path"))
+
+
+def check_checkpoint(cfg: DictConfig) -> None:
+    """`ckpt_path` is a checkpoint of this run's model, and a resumed fit can follow its schedule;
+    read without torch (core.ckptfile), so a wrong file costs a fraction of a second."""
+    info = read_info(cfg.ckpt_path)
+    target = OmegaConf.select(cfg, "model._target_", default=None)
+    if target and not cfg.get("entry") and info.module_class and info.module_class != target:
+        theirs, ours = info.module_class.rsplit(".", 1)[-1], str(target).rsplit(".", 1)[-1]
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path} holds a {theirs}, not this experiment's {ours}; give a checkpoint of this experiment"
+        )
+    planned, epochs = info.planned_epochs, OmegaConf.select(cfg, "trainer.max_epochs", default=None)
+    if cfg.get("task", "fit") == "fit" and info.schedule_steps and planned and epochs != planned:
+        done = info.epoch is not None and info.epoch + 1 >= planned
+        raise ConfigError(
+            f"ckpt_path={cfg.ckpt_path}: its learning-rate schedule was planned for {planned} epoch(s) and cannot "
+            f"stretch to trainer.max_epochs={epochs}; "
+            + (
+                "the run has finished it: start a new run to train longer"
+                if done
+                else f"resume with trainer.max_epochs={planned}"
+            )
+        )
 
 
 def _fail(e: Exception) -> None:
@@ -111,7 +141,7 @@ class RunGuard(Callback):
             run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
             # a DDP worker reruns the command in the first process's run folder, checked and in use
             prepare(config, None if is_worker_process() else run_dir)
-        except ConfigError as e:
+        except HybridlearnError as e:
             _fail(e)
         except OmegaConfBaseException as e:  # an interpolation that cannot resolve, a wrong type
             _fail(ConfigError(str(e).splitlines()[0]))

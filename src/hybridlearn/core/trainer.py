@@ -8,24 +8,17 @@ The standard flow trains one model per run; a study (`entry:`) trains many, each
 from __future__ import annotations
 
 import re
-import sys
-import types
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
-import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hybridlearn.core.checkpoint import ClassTagCallback
-
-# TensorBoard event files need no TensorFlow, but where TensorFlow is installed (the `tf` extra)
-# tensorboard imports it on the first write (~5 s and absl's log lines) unless this marker exists.
-sys.modules.setdefault("tensorboard.compat.notf", types.ModuleType("tensorboard.compat.notf"))
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -90,21 +83,12 @@ def build_trainer(
         cbs = [cb for cb in cbs if not isinstance(cb, ProgressBar)]
     if not loggers:
         cbs = [cb for cb in cbs if not isinstance(cb, LearningRateMonitor)]
-    if settings.get("deterministic") is False and _deterministic_off():
-        # Lightning would call torch.use_deterministic_algorithms(False): a no-op here, that imports
-        # torch._inductor and torch._dynamo (1.4 s of a 2-core start-up)
-        trainer_overrides["deterministic"] = None
     trainer: L.Trainer = instantiate(
         sub.trainer, callbacks=cbs, logger=loggers or False, default_root_dir=str(output_dir), **trainer_overrides
     )
     for lg in trainer.loggers:  # fast_dev_run swaps the loggers for dummies: start no real run then
         lg.log_hyperparams(OmegaConf.to_container(sub, resolve=True, throw_on_missing=False))
     return trainer
-
-
-def _deterministic_off() -> bool:
-    """torch's deterministic-algorithms flag is off and inductor's copy of it was never set."""
-    return not torch.are_deterministic_algorithms_enabled() and "torch._inductor.config" not in sys.modules
 
 
 class TrainerFactory:
@@ -131,8 +115,11 @@ class TrainerFactory:
 
 
 def finish_loggers(trainer: L.Trainer | None, failed: bool = False) -> None:
-    """Close the W&B runs of `trainer` (marked failed when `failed`), so every model of a run or
-    sweep leaves one complete run."""
-    for lg in trainer.loggers if trainer is not None else []:
-        if isinstance(lg, WandbLogger) and lg._experiment is not None:
-            lg.experiment.finish(exit_code=1 if failed else 0)
+    """Close the W&B run of `trainer` (marked failed when `failed`), so every model of a run or sweep
+    leaves one complete run. A WandbLogger starts its run on first use; `wandb.run` is the active one."""
+    if trainer is None or not any(isinstance(lg, WandbLogger) for lg in trainer.loggers):
+        return
+    import wandb  # only where W&B is in use (its import is slow)
+
+    if wandb.run is not None:
+        wandb.run.finish(exit_code=1 if failed else 0)

@@ -12,20 +12,26 @@ P, R = ParamSpec("P"), TypeVar("R")
 EXIT_ERROR = 2  # a run refused or failed for a reason its one line names (argparse's usage code too)
 
 
-class HybridlearnError(ValueError):
-    """Base class: the message names the key or file and says what to do."""
+class HybridlearnError(Exception):
+    """Base class: the message names the key or file and says what to do. Not a ValueError, so a
+    library's `except ValueError` never swallows one of ours."""
 
 
 class ConfigError(HybridlearnError):
-    """A config value is missing, out of range or inconsistent."""
+    """A config value (or command-line argument) is missing, out of range or inconsistent."""
 
 
 class DataError(HybridlearnError):
-    """A data file is missing, corrupt or malformed."""
+    """A data or checkpoint file is missing, corrupt or malformed."""
 
 
 class TrainingError(HybridlearnError):
-    """Training went wrong in a way the user can act on (a loss that is NaN or infinite)."""
+    """Training went wrong in a way the user can act on (a loss that is NaN, infinite or diverging)."""
+
+
+class RunsFailed(HybridlearnError):
+    """Runs that a command started (jobs of a sweep, stages of `make reproduce`) failed or never ran;
+    each keeps its own record."""
 
 
 def report_error(e: BaseException) -> int:

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.checkpoint import check_fits, instantiate_module
 from hybridlearn.core.cli import is_multirun, load_entry, overrides
-from hybridlearn.core.errors import ConfigError, HybridlearnError, report_error
+from hybridlearn.core.errors import ConfigError, HybridlearnError, TrainingError, report_error
 from hybridlearn.core.logs import route_library_logs
 from hybridlearn.core.memory import keep_freed_memory
 from hybridlearn.core.results import to_number, write_results
@@ -200,7 +200,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         metrics = load_entry(entry)(cfg, output_dir, trainers) if entry else _standard_flow(cfg, output_dir, trainers)
         bad = _non_finite(metrics)
         if bad:
-            raise ConfigError(f"{bad}: the run diverged; lower the learning rate (model.lr) or check the data")
+            raise TrainingError(f"{bad}: the run diverged; lower the learning rate (model.lr) or check the data")
     except (Exception, KeyboardInterrupt, SystemExit) as e:
         stopped = _interrupted(trainers.built) if isinstance(e, (KeyboardInterrupt, SystemExit)) else None
         for tr in trainers.built:

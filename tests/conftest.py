@@ -1,20 +1,23 @@
-"""Shared fixtures: the real data folder, and running the Hydra app in-process or as a subprocess.
+"""Shared fixtures: the real data folder, and running the commands in-process or as a subprocess.
 
-Commands run as a user would (`train.py ...`) go through `PYTHON` = tests/forkserver.py, which runs them
-in forks of a process that has imported torch and Lightning once per pytest worker (4-5 s of CPU saved
-per command); set HYBRIDLEARN_TEST_FORKSERVER=0 to run each in a fresh interpreter instead.
+`run_cli(script, args)` runs a command (`train.py`, `predict.py`, ...) in this process, through the
+same entry the command uses (the script run as `__main__`), and returns what a subprocess would
+(exit code, stdout, stderr). Tests about the process itself (signals, exit codes of console
+scripts, DDP ranks, threads, start-up) use `run_process` (a real interpreter).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
-import signal
+import runpy
 import struct
 import subprocess
 import sys
-import tempfile
-from collections.abc import Callable
+import traceback
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +32,7 @@ from hybridlearn.core.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
-# Absolute, so subprocesses started from other folders see the same data (CI passes a relative path).
+# Absolute, so commands started from other folders see the same data (CI passes a relative path).
 os.environ["DATA_DIR"] = str(Path(os.environ.get("DATA_DIR", ROOT / ".." / "shared" / "data")).resolve())
 os.environ.setdefault("WANDB_SILENT", "true")
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -37,41 +40,66 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # spin-wait against the other worker (set before torch is first imported)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 DATA_DIR = Path(os.environ["DATA_DIR"]).resolve()
-FORKSERVER = Path(__file__).with_name("forkserver.py")
-PYTHON = [sys.executable, str(FORKSERVER)]  # `python` for the commands tests run
 
 
-@pytest.fixture(scope="session", autouse=True)
-def forkserver():
-    """This worker's fork server (see tests/forkserver.py); clients wait for its imports."""
-    if os.environ.get("HYBRIDLEARN_TEST_FORKSERVER") == "0":
-        yield None
-        return
-    folder = Path(tempfile.mkdtemp(prefix="hl-fork-"))  # short: a socket path holds <= 107 bytes
-    sock = folder / "server.sock"
-    with open(folder / "server.log", "w") as log:
-        server = subprocess.Popen(
-            [sys.executable, str(FORKSERVER), "--serve", str(sock)],
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=log,
-            env={**os.environ, "PYTHONUNBUFFERED": "1"},
-            start_new_session=True,
-        )
-    os.environ["HYBRIDLEARN_FORKSERVER"] = str(sock)
-    yield sock
-    os.environ.pop("HYBRIDLEARN_FORKSERVER", None)
-    os.killpg(server.pid, signal.SIGKILL)
-    server.wait()
+@contextlib.contextmanager
+def _as_command(argv: list[str], cwd: Path, env: dict[str, str] | None) -> Iterator[None]:
+    """sys.argv, the working folder and the environment of a command, restored afterwards."""
+    saved_argv, saved_cwd, saved_env = sys.argv[:], os.getcwd(), dict(os.environ)
+    sys.argv = argv
+    os.chdir(cwd)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update(env)
+    try:
+        yield
+    finally:
+        sys.argv = saved_argv
+        os.chdir(saved_cwd)
+        os.environ.clear()
+        os.environ.update(saved_env)
+        GlobalHydra.instance().clear()
 
 
-@pytest.fixture(scope="session")
-def python_exe(tmp_path_factory) -> Path:
-    """An executable that runs like `python` through the fork server (for `reproduce.python`)."""
-    exe = tmp_path_factory.mktemp("bin") / "python"
-    exe.write_text(f"#!/bin/sh\nexec '{sys.executable}' '{FORKSERVER}' \"$@\"\n")
-    exe.chmod(0o755)
-    return exe
+def run_cli(
+    script: str, args: list[str], cwd: Path = ROOT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    """`python <script> <args>` in this process: the script runs as `__main__` (its own entry), with
+    its output captured; SystemExit is its exit code, an uncaught exception a traceback and code 1."""
+    path = script if script.startswith("-m") else str(ROOT / script)
+    out, err = io.StringIO(), io.StringIO()
+    with _as_command([path, *args], cwd, env), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            if script.startswith("-m"):
+                runpy.run_module(script[2:].strip(), run_name="__main__", alter_sys=True)
+            else:
+                runpy.run_path(path, run_name="__main__")
+            code = 0
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+            if not isinstance(e.code, (int, type(None))):
+                print(e.code, file=sys.stderr)
+        except BaseException:  # noqa: BLE001 - what the interpreter would print
+            traceback.print_exc()
+            code = 1
+    return subprocess.CompletedProcess([path, *args], code, out.getvalue(), err.getvalue())
+
+
+def run_process(
+    script: str, args: list[str], cwd: Path = ROOT, timeout: float = 600, **popen
+) -> subprocess.CompletedProcess:
+    """`python <script> <args>` as a real process (for what is about the process: signals, exit codes,
+    threads, start-up)."""
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", **popen.pop("env", {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / script), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        **popen,
+    )
 
 
 @pytest.fixture(scope="session")
@@ -120,17 +148,12 @@ def run_train(tmp_path: Path) -> Callable[..., dict]:
     return _run
 
 
-def train_cli(args: list[str], cwd: Path = ROOT, timeout: float = 600, **popen) -> subprocess.CompletedProcess:
-    """Run `python train.py <args>` as a user would; returns the completed process (text output)."""
-    return subprocess.run(
-        [*PYTHON, str(ROOT / "train.py"), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        **popen,
-    )
+def train_cli(
+    args: list[str], cwd: Path = ROOT, timeout: float = 600, env: dict | None = None
+) -> subprocess.CompletedProcess:
+    """`python train.py <args>` as a user would type it, run in this process (run_cli); `timeout` is
+    kept for the call sites' documentation (pytest-timeout bounds every test)."""
+    return run_cli("train.py", args, cwd=cwd, env=env)
 
 
 def read_wandb_records(path: Path):

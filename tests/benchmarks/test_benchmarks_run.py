@@ -3,20 +3,14 @@ so a benchmark cannot rot unnoticed after a refactor."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-
-from conftest import PYTHON, ROOT
+from conftest import run_process
 
 
 def bench(args: list[str], tmp_path) -> str:
-    p = subprocess.run(
-        [*PYTHON, str(ROOT / "benchmarks" / args[0]), *args[1:]],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        env={**os.environ, "HYBRIDLEARN_LOG_DIR": str(tmp_path / "logs"), "HYBRIDLEARN_CACHE": str(tmp_path / "cache")},
+    p = run_process(
+        f"benchmarks/{args[0]}",
+        args[1:],
+        env={"HYBRIDLEARN_LOG_DIR": str(tmp_path / "logs"), "HYBRIDLEARN_CACHE": str(tmp_path / "cache")},
     )
     assert p.returncode == 0, p.stdout[-2000:] + p.stderr[-3000:]
     return p.stdout

@@ -50,8 +50,8 @@ BAD_VALUES = {
     "model.lr=nan": "model.lr must be a finite number",
     "model.lr=inf": "model.lr must be a finite number",
     "model.lr=-1": "model.lr must be > 0",
-    "data.batch_size=2.5": "data.batch_size must be a whole number",
-    "trainer.max_epochs=1.5": "trainer.max_epochs must be a whole number",
+    "data.batch_size=2.5": "data.batch_size: Value '2.5' of type 'float' could not be converted to Integer",
+    "trainer.max_epochs=1.5": "trainer.max_epochs: Value '1.5' of type 'float' could not be converted to Integer",
     "task_name=" + "x" * 300: "task_name must be a file name of at most 100 characters",
     "output=my out é.mp4": "quote it for Hydra: output='my out é.mp4'",
 }

@@ -48,7 +48,14 @@ def test_experiment_fast_dev_run(experiment, run_train, data_dir):
 
 def test_lenet_mnist_one_epoch_accuracy(run_train, data_dir):
     # One epoch over the 55k training images (~10 s on 2 cores), tested on the full 10k test set.
-    res = run_train(["experiment=lenet_mnist", "trainer.max_epochs=1", "trainer.enable_progress_bar=false"])
+    res = run_train(
+        [
+            "experiment=lenet_mnist",
+            "trainer.max_epochs=1",
+            "trainer.enable_progress_bar=false",
+            "logger=[csv,tensorboard]",
+        ]
+    )
     m = res["metrics"]
     assert res["status"] == "completed"
     assert m["test/acc"] >= 0.97, m

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import PYTHON, ROOT, train_cli
+from conftest import ROOT, run_cli, train_cli
 
 from hybridlearn.core.download import ensure_files
 from hybridlearn.core.errors import DataError
@@ -41,7 +41,7 @@ def test_simultaneous_runs_get_their_own_folders(tmp_path, data_dir):
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     procs = [
         subprocess.Popen(
-            [*PYTHON, str(ROOT / "train.py"), *args, f"seed={s}"],
+            [sys.executable, str(ROOT / "train.py"), *args, f"seed={s}"],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -155,47 +155,44 @@ def test_crafted_checkpoint_never_runs_code(tmp_path, gom_ckpt, data_dir):
     torch.save(ck, crafted)
     env = {**os.environ, "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}  # makes any load without weights_only=True unsafe
     commands = [
-        [
-            *PYTHON,
-            str(ROOT / "train.py"),
-            "experiment=gom_mlp",
-            "logger=none",
-            "task=test",
-            f"ckpt_path={crafted}",
-            f"hydra.run.dir={tmp_path / 'test'}",
-        ],
-        [
-            *PYTHON,
-            str(ROOT / "train.py"),
-            "experiment=gom_mlp",
-            "logger=none",
-            "task=fit",
-            f"ckpt_path={crafted}",
-            "trainer.max_epochs=3",
-            f"hydra.run.dir={tmp_path / 'fit'}",
-        ],
-        [
-            *PYTHON,
-            str(ROOT / "train.py"),
-            *QUICK,
-            "logger=none",
-            "task=predict",
-            f"ckpt_path={crafted}",
-            f"hydra.run.dir={tmp_path / 'predict'}",
-        ],
-        [*PYTHON, str(ROOT / "predict.py"), str(crafted), str(data_dir / "digits")],
-        [*PYTHON, str(ROOT / "generate.py"), str(crafted), "--out", str(tmp_path / "g.png")],
+        (
+            "train.py",
+            [
+                "experiment=gom_mlp",
+                "logger=none",
+                "task=test",
+                f"ckpt_path={crafted}",
+                f"hydra.run.dir={tmp_path / 'test'}",
+            ],
+        ),
+        (
+            "train.py",
+            [
+                "experiment=gom_mlp",
+                "logger=none",
+                "task=fit",
+                f"ckpt_path={crafted}",
+                "trainer.max_epochs=3",
+                f"hydra.run.dir={tmp_path / 'fit'}",
+            ],
+        ),
+        (
+            "train.py",
+            [*QUICK, "logger=none", "task=predict", f"ckpt_path={crafted}", f"hydra.run.dir={tmp_path / 'predict'}"],
+        ),
+        ("predict.py", [str(crafted), str(data_dir / "digits")]),
+        ("generate.py", [str(crafted), "--out", str(tmp_path / "g.png")]),
     ]
-    for cmd in commands:
-        p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-        assert not marker.exists(), f"{cmd[1]} ran code from the checkpoint:\n{p.stderr[-2000:]}"
+    for script, args in commands:
+        p = run_cli(script, args, env=env)
+        assert not marker.exists(), f"{script} ran code from the checkpoint:\n{p.stderr[-2000:]}"
         assert p.returncode in (0, 2), p.stderr[-2000:]
         assert "weights_only=False" not in p.stdout + p.stderr  # never advise loading it unsafely
 
 
 def test_ctrl_c_records_interrupted_with_last_checkpoint(tmp_path, data_dir):
     run_dir = tmp_path / "run"
-    args = [*QUICK, "logger=none", "trainer.max_epochs=200", "+trainer.limit_val_batches=1", f"hydra.run.dir={run_dir}"]
+    args = [*QUICK, "logger=none", "trainer.max_epochs=200", "trainer.limit_val_batches=1", f"hydra.run.dir={run_dir}"]
     p = subprocess.Popen(
         [sys.executable, str(ROOT / "train.py"), *args],
         stdout=subprocess.DEVNULL,
@@ -225,9 +222,10 @@ def test_print_config_and_learning_curves(tmp_path, data_dir):
             *QUICK,
             "print_config=true",
             "trainer.max_epochs=2",
-            "+trainer.limit_train_batches=4",
-            "+trainer.limit_val_batches=2",
+            "trainer.limit_train_batches=4",
+            "trainer.limit_val_batches=2",
             "trainer.log_every_n_steps=1",
+            "logger=[csv,tensorboard]",
             f"hydra.run.dir={run_dir}",
         ],
         timeout=300,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
 from collections import Counter
 from pathlib import Path
 
@@ -10,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import yaml
-from conftest import PYTHON
+from conftest import run_cli
 
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.digits.contact import main
@@ -284,14 +283,10 @@ def test_contact_sheet_cli(tmp_path, data_dir, capsys):
 def test_contact_sheet_command_runs_as_a_module(tmp_path):
     """`python -m hybridlearn.digits.contact`, as docs/digits.md and the reproduce plan run it."""
     args = ["-m", "hybridlearn.digits.contact", "--contact-sheet", str(tmp_path / "c.png")]
-    p = subprocess.run(
-        [*PYTHON, *args, "--manifest", str(tmp_path / "none.yaml")], capture_output=True, text=True, timeout=120
-    )
+    p = run_cli("-m hybridlearn.digits.contact", [*args[2:], "--manifest", str(tmp_path / "none.yaml")])
     assert p.returncode == 2 and p.stderr.startswith("error: digit manifest"), p.stderr
     # the command's old home says where it went, instead of exiting 0 having done nothing
-    old = subprocess.run(
-        [*PYTHON, "-m", "hybridlearn.digits.data", *args[2:]], capture_output=True, text=True, timeout=120
-    )
+    old = run_cli("-m hybridlearn.digits.data", args[2:])
     assert old.returncode == 2 and "python -m hybridlearn.digits.contact" in old.stderr, old.stderr
     assert not (tmp_path / "c.png").exists()
 

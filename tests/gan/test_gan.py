@@ -5,13 +5,12 @@ classifier (the MNIST LeNet-5 pretraining) is trained once on 5k images into a s
 from __future__ import annotations
 
 import json
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 import torch
-from conftest import PYTHON, ROOT, compose_cfg, read_wandb_records
+from conftest import compose_cfg, read_wandb_records, run_cli
 from PIL import Image
 
 from hybridlearn.core.errors import ConfigError, DataError
@@ -202,9 +201,7 @@ def test_generate_cli(gan_run: Path, tmp_path):
     ckpt = gan_run / "checkpoints" / "last.ckpt"
 
     def gen(*args):
-        return subprocess.run(
-            [*PYTHON, str(ROOT / "generate.py"), str(ckpt), *args], capture_output=True, text=True, timeout=120
-        )
+        return run_cli("generate.py", [str(ckpt), *args])
 
     p = gen("--out", str(tmp_path / "grid.png"), "--fixed")
     assert p.returncode == 0, p.stderr
@@ -222,12 +219,7 @@ def test_generate_cli(gan_run: Path, tmp_path):
     assert t.shape == (7, 1, 28, 28) and t.abs().max() <= 1
     p = gen("--out", str(tmp_path / "grid.png"))
     assert p.returncode == 2 and p.stderr.startswith("error: ") and "already exists" in p.stderr
-    p = subprocess.run(
-        [*PYTHON, str(ROOT / "generate.py"), str(tmp_path / "nope.ckpt"), "--out", "x.png"],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    p = run_cli("generate.py", [str(tmp_path / "nope.ckpt"), "--out", "x.png"])
     assert p.returncode == 2 and "is not a file" in p.stderr
     # -n is capped for one grid / one .pt (a clear one-line error before any work), not for a folder
     for out in ("big.png", "big.pt"):

@@ -8,7 +8,6 @@ import functools
 import http.server
 import os
 import shutil
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -22,7 +21,7 @@ from hybridlearn.style import sources
 from hybridlearn.style.sources import DEMO_CLIP, MODEL_FILES, STYLE_FILES
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON  # noqa: E402
+from conftest import run_cli  # noqa: E402
 from style_media import probe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -82,10 +81,9 @@ def test_fresh_machine_cli_fetches_models_style_and_clip(data_dir, mirror, tmp_p
         "HYBRIDLEARN_CACHE": str(tmp_path / "cache"),
         "HYBRIDLEARN_LOG_DIR": str(tmp_path / "logs"),
     }
-    p = subprocess.run(
+    p = run_cli(
+        "stylize.py",
         [
-            *PYTHON,
-            str(ROOT / "stylize.py"),
             f"input={DEMO_CLIP}",
             "style=starry_night.jpg",
             f"output={out}",
@@ -93,11 +91,8 @@ def test_fresh_machine_cli_fetches_models_style_and_clip(data_dir, mirror, tmp_p
             "data.max_side=64",
             "callbacks.style_writer.progress=false",
         ],
-        capture_output=True,
-        text=True,
-        env=env,
         cwd=tmp_path,
-        timeout=300,
+        env=env,
     )
     assert p.returncode == 0, p.stderr[-2000:]
     for name in USED_MODELS:

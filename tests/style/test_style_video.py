@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import sys
 import threading
 import warnings
@@ -22,7 +21,7 @@ from hybridlearn.style.stylize import stylize
 from hybridlearn.style.video import VideoFramesDataModule, load_rgb, output_size
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest import PYTHON  # noqa: E402
+from conftest import run_cli  # noqa: E402
 from style_media import make_audio_only, make_video, probe  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -314,32 +313,21 @@ def test_stylize_cli_one_line_error(data_dir, tmp_path):
     bad = tmp_path / "bad.mp4"
     bad.write_text("garbage")
     env = {**os.environ, "HYBRIDLEARN_LOG_DIR": str(tmp_path / "logs")}
-    p = subprocess.run(
-        [*PYTHON, str(ROOT / "stylize.py"), f"input={bad}", f"style={STYLE}", f"output={tmp_path / 'o.mp4'}"],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=tmp_path,
-        timeout=300,
-    )
+    p = run_cli("stylize.py", [f"input={bad}", f"style={STYLE}", f"output={tmp_path / 'o.mp4'}"], cwd=tmp_path, env=env)
     assert p.returncode == 2
     assert "error: " in p.stderr and "bad.mp4" in p.stderr and "Traceback" not in p.stderr
     # an output that cannot be written (as root, a folder under /proc is the one that refuses)
-    p = subprocess.run(
+    p = run_cli(
+        "stylize.py",
         [
-            *PYTHON,
-            str(ROOT / "stylize.py"),
             f"input={data_dir / 'video' / 'big_buck_bunny_23s.mp4'}",
             f"style={STYLE}",
             "output=/proc/hybridlearn/o.mp4",
             "data.max_frames=2",
             "data.max_side=64",
         ],
-        capture_output=True,
-        text=True,
-        env=env,
         cwd=tmp_path,
-        timeout=300,
+        env=env,
     )
     assert p.returncode == 2 and len(p.stderr.strip().splitlines()) == 1, p.stderr[-2000:]
     assert "cannot write /proc/hybridlearn/o.mp4" in p.stderr

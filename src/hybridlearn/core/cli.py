@@ -39,7 +39,7 @@ RUNNER = "hybridlearn.core.runner:run"
 
 @functools.cache
 def run_suffix() -> str:
-    """Milliseconds and process id, fixed for the process: with the time to the second in the run
+    """Milliseconds and process id, fixed for the command: with the time to the second in the run
     folder's name, two runs started together never share a folder."""
     return f"{int(time.time() * 1000) % 1000:03d}-{os.getpid()}"
 
@@ -158,6 +158,7 @@ def hydra_main(preset: list[str] | None = None) -> None:
         key = p.split("=", 1)[0]
         if not any(a.split("=", 1)[0].lstrip("+~") == key for a in sys.argv[1:]):
             sys.argv.insert(1, p)
+    run_suffix.cache_clear()  # a new command: its own run folder suffix (tests run several in one process)
     register_core()
     load_settings()
     conf = conf_dir()

@@ -105,9 +105,19 @@ def _bare_word(arg: str) -> bool:
     return "=" not in arg and not arg.startswith(("-", "~"))
 
 
-def known_options(group: str, conf: Path) -> list[str]:
-    """The options of a config group: YAML files under conf/ and settings registered in the ConfigStore."""
-    files = [p.stem for p in (conf / group).glob("*.yaml")] if (conf / group).is_dir() else []
+def search_dirs(args: list[str], conf: Path) -> list[Path]:
+    """conf/ and the folders a `hydra.searchpath=[file://...]` override adds (a user's own experiments)."""
+    dirs = [conf]
+    for arg in args:
+        key, _, value = arg.partition("=")
+        if key.lstrip("+") == "hydra.searchpath":
+            dirs += [Path(p.strip(" '\"")[len("file://") :]) for p in value.strip("[]").split(",") if "file://" in p]
+    return dirs
+
+
+def known_options(group: str, dirs: list[Path]) -> list[str]:
+    """The options of a config group: YAML files in the config folders and settings in the ConfigStore."""
+    files = [p.stem for d in dirs if (d / group).is_dir() for p in (d / group).glob("*.yaml")]
     return sorted(set(files) | set(group_options(group)))
 
 
@@ -115,6 +125,7 @@ def check_argv(args: list[str], conf: Path) -> None:
     """One line for what Hydra would answer with a page: an unknown option of a config group
     (`experiment=gan_mnst`, with the closest names), an unquoted value with spaces or accents, and
     `-m` after the overrides."""
+    dirs = search_dirs(args, conf)
     for i, arg in enumerate(args):
         if arg in MULTIRUN_FLAGS and any("=" in a and not a.startswith("-") for a in args[:i]):
             rest = " ".join(args[:i] + args[i + 1 :])
@@ -139,7 +150,7 @@ def check_argv(args: list[str], conf: Path) -> None:
         m = _GROUP_ARG.match(arg)
         if not m or m["group"].startswith("hydra/"):
             continue  # Hydra's own groups (launchers, sweepers) are Hydra's plugins: Hydra names their options
-        known = known_options(m["group"], conf)
+        known = known_options(m["group"], dirs)
         if not known:
             continue  # a key, not a group
         names = m["value"].strip("[]").split(",")

@@ -44,6 +44,12 @@ class CVConfig:
     def rules(node: DictConfig, path: str, root: DictConfig) -> None:
         if node.folds == 1:
             raise ConfigError(f"{path}.folds must be 0 (no CV) or at least 2 (got 1)")
+        if node.folds and root.get("task", "fit") != "fit":
+            raise ConfigError(
+                f"{path}.folds={node.folds} trains a model per fold: it needs task=fit (got task={root.task})"
+            )
+        if node.group_by and not node.folds:
+            raise ConfigError(f"{path}.group_by={node.group_by} needs {path}.folds (e.g. the number of groups)")
 
 
 @dataclass

@@ -21,6 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.checkpoint import check_fits, instantiate_module
 from hybridlearn.core.cli import is_multirun, load_entry, overrides
+from hybridlearn.core.cv import cross_validate
 from hybridlearn.core.errors import ConfigError, HybridlearnError, TrainingError, report_error
 from hybridlearn.core.logs import route_library_logs
 from hybridlearn.core.memory import keep_freed_memory
@@ -60,6 +61,8 @@ def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningD
 
 
 def _standard_flow(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
+    if OmegaConf.select(cfg, "cv.folds", default=0):
+        return cross_validate(cfg, output_dir, trainers)
     ckpt_path = cfg.get("ckpt_path")
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     model: L.LightningModule = instantiate_module(cfg.model)

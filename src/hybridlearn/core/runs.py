@@ -34,9 +34,13 @@ RUN_MARKERS = (RESULTS, ".hydra", "reproduce_run.json")
 
 
 def run_of(ckpt: str | Path) -> Path | None:
-    """The run folder a checkpoint was written into (`<run>/checkpoints/x.ckpt`), if it is one."""
+    """The run folder a checkpoint was written into (`<run>/checkpoints/x.ckpt`, or a fold of a
+    cross-validation: `<run>/fold_<k>/checkpoints/x.ckpt`), if it is one."""
     p = Path(ckpt).expanduser().resolve()
-    return p.parent.parent if p.parent.name == "checkpoints" else None
+    if p.parent.name != "checkpoints":
+        return None
+    run = p.parent.parent
+    return run.parent if run.name.startswith("fold_") and (run.parent / RESULTS).exists() else run
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:
@@ -49,7 +53,10 @@ def read_record(run_dir: Path) -> dict[str, Any]:
 def newest_last_ckpt(log_dir: str | Path, task_name: str) -> Path:
     """`checkpoints/last.ckpt` of the newest run of `task_name` (run folders are named by start time)."""
     runs = Path(log_dir) / task_name / "runs"
-    found = sorted(runs.glob("*/checkpoints/last.ckpt"), key=lambda p: (p.parent.parent.name, p.stat().st_mtime))
+    found = sorted(
+        [*runs.glob("*/checkpoints/last.ckpt"), *runs.glob("*/fold_*/checkpoints/last.ckpt")],
+        key=lambda p: (run_of(p).name, p.stat().st_mtime),
+    )
     if not found:
         raise ConfigError(
             f"ckpt_path=last: no run of task_name={task_name} with checkpoints/last.ckpt under {runs}; "

@@ -1,11 +1,27 @@
-"""Small-sample statistics for accuracies: Wilson score intervals and expected calibration error."""
+"""Small-sample statistics: mean ± std with a Student-t interval (runs over seeds or folds), Wilson
+score intervals for accuracies, expected calibration error."""
 
 from __future__ import annotations
 
 import math
+import statistics
 from collections.abc import Sequence
 
-import numpy as np
+
+def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, float, float, float]:
+    """(mean, sample std, low, high) of a few runs' values (seeds, folds): the Student-t interval of
+    the mean, as wide as n runs warrant (n = 3: +-2.48 std). One value: std 0 and no interval (nan)."""
+    from scipy.stats import t  # the quantile only; scipy is slow to import
+
+    v = [float(x) for x in values]
+    if not v:
+        raise ValueError("t_interval needs at least one value")
+    mean = statistics.fmean(v)
+    if len(v) == 1:
+        return mean, 0.0, math.nan, math.nan
+    std = statistics.stdev(v)
+    half = float(t.ppf(0.5 + level / 2, len(v) - 1)) * std / math.sqrt(len(v))
+    return mean, std, mean - half, mean + half
 
 
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -26,6 +42,8 @@ def expected_calibration_error(confidence: Sequence[float], correct: Sequence[bo
     """ECE: the mean over equal-width confidence bins of |accuracy - mean confidence|, weighted by
     the bin's share of the predictions (Guo et al. 2017). 0 = the printed confidences are the
     observed accuracies."""
+    import numpy as np  # (this module stays light: the multirun callback loads it at every start)
+
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=np.float64)
     if conf.shape != ok.shape or conf.ndim != 1 or len(conf) == 0:

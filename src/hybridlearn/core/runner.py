@@ -20,6 +20,7 @@ from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.checkpoint import check_fits, instantiate_module
+from hybridlearn.core.ckptfile import read_info
 from hybridlearn.core.cli import is_multirun, load_entry, overrides
 from hybridlearn.core.cv import cross_validate
 from hybridlearn.core.errors import ConfigError, HybridlearnError, TrainingError, report_error
@@ -51,6 +52,21 @@ def _check_task(cfg: DictConfig, model: L.LightningModule, trainer: L.Trainer) -
         )
 
 
+def check_data_fits(model: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None) -> None:
+    """A model and a data module that both state what data they take or give (`data_signature()`:
+    input shape, classes, value range, ...) must agree: one line naming each difference otherwise
+    (a checkpoint evaluated on another data set: `task=test ckpt_path=... data=<group>`)."""
+    want = model.data_signature() if callable(getattr(model, "data_signature", None)) else {}
+    have = datamodule.data_signature() if callable(getattr(datamodule, "data_signature", None)) else {}
+    diff = [f"{k} {want[k]!r} vs {have[k]!r}" for k in sorted(set(want) & set(have)) if want[k] != have[k]]
+    if diff:
+        what = f"ckpt_path={ckpt_path} holds a {type(model).__name__}" if ckpt_path else f"model {type(model).__name__}"
+        raise ConfigError(
+            f"{what} that does not fit the data of {type(datamodule).__name__} ({'; '.join(diff)}: model vs data); "
+            "choose data settings that match the model, or another checkpoint"
+        )
+
+
 def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningDataModule, **kw: Any) -> dict:
     """trainer.test, reported in one line of ours instead of Lightning's table."""
     trainer.test(model, datamodule=datamodule, verbose=False, **kw)
@@ -64,10 +80,14 @@ def _standard_flow(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) 
     if OmegaConf.select(cfg, "cv.folds", default=0):
         return cross_validate(cfg, output_dir, trainers)
     ckpt_path = cfg.get("ckpt_path")
+    task = cfg.get("task", "fit")
     datamodule: L.LightningDataModule = instantiate(cfg.data)
-    model: L.LightningModule = instantiate_module(cfg.model)
+    # evaluating: the model the checkpoint was trained as (its own config), on whatever data is configured
+    saved = read_info(ckpt_path).config if ckpt_path and task != "fit" else None
+    model: L.LightningModule = instantiate_module(saved if saved else cfg.model)
     if ckpt_path:  # before the Trainer exists: a bad file is one line, with nothing else printed
         check_fits(ckpt_path, model)
+    check_data_fits(model, datamodule, ckpt_path)
     if hasattr(model, "prepare_helpers"):  # models it needs (an FID classifier), before its own Trainer
         model.prepare_helpers(trainers)
     trainer = trainers.build(output_dir)
@@ -75,7 +95,6 @@ def _standard_flow(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) 
     weights_only = True if ckpt_path else None  # nothing in a checkpoint can run code
 
     metrics: dict[str, Any] = {}
-    task = cfg.get("task", "fit")
     if task == "fit":
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
         metrics.update(trainer.callback_metrics)

@@ -7,6 +7,7 @@ check that needs no model (core.config.validate, core.runs.RunGuard) runs before
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import functools
 import importlib
@@ -70,6 +71,14 @@ def run_label(task_name: str) -> str:
 OmegaConf.register_new_resolver("run_suffix", run_suffix, replace=True)
 OmegaConf.register_new_resolver("run_label", run_label, use_cache=True, replace=True)
 OmegaConf.register_new_resolver("if", lambda cond, yes, no: yes if cond else no, replace=True)  # ${if:${flag},a,b}
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse for our module commands (predict.py, generate.py): a bad argument is one line,
+    `error: <what>; see --help`, exit 2, instead of the usage block before it."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message}; see {self.prog} --help")
 
 
 def load_entry(spec: str) -> Callable[..., Any]:

@@ -315,6 +315,7 @@ class WandbLoggerConfig:
     """Weights & Biases, offline by default (runs land in <run dir>/wandb/; `wandb sync` uploads them)."""
 
     _target_: str = "lightning.pytorch.loggers.wandb.WandbLogger"
+    _convert_: str = "all"  # plain dicts for wandb.init (it ignores a DictConfig `settings`)
     project: str = "hybridlearn"
     name: Optional[str] = "${run_label:${task_name}}"
     save_dir: str = "${paths.output_dir}"

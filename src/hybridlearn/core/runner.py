@@ -27,7 +27,7 @@ from hybridlearn.core.errors import ConfigError, HybridlearnError, TrainingError
 from hybridlearn.core.logs import route_library_logs
 from hybridlearn.core.memory import keep_freed_memory
 from hybridlearn.core.results import to_number, write_results
-from hybridlearn.core.runs import prepare
+from hybridlearn.core.runs import prepare, read_record, run_of
 from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 
 log = logging.getLogger("hybridlearn")
@@ -216,6 +216,13 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         "started": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(started)),
     }
     trainers = TrainerFactory(cfg)  # every Trainer of this run: W&B closing, Ctrl-C
+    # resumed in place: what the stopped attempt measured stays (a fit that had finished trains no
+    # further, so its train/val metrics exist only there)
+    earlier = (
+        read_record(output_dir).get("metrics") or {}
+        if cfg.get("ckpt_path") and run_of(cfg.ckpt_path) == output_dir.resolve()
+        else {}
+    )
     try:
         _start(cfg, output_dir, record)
         entry = cfg.get("entry")
@@ -228,9 +235,11 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         for tr in trainers.built:
             finish_loggers(tr, failed=True)
         if stopped is not None or isinstance(e, KeyboardInterrupt):
+            so_far = {k: v for tr in trainers.built for k, v in tr.callback_metrics.items()}
             write_results_rank0(
                 output_dir,
                 status="interrupted",
+                metrics={**earlier, **so_far},
                 duration_s=round(time.time() - started, 3),
                 **(stopped or {}),
                 **record,
@@ -244,6 +253,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     for tr in trainers.built:  # close W&B runs so each model (and each job of a sweep) leaves a complete run
         finish_loggers(tr)
     if rank_zero_only.rank == 0:  # DDP: every rank runs this function; one record per run
+        metrics = {**earlier, **metrics}
         write_results(
             output_dir, status="completed", metrics=metrics, duration_s=round(time.time() - started, 3), **record
         )

@@ -28,7 +28,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from hybridlearn.core.cli import load_entry
+from hybridlearn.core.cli import ArgumentParser, load_entry
 from hybridlearn.core.errors import ConfigError, one_line_errors
 
 ANNOTATED = "_read.png"  # suffix of the annotated pictures (skipped when a folder is read)
@@ -50,7 +50,7 @@ def parse_grid(text: str) -> tuple[int, int] | None:
 
 
 def parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
+    p = ArgumentParser(
         description=__doc__.split("\n")[0],
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n", 2)[2],
@@ -106,6 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     for c in [a.checkpoint, *(a.ensemble or [])]:
         if not Path(c).expanduser().is_file():
             raise ConfigError(f"checkpoint {c} is not a file; give a LeNet-5 .ckpt")
+    for image in a.images:  # before torch is imported: a typo costs a fraction of a second
+        if not Path(image).expanduser().exists():
+            raise ConfigError(f"{image} is neither an image nor a folder; give page images or folders of them")
     return load_entry(READ_PAGES)(a)
 
 

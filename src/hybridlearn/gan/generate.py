@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from hybridlearn.core.cli import load_entry
+from hybridlearn.core.cli import ArgumentParser, load_entry
 from hybridlearn.core.errors import ConfigError, one_line_errors
 
 MAX_GRID = 10_000  # images in one PNG grid or .pt (-n, and task=predict of the GAN): 10k 28x28 is ~8 MB
@@ -25,7 +25,7 @@ WRITE_SAMPLES = "hybridlearn.gan.sampling:write_samples"
 
 
 def parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap = ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("ckpt", help="MLPGAN checkpoint (.ckpt)")
     ap.add_argument("--out", required=True, help="grid .png, a folder for single PNGs, or a .pt tensor file")
     ap.add_argument("-n", type=int, default=64, help="number of samples (default 64)")

@@ -7,7 +7,6 @@ The standard flow trains one model per run; a study (`entry:`) trains many, each
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Sequence
 from pathlib import Path
@@ -74,9 +73,6 @@ def build_trainer(
     if name:  # one fit of many: the study shows one bar over its fits (core.progress), not one per fit
         trainer_overrides.setdefault("enable_progress_bar", False)
     cbs = [*(instantiate_group(sub.get("callbacks")) if use_config_callbacks else []), *callbacks, ClassTagCallback()]
-    if OmegaConf.select(sub, "logger.wandb.settings.silent", default=False):
-        # W&B's documented switch: its settings arrive after it has printed its first warnings
-        os.environ.setdefault("WANDB_SILENT", "true")
     loggers = instantiate_group(sub.get("logger"))
     # Callbacks that Lightning refuses in some settings are dropped there instead of failing the run.
     settings = {**OmegaConf.to_container(sub.trainer, resolve=True), **trainer_overrides}

@@ -65,7 +65,9 @@ class RunConfig:
     entry: Optional[str] = setting(None, help="'package.module:function' replacing the standard flow (studies)")
     print_config: bool = setting(False, help="print the composed config (YAML) at start")
     optimized_metric: Optional[str] = setting(None, help="the metric a sweeper (Optuna) optimizes")
-    malloc_keep_mb: Optional[int] = setting(256, ge=0, le=1 << 20, help="MiB of freed memory glibc keeps for reuse")
+    malloc_keep_mb: Optional[int] = setting(
+        None, ge=0, le=1 << 20, help="MiB of freed memory glibc keeps for reuse (core/memory.py); null: glibc's default"
+    )
     matmul_precision: str = setting("high", choices=("highest", "high", "medium"), help="CUDA float32 matmuls")
     cv: CVConfig = setting(CVConfig(), help="k-fold cross-validation")
     # the config groups (each checked against its own settings)

@@ -76,7 +76,11 @@ def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningD
     return metrics
 
 
-def _standard_flow(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
+def _standard_flow(
+    cfg: DictConfig, output_dir: Path, trainers: TrainerFactory, metrics: dict[str, Any]
+) -> dict[str, Any]:
+    """fit (then test the best checkpoint), test or predict; `metrics` (the caller's) fills as it goes,
+    so a Ctrl-C during the final test still records what the fit measured."""
     if OmegaConf.select(cfg, "cv.folds", default=0):
         return cross_validate(cfg, output_dir, trainers)
     ckpt_path = cfg.get("ckpt_path")
@@ -94,7 +98,6 @@ def _standard_flow(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) 
     _check_task(cfg, model, trainer)
     weights_only = True if ckpt_path else None  # nothing in a checkpoint can run code
 
-    metrics: dict[str, Any] = {}
     if task == "fit":
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=weights_only)
         metrics.update(trainer.callback_metrics)
@@ -223,10 +226,14 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         if cfg.get("ckpt_path") and run_of(cfg.ckpt_path) == output_dir.resolve()
         else {}
     )
+    metrics: dict[str, Any] = {}
     try:
         _start(cfg, output_dir, record)
         entry = cfg.get("entry")
-        metrics = load_entry(entry)(cfg, output_dir, trainers) if entry else _standard_flow(cfg, output_dir, trainers)
+        if entry:
+            metrics = load_entry(entry)(cfg, output_dir, trainers)
+        else:
+            metrics = _standard_flow(cfg, output_dir, trainers, metrics)
         bad = _non_finite(metrics)
         if bad:
             raise TrainingError(f"{bad}: the run diverged; lower the learning rate (model.lr) or check the data")
@@ -235,7 +242,7 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
         for tr in trainers.built:
             finish_loggers(tr, failed=True)
         if stopped is not None or isinstance(e, KeyboardInterrupt):
-            so_far = {k: v for tr in trainers.built for k, v in tr.callback_metrics.items()}
+            so_far = {**metrics, **{k: v for tr in trainers.built for k, v in tr.callback_metrics.items()}}
             write_results_rank0(
                 output_dir,
                 status="interrupted",

@@ -120,6 +120,11 @@ def test_every_lenet_experiment_composes_and_validates(tmp_path):
     cfg = compose_cfg(["experiment=lenet_digits_transfer"], tmp_path)
     assert cfg.model.augment.value_range == cfg.data.value_range == cfg.model.tta.value_range == "standard"
     assert cfg.model.pretrain.cache_dir == cfg.paths.cache_dir  # the folders come from `paths`
+    cfg = compose_cfg(["experiment=lenet_mnist", "+model/augment=mnist"], tmp_path)  # the candidate, off by default
+    validate(cfg)
+    assert (
+        cfg.model.augment.rotate == 10 and cfg.model.augment.shear == 0 and cfg.model.augment.value_range == "standard"
+    )
 
 
 def test_objects_built_from_the_declarations(data_dir):

@@ -20,12 +20,34 @@ import warnings
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from hybridlearn.core.loaders import tensor_loader
+from hybridlearn.mnist.conf import LeNet5Config, MNISTDataConfig
 from hybridlearn.mnist.data import MNISTDataModule
 from hybridlearn.mnist.lenet import LeNet5
 
 warnings.filterwarnings("ignore")
+
+
+def settings(batch_size: int = 128, train_subset: int | None = None, lr: float = 2e-3):
+    """data=mnist and model=lenet5 (Adam, no scheduler) as a run composes them, on $DATA_DIR."""
+    return OmegaConf.create(
+        {
+            "paths": {"data_dir": os.environ.get("DATA_DIR", "./data"), "cache_dir": "."},
+            "seed": 0,
+            "data": OmegaConf.structured(MNISTDataConfig(batch_size=batch_size, train_subset=train_subset)),
+            "model": OmegaConf.structured(LeNet5Config(lr=lr, scheduler=None)),
+        }
+    )
+
+
+def mnist_train(batch_size: int = 128, train_subset: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The MNIST training split (images, labels) of data=mnist."""
+    dm = instantiate(settings(batch_size, train_subset).data)
+    dm.setup()
+    return dm.tensors["train"]
 
 
 def bare_epoch(model: torch.nn.Module, loader, lr: float) -> float:
@@ -50,7 +72,7 @@ class Timer(L.Callback):
 
 def lightning_epoch(dm: MNISTDataModule, lr: float, seed: int) -> float:
     L.seed_everything(seed, verbose=False)
-    model = LeNet5(lr=lr, scheduler=None)
+    model: LeNet5 = instantiate(settings(lr=lr).model)
     timer = Timer()
     trainer = L.Trainer(
         max_epochs=1,
@@ -76,15 +98,13 @@ def main() -> None:
     ap.add_argument("--train-subset", type=int, default=None, help="train on the first N images (a smoke run)")
     args = ap.parse_args()
 
-    dm = MNISTDataModule(
-        data_dir=os.environ.get("DATA_DIR", "./data"), batch_size=args.batch_size, train_subset=args.train_subset
-    )
+    dm = instantiate(settings(args.batch_size, args.train_subset).data)
     dm.setup()
     x, y = dm.tensors["train"]
     bare, light = [], []
     for r in range(args.repeats):
         torch.manual_seed(r)
-        net = LeNet5(lr=args.lr, scheduler=None).net
+        net = instantiate(settings().model.net)
         bare.append(bare_epoch(net, tensor_loader(x, y, batch_size=args.batch_size, shuffle=True, seed=r), args.lr))
         light.append(lightning_epoch(dm, args.lr, r))
     b, lt = statistics.median(bare), statistics.median(light)

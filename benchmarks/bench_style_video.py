@@ -163,17 +163,14 @@ def lenet_epoch_s(batch_size: int = 128) -> float:
     """One bare LeNet-5 epoch on the MNIST train split (bench_lenet.py's bare loop): a yardstick of
     the machine's speed, so numbers from two machines can be compared."""
     import torch
-    from bench_lenet import bare_epoch
+    from bench_lenet import bare_epoch, mnist_train
 
     from hybridlearn.core.loaders import tensor_loader
-    from hybridlearn.mnist.data import MNISTDataModule
-    from hybridlearn.mnist.lenet import LeNet5
+    from hybridlearn.mnist.lenet import build_net
 
-    dm = MNISTDataModule(data_dir=os.environ["DATA_DIR"], batch_size=batch_size)
-    dm.setup()
-    x, y = dm.tensors["train"]
+    x, y = mnist_train(batch_size)
     torch.manual_seed(0)
-    net = LeNet5(lr=2e-3, scheduler=None).net
+    net = build_net()
     return bare_epoch(net, tensor_loader(x, y, batch_size=batch_size, shuffle=True, seed=0), 2e-3)
 
 

@@ -24,7 +24,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict
 from wandb.proto import wandb_internal_pb2 as pb
 
 from hybridlearn.core.conf import register_core
@@ -130,6 +130,22 @@ def compose_cfg(overrides: list[str], output_dir: Path) -> DictConfig:
         cfg.paths.log_dir = str(output_dir)
         del cfg["hydra"]
     return cfg
+
+
+def build(settings: object, **context: object) -> object:
+    """The object a settings dataclass describes (e.g. `build(LeNet5Config(lr=0.01))`), built as the runner
+    builds a model (core.checkpoint.instantiate_module: its checkpoints rebuild it). Interpolations in
+    the defaults (${paths.data_dir}, ${data.value_range}, ${seed}) resolve against `context` (top-level
+    keys of a run) merged onto this machine's paths, data.value_range=standard and seed=0."""
+    from hybridlearn.core.checkpoint import instantiate_module
+
+    cache = os.environ.get("HYBRIDLEARN_CACHE", str(Path.home() / ".cache" / "hybridlearn"))
+    root = OmegaConf.merge(
+        {"paths": {"data_dir": str(DATA_DIR), "cache_dir": cache}, "data": {"value_range": "standard"}, "seed": 0},
+        context,
+    )
+    root.built = OmegaConf.structured(settings)
+    return instantiate_module(root.built)
 
 
 @pytest.fixture

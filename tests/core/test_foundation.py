@@ -67,15 +67,14 @@ def test_lenet_mnist_one_epoch_accuracy(run_train, data_dir):
     for key in ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
         assert key in header
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
-    # the best checkpoint loads safely and reproduces the reported test accuracy
-    from hybridlearn.mnist.data import MNISTDataModule
+    # the best checkpoint rebuilds the module safely and reproduces the reported test accuracy
+    from hydra.utils import instantiate
+
+    from hybridlearn.core.checkpoint import load_module
     from hybridlearn.mnist.lenet import LeNet5
 
-    ckpt = torch.load(m["best_ckpt"], weights_only=True, map_location="cpu")
-    model = LeNet5(**ckpt["hyper_parameters"])
-    model.load_state_dict(ckpt["state_dict"])
-    model.eval()
-    dm = MNISTDataModule(data_dir=str(data_dir))
+    model = load_module(LeNet5, m["best_ckpt"]).eval()
+    dm = instantiate(compose_cfg(["experiment=lenet_mnist"], out).data)
     dm.setup()
     x, y = dm.tensors["test"]
     with torch.no_grad():
@@ -99,8 +98,8 @@ def test_cli_run_prints_dir_and_writes_results(tmp_path, data_dir):
         (["model.nonexistent_key=1"], "nonexistent_key"),
         (["model.lr=-0.1"], "model.lr must be > 0"),
         (["model.lr=0"], "model.lr must be > 0"),
-        (["data.batch_size=0"], "data.batch_size must be > 0"),
-        (["data.batch_size=-5"], "data.batch_size must be > 0"),
+        (["data.batch_size=0"], "data.batch_size must be >= 1"),
+        (["data.batch_size=-5"], "data.batch_size must be >= 1"),
         (["ckpt_path=/nonexistent/last.ckpt"], "ckpt_path=/nonexistent/last.ckpt is not a file"),
     ],
 )

@@ -47,8 +47,8 @@ def test_optuna_search_runs_three_trials(tmp_path, data_dir):
         "model.lr",
         "data.batch_size",
         "model.weight_decay",
-        "model.dropout",
-        "model.width",
+        "model.net.dropout",
+        "model.net.width",
     }
     # what train.py returned to the sweeper is each trial's val/acc: the best is the largest
     accs = [t["metrics"]["val/acc"] for t in trials.values()]

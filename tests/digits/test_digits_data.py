@@ -17,7 +17,6 @@ from hybridlearn.digits.data import DigitSheetsDataModule
 from hybridlearn.digits.digitset import build_digits
 from hybridlearn.digits.images import cell_bounds, dark_ink, load_grey, mnist_like
 from hybridlearn.digits.manifest import BUILTIN_SHEETS, read_manifest, resolve_sheets
-from hybridlearn.mnist.augment import HandwritingAugment
 
 
 @pytest.fixture(scope="module")
@@ -289,36 +288,3 @@ def test_contact_sheet_command_runs_as_a_module(tmp_path):
     old = run_cli("-m hybridlearn.digits.data", args[2:])
     assert old.returncode == 2 and "python -m hybridlearn.digits.contact" in old.stderr, old.stderr
     assert not (tmp_path / "c.png").exists()
-
-
-def test_augment_keeps_background_and_range():
-    torch.manual_seed(0)
-    x = torch.zeros(16, 1, 28, 28)
-    x[:, :, 8:20, 12:16] = 1.0
-    for vr in ("unit", "standard", "tanh"):
-        from hybridlearn.mnist.data import to_range
-
-        xr = to_range(x, vr)
-        aug = HandwritingAugment(value_range=vr)
-        y = aug(xr)
-        assert y.shape == xr.shape
-        assert torch.allclose(y[:, :, 0, 0], xr[:, :, 0, 0])  # corners stay background
-        assert y.min() >= xr.min() - 1e-5 and y.max() <= xr.max() + 1e-5
-        assert not torch.allclose(y, xr)
-        assert torch.allclose(HandwritingAugment(p=0.0, value_range=vr)(xr), xr, atol=1e-5)
-    assert list(HandwritingAugment().state_dict()) == []
-
-
-def test_elastic_distortion_is_smooth_and_optional():
-    torch.manual_seed(0)
-    x = torch.zeros(8, 1, 28, 28)
-    x[:, :, 6:22, 12:16] = 1.0
-    plain = dict(rotate=0, shear=0, scale=(1, 1), translate=0, thickness=0, p=1.0)
-    assert torch.allclose(HandwritingAugment(**plain)(x), x, atol=1e-5)  # identity warp without elastic
-    y = HandwritingAugment(**plain, elastic=1.0, elastic_sigma=4.0)(x)
-    moved = (y - x).abs().sum((1, 2, 3))
-    assert (moved > 1).all() and y.min() >= 0 and y.max() <= 1
-    assert (y.sum((1, 2, 3)) - x.sum((1, 2, 3))).abs().max() < 0.25 * x[0].sum()  # a bend, not a smear
-    assert torch.allclose(HandwritingAugment(**{**plain, "p": 0.0}, elastic=1.0)(x), x, atol=1e-5)
-    with pytest.raises(ConfigError, match="elastic"):
-        HandwritingAugment(elastic=-1)

@@ -8,15 +8,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import compose_cfg, train_cli
+from conftest import build, compose_cfg, train_cli
+from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from hybridlearn.core.config import validate
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.runner import run
 from hybridlearn.digits import cli, predict
 from hybridlearn.digits.images import cell_bounds
 from hybridlearn.digits.study import ensemble_seeds, study_settings
-from hybridlearn.mnist.lenet import LeNet5
+from hybridlearn.mnist.conf import LeNet5Config, LeNet5NetConfig, TestTimeAugmentConfig
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
 
@@ -52,7 +54,8 @@ def test_paper_setup_runs_and_plots_curves(digit_runs):
     assert (out / "curves.png").stat().st_size > 10_000
     assert 0.1 < r["metrics"]["test/acc"] < 0.95  # the paper's model after 5 epochs: far from solved
     ckpt = torch.load(r["metrics"]["last_ckpt"], weights_only=True)
-    assert ckpt["hyper_parameters"]["activation"] == "tanh" and ckpt["hyper_parameters"]["pool"] == "avg"
+    net = ckpt["hybridlearn_config"]["net"]
+    assert net["activation"] == "tanh" and net["pool"] == "avg" and ckpt["hyper_parameters"]["init"] == "keras"
     assert ckpt["datamodule_hyper_parameters"]["size"] == 32
 
 
@@ -132,28 +135,35 @@ def test_predict_bad_input(digit_runs, tmp_path, capsys):
 
 
 def test_lenet_extensions_are_backward_compatible(tmp_path, digit_runs):
-    m = LeNet5()
+    m = build(LeNet5Config())
     assert m.hparams.init == "torch" and m.augment is None
-    k = LeNet5(in_size=32, activation="tanh", pool="avg", init="keras", freeze="features")
+    paper_net = LeNet5NetConfig(in_size=32, activation="tanh", pool="avg")
+    k = build(LeNet5Config(net=paper_net, init="keras", freeze="features"))
     assert all(float(b.abs().sum()) == 0 for n, b in k.net.named_parameters() if n.endswith("bias"))
     assert not any(p.requires_grad for p in k.net.features.parameters())
+
+    def pretrained(path: str, **changes):  # loaded before training (prepare_helpers), not by the constructor
+        model = build(LeNet5Config(pretrained=path, **changes))
+        model.prepare_helpers()
+        return model
+
     # pretrained from a Lightning checkpoint and from the MNIST pretraining's cache file
     ckpt = digit_runs["transfer"]["metrics"]["last_ckpt"]
-    p = LeNet5(pretrained=ckpt)
+    p = pretrained(ckpt)
     sd = torch.load(ckpt, weights_only=True)["state_dict"]
     assert torch.equal(p.net.head.weight, sd["net.head.weight"])
     cached = next((digit_runs["tmp"] / "cache").glob("lenet5_mnist_*.pt"))
     want = torch.load(cached, weights_only=True)["state_dict"]["head.weight"]
-    assert torch.equal(LeNet5(pretrained=str(cached)).net.head.weight, want)
+    assert torch.equal(pretrained(str(cached)).net.head.weight, want)
     assert "pretrained" not in p.hparams
     with pytest.raises(ConfigError, match="do not fit"):
-        LeNet5(in_size=32, pretrained=ckpt)
+        pretrained(ckpt, net=paper_net)
     # the one checkpoint loader: one line for a missing file, a non-checkpoint, another model's checkpoint
     with pytest.raises(ConfigError, match="not a file"):
-        LeNet5(pretrained=str(tmp_path / "none.ckpt"))
+        pretrained(str(tmp_path / "none.ckpt"))
     (tmp_path / "bad.ckpt").write_text("x")
-    with pytest.raises(DataError, match="not a readable PyTorch checkpoint"):
-        LeNet5(pretrained=str(tmp_path / "bad.ckpt"))
+    with pytest.raises(DataError, match="not a PyTorch checkpoint"):
+        pretrained(str(tmp_path / "bad.ckpt"))
     torch.save(
         {
             "state_dict": {"generator.net.0.weight": torch.zeros(2, 2)},
@@ -162,23 +172,23 @@ def test_lenet_extensions_are_backward_compatible(tmp_path, digit_runs):
         tmp_path / "gan.ckpt",
     )
     with pytest.raises(ConfigError, match="holds MLPGAN, not LeNet5") as e:
-        LeNet5(pretrained=str(tmp_path / "gan.ckpt"))
+        pretrained(str(tmp_path / "gan.ckpt"))
     assert "\n" not in str(e.value)
     with pytest.raises(ConfigError, match="model.init"):
-        LeNet5(init="he")
+        validate(compose_cfg(["experiment=lenet_digits", "model.init=he"], tmp_path))
 
 
-def test_tta_identity_equals_plain_prediction_and_is_saved(digit_runs):
+def test_tta_identity_equals_plain_prediction_and_is_saved(digit_runs, tmp_path):
     torch.manual_seed(0)
     x = torch.randn(16, 1, 28, 28)
-    plain = LeNet5().eval()
+    plain = build(LeNet5Config()).eval()
     for rotate in ([], [0.0]):  # the cell only, or the cell "rotated" by 0 degrees: no change
-        m = LeNet5(tta={"rotate": rotate, "value_range": "standard"}).eval()
+        m = build(LeNet5Config(tta=TestTimeAugmentConfig(rotate=rotate, value_range="standard"))).eval()
         m.net.load_state_dict(plain.net.state_dict())
         with torch.no_grad():
             assert torch.allclose(m.eval_logits(x).softmax(-1), plain(x).softmax(-1), atol=1e-5)
     # real rotations change the probabilities but average them: still a distribution
-    m = LeNet5(tta={"rotate": [-8, 8], "value_range": "standard"}).eval()
+    m = build(LeNet5Config(tta=TestTimeAugmentConfig(rotate=[-8, 8], value_range="standard"))).eval()
     m.net.load_state_dict(plain.net.state_dict())
     with torch.no_grad():
         p = m.eval_logits(x).exp()
@@ -190,10 +200,10 @@ def test_tta_identity_equals_plain_prediction_and_is_saved(digit_runs):
 
     model, prep = predict.load_model(digit_runs["transfer"]["metrics"]["last_ckpt"])
     assert model.tta is not None and model.tta.rotate == [-8.0, 8.0] and prep["despeckle"] > 0
+    with pytest.raises(ConfigCompositionException, match="angles"):  # not a setting: refused while composing
+        compose_cfg(["experiment=lenet_digits_transfer", "model.tta.angles=[5]"], tmp_path)
     with pytest.raises(ConfigError, match="model.tta"):
-        LeNet5(tta={"angles": [5]})
-    with pytest.raises(ConfigError, match="model.tta"):
-        LeNet5(tta={"rotate": [90]})
+        validate(compose_cfg(["experiment=lenet_digits_transfer", "model.tta.rotate=[90]"], tmp_path))
 
 
 def test_cli_bad_manifest_is_one_line(tmp_path):

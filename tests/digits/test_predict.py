@@ -9,12 +9,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import build
 from PIL import Image
 from torch.utils.data import DataLoader, TensorDataset
 
 from hybridlearn.core.trainer import build_trainer
 from hybridlearn.digits import cli, predict
 from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, each_row_reads, mnist_pages, render_page
+from hybridlearn.mnist.conf import LeNet5Config, MNISTPretrainConfig
 from hybridlearn.mnist.data import load_mnist, to_float
 from hybridlearn.mnist.lenet import LeNet5
 
@@ -43,7 +45,7 @@ def ckpt(data_dir, tmp_path_factory):
     raw = load_mnist(data_dir)
     x, y = to_float(raw["train_x"][:6000], "standard"), raw["train_y"][:6000]
     torch.manual_seed(0)
-    model = LeNet5()
+    model = build(LeNet5Config())
     opt = torch.optim.Adam(model.parameters(), lr=2e-3)
     for i in torch.randperm(len(y)).split(128):
         opt.zero_grad()
@@ -60,10 +62,8 @@ def test_pages_read_as_well_as_clean_cells(data_dir, mnist, tmp_path, kind):
     as clean cells. The model: the MNIST LeNet-5 of lenet_digits_transfer (6 augmented epochs;
     cached after its first run)."""
     cache = os.environ.get("HYBRIDLEARN_CACHE", str(Path.home() / ".cache" / "hybridlearn"))
-    model = LeNet5(
-        pretrained="mnist",
-        pretrain={"data_dir": str(data_dir), "cache_dir": cache, "epochs": 6, "augment": True, "subset": None},
-    )
+    pretrain = MNISTPretrainConfig(data_dir=str(data_dir), cache_dir=cache, epochs=6, augment=True, subset=None)
+    model = build(LeNet5Config(pretrained="mnist", pretrain=pretrain))
     model, prep = predict.load_model(_save(model, tmp_path))
     x, _ = mnist
     right_page = right_clean = n = 0
@@ -162,7 +162,7 @@ def test_ensemble_reads_with_the_mean_of_the_models_probabilities(ckpt, mnist, t
     """--ensemble: the mean of the members' probabilities (checked against each model alone), the
     same digits when a model is ensembled with itself, and a missing member is one line."""
     m1, prep = predict.load_model(ckpt)
-    m2 = LeNet5()
+    m2 = build(LeNet5Config())
     torch.manual_seed(1)
     with torch.no_grad():
         for a, b in zip(m2.parameters(), m1.parameters()):

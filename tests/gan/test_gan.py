@@ -16,7 +16,7 @@ from PIL import Image
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.gan.model import MLPGAN, Discriminator, Generator, NonFiniteLossError
 from hybridlearn.gan.sampling import load_generator
-from hybridlearn.mnist.lenet import LeNet5
+from hybridlearn.mnist.lenet import build_net
 
 SMALL = [
     "experiment=gan_mnist",
@@ -236,7 +236,7 @@ def test_load_generator_refuses_other_files(tmp_path):
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
     with pytest.raises(DataError, match="not a readable PyTorch checkpoint"):
         load_generator(tmp_path / "junk.ckpt")
-    lenet = {"state_dict": {f"net.{k}": v for k, v in LeNet5().net.state_dict().items()}}
+    lenet = {"state_dict": {f"net.{k}": v for k, v in build_net().state_dict().items()}}
     torch.save({**lenet, "hybridlearn_class": "hybridlearn.mnist.lenet.LeNet5"}, tmp_path / "lenet.ckpt")
     with pytest.raises(ConfigError, match="holds LeNet5, not MLPGAN") as e:
         load_generator(tmp_path / "lenet.ckpt")

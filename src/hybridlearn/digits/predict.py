@@ -44,7 +44,7 @@ def load_model(ckpt: str):
     raw = read_checkpoint(ckpt, "a LeNet-5 checkpoint")
     model = load_module(LeNet5, ckpt, what="a LeNet-5 checkpoint")
     model.eval()
-    return model, preparation(raw.get("datamodule_hyper_parameters"), int(model.hparams.in_size))
+    return model, preparation(raw.get("datamodule_hyper_parameters"), model.net.in_size)
 
 
 class Ensemble(torch.nn.Module):

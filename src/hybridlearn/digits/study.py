@@ -339,7 +339,7 @@ def read_synthetic_pages(model, dm, n_pages: int) -> dict[str, PageReading]:
     model's accuracy on the same digits given as clean cells."""
     raw = load_mnist(dm.hparams.data_dir)
     x, y = raw["test_x"].numpy(), raw["test_y"].numpy()
-    prep = preparation(dm.hparams, int(model.hparams.in_size))
+    prep = preparation(dm.hparams, model.net.in_size)
     out = {}
     for kind, (styles, margin) in PAGE_KINDS.items():
         found = right_page = right_clean = n = 0

@@ -24,7 +24,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.mnist.data import to_range
-from hybridlearn.mnist.lenet import LeNet5Net, read_lenet
+from hybridlearn.mnist.lenet import LeNet5Net, build_net, read_lenet
 from hybridlearn.mnist.pretrain import pretrained_lenet
 
 log = logging.getLogger(__name__)
@@ -78,7 +78,7 @@ def load_classifier(path: str | Path) -> tuple[LeNet5Net, dict[str, Any]]:
     """A LeNet-5 checkpoint (experiment=lenet_mnist) or a cached MNIST pretraining, as the FID classifier."""
     what = "model.fid.classifier_ckpt"
     sd, arch = read_lenet(path, what)
-    net = LeNet5Net(**arch)
+    net = build_net(arch)
     if net.classifier[-2].out_features != 84:
         raise ConfigError(f"{what}={path}: the classifier's penultimate layer must have 84 features")
     try:
@@ -99,7 +99,7 @@ def mnist_classifier(
     """The FID classifier: the MNIST LeNet-5 pretraining (hybridlearn.mnist.pretrain, cached) with
     standard normalisation, no augmentation, `epochs` epochs on the first `n_train` images, trained
     by a Trainer of `trainers` (None: a quiet one) when not cached."""
-    net = LeNet5Net()
+    net = build_net()
     sd, info = pretrained_lenet(
         net,
         trainers,

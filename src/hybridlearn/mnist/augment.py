@@ -9,8 +9,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybridlearn.core.config import check_float, check_fraction
-from hybridlearn.core.errors import ConfigError
 from hybridlearn.mnist.data import background_value, to_range
 
 
@@ -36,31 +34,26 @@ class HandwritingAugment(nn.Module):
 
     def __init__(
         self,
-        rotate: float = 12.0,
-        shear: float = 8.0,
-        scale: tuple[float, float] = (0.85, 1.15),
-        translate: float = 0.1,
-        thickness: float = 0.5,
-        p: float = 1.0,
-        value_range: str = "unit",
-        elastic: float = 0.0,
-        elastic_sigma: float = 3.0,
+        rotate: float,
+        shear: float,
+        scale: Sequence[float],
+        translate: float,
+        thickness: float,
+        p: float,
+        value_range: str,
+        elastic: float,
+        elastic_sigma: float,
     ):
+        """Settings and their ranges: hybridlearn.mnist.conf.HandwritingAugmentConfig."""
         super().__init__()
-        self.elastic = check_float("augment.elastic", elastic, 0, 28) if elastic else 0.0  # pixels; 0: off
-        self.elastic_sigma = check_float("augment.elastic_sigma", elastic_sigma, 0, 28)
-        lo, hi = float(scale[0]), float(scale[1])
-        if not 0 < lo <= hi:  # a pair, not one value: the shared checkers have no such shape
-            raise ConfigError(f"augment.scale must be [low, high] with 0 < low <= high (got {list(scale)})")
-        check_fraction("augment.p", p, hi_included=True)
-        check_fraction("augment.thickness", thickness, hi_included=True)
         self.rotate, self.shear, self.scale, self.translate = (
             rotate,
             shear,
-            (lo, hi),
+            (float(scale[0]), float(scale[1])),
             translate,
         )
         self.thickness, self.p = thickness, p
+        self.elastic, self.elastic_sigma = elastic, elastic_sigma  # pixels; elastic 0: off
         self.bg = background_value(value_range)
         self.ink = float(to_range(torch.ones(()), value_range))
 
@@ -132,11 +125,10 @@ class TestTimeAugment(nn.Module):
     varies by (the training augmentation's range), which matters on ambiguous digits.
     """
 
-    def __init__(self, rotate: Sequence[float] = (-8.0, 8.0), value_range: str = "unit"):
+    def __init__(self, rotate: Sequence[float], value_range: str):
+        """Settings and their ranges: hybridlearn.mnist.conf.TestTimeAugmentConfig."""
         super().__init__()
         self.rotate = [float(r) for r in rotate]
-        if any(abs(r) > 45 for r in self.rotate):
-            raise ConfigError(f"model.tta.rotate must be small angles in degrees, |angle| <= 45 (got {self.rotate})")
         self.bg = background_value(value_range)
 
     def views(self, x: torch.Tensor) -> list[torch.Tensor]:

@@ -10,10 +10,10 @@ import lightning as L
 import numpy as np
 import torch
 
-from hybridlearn.core.config import check_choice, check_int
 from hybridlearn.core.download import ensure_files
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.loaders import SplitLoaders, seeded_split, tensor_loader
+from hybridlearn.mnist.conf import MNIST_MIRRORS, VALUE_RANGES
 
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -21,11 +21,6 @@ MNIST_FILES = {
     "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
     "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
 }
-# The mirrors torchvision uses.
-MNIST_MIRRORS = (
-    "https://ossci-datasets.s3.amazonaws.com/mnist/",
-    "http://yann.lecun.com/exdb/mnist/",
-)
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 
@@ -60,10 +55,6 @@ def load_mnist(
     return out
 
 
-VALUE_RANGES = ("unit", "tanh", "standard")
-MNIST_TRAIN = 60_000  # training images (the validation split is cut from them)
-
-
 def to_range(x: torch.Tensor, value_range: str, inplace: bool = False) -> torch.Tensor:
     """Float images in [0, 1] -> `value_range`: unit [0, 1] | tanh [-1, 1] (for GAN generators
     with a tanh output) | standard (MNIST mean/std). `inplace` overwrites `x` (fresh tensors)."""
@@ -94,28 +85,21 @@ class MNISTDataModule(SplitLoaders, L.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str = "./data",
-        batch_size: int = 128,
-        eval_batch_size: int = 1000,
-        val_size: int = 5000,
-        value_range: str = "standard",
-        train_subset: int | None = None,
-        test_subset: int | None = None,
-        split_seed: int = 42,
-        shuffle_seed: int = 0,
-        mirrors: Sequence[str] = MNIST_MIRRORS,
-        download_timeout: float
-        | None = None,  # total seconds for all downloads (None: $HYBRIDLEARN_DOWNLOAD_TIMEOUT or 60)
-        drop_last: bool = False,
+        data_dir: str,
+        batch_size: int,
+        eval_batch_size: int,
+        val_size: int,
+        value_range: str,
+        train_subset: int | None,
+        test_subset: int | None,
+        split_seed: int,
+        shuffle_seed: int | None,
+        mirrors: Sequence[str],
+        download_timeout: float | None,  # total seconds for all downloads (None: $HYBRIDLEARN_DOWNLOAD_TIMEOUT or 60)
+        drop_last: bool,
     ):
+        """Settings and their ranges: hybridlearn.mnist.conf.MNISTDataConfig (`data=mnist`)."""
         super().__init__()
-        check_int("data.batch_size", batch_size, 1, MNIST_TRAIN)
-        check_int("data.eval_batch_size", eval_batch_size, 1, MNIST_TRAIN)
-        check_int("data.val_size", val_size, 0, MNIST_TRAIN - 1)
-        for key, v in (("train_subset", train_subset), ("test_subset", test_subset)):
-            if v is not None:  # null: all of it
-                check_int(f"data.{key}", v, 1, MNIST_TRAIN)
-        check_choice("data.value_range", value_range, VALUE_RANGES)
         self.save_hyperparameters(ignore=["mirrors", "download_timeout"])
         self.data_dir, self.mirrors, self.timeout = (
             data_dir,

@@ -1,30 +1,35 @@
-"""LeNet-5 (LeCun et al. 1998) as a LightningModule, with the variants the paper's authors used."""
+"""LeNet-5 (LeCun et al. 1998) as a LightningModule, with the variants the paper's authors used: the
+network (LeNet5Net) is built from `model.net` and handed to the LightningModule (LeNet5), which holds
+the training choices (optimizer, schedule, initialisation, pretrained weights, augmentation)."""
 
 from __future__ import annotations
 
 import csv
 import io
 import logging
-import math
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
 from lightning.pytorch.utilities import rank_zero_only
+from omegaconf import OmegaConf
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionMatrix
 
 from hybridlearn.core.checkpoint import check_class, read_checkpoint
-from hybridlearn.core.config import check_choice, check_float, check_fraction, plain
+from hybridlearn.core.ckptfile import CONFIG_KEY
+from hybridlearn.core.config import plain
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.plotting import save_figure
 from hybridlearn.core.trainer import TrainerFactory
-from hybridlearn.mnist.augment import TestTimeAugment
-from hybridlearn.mnist.pretrain import pretrain_augment, pretrained_lenet
+from hybridlearn.mnist.augment import HandwritingAugment, TestTimeAugment
+from hybridlearn.mnist.conf import LeNet5NetConfig, feature_side
+from hybridlearn.mnist.pretrain import pretrained_lenet
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +38,7 @@ POOLS = {"max": nn.MaxPool2d, "avg": nn.AvgPool2d}
 
 
 class LeNet5Net(nn.Module):
-    """conv 5x5 -> 6, subsample, conv 5x5 -> 16, subsample, 120, 84, 10.
+    """conv 5x5 -> 6, subsample, conv 5x5 -> 16, subsample, 120, 84, 10 (settings: LeNet5NetConfig).
 
     `first_padding=2` ("same" on 28x28, as Keras' padding='same') feeds 28x28 MNIST at LeNet's
     32x32 geometry; use 0 for 32x32 inputs. `width` scales every layer's channels/units (1 = LeCun's
@@ -43,22 +48,19 @@ class LeNet5Net(nn.Module):
 
     def __init__(
         self,
-        in_size: int = 28,
-        in_channels: int = 1,
-        num_classes: int = 10,
-        activation: str = "relu",
-        pool: str = "max",
-        first_padding: int = 2,
-        width: float = 1.0,
-        dropout: float = 0.0,
+        in_size: int,
+        in_channels: int,
+        num_classes: int,
+        activation: str,
+        pool: str,
+        first_padding: int,
+        width: float,
+        dropout: float,
     ):
         super().__init__()
+        self.in_size = in_size  # the side of the images it reads (predict.py prepares cells to it)
         act, pool_cls = ACTIVATIONS[activation], POOLS[pool]
-        side = ((in_size + 2 * first_padding - 4) // 2 - 4) // 2
-        if side < 1:
-            raise ConfigError(f"model.in_size={in_size} with first_padding={first_padding} is too small for LeNet-5")
-        check_float("model.width", width, 0.0, 16.0)
-        check_fraction("model.dropout", dropout)
+        side = feature_side(in_size, first_padding)
         c1, c2, f1, f2 = (max(1, round(n * width)) for n in (6, 16, 120, 84))
 
         def hidden_act() -> nn.Module:  # dropout rides with the activation: no parameter index moves
@@ -89,6 +91,11 @@ class LeNet5Net(nn.Module):
         return self.head(self.embed(x))
 
 
+def build_net(settings: Mapping[str, Any] | None = None) -> LeNet5Net:
+    """The LeNet5Net of `settings` (a `model.net` mapping; the missing keys take their declared defaults)."""
+    return instantiate(OmegaConf.merge(OmegaConf.structured(LeNet5NetConfig), settings or {}))
+
+
 def keras_init_(net: nn.Module) -> None:
     """Keras' defaults: Glorot-uniform kernels, zero biases."""
     for m in net.modules():
@@ -97,26 +104,24 @@ def keras_init_(net: nn.Module) -> None:
             nn.init.zeros_(m.bias)
 
 
-NET_KEYS = (
-    "in_size",
-    "in_channels",
-    "num_classes",
-    "activation",
-    "pool",
-    "first_padding",
-)
+# the network's keys among the hyperparameters of checkpoints written before `model.net` existed
+OLD_NET_KEYS = ("in_size", "in_channels", "num_classes", "activation", "pool", "first_padding")
 
 
 def read_lenet(path: str | Path, what: str = "model.pretrained") -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """(LeNet5Net weights, LeNet5Net arguments) of a LeNet5 Lightning checkpoint (keys `net.*`) or of
-    a cached pretraining (hybridlearn.mnist.pretrain: no arguments), read by the one checkpoint
-    loader (weights_only=True; one line for a non-checkpoint or another model's checkpoint)."""
+    """(LeNet5Net weights, its `model.net` settings) of a LeNet5 Lightning checkpoint (keys `net.*`)
+    or of a cached pretraining (hybridlearn.mnist.pretrain: no settings, the defaults), read by the
+    one checkpoint loader (weights_only=True; one line for a non-checkpoint or another model's)."""
     ck = read_checkpoint(path, what)
     check_class(ck, LeNet5, path, what)
     sd = ck["state_dict"]
     if any(k.startswith("net.") for k in sd):
         sd = {k[4:]: v for k, v in sd.items() if k.startswith("net.")}
-    arch = {k: v for k, v in (ck.get("hyper_parameters") or {}).items() if k in NET_KEYS}
+    config = ck.get(CONFIG_KEY)
+    if isinstance(config, dict) and isinstance(config.get("net"), dict):
+        arch = dict(config["net"])
+    else:
+        arch = {k: v for k, v in (ck.get("hyper_parameters") or {}).items() if k in OLD_NET_KEYS}
     return {k.replace("_orig_mod.", ""): v for k, v in sd.items()}, arch
 
 
@@ -127,102 +132,78 @@ def load_weights_(net: nn.Module, sd: Mapping[str, torch.Tensor], pretrained: st
     except RuntimeError as e:
         first = str(e).strip().splitlines()
         raise ConfigError(
-            f"model.pretrained={pretrained}: weights do not fit this LeNet-5 (in_size/first_padding/"
-            f"num_classes must match the pretrained model): {' '.join(first[1:2]) or first[0]}"
+            f"model.pretrained={pretrained}: weights do not fit this LeNet-5 (model.net's in_size/first_padding/"
+            f"width/num_classes must match the pretrained model): {' '.join(first[1:2]) or first[0]}"
         ) from None
 
 
-def build_tta(tta: Mapping[str, Any] | None) -> TestTimeAugment | None:
-    """`model.tta`: null, or the settings of a TestTimeAugment."""
-    if tta is None:
-        return None
-    if not isinstance(tta, Mapping):
-        raise ConfigError(f"model.tta must be null or a mapping like {{rotate: [-8, 8]}} (got {tta!r})")
-    try:
-        return TestTimeAugment(**tta)
-    except TypeError as e:
-        raise ConfigError(f"model.tta: {e} (keys: rotate, value_range)") from None
-
-
 class LeNet5(L.LightningModule):
+    """LeNet-5 training (settings: LeNet5Config): cross-entropy, Adam or SGD with an optional one-cycle
+    or cosine schedule, accuracy and a test confusion matrix, class probabilities for task=predict."""
+
     def __init__(
         self,
-        in_size: int = 28,
-        in_channels: int = 1,
-        num_classes: int = 10,
-        activation: str = "relu",
-        pool: str = "max",
-        first_padding: int = 2,
-        width: float = 1.0,
-        dropout: float = 0.0,
-        optimizer: str = "adam",
-        lr: float = 1e-3,
-        weight_decay: float = 0.0,
-        scheduler: str | None = "onecycle",
-        compile: bool = False,
-        init: str = "torch",
-        pretrained: str | None = None,
-        pretrain: Mapping[str, Any] | None = None,
-        freeze: str | None = None,
-        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
-        tta: Mapping[str, Any] | None = None,
+        net: LeNet5Net,
+        optimizer: str,
+        lr: float,
+        weight_decay: float,
+        scheduler: str | None,
+        compile: bool,
+        init: str,
+        pretrained: str | None,
+        pretrain: Mapping[str, Any],
+        freeze: str | None,
+        augment: HandwritingAugment | None,
+        tta: TestTimeAugment | None,
     ):
-        """`init`: torch (PyTorch defaults) | keras (Glorot-uniform weights, zero biases, as the
-        paper's Keras models). `pretrained`: a Lightning .ckpt or a state_dict .pt of a LeNet-5 of
-        the same shape, or "mnist" for a LeNet-5 trained on MNIST on the fly and cached (settings
-        in `pretrain`, see hybridlearn.mnist.pretrain). `freeze`: null | features (the conv
-        layers) | all_but_head. `augment`: a callable applied to training batches only.
-        `tta`: null, or the settings of a `hybridlearn.mnist.augment.TestTimeAugment` (e.g.
-        {rotate: [-8, 8], value_range: standard}) used by validation, test and predict.
-        `pretrained`, `pretrain` and `augment` are not saved in checkpoints (a checkpoint already
-        holds the trained weights); `tta` is, so predict.py predicts as the test did."""
-        super().__init__()  # long for its 19 documented options; the body is checks, then the network
-        check_choice("model.activation", activation, sorted(ACTIVATIONS))
-        check_choice("model.pool", pool, sorted(POOLS))
-        check_choice("model.optimizer", optimizer, ("adam", "sgd"))
-        check_choice("model.scheduler", scheduler, (None, "onecycle", "cosine"))
-        check_float("model.lr", lr, 0.0, math.inf)
-        check_choice("model.init", init, ("torch", "keras"))
-        check_choice("model.freeze", freeze, (None, "features", "all_but_head"))
-        tta = plain(tta)
-        eval_augment = build_tta(tta)
-        self.save_hyperparameters(ignore=["pretrained", "pretrain", "augment"])
-        self.net = LeNet5Net(in_size, in_channels, num_classes, activation, pool, first_padding, width, dropout)
+        """`net` is trained in place. `init`: torch (PyTorch defaults) | keras (Glorot-uniform weights,
+        zero biases, as the paper's Keras models). `pretrained`: a Lightning .ckpt or cached .pt of a
+        LeNet-5 of the same network, or "mnist" for one trained on MNIST with the `pretrain` settings
+        (hybridlearn.mnist.pretrain); loaded by `prepare_helpers`, and not at all when a checkpoint's
+        weights are loaded. `freeze`: null | features (the conv layers) | all_but_head. `augment`
+        transforms training batches; `tta` averages validation, test and predict over views.
+        Checkpoints keep the config the module was built from (core.checkpoint), so they rebuild it
+        with its network, augmentation and TTA: predict.py predicts as the test did."""
+        super().__init__()
+        self.save_hyperparameters(ignore=["net", "pretrained", "pretrain", "augment", "tta"])
         if init == "keras":
-            keras_init_(self.net)
-        # `pretrained: mnist` trains a LeNet-5 (or reads its cache): prepare_helpers does it, not a constructor
-        self._mnist_pretrain = dict(pretrain or {}) if pretrained == "mnist" else None
-        if self._mnist_pretrain is not None:  # a bad setting fails now, not after the data has loaded
-            p = self._mnist_pretrain
-            pretrain_augment(plain(p.get("augment", True)), p.get("value_range", "standard"))
-        if pretrained and pretrained != "mnist":
-            load_weights_(self.net, read_lenet(pretrained)[0], pretrained)
+            keras_init_(net)
         if freeze:
-            frozen = [self.net.features] + ([self.net.classifier] if freeze == "all_but_head" else [])
-            for m in frozen:
+            for m in [net.features] + ([net.classifier] if freeze == "all_but_head" else []):
                 m.requires_grad_(False)
-        self.augment, self.tta = augment, eval_augment
-        if compile:
-            self.net = torch.compile(self.net)
+        self.net, self.augment, self.tta = net, augment, tta
+        # weights to load before training (prepare_helpers): a constructor reads no file and trains nothing
+        self.pending_weights = (pretrained, dict(plain(pretrain))) if pretrained else None
+        self.compiled = False
+        n = net.head.out_features
         self.acc = nn.ModuleDict(
-            {s: MulticlassAccuracy(num_classes, average="micro", validate_args=False) for s in ("val_", "test_")}
+            {s: MulticlassAccuracy(n, average="micro", validate_args=False) for s in ("val_", "test_")}
         )
         # test confusion matrix; metric states are not saved, so checkpoints keep their keys
-        self.confmat = MulticlassConfusionMatrix(num_classes, validate_args=False)
+        self.confmat = MulticlassConfusionMatrix(n, validate_args=False)
 
     def prepare_helpers(self, trainers: TrainerFactory | None = None) -> None:
-        """`pretrained: mnist`: load the MNIST LeNet-5 pretraining (hybridlearn.mnist.pretrain), trained
-        by a Trainer of `trainers` (the run's; None: a quiet one) unless cached. Once; `setup` calls
-        it when no caller did (Python API)."""
-        if self._mnist_pretrain is None:
+        """Load `pretrained` weights: a LeNet-5 file, or the MNIST pretraining (hybridlearn.mnist.pretrain)
+        trained by a Trainer of `trainers` (the run's; None: a quiet one) unless cached. Once; `setup`
+        calls it when no caller did (Python API)."""
+        if self.pending_weights is None:
             return
-        net = getattr(self.net, "_orig_mod", self.net)  # the cache key is the plain network's repr
-        sd, _ = pretrained_lenet(net, trainers, **self._mnist_pretrain)
-        load_weights_(net, sd, "mnist")
-        self._mnist_pretrain = None
+        pretrained, settings = self.pending_weights
+        if pretrained == "mnist":
+            sd, _ = pretrained_lenet(self.net, trainers, **settings)
+        else:
+            sd = read_lenet(pretrained)[0]
+        load_weights_(self.net, sd, pretrained)
+        self.pending_weights = None
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.pending_weights = None  # a checkpoint's weights replace any pretrained ones
 
     def setup(self, stage: str) -> None:
         self.prepare_helpers()
+        if self.hparams.compile and not self.compiled:  # after the pretrained weights: they load into the plain network
+            self.net.compile()  # in place: the weights keep their names, so checkpoints load either way
+            self.compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -18,15 +18,20 @@ from typing import Any
 import lightning as L
 import torch
 import torch.nn.functional as F
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 from torch import nn
 
 from hybridlearn.core.checkpoint import read_checkpoint
-from hybridlearn.core.config import check_int, plain
+from hybridlearn.core.config import plain
 from hybridlearn.core.errors import ConfigError, HybridlearnError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.core.loaders import tensor_loader
+from hybridlearn.core.settings import check_settings
 from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 from hybridlearn.mnist.augment import HandwritingAugment
+from hybridlearn.mnist.conf import MNISTPretrainConfig, pretrain_augment_settings
 from hybridlearn.mnist.data import load_mnist, to_float
 
 log = logging.getLogger(__name__)
@@ -66,75 +71,64 @@ class MNISTPretraining(L.LightningModule):
 
 
 def pretrained_lenet(
-    net: nn.Module,
-    trainers: TrainerFactory | None = None,
-    data_dir: str = "./data",
-    cache_dir: str = "~/.cache/hybridlearn",
-    epochs: int = 2,
-    lr: float = 2e-3,
-    batch_size: int = 128,
-    value_range: str = "standard",
-    augment: bool | Mapping[str, Any] = True,
-    seed: int = 0,
-    subset: int | None = None,
+    net: nn.Module, trainers: TrainerFactory | None = None, **settings: Any
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """(state dict, info) of a copy of `net` trained on the 60k MNIST training images (or the first
     `subset`); info holds `mnist_test_acc` (10k test images) and `source` (the cache file).
 
-    Cached as `<cache_dir>/lenet5_mnist_<key>.pt`, the key hashing the architecture and these
-    settings, so every later run (every seed of a study, every GAN run) reuses it. Trained by a
-    Trainer of `trainers` (the run's: its accelerator, precision and loggers apply, logs in
-    `<run>/lenet_pretrain/`; None: a quiet one); the global RNG is left as it was.
+    `settings`: those of `model.pretrain` (hybridlearn.mnist.conf.MNISTPretrainConfig; the ones not
+    given take its defaults, `data_dir` and `cache_dir` must be given), checked against their
+    declarations before any training. Cached as `<cache_dir>/lenet5_mnist_<key>.pt`, the key hashing
+    the architecture and the training settings, so every later run (every seed of a study, every GAN
+    run) reuses it. Trained by a Trainer of `trainers` (the run's: its accelerator, precision and
+    loggers apply, logs in `<run>/lenet_pretrain/`; None: a quiet one); the global RNG is left as it was.
     """
-    check_int("model.pretrain.epochs", epochs, 1, 10_000)
-    if subset is not None:
-        check_int("model.pretrain.subset", subset, 1, 60_000)
-    augment = plain(augment)
-    aug = pretrain_augment(augment, value_range)  # checked before the (long) training
-    settings = {
-        "arch": repr(net),
-        "epochs": epochs,
-        "lr": lr,
-        "batch_size": batch_size,
-        "value_range": value_range,
-        "augment": augment,
-        "seed": seed,
-        "subset": subset,
-        "v": CACHE_VERSION,
-    }
-    key = hashlib.sha1(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:12]
-    path = Path(cache_dir).expanduser() / f"lenet5_mnist_{key}.pt"
+    s = pretrain_settings(settings)
+    aug = pretrain_augment(s["augment"], s["value_range"])  # checked before the (long) training
+    key_settings = {k: s[k] for k in ("epochs", "lr", "batch_size", "value_range", "augment", "seed", "subset")}
+    key_settings.update(arch=repr(net), v=CACHE_VERSION)
+    key = hashlib.sha1(json.dumps(key_settings, sort_keys=True).encode()).hexdigest()[:12]
+    path = Path(s["cache_dir"]).expanduser() / f"lenet5_mnist_{key}.pt"
     cached = _read_cache(path)
     if cached is not None:
         return cached
-    log.info("pretraining LeNet-5 on MNIST for %d epoch(s) -> %s", epochs, path)
+    log.info("pretraining LeNet-5 on MNIST for %d epoch(s) -> %s", s["epochs"], path)
     started = time.time()
-    train, test = _mnist_loaders(data_dir, subset, value_range, batch_size, seed)
+    train, test = _mnist_loaders(s["data_dir"], s["subset"], s["value_range"], s["batch_size"], s["seed"])
     with torch.random.fork_rng():
-        torch.manual_seed(seed)
+        torch.manual_seed(s["seed"])
         model = copy.deepcopy(net)
         for m in model.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
-        module = MNISTPretraining(model, lr, aug)
-        acc = _fit_and_test(module, train, test, epochs, trainers or TrainerFactory())
+        module = MNISTPretraining(model, s["lr"], aug)
+        acc = _fit_and_test(module, train, test, s["epochs"], trainers or TrainerFactory())
     log.info("MNIST LeNet-5: test accuracy %.4f after %.0f s", acc, time.time() - started)
     sd = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     with atomic_output(path, overwrite=True) as tmp_path:
-        torch.save({"state_dict": sd, "mnist_test_acc": acc, "settings": settings}, tmp_path)
+        torch.save({"state_dict": sd, "mnist_test_acc": acc, "settings": key_settings}, tmp_path)
     return sd, {"source": str(path), "mnist_test_acc": acc}
 
 
-def pretrain_augment(augment: bool | Mapping[str, Any], value_range: str) -> HandwritingAugment | None:
-    """`model.pretrain.augment`: true / false, or the settings of a HandwritingAugment."""
-    if isinstance(augment, bool):
-        return HandwritingAugment(value_range=value_range) if augment else None
-    if not isinstance(augment, Mapping):
-        raise ConfigError(f"model.pretrain.augment must be true, false or augmentation settings (got {augment!r})")
+def pretrain_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """`settings` merged onto MNISTPretrainConfig's defaults and checked (one line naming
+    `model.pretrain.<key>`); `augment` stays as given (true / false / a mapping: the cache key)."""
     try:
-        return HandwritingAugment(**{"value_range": value_range, **augment})
-    except TypeError as e:
-        raise ConfigError(f"model.pretrain.augment: {e}") from None
+        node = OmegaConf.merge(OmegaConf.structured(MNISTPretrainConfig), plain(dict(settings)))
+    except OmegaConfBaseException as e:
+        raise ConfigError(f"model.pretrain: {str(e).splitlines()[0]}") from None
+    check_settings(node, "model.pretrain")
+    for key in ("data_dir", "cache_dir"):
+        if key not in settings:
+            raise ConfigError(f"model.pretrain.{key} must be given (a run takes it from paths.{key})")
+    return {**OmegaConf.to_container(node, resolve=False), "augment": plain(settings.get("augment", True))}
+
+
+def pretrain_augment(augment: bool | Mapping[str, Any], value_range: str) -> HandwritingAugment | None:
+    """`model.pretrain.augment`: true / false, or the settings of a HandwritingAugment (the rest their
+    defaults; `value_range` that of the pretraining's images)."""
+    node = pretrain_augment_settings(plain(augment), value_range, "model.pretrain.augment")
+    return None if node is None else instantiate(node)
 
 
 def _read_cache(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]] | None:

@@ -17,6 +17,7 @@ import os
 import re
 import sys
 import time
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -192,9 +193,24 @@ def hydra_main(preset: list[str] | None = None) -> None:
         if user_full_error:
             raise
         raise ConfigError(one_line(e)) from None
+    except (AssertionError, AttributeError, KeyError, TypeError, ValueError) as e:
+        # OmegaConf can fail inside Hydra's composition with a plain exception (a mapping typed on the
+        # command line for a setting that is null by default): the run never started, so it is the
+        # overrides', one line; an exception from the run itself keeps its traceback (a bug)
+        if user_full_error or _inside_task(e):
+            raise
+        raise ConfigError(
+            f"the overrides could not be composed ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}); set a null setting's keys "
+            "through its config group (e.g. +model/tta=rotations) or check the override's form"
+        ) from None
     finally:
         if not user_full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _inside_task(e: BaseException) -> bool:
+    """Whether the exception was raised inside the task function (the run), not while composing."""
+    return any(f.name == objective.__name__ and f.filename == __file__ for f in traceback.extract_tb(e.__traceback__))
 
 
 def _sections(text: str) -> list[str]:

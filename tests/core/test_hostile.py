@@ -43,6 +43,9 @@ BEFORE_THE_RUN_FOLDER = {
     "hydra/launcher=nonexistent": "Available options in 'hydra/launcher': basic, joblib",
     "experiment=../train": "unknown experiment '../train'",
     "+model.no_such_key=1": "model.no_such_key is not a setting of model",
+    "model.activation=relu": "Key 'activation' not in 'LeNet5Config'",
+    "model.tta={rotate:[5]}": "the overrides could not be composed",
+    "model.augment.p=0.9": "the overrides could not be composed",
     # earlier passes
     "model.lr=nan": "model.lr must be a finite number",
     "model.lr=inf": "model.lr must be a finite number",

@@ -1,5 +1,5 @@
 """What an experiment hands `make reproduce` (its `<package>/reproduce.py`): the runs of its stage
-and the context its report section reads. The runner and the page assembly live in
+and the context its report section reads. The sweep and the page assembly live in
 `hybridlearn.reproduce`; this module only holds the shared types and the override grammar."""
 
 from __future__ import annotations
@@ -14,18 +14,18 @@ from omegaconf import DictConfig, OmegaConf
 
 @dataclass
 class Run:
-    """One subprocess of a stage: `train.py <args>` (kind train) or `python -m <args>` (kind module)."""
+    """One job of a stage: `train.py <args>` into `<reproduce dir>/<stage>/<name>`."""
 
     stage: str
     name: str
     args: list[str]
-    kind: str = "train"
     resumable: bool = False  # a Lightning fit that resumes from checkpoints/last.ckpt
     optional: bool = False  # its failure is reported but does not fail the command (data that may be offline)
-    # flags of a module run whose next argument is a file name inside the run folder (the output it writes)
-    run_dir_args: tuple[str, ...] = ()
+    # its share of the stage's expected time (reproduce.expected_s), relative to the stage's other runs:
+    # the runs start longest first
+    cost: float = 1.0
     # hash of the composed config the args stand for (make_plan fills it): a changed YAML default
-    # behind the same args makes a finished run stale; None: not known (module runs, older markers)
+    # behind the same args makes a finished run stale; None: not known (older markers)
     config: str | None = None
 
     @property

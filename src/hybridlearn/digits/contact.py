@@ -1,23 +1,32 @@
 """A contact sheet: every cut digit with its label, laid out in its sheet's own grid.
 
 python -m hybridlearn.digits.contact --contact-sheet out.png [--preprocess clean --size 28]
+python train.py experiment=digits_contact_sheet     # the same from the data config, as a run (make reproduce)
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
+from omegaconf import DictConfig
 
 from hybridlearn.core.errors import one_line_errors
 from hybridlearn.core.io import atomic_output
 from hybridlearn.digits.digitset import DigitSet, build_digits
 from hybridlearn.digits.images import PREPROCESS
 from hybridlearn.digits.manifest import resolve_sheets
+
+if TYPE_CHECKING:  # the CLI needs no Lightning
+    from hybridlearn.core.trainer import TrainerFactory
+
+log = logging.getLogger(__name__)
 
 
 def contact_sheet(
@@ -54,6 +63,20 @@ def contact_sheet(
     with atomic_output(out, overwrite=overwrite) as tmp:
         img.save(tmp)
     return Path(out)
+
+
+SHEET = "fig04_digits.png"  # the paper's Fig. 4
+
+
+def run_contact_sheet(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
+    """Entry `hybridlearn.digits.contact:run_contact_sheet` (experiment=digits_contact_sheet): the digits
+    of the data config (data.manifest, size, preprocess, border, despeckle) as <run>/fig04_digits.png."""
+    d = cfg.data
+    sheets = resolve_sheets(d.data_dir, d.manifest, list(d.extra_manifests), timeout=d.download_timeout)
+    digits = build_digits(sheets, d.size, d.preprocess, d.border, despeckle=d.despeckle)
+    out = contact_sheet(digits, Path(output_dir) / SHEET)
+    log.info("%d digits of %d sheets -> %s", len(digits.y), len(sheets), out)
+    return {"digits": len(digits.y), "sheets": len(sheets)}
 
 
 @one_line_errors

@@ -49,7 +49,8 @@ def plan(stage: str, s: DictConfig, ctx: PlanContext) -> list[Run]:
             # data, another may need a download (its failure is reported, not fatal)
             for seed in s.get("cv_seeds") or [0]:
                 args = [*cv_base, f"data.features={override_value(feat)}", f"seed={seed}"]
-                runs.append(Run(stage, f"cv_{feat}_seed{seed}", args, optional=feat != "default"))
+                # a 10-fold CV takes ~5 studies' time (benchmarks/RESULTS.md: 565-741 s vs 81-138 s)
+                runs.append(Run(stage, f"cv_{feat}_seed{seed}", args, optional=feat != "default", cost=5.0))
     return runs
 
 

@@ -1,5 +1,5 @@
-"""The experiments of `make reproduce`: the modules named by `reproduce.modules` (conf/experiment/
-reproduce.yaml, or the command line), imported by name. Each module (`<package>/reproduce.py`) has
+"""The experiments of `make reproduce`: the modules named by `reproduce.modules` (its default in
+hybridlearn/reproduce/conf.py, or the command line), imported by name. Each module (`<package>/reproduce.py`) has
 
     STAGES                      the stages it serves, in run and report order
     plan(stage, settings, ctx)  its runs (`core.reproduce.Run`) from `reproduce.scale.<scale>.<stage>`
@@ -16,10 +16,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from types import ModuleType
 
-from omegaconf import OmegaConf
-
-from hybridlearn.core.config import conf_dir
 from hybridlearn.core.errors import ConfigError
+from hybridlearn.reproduce.conf import MODULES
 
 
 @dataclass(frozen=True)
@@ -36,11 +34,6 @@ class Registry:
         return tuple(self.stage_modules)
 
 
-def default_modules() -> list[str]:
-    """`reproduce.modules` as conf/experiment/reproduce.yaml sets it (the report of a folder, in tests)."""
-    return list(OmegaConf.load(conf_dir() / "experiment" / "reproduce.yaml").reproduce.modules)
-
-
 @functools.cache
 def _registry(names: tuple[str, ...]) -> Registry:
     try:
@@ -51,4 +44,4 @@ def _registry(names: tuple[str, ...]) -> Registry:
 
 def registry(names: Sequence[str] | None = None) -> Registry:
     """The experiments' modules of `names` (None: the default list), imported once."""
-    return _registry(tuple(str(n) for n in (default_modules() if names is None else names)))
+    return _registry(tuple(str(n) for n in (MODULES if names is None else names)))

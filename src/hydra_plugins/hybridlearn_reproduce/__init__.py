@@ -1,0 +1,1 @@
+"""hybridlearn's Hydra plugins (Hydra takes plugins only from the `hydra_plugins` package)."""

@@ -1,5 +1,6 @@
-"""make reproduce: the plan, the resume logic, the report read from the runs' own files, and the
-quick mode end to end with tiny settings (every stage a real subprocess, seconds each)."""
+"""make reproduce: the plan, the order, the resume logic, the sweep with an in-process launcher, the
+report read from the runs' own files, and the quick mode end to end with tiny settings under Hydra's
+basic, joblib and submitit_local launchers (every run a real train.py job, seconds each)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,31 @@ import json
 import os
 import re
 import shutil
+import signal
 import statistics
-import time
+import subprocess
 from pathlib import Path
 
 import pytest
 from conftest import compose_cfg, train_cli
+from omegaconf import OmegaConf
 from PIL import Image
 
-import hybridlearn.reproduce.stages as stages_mod
-from hybridlearn.core.errors import ConfigError, DataError
-from hybridlearn.core.reproduce import Run, flatten
+import hybridlearn.reproduce.sweep as sweep_mod
+from hybridlearn.core.errors import ConfigError, DataError, RunsFailed
+from hybridlearn.core.reproduce import Run, flatten, override_value
 from hybridlearn.gom.results import ResultsError
 from hybridlearn.reproduce.report import write_report
-from hybridlearn.reproduce.stages import MARKER, lanes_for, make_plan, resolve_jobs, run_state
+from hybridlearn.reproduce.stages import (
+    MARKER,
+    expected_seconds,
+    longest_first,
+    make_plan,
+    makespan,
+    prepare,
+    run_state,
+)
+from hybridlearn.reproduce.sweep import CONSOLE, STOP, ReproduceJob, job_overrides, run_reproduce, stop_on_ctrl_c
 
 # Every stage in seconds: one GOM seed on a 2x2 grid, 2-fold CV, one digits seed for 1-2 epochs,
 # the GAN for 2 epochs on 1024 images, the video for 6 frames at 64 px.
@@ -113,17 +125,11 @@ def test_plan_quick_and_paper(tmp_path, data_dir):
     assert m.args[0] == "experiment=gan_mnist_modern" and m.args[1:] == g.args[1:]
 
 
-def test_plan_draws_the_contact_sheet_with_its_command(tmp_path, data_dir):
-    sheet = next(
-        r
-        for r in make_plan(compose_cfg(["experiment=reproduce"], tmp_path)).runs["digits"]
-        if r.name == "contact_sheet"
-    )
-    assert sheet.kind == "module" and sheet.args[:3] == [
-        "hybridlearn.digits.contact",
-        "--contact-sheet",
-        "fig04_digits.png",
-    ]
+def test_every_run_of_the_plan_is_a_train_py_run(tmp_path, data_dir):
+    """The contact sheet too (experiment=digits_contact_sheet), so every run is a launcher's job."""
+    plan = make_plan(compose_cfg(["experiment=reproduce", "reproduce.stages=[digits]"], tmp_path))
+    sheet = next(r for r in plan.runs["digits"] if r.name == "contact_sheet")
+    assert sheet.args[0] == "experiment=digits_contact_sheet" and sheet.config
 
 
 def test_plan_refuses_unknown_stage_and_keys(tmp_path, data_dir):
@@ -176,48 +182,202 @@ def test_a_changed_default_behind_the_same_args_makes_a_run_stale(tmp_path):
     assert run_state(d, run) == "done"
 
 
-def test_lanes_spread_the_longest_stages_first():
-    exp = {"gom": 4200, "digits": 560, "gan": 2850, "style": 45}
-    order = ["gom", "digits", "gan", "style"]
-    assert lanes_for(order, exp, 1) == [order]
-    # LPT: gom alone, the GAN with the two short stages (each lane in report order)
-    assert lanes_for(order, exp, 2) == [["gom"], ["digits", "gan", "style"]]
-    assert lanes_for(["gan", "style"], exp, 2) == [["gan"], ["style"]]
-    assert resolve_jobs(5, 2) == 2 and resolve_jobs(1, 4) == 1
-    assert resolve_jobs("auto", 4) == (2 if (os.cpu_count() or 1) >= 2 else 1)
-    for bad in (0, -1, "two", 1.5, True):
-        with pytest.raises(ConfigError, match=r"reproduce\.jobs"):
-            resolve_jobs(bad, 4)
+# --------------------------------------------------------------------------------- order, folders
+def test_runs_start_longest_first(tmp_path):
+    """Each stage's expected time is shared out over its runs by their cost; the runs start longest
+    first, so the GAN's one long run starts at once and the short ones fill the end: on 2 workers
+    within one GOM study of the lower bound (half of all the work), well before the plan's own order."""
+    cfg = compose_cfg(["experiment=reproduce"], tmp_path)
+    plan = make_plan(cfg, check=False)
+    expected = dict(cfg.reproduce.expected_s)
+    sec = expected_seconds(plan, expected)
+    for stage, runs in plan.runs.items():
+        assert sum(sec[r.rel] for r in runs) == pytest.approx(expected[stage])
+    study, cv = sec["gom/study_seed0"], sec["gom/cv_default_seed0"]
+    assert cv == pytest.approx(5 * study) and 10 * study + 6 * cv == pytest.approx(expected["gom"])
+    order = [r.rel for r in longest_first(plan.all, sec)]
+    assert order[:2] == ["gan/mnist", "digits/study"]
+    cvs = [f"gom/cv_{f}_seed{s}" for f in ("default", "chromatic") for s in (0, 1, 2)]
+    assert order[2:8] == cvs and order[-1] == "digits/contact_sheet"  # among equals, the plan's order
+    lpt = makespan([sec[r] for r in order], 2)
+    assert sum(sec.values()) / 2 <= lpt <= sum(sec.values()) / 2 + study
+    assert lpt <= 101 * 60 < makespan([sec[r.rel] for r in plan.all], 2)  # in plan order the GAN starts last
+    assert makespan([3, 3, 2, 2, 2], 2) == 7 and makespan([5, 1, 1], 1) == 7  # each run to the first free worker
 
 
-def test_two_lanes_run_at_once_each_in_order_with_one_thread(tmp_path, monkeypatch):
-    """jobs=2: the runs of the two lanes overlap in time, each stage's runs keep their order, every
-    run gets OMP_NUM_THREADS=cores/2, and each stage logs one line. (execute faked: no training.)"""
-    calls = []
+def test_prepare_skips_resumes_and_never_writes_over_a_folder(tmp_path):
+    root = tmp_path
+    gan = Run("gan", "mnist", ["experiment=gan_mnist"], resumable=True, config="abc")
+    d = root / "gan" / "mnist"
+    assert prepare(gan, root) == "start"
+    assert json.loads((d / MARKER).read_text()) == {"args": gan.args, "config": "abc"}
+    # killed after an epoch: resumed in place from its last.ckpt, the first attempt's epochs kept for the report
+    (d / "checkpoints").mkdir()
+    (d / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (d / "csv").mkdir()
+    (d / "csv" / "metrics.csv").write_text("epoch,fid\n0,900\n")
+    (d / "results.json").write_text(json.dumps({"status": "interrupted"}))
+    assert prepare(gan, root) == "resume"
+    assert (d / "resumed" / "metrics_000.csv").read_text() == "epoch,fid\n0,900\n"
+    assert job_overrides(gan, root, resume=True) == [
+        "experiment=gan_mnist",
+        f"ckpt_path={override_value(str(d / 'checkpoints' / 'last.ckpt'))}",
+        "hydra.mode=MULTIRUN",  # a failed run is recorded and the sweep goes on (core.runner)
+        f"hydra.sweep.dir={override_value(str(root))}",
+        "hydra.sweep.subdir=gan/mnist",
+    ]
+    (d / "results.json").write_text(json.dumps({"status": "completed"}))
+    assert prepare(gan, root) == "done"
+    # other settings: the finished run is moved aside, neither reused nor written over
+    other = Run("gan", "mnist", [*gan.args, "trainer.max_epochs=3"], resumable=True)
+    assert prepare(other, root) == "start"
+    assert json.loads((root / "gan" / "mnist.stale-1" / "results.json").read_text())["status"] == "completed"
+    assert [p.name for p in d.iterdir()] == [MARKER]
+    # not resumable and not finished: started again in a fresh folder, the attempt kept beside it
+    style = Run("style", "per_frame", ["experiment=style_video"])
+    prepare(style, root)
+    (root / "style" / "per_frame" / "results.json").write_text(json.dumps({"status": "failed", "error": "x"}))
+    assert prepare(style, root) == "start" and (root / "style" / "per_frame.stale-1" / "results.json").is_file()
+    # a folder made by hand (no marker) is moved aside too
+    mine = root / "style" / "temporal_blend"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    prepare(Run("style", "temporal_blend", ["experiment=style_video"]), root)
+    assert (root / "style" / "temporal_blend.stale-1" / "notes.txt").read_text() == "mine"
 
-    def fake_execute(run, root, python, env=None):
-        t0 = time.time()
-        time.sleep(0.05)
-        calls.append((run.stage, run.name, t0, time.time(), dict(env or {})))
-        return {"state": "ran", "seconds": 0.05, "ok": True}
 
-    monkeypatch.setattr(stages_mod, "execute", fake_execute)
-    monkeypatch.setattr(stages_mod, "write_report", lambda root, **kw: root / "REPORT.md")
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    monkeypatch.setattr(stages_mod.os, "cpu_count", lambda: 2)
+# ------------------------------------------------------------------------------------- the sweep
+class InProcessLauncher:
+    """A launcher for the sweep's own logic: each job's ReproduceJob runs here, one after another, with
+    `task(run_dir)` standing in for train.py's run (it writes the run's results.json)."""
+
+    def __init__(self, job: ReproduceJob, task) -> None:
+        self.batches: list[list[list[str]]] = []
+        job.task_function = lambda cfg: task(Path(cfg.paths.output_dir))
+        self.job = job
+
+    def launch(self, job_overrides, initial_job_idx):
+        self.batches.append([list(o) for o in job_overrides])
+        for o in job_overrides:
+            kv = dict(x.split("=", 1) for x in o)
+            self.job(OmegaConf.create({"paths": {"output_dir": f"{kv['hydra.sweep.dir']}/{kv['hydra.sweep.subdir']}"}}))
+        return []
+
+
+def record(run_dir: Path, status: str, **extra) -> None:
+    (run_dir / "results.json").write_text(json.dumps({"status": status, "duration_s": 1.0, **extra}))
+
+
+@pytest.fixture
+def sweep_setup(tmp_path, monkeypatch):
+    """(config, job, reports) of a quick [gan, style] plan into tmp_path/r; write_report recorded."""
+    reports = []
+    monkeypatch.setattr(sweep_mod, "write_report", lambda root, **kw: reports.append(kw) or root / "REPORT.md")
+    root = tmp_path / "r"
     cfg = compose_cfg(
-        ["experiment=reproduce", "reproduce.stages=[gom,style]", "reproduce.jobs=2", f"reproduce.dir={tmp_path}"],
+        ["experiment=reproduce", "reproduce.quick=true", "reproduce.stages=[gan,style]", f"reproduce.dir={root}"],
         tmp_path / "c",
     )
-    out = stages_mod.run_reproduce(cfg, tmp_path, None)
-    assert out["jobs"] == 2 and list(out["stages"]) == ["gom", "style"]
+    return cfg, ReproduceJob(None, root / STOP), reports
+
+
+def test_the_sweep_launches_what_is_left_longest_first_then_reports(sweep_setup):
+    cfg, job, reports = sweep_setup
+    launcher = InProcessLauncher(job, lambda d: record(d, "completed"))
+    run_reproduce(cfg, launcher, job, ["experiment=reproduce"])
+    (batch,) = launcher.batches
+    assert [o[-1] for o in batch] == [
+        f"hydra.sweep.subdir={r}" for r in ("gan/mnist", "style/per_frame", "style/temporal_blend")
+    ]
     plan = make_plan(cfg, check=False)
-    for stage in ("gom", "style"):
-        assert [c[1] for c in calls if c[0] == stage] == [r.name for r in plan.runs[stage]]
-    assert all(c[4] == {"OMP_NUM_THREADS": "1"} for c in calls)
-    gom = [c for c in calls if c[0] == "gom"]
-    style = [c for c in calls if c[0] == "style"]
-    assert style[0][2] < gom[-1][3]  # the style lane did not wait for the GOM lane
+    assert [o[: len(r.args)] for o, r in zip(batch, plan.all)] == [r.args for r in plan.all]
+    assert reports[0]["stages"] == ["gan", "style"] and reports[0]["quick"]
+    run_reproduce(cfg, launcher, job, [])  # nothing left: no launch, the report again
+    assert len(launcher.batches) == 1 and len(reports) == 2
+    with pytest.raises(ConfigError, match=r"reproduce.stages=gan,style: .* not a sweep"):
+        run_reproduce(cfg, launcher, job, ["reproduce.stages=gan,style"])
+
+
+def test_a_failed_run_fails_the_sweep_after_the_report(sweep_setup):
+    cfg, job, reports = sweep_setup
+
+    def task(d: Path) -> None:
+        record(d, "failed", error="input file missing.mp4 not found") if d.name == "temporal_blend" else record(
+            d, "completed"
+        )
+
+    with pytest.raises(
+        RunsFailed, match=r"1 run\(s\) failed: style/temporal_blend: input file missing.mp4 not found; the report"
+    ):
+        run_reproduce(cfg, InProcessLauncher(job, task), job, [])
+    assert len(reports) == 1
+
+
+def test_ctrl_c_stops_the_queue_and_the_same_command_carries_on(sweep_setup):
+    """The GAN is interrupted (its record says so, as core.runner writes it, and its job leaves the stop
+    file); the queued runs do not start; the command exits 130 without a report. The same command
+    then runs what is left (the GAN again: it had no last.ckpt yet, its attempt kept beside it)."""
+    cfg, job, reports = sweep_setup
+    root = Path(cfg.reproduce.dir)
+
+    def ctrl_c(d: Path) -> None:
+        record(d, "interrupted")
+        raise SystemExit(130)
+
+    with pytest.raises(SystemExit) as e:
+        run_reproduce(cfg, InProcessLauncher(job, ctrl_c), job, [])
+    assert e.value.code == 130 and not reports and not job.stop.exists()
+    assert not (root / "style" / "per_frame" / "results.json").exists()
+    launcher = InProcessLauncher(job, lambda d: record(d, "completed"))
+    run_reproduce(cfg, launcher, job, [])
+    assert len(launcher.batches[0]) == 3 and (root / "gan" / "mnist.stale-1" / "results.json").is_file()
+    assert len(reports) == 1
+
+
+def test_a_job_keeps_its_console_in_stage_log_and_stops_the_queue_on_ctrl_c(tmp_path, capfd):
+    stop = tmp_path / STOP
+    out = tmp_path / "style" / "per_frame"
+    out.mkdir(parents=True)
+    cfg = OmegaConf.create({"paths": {"output_dir": str(out)}})
+
+    def talks(c):
+        os.write(2, b"a progress bar\n")
+        subprocess.run(["echo", "a child process"], check=True)
+        return {"ok": 1}
+
+    assert ReproduceJob(talks, stop)(cfg) == {"ok": 1}
+    assert (out / CONSOLE).read_text() == "a progress bar\na child process\n"
+    seen = capfd.readouterr()
+    assert "progress" not in seen.err and "child" not in seen.out
+
+    def interrupted(c):
+        raise SystemExit(130)  # what core.runner raises after writing the `interrupted` record
+
+    assert ReproduceJob(interrupted, stop)(cfg) is None and stop.exists()
+    called = []
+    assert ReproduceJob(called.append, stop)(cfg) is None and not called  # queued after the Ctrl-C: not started
+    stop.unlink()
+
+    def exits(c):
+        raise SystemExit(2)
+
+    with pytest.raises(RuntimeError, match="per_frame exited with code 2"):  # a failed job; the sweep goes on
+        ReproduceJob(exits, stop)(cfg)
+
+
+def test_the_first_ctrl_c_stops_the_queue_the_second_the_command(tmp_path):
+    before = signal.getsignal(signal.SIGINT)
+    job = ReproduceJob(None, tmp_path / STOP)
+    with stop_on_ctrl_c(job):
+        signal.raise_signal(signal.SIGINT)  # the launcher's runs got it too: this process waits for their records
+        assert job.stop.exists()
+        with pytest.raises(KeyboardInterrupt):
+            signal.raise_signal(signal.SIGINT)
+    job.stop.unlink()
+    job.running_here = True  # hydra/launcher=basic: the run in this process is interrupted as usual
+    with pytest.raises(KeyboardInterrupt), stop_on_ctrl_c(job):
+        signal.raise_signal(signal.SIGINT)
+    assert job.stop.exists() and signal.getsignal(signal.SIGINT) is before
 
 
 # ------------------------------------------------------------------------------------- the report
@@ -513,28 +673,32 @@ def test_report_puts_the_modern_gan_beside_the_papers_step_for_step(tmp_path):
 
 
 # --------------------------------------------------------------------------- quick mode, end to end
+# The style stage alone in seconds: 2 runs of 6 frames at 64 px (the launcher tests)
+TINY_STYLE = [
+    "reproduce.quick=true",
+    "reproduce.stages=[style]",
+    "reproduce.scale.quick.style.set.data.max_frames=6",
+    "reproduce.scale.quick.style.set.data.max_side=64",
+]
+
+
+def reproduce_cli(root: Path, *args: str, timeout: float) -> tuple:
+    """One `make reproduce` invocation into `root` (its runs, its reproduce.log, REPORT.md); the
+    process (text output) and the log lines this invocation added to reproduce.log."""
+    log = root / "reproduce.log"
+    before = len(log.read_text().splitlines()) if log.exists() else 0
+    p = train_cli(["experiment=reproduce", *args, f"reproduce.dir={root}"], timeout=timeout)
+    lines = log.read_text().splitlines()[before:] if log.exists() else []
+    return p, "\n".join(lines)
+
+
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory, data_dir, python_exe):
+def tiny(tmp_path_factory, data_dir):
+    """Every stage at TINY scale, the runs one after another in the command's process (hydra/launcher=basic)."""
     root = tmp_path_factory.mktemp("reproduce") / "quick"
-    p, _ = reproduce_cli(root, "first", python_exe, timeout=900)
+    p, log = reproduce_cli(root, *TINY, "hydra/launcher=basic", timeout=900)
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
-    return root, p
-
-
-def reproduce_cli(root: Path, name: str, python: Path, timeout: float) -> tuple:
-    """One `make reproduce` invocation into `root`; its own record (train.log, results.json) goes to
-    a run folder of its own beside it; its stages' runs start with `python` (the fork server).
-    Returns (process, that invocation's train.log path)."""
-    cmd = root.parent / f"command_{name}"
-    args = [
-        "experiment=reproduce",
-        *TINY,
-        f"reproduce.dir={root}",
-        f"reproduce.python={python}",
-        f"hydra.run.dir={cmd}",
-    ]
-    p = train_cli(args, timeout=timeout)
-    return p, cmd / "train.log"
+    return root, log
 
 
 def results(root: Path, rel: str) -> dict:
@@ -542,11 +706,10 @@ def results(root: Path, rel: str) -> dict:
 
 
 def test_quick_tiny_end_to_end(tiny):
-    root, p = tiny
+    root, log = tiny
     md = (root / "REPORT.md").read_text()
     assert md.splitlines()[0].startswith("# QUICK MODE")
-    log = (root.parent / "command_first" / "train.log").read_text()
-    assert len(re.findall(r"reproduce: stage \d/4 \w+ done in .*; elapsed .*; left ~", log)) == 4
+    assert re.findall(r"reproduce: (\w+): \d+ completed \(", log) == ["gom", "digits", "gan", "style"]
     # the tables hold the runs' own numbers
     g = results(root, "gom/study_seed0")["metrics"]
     m = {(r[0], r[1]): r for r in table(md, "### Best autoencoders")}
@@ -586,24 +749,22 @@ def test_quick_tiny_end_to_end(tiny):
     assert not any(f.endswith(".mp4") for f in figs)
 
 
-def test_second_run_skips_and_killed_runs_resume(tiny, python_exe):
+def test_second_run_skips_and_killed_runs_resume(tiny):
     root, _ = tiny
     md = (root / "REPORT.md").read_text()
     # 1. nothing left to do: every run skipped, the same report
-    p, log_file = reproduce_cli(root, "second", python_exe, timeout=300)
+    p, log = reproduce_cli(root, *TINY, "hydra/launcher=basic", timeout=300)
     assert p.returncode == 0, p.stderr[-3000:]
-    log = log_file.read_text()
-    assert "stage 3/4 gan done in" in log and "(1 skipped)" in log and "running gan/mnist" not in log
+    assert "reproduce: 0 run(s) to do" in log and "reproduce: gan: 1 skipped" in log and "started" not in log
     assert (root / "REPORT.md").read_text() == md
     # 2. the GAN killed (interrupted record, last.ckpt kept) and a style run killed before its record
     gan = root / "gan" / "mnist"
     (gan / "results.json").write_text(json.dumps({"status": "interrupted"}))
     (root / "style" / "per_frame" / "results.json").unlink()
     shutil.copy2(gan / "csv" / "metrics.csv", gan / "metrics_before.csv")
-    p, log_file = reproduce_cli(root, "third", python_exe, timeout=600)
+    p, log = reproduce_cli(root, *TINY, "hydra/launcher=basic", timeout=600)
     assert p.returncode == 0, p.stderr[-3000:]
-    log = log_file.read_text()
-    assert "resuming gan/mnist" in log and "running gom/" not in log.split("resuming gan/mnist")[-1]
+    assert "reproduce: 2 run(s) to do" in log and "gan/mnist (resumed)" in log and "gom/study" not in log
     r = results(root, "gan/mnist")
     assert r["status"] == "completed" and f"ckpt_path={gan / 'checkpoints' / 'last.ckpt'}" in r["overrides"]
     assert (gan / "resumed" / "metrics_000.csv").read_text() == (gan / "metrics_before.csv").read_text()
@@ -611,3 +772,33 @@ def test_second_run_skips_and_killed_runs_resume(tiny, python_exe):
     new = (root / "REPORT.md").read_text()
     # the same numbers; only the wall-time table may move
     assert new.split("## Runs")[0] == md.split("## Runs")[0]
+
+
+def test_submitit_local_runs_the_same_plan(tmp_path, data_dir):
+    """hydra/launcher=submitit_local (what submitit_slurm does on a cluster): each run a submitit job in
+    a process of its own, into the same folders, with the same report."""
+    root = tmp_path / "quick"
+    p, log = reproduce_cli(root, *TINY_STYLE, "hydra/launcher=submitit_local", timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "reproduce: style: 2 completed" in log
+    plan = {r.name: r for r in make_plan(compose_cfg(["experiment=reproduce", *TINY_STYLE], tmp_path / "c"), False).all}
+    sty = {r[0]: r for r in table((root / "REPORT.md").read_text(), "| variant |")}
+    for v in ("per_frame", "temporal_blend"):
+        r = results(root, f"style/{v}")
+        assert r["status"] == "completed" and r["overrides"] == plan[v].args
+        assert first_number(sty[v][2]) == pytest.approx(r["metrics"]["flicker_ratio"], abs=5e-4)
+    assert len(list((root / ".submitit").glob("*/*_result.pkl"))) == 2  # the jobs went through submitit
+
+
+def test_a_failed_run_fails_the_command_in_one_line(tmp_path, data_dir):
+    """The default launcher (joblib, worker processes): one run fails, the other completes, the report
+    is written, and the command ends with one line and exit code 2."""
+    root = tmp_path / "quick"
+    bad = "++reproduce.scale.quick.style.variants.temporal_blend.input=missing.mp4"
+    p, log = reproduce_cli(root, *TINY_STYLE, bad, timeout=300)
+    assert p.returncode == 2, p.stdout[-3000:] + p.stderr[-3000:]
+    (err,) = [line for line in p.stderr.splitlines() if line.startswith("error:")]
+    assert err.startswith("error: reproduce: 1 run(s) failed: style/temporal_blend: input file missing.mp4 not found")
+    assert "Joblib.Parallel(n_jobs=" in p.stdout
+    assert results(root, "style/per_frame")["status"] == "completed" and (root / "REPORT.md").is_file()
+    assert results(root, "style/temporal_blend")["status"] == "failed"

@@ -49,7 +49,7 @@ sweep: $(STAMP)  ## example multirun: two learning rates x two seeds, 2 parallel
 bench: $(STAMP)  ## benchmarks (see benchmarks/RESULTS.md)
 	$(PY) benchmarks/bench_lenet.py
 
-reproduce: $(STAMP)  ## the whole paper, resumable: lightning_logs/reproduce/paper/REPORT.md (QUICK=1: reduced settings, <= 10 min)
+reproduce: $(STAMP)  ## the whole paper as one Hydra sweep, resumable: lightning_logs/reproduce/paper/REPORT.md (QUICK=1: reduced settings, <= 5 min; ARGS='hydra/launcher=submitit_slurm ...': README)
 	$(PY) train.py experiment=reproduce $(if $(filter 1 true yes,$(QUICK)),reproduce.quick=true) $(ARGS)
 
 clean:  ## remove run outputs and caches (keeps .venv and data)

@@ -87,8 +87,8 @@ def load_module(cls: type[M], path: str | Path, what: str = "checkpoint", **kwar
     try:
         if ck.get(CONFIG_KEY) and not kwargs:
             module = instantiate_module(ck[CONFIG_KEY])
+            module.on_load_checkpoint(ck)  # Lightning's order: the hook first, then the weights
             module.load_state_dict(ck["state_dict"])
-            module.on_load_checkpoint(ck)
             return module
         return cls.load_from_checkpoint(Path(path).expanduser(), map_location="cpu", weights_only=True, **kwargs)
     except (RuntimeError, KeyError, TypeError) as e:

@@ -52,6 +52,20 @@ def _check_task(cfg: DictConfig, model: L.LightningModule, trainer: L.Trainer) -
         )
 
 
+def model_from_checkpoint(ckpt_path: str, saved: dict[str, Any]) -> L.LightningModule:
+    """The module a checkpoint's stored config describes; one line when that config no longer builds
+    (a checkpoint of an older version of the code)."""
+    try:
+        return instantiate_module(saved)
+    except Exception as e:  # noqa: BLE001 - Hydra wraps whatever the constructor raised
+        cause = _root_error(e)
+        first = (str(cause.__cause__ or cause).splitlines() or [""])[0][:160]
+        raise ConfigError(
+            f"ckpt_path={ckpt_path} was written by another version of the code: its model config no longer "
+            f"builds ({first}); evaluate it with that version, or train a new one"
+        ) from None
+
+
 def check_data_fits(model: L.LightningModule, datamodule: L.LightningDataModule, ckpt_path: str | None) -> None:
     """A model and a data module that both state what data they take or give (`data_signature()`:
     input shape, classes, value range, ...) must agree: one line naming each difference otherwise
@@ -88,7 +102,7 @@ def _standard_flow(
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     # evaluating: the model the checkpoint was trained as (its own config), on whatever data is configured
     saved = read_info(ckpt_path).config if ckpt_path and task != "fit" else None
-    model: L.LightningModule = instantiate_module(saved if saved else cfg.model)
+    model: L.LightningModule = model_from_checkpoint(ckpt_path, saved) if saved else instantiate_module(cfg.model)
     if ckpt_path:  # before the Trainer exists: a bad file is one line, with nothing else printed
         check_fits(ckpt_path, model)
     check_data_fits(model, datamodule, ckpt_path)

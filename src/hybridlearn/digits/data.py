@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import lightning as L
 import torch
@@ -91,6 +92,25 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
         self.digits: DigitSet | None = None
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.indices: dict[str, torch.Tensor] = {}
+        self.fold: tuple[list[int], list[int]] | None = None  # (train, test) of a cross-validation
+
+    def data_signature(self) -> dict[str, Any]:
+        return {"input": (1, self.hparams.size, self.hparams.size), "classes": 10}
+
+    # k-fold cross-validation (core.cv) over every digit of the sheets; cv.group_by=writer keeps a
+    # writer's digits in one fold (cv.folds = the number of writers: leave-one-writer-out)
+    def cv_groups(self, group_by: str | None) -> list[Any]:
+        d = self.load()
+        if group_by is None:
+            return list(range(len(d.y)))
+        if group_by != "writer":
+            raise ConfigError(f"cv.group_by={group_by}: the digit sheets group by writer only (cv.group_by=writer)")
+        return list(d.writer)
+
+    def use_fold(self, train: Sequence[int], test: Sequence[int]) -> None:
+        """Fit on `train` (its val_fraction validates), test on `test`."""
+        self.fold = (list(train), list(test))
+        self.tensors = {}
 
     def load(self) -> DigitSet:
         hp = self.hparams
@@ -106,7 +126,9 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
     def split_indices(self, d: DigitSet) -> dict[str, torch.Tensor]:
         hp = self.hparams
         n = len(d.y)
-        if hp.test_writer is not None:
+        if self.fold is not None:
+            rest, test = torch.as_tensor(self.fold[0]), torch.as_tensor(self.fold[1])
+        elif hp.test_writer is not None:
             if hp.test_writer not in d.writers:
                 raise ConfigError(
                     f"data.test_writer={hp.test_writer!r} is not a writer group; choose one of {', '.join(d.writers)}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -13,7 +14,7 @@ import torch
 from hybridlearn.core.download import ensure_files
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.loaders import SplitLoaders, seeded_split, tensor_loader
-from hybridlearn.mnist.conf import MNIST_MIRRORS, VALUE_RANGES
+from hybridlearn.mnist.conf import MNIST_MIRRORS, MNIST_TRAIN, VALUE_RANGES
 
 MNIST_FILES = {
     "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
@@ -112,14 +113,29 @@ class MNISTDataModule(SplitLoaders, L.LightningDataModule):
             drop_last,
         )
         self.tensors: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.fold: tuple[list[int], list[int]] | None = None  # (train, test) indices of the CV pool
+
+    def data_signature(self) -> dict[str, Any]:
+        return {"input": (1, 28, 28), "classes": 10}
+
+    # k-fold cross-validation (core.cv): the pool is the training images this module would use (the
+    # 60k, or train_subset + its validation share); the 10k test set stays apart, unused
+    def cv_groups(self, group_by: str | None) -> list[int]:
+        if group_by is not None:
+            raise ConfigError(f"cv.group_by={group_by}: MNIST's images have no groups; leave cv.group_by=null")
+        return list(range(sum(len(v[0]) for k, v in self._split().items() if k in ("train", "val"))))
+
+    def use_fold(self, train: Sequence[int], test: Sequence[int]) -> None:
+        """Fit on `train` (a share val_size/60000 of it, seeded by split_seed, validates), test on `test`."""
+        self.fold = (list(train), list(test))
+        self.tensors = {}
 
     def prepare_data(self) -> None:
         # Fails before training starts: missing or corrupt files, with what to do.
         load_mnist(self.data_dir, self.mirrors, self.timeout) if not self.tensors else None
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.tensors:
-            return
+    def _split(self) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+        """train / val (the seeded split of the 60k training images, cut to train_subset) and test."""
         raw = load_mnist(self.data_dir, self.mirrors, self.timeout)
         hp = self.hparams
         x, y = to_float(raw["train_x"], hp.value_range), raw["train_y"]
@@ -131,10 +147,25 @@ class MNISTDataModule(SplitLoaders, L.LightningDataModule):
         test_x, test_y = to_float(raw["test_x"], hp.value_range), raw["test_y"]
         if hp.test_subset:
             test_x, test_y = test_x[: hp.test_subset], test_y[: hp.test_subset]
+        return {"train": (x[train_idx], y[train_idx]), "val": (x[val_idx], y[val_idx]), "test": (test_x, test_y)}
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.tensors:
+            return
+        split = self._split()
+        if self.fold is None:
+            self.tensors = split
+            return
+        x = torch.cat([split["train"][0], split["val"][0]])
+        y = torch.cat([split["train"][1], split["val"][1]])
+        train, test = self.fold
+        share = self.hparams.val_size / MNIST_TRAIN
+        fit_idx, val_idx = seeded_split(len(train), [1 - share, share], self.hparams.split_seed)
+        train_t = torch.as_tensor(train)
         self.tensors = {
-            "train": (x[train_idx], y[train_idx]),
-            "val": (x[val_idx], y[val_idx]),
-            "test": (test_x, test_y),
+            "train": (x[train_t[fit_idx]], y[train_t[fit_idx]]),
+            "val": (x[train_t[val_idx]], y[train_t[val_idx]]),
+            "test": (x[torch.as_tensor(test)], y[torch.as_tensor(test)]),
         }
 
     def _loader(self, split: str, train: bool):

@@ -59,6 +59,7 @@ class LeNet5Net(nn.Module):
     ):
         super().__init__()
         self.in_size = in_size  # the side of the images it reads (predict.py prepares cells to it)
+        self.in_channels, self.num_classes = in_channels, num_classes
         act, pool_cls = ACTIVATIONS[activation], POOLS[pool]
         side = feature_side(in_size, first_padding)
         c1, c2, f1, f2 = (max(1, round(n * width)) for n in (6, 16, 120, 84))
@@ -181,6 +182,10 @@ class LeNet5(L.LightningModule):
         )
         # test confusion matrix; metric states are not saved, so checkpoints keep their keys
         self.confmat = MulticlassConfusionMatrix(n, validate_args=False)
+
+    def data_signature(self) -> dict[str, Any]:
+        """What data the network takes (core.runner checks it against the data module's)."""
+        return {"input": (self.net.in_channels, self.net.in_size, self.net.in_size), "classes": self.net.num_classes}
 
     def prepare_helpers(self, trainers: TrainerFactory | None = None) -> None:
         """Load `pretrained` weights: a LeNet-5 file, or the MNIST pretraining (hybridlearn.mnist.pretrain)

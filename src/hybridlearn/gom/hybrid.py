@@ -205,9 +205,6 @@ class OriginClassifier(Hybrid):
     def prepare_head(self, d: GomData) -> None:
         self.net.set_origins(d.x_train, d.yd_train)
 
-    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        self.net.resize_knn(checkpoint.get("state_dict") or {}, "net.")
-
     def predict_scaled(self, x: torch.Tensor) -> torch.Tensor:
         deg = self.net.decide(self.net(x))
         return ((deg - self.y_lo) / self.y_span).to(x.dtype)

@@ -68,7 +68,6 @@ class GomModule(L.LightningModule):
     at each epoch end, for results.json and the reports.
     """
 
-    n_outputs = 2
     # per split: the logged `<split>/<name>` values kept per epoch in history["<split>_<name>"]
     history_keys: dict[str, tuple[str, ...]] = {
         "train": ("energy", "delta", "delta_abs"),
@@ -88,7 +87,11 @@ class GomModule(L.LightningModule):
 
     # ---- data hooks
     def _dm_data(self) -> GomData | None:
-        dm = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        """The GomDataModule's tensors, when a Trainer runs this model with one."""
+        try:
+            dm = self.trainer.datamodule
+        except RuntimeError:  # not attached to a Trainer (Lightning's answer)
+            return None
         return getattr(dm, "data", None)
 
     def setup(self, stage: str) -> None:

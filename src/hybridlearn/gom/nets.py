@@ -11,6 +11,7 @@ Also the energy and local output gradient every GOM model logs."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -103,12 +104,8 @@ class HybridInput(nn.Module):
         self, n_inputs: int, code: int, ae_input_layer: bool, use_code: bool, include_features: bool, standardize: bool
     ):
         super().__init__()
-        self.n_inputs, self.use_code, self.include_features, self.standardize = (
-            n_inputs,
-            use_code,
-            include_features,
-            standardize,
-        )
+        self.n_inputs, self.use_code = n_inputs, use_code
+        self.include_features, self.standardize = include_features, standardize
         self.ae_sizes = ae_sizes(n_inputs, code, ae_input_layer)  # the autoencoder to pretrain
         enc = self.ae_sizes[:-1] if use_code else [n_inputs]
         for i, (a, b) in enumerate(zip(enc[:-1], enc[1:])):
@@ -240,9 +237,10 @@ class OriginClassifierNet(nn.Module):
         self.register_buffer("locs", torch.zeros(max_locations, 2, dtype=torch.float64))
         self.register_buffer("loc_valid", torch.zeros(max_locations, dtype=torch.bool))
         # the k-NN posterior: the training tracks' scaled features and origin index, sized by set_origins
-        # (and from a checkpoint by resize_knn)
+        # (and by a loaded state dict: the training split it was saved with)
         self.register_buffer("knn_x", torch.zeros(0, n_inputs))
         self.register_buffer("knn_loc", torch.zeros(0, dtype=torch.long))
+        self.register_load_state_dict_pre_hook(_size_knn_buffers)
 
     def set_origins(self, x_train: torch.Tensor, yd_train: torch.Tensor) -> None:
         """The training split's distinct origins (degrees, rounded to 4 decimals) and its tracks for k-NN."""
@@ -257,12 +255,6 @@ class OriginClassifierNet(nn.Module):
             self.loc_valid[: len(locs)] = True
             self.knn_x = x_train.detach().clone().to(self.knn_x.dtype)
             self.knn_loc = self.origin_index(yd_train)
-
-    def resize_knn(self, state_dict: dict[str, torch.Tensor], prefix: str) -> None:
-        """The k-NN buffers take the size of the training split a checkpoint was saved with."""
-        for name in ("knn_x", "knn_loc"):
-            if prefix + name in state_dict:
-                setattr(self, name, torch.empty_like(state_dict[prefix + name], device=getattr(self, name).device))
 
     def origin_index(self, yd: torch.Tensor) -> torch.Tensor:
         """The slot of each (latitude, longitude) in degrees: the nearest valid origin."""
@@ -291,3 +283,10 @@ class OriginClassifierNet(nn.Module):
         D = haversine_km(L[:, None, 0], L[:, None, 1], L[None, :, 0], L[None, :, 1])  # [C, C]
         cost = (p @ D).masked_fill(~self.loc_valid, float("inf"))
         return L[cost.argmin(1)]
+
+
+def _size_knn_buffers(net: OriginClassifierNet, state_dict: dict[str, torch.Tensor], prefix: str, *_: Any) -> None:
+    """Before a state dict loads into `net` (load_state_dict's pre-hook): the k-NN buffers take its sizes."""
+    for name in ("knn_x", "knn_loc"):
+        if prefix + name in state_dict:
+            setattr(net, name, torch.empty_like(state_dict[prefix + name], device=getattr(net, name).device))

@@ -415,6 +415,7 @@ REFUSED = [
     ("gom_mlp", "trainer.precision=64-true", "data.dtype=float32 with trainer.precision=64-true"),
     ("gom_mlp", "trainer.precision=bf16-true", "trainer.precision=bf16-true: GOM trains in float32 or float64"),
     ("gom_mlp", "model.net.seed=null", "model.net.seed is null"),
+    ("gom_hybrid", "model.autoencoder.seed=null", "model.autoencoder.seed is null"),
     ("gom_mlp", "model.net.n_inputs=67", "model.net.n_inputs=67 but data.n_features=68"),
     ("gom_hybrid", "model.net.code=5", "model.net.code=5 but model.autoencoder.hidden=19; leave model.net.code"),
     ("gom_hybrid", "model.net.hidden=[3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3]", "model.net.hidden must have at most 16"),

@@ -94,13 +94,13 @@ def main() -> None:
         one_at_a_time([["experiment=gom_mlp", "trainer.max_epochs=2"]], Path(tmp) / "warm")
         t_mlp = one_at_a_time(
             [
-                ["experiment=gom_mlp", *common, f"model.depth={dp}", f"model.width={w}", f"model.lr={lr}"]
+                ["experiment=gom_mlp", *common, f"model.net.depth={dp}", f"model.net.width={w}", f"model.lr={lr}"]
                 for dp, w, lr in pts_mlp
             ],
             Path(tmp) / "mlp",
         )
         t_ae = one_at_a_time(
-            [["experiment=gom_autoencoder", *common, f"model.hidden={h}", f"model.lr={lr}"] for h, lr in pts_ae],
+            [["experiment=gom_autoencoder", *common, f"model.net.hidden={h}", f"model.lr={lr}"] for h, lr in pts_ae],
             Path(tmp) / "ae",
         )
     vec_best = {}

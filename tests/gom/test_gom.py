@@ -12,20 +12,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import train_cli
+from conftest import compose_cfg, train_cli
+from gom_build import build
 
+from hybridlearn.core.checkpoint import load_module
+from hybridlearn.core.config import validate
 from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.gom.conf import SigmoidMLPConfig, SigmoidMLPNetConfig
 from hybridlearn.gom.data import (
     GOM_FILE,
-    GomDataModule,
     kfold_indices,
     load_gom,
     prepare_gom,
     split_indices,
 )
 from hybridlearn.gom.grid import NetSpec, train_sigmoid_grid
+from hybridlearn.gom.hybrid import HybridRegressor, OriginClassifier
 from hybridlearn.gom.metrics import haversine_km, knn_predict
-from hybridlearn.gom.models import Autoencoder, GomHybrid, SigmoidMLP
 from hybridlearn.gom.multirun import report_multirun
 from hybridlearn.gom.nets import energy_and_delta, init_sigmoid_params, mlp_sizes
 
@@ -116,7 +119,8 @@ def test_one_gradient_step_vs_numpy(data_dir, reduction):
     d = prepare_gom(data_dir, seed=0, dtype=torch.float64)
     x, t = d.x_train, d.y_train
     lr = 0.5 if reduction == "mean" else 0.001
-    m = SigmoidMLP(depth=2, width=4, lr=lr, grad_reduction=reduction, seed=7).double()
+    m = build(SigmoidMLPConfig(lr=lr, grad_reduction=reduction, net=SigmoidMLPNetConfig(depth=2, width=4)), seed=7)
+    m = m.double()
     params = [(lin.weight.detach().numpy().copy(), lin.bias.detach().numpy().copy()) for lin in m.net.layers]
     expected = _numpy_step(params, x.numpy(), t.numpy(), lr, reduction)
     # the Lightning module's loss + its optimizer
@@ -196,8 +200,8 @@ def test_vectorized_grid_matches_single_runs(run_train):
             [
                 "experiment=gom_mlp",
                 *common,
-                f"model.depth={dp}",
-                f"model.width={w}",
+                f"model.net.depth={dp}",
+                f"model.net.width={w}",
                 f"model.lr={lr}",
                 "model.stop_energy=0.045",
             ],
@@ -222,8 +226,8 @@ def test_vectorized_matches_single_authors_switches(run_train):
         "trainer.max_epochs=20",
         "logger=none",
         "model.grad_reduction=sum",
-        "model.bias=false",
-        "model.input_layer=true",
+        "model.net.bias=false",
+        "model.net.input_layer=true",
         "data.target_scaling=joint",
         "data.n_features=67",
     ]
@@ -234,7 +238,7 @@ def test_vectorized_matches_single_authors_switches(run_train):
     assert grid["status"] == "completed", grid.get("error")
     rows = {(int(r["depth"]), float(r["lr"])): r for r in _read_csv(Path(grid["_dir"]) / "grid_mlp.csv")}
     single = run_train(
-        ["experiment=gom_mlp", *common, "model.depth=2", "model.width=3", "model.lr=0.001"], name="single"
+        ["experiment=gom_mlp", *common, "model.net.depth=2", "model.net.width=3", "model.lr=0.001"], name="single"
     )
     assert single["status"] == "completed", single.get("error")
     m, r = single["metrics"], rows[(2, 0.001)]
@@ -250,7 +254,7 @@ def test_vectorized_autoencoder_matches_single_run(run_train):
     )
     assert grid["status"] == "completed", grid.get("error")
     rows = {int(r["hidden"]): r for r in _read_csv(Path(grid["_dir"]) / "grid_autoencoder.csv")}
-    single = run_train(["experiment=gom_autoencoder", *common, "model.hidden=19", "model.lr=0.1"], name="single")
+    single = run_train(["experiment=gom_autoencoder", *common, "model.net.hidden=19", "model.lr=0.1"], name="single")
     m = single["metrics"]
     assert abs(m["best_val_energy"] - float(rows[19]["best_val_energy"])) <= 1e-5
     np.testing.assert_allclose(
@@ -271,7 +275,7 @@ def test_tiny_multirun(tmp_path):
         [
             "-m",
             "experiment=gom_mlp",
-            "model.depth=1,2",
+            "model.net.depth=1,2",
             "model.lr=0.1",
             "trainer.max_epochs=3",
             "logger=none",
@@ -377,78 +381,120 @@ def test_corrupt_canonical_file_md5(tmp_path, good_rows):
 
 
 # ---------------------------------------------------------------------------- config checks
-@pytest.mark.parametrize(
-    "cls,kw,key",
-    [
-        (SigmoidMLP, {"depth": 0}, "model.depth"),
-        (SigmoidMLP, {"depth": 17}, "model.depth"),
-        (SigmoidMLP, {"width": 0}, "model.width"),
-        (SigmoidMLP, {"lr": 0.0}, "model.lr"),
-        (SigmoidMLP, {"lr": 11.0}, "model.lr"),
-        (SigmoidMLP, {"grad_reduction": "avg"}, "model.grad_reduction"),
-        (Autoencoder, {"hidden": 0}, "model.hidden"),
-        (GomHybrid, {"hidden": [3, 0]}, "model.hidden[1]"),
-        (GomHybrid, {"head": "softmax"}, "model.head"),
-    ],
-)
-def test_model_config_checks(cls, kw, key):
-    with pytest.raises(ConfigError, match=key.replace("[", r"\[").replace("]", r"\]")):
-        cls(**kw)
+# Each declaration's range and each rule between keys (hybridlearn/gom/conf.py), refused while the
+# config is checked (before torch, before any data is read), with one line naming the key.
+REFUSED = [
+    # declarations: ranges, choices, and checks a type cannot say
+    ("gom_mlp", "model.net.depth=0", "model.net.depth must be >= 1 and <= 16 (got 0)"),
+    ("gom_mlp", "model.net.width=5000", "model.net.width must be >= 1 and <= 4096"),
+    ("gom_mlp", "model.lr=0", "model.lr must be > 0 and <= 10.0 (got 0"),
+    ("gom_mlp", "model.lr=11", "model.lr must be > 0 and <= 10.0 (got 11"),
+    ("gom_mlp", "model.grad_reduction=avg", "model.grad_reduction must be one of mean, sum (got 'avg')"),
+    ("gom_autoencoder", "model.net.hidden=0", "model.net.hidden must be >= 1"),
+    ("gom_mlp", "data.features=chroma", "data.features must be one of default, chromatic (got 'chroma')"),
+    ("gom_mlp", "data.split=[0.5,0.2,0.2]", "data.split must sum to 1 (sums to 0.9)"),
+    ("gom_mlp", "data.split=[0.8,0.2]", "data.split must be three positive fractions train, val, test"),
+    ("gom_mlp", "data.cv_folds=1", "data.cv_folds must be 0 (no cross-validation) or at least 2 (got 1)"),
+    ("gom_mlp", "data.batch_size=0", "data.batch_size must be >= 1 (got 0)"),
+    ("gom_hybrid", "model.net.hidden=[3,0]", "model.net.hidden must hold integers in [1, 4096] (got [3, 0])"),
+    ("gom_cv", "model.net.knn_blend=1.5", "model.net.knn_blend must be >= 0 and <= 1 (got 1.5)"),
+    ("gom_cv", "model.label_smoothing=1.0", "model.label_smoothing must be >= 0 and < 1 (got 1.0)"),
+    ("gom_cv", "model.net.activation=tanh", "model.net.activation must be one of sigmoid, relu (got 'tanh')"),
+    ("gom_mlp_grid", "grid.depths=[1,0]", "grid.depths must hold integers in [1, 16] (got [1, 0])"),
+    ("gom_mlp_grid", "grid.mlp_lrs=[0.1,-1]", "grid.mlp_lrs must hold learning rates in (0, 10]"),
+    ("gom_mlp_grid", "grid.kinds=[mlp,cnn]", "grid.kinds must hold values of mlp, autoencoder"),
+    ("gom_study", "grid.ae_hidden=[[5,3]]", "grid.ae_hidden must hold hidden sizes in [1, 4096] or inclusive ranges"),
+    ("gom_study", "grid.workers=0", "grid.workers must be auto or a number of workers in [1, 4096] (got 0)"),
+    ("gom_study", "study.m1=0", "study.m1 must be auto or a hidden size in [1, 4096] (got 0)"),
+    ("gom_cv", "study.forest_targets=[xyz]", "study.forest_targets must hold values of latlon, unit (got ['xyz'])"),
+    # rules between keys
+    ("gom_mlp", "seed=null", "data.seed is null; GOM splits and initial weights need a seed"),
+    ("gom_mlp", "data.n_features=69", "data.n_features must be <= 68, the feature columns of data.features=default"),
+    ("gom_mlp", "data.cv_folds=5 data.fold=5", "data.fold must be < data.cv_folds=5 (got 5)"),
+    ("gom_mlp", "data.dtype=float64", "data.dtype=float64 with trainer.precision=32-true; use data.dtype=float64"),
+    ("gom_mlp", "trainer.precision=64-true", "data.dtype=float32 with trainer.precision=64-true"),
+    ("gom_mlp", "trainer.precision=bf16-true", "trainer.precision=bf16-true: GOM trains in float32 or float64"),
+    ("gom_mlp", "model.net.seed=null", "model.net.seed is null"),
+    ("gom_hybrid", "model.autoencoder.seed=null", "model.autoencoder.seed is null"),
+    ("gom_mlp", "model.net.n_inputs=67", "model.net.n_inputs=67 but data.n_features=68"),
+    ("gom_hybrid", "model.net.code=5", "model.net.code=5 but model.autoencoder.hidden=19; leave model.net.code"),
+    ("gom_hybrid", "model.net.hidden=[3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3,3]", "model.net.hidden must have at most 16"),
+    (
+        "gom_cv",
+        "model.net.include_features=false",
+        "model.net.use_code=false needs model.net.include_features=true",
+    ),
+    ("gom_cv", "data.cv_folds=0", "data.cv_folds must be at least 2 for a k-fold CV (got 0)"),
+]
 
 
-def test_data_config_checks(data_dir):
-    with pytest.raises(ConfigError, match="data.split"):
-        GomDataModule(str(data_dir), split=[0.5, 0.2, 0.2])
-    with pytest.raises(ConfigError, match="data.cv_folds"):
-        GomDataModule(str(data_dir), cv_folds=1)
-    with pytest.raises(ConfigError, match="data.fold"):
-        GomDataModule(str(data_dir), cv_folds=5, fold=5)
+@pytest.mark.parametrize("experiment,overrides,message", REFUSED)
+def test_settings_refused_with_one_line(experiment, overrides, message, tmp_path):
+    with pytest.raises(ConfigError) as e:
+        validate(compose_cfg([f"experiment={experiment}", *overrides.split()], tmp_path))
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
+
+
+def test_settings_follow_the_data_and_the_autoencoder(tmp_path):
+    """The models' inputs follow data.n_features (default: all of the chosen feature set), the hybrid's
+    code follows its autoencoder, and every gom experiment passes the checks."""
+    cfg = compose_cfg(["experiment=gom_study", "data.features=chromatic", "model.autoencoder.hidden=87"], tmp_path)
+    assert cfg.data.n_features == cfg.model.net.n_inputs == 116 and cfg.model.net.code == 87
+    cfg = compose_cfg(["experiment=gom_mlp", "data.n_features=67"], tmp_path)
+    assert cfg.model.net.n_inputs == 67 and cfg.grid is None
+    for e in ("gom", "gom_mlp_grid", "gom_autoencoder_grid", "gom_hybrid_modern", "gom_cv_hybrid", "gom_cv_paper"):
+        validate(compose_cfg([f"experiment={e}"], tmp_path))
 
 
 def test_grid_config_checks_through_cli(run_train, tmp_path):
-    for i, (bad, key) in enumerate(
-        (
-            ("grid.depths=[1,0]", "grid.depths[1]"),
-            ("grid.mlp_lrs=[0.1,-1]", "grid.mlp_lrs[1]"),
-            ("grid.widths=[5000]", "grid.widths[0]"),
-        )
-    ):
-        with pytest.raises(SystemExit) as e:
-            run_train(["experiment=gom_mlp_grid", bad, "logger=none"], name=f"bad{i}")
-        assert e.value.code == 2
-        res = json.loads((tmp_path / f"bad{i}" / "results.json").read_text())
-        assert res["status"] == "failed" and key in res["error"], res["error"]
-
-
-def test_model_range_through_cli(run_train, tmp_path):
-    # ConfigError raised in the model's __init__; Hydra's instantiate wraps it (InstantiationException)
-    # unless the core unwraps it, so accept both a clean exit 2 and the wrapped exception.
-    with pytest.raises(BaseException) as e:
-        run_train(["experiment=gom_mlp", "model.depth=0", "logger=none"])
-    assert isinstance(e.value, (SystemExit, Exception))
-    err = json.loads((tmp_path / "run" / "results.json").read_text())["error"]
-    assert "model.depth must be an integer in [1, 16] (got 0)" in err
+    """A bad grid key fails the run before anything trains, with the key in results.json."""
+    with pytest.raises(SystemExit) as e:
+        run_train(["experiment=gom_mlp_grid", "grid.widths=[5000]", "logger=none"], name="bad")
+    assert e.value.code == 2
+    res = json.loads((tmp_path / "bad" / "results.json").read_text())
+    assert res["status"] == "failed" and res["error"].startswith("grid.widths must hold integers"), res["error"]
 
 
 # ---------------------------------------------------------------------------- hybrid, study
+def _rebuilt_predictions(cls: type, ckpt: str, x: torch.Tensor) -> np.ndarray:
+    """Test predictions (degrees) of the model a checkpoint rebuilds from the config it keeps."""
+    model = load_module(cls, ckpt).eval()
+    with torch.no_grad():
+        return model.to_degrees(model.predict_scaled(x)).numpy()
+
+
 def test_hybrid_paper_and_modern_heads(run_train):
+    """Both hybrids train end to end; each best checkpoint rebuilds its model (network, frozen encoder,
+    origins and k-NN buffers) with the test predictions it reported."""
+    d = prepare_gom(os.environ["DATA_DIR"], seed=0)
     r = run_train(
-        ["experiment=gom_hybrid", "model.ae_hidden=5", "model.ae_epochs=3", "trainer.max_epochs=2", "logger=none"],
+        [
+            "experiment=gom_hybrid",
+            "model.autoencoder.hidden=5",
+            "model.autoencoder.epochs=3",
+            "trainer.max_epochs=2",
+            "logger=none",
+        ],
         name="paper",
     )
     assert r["status"] == "completed", r.get("error")
     m = r["metrics"]
     assert m["ae_epochs_run"] == 3 and 0 < m["test/km"] < 20016 and "test/baseline_knn_km" in m
     assert len(m["test_predictions_deg"]) == 212
+    again = _rebuilt_predictions(HybridRegressor, m["best_ckpt"], d.x_test)
+    np.testing.assert_allclose(again, m["test_predictions_deg"], atol=1e-4)
     r = run_train(
-        ["experiment=gom_hybrid_modern", "model.ae_epochs=2", "trainer.max_epochs=2", "logger=none"], name="modern"
+        ["experiment=gom_hybrid_modern", "model.autoencoder.epochs=2", "trainer.max_epochs=2", "logger=none"],
+        name="modern",
     )
     assert r["status"] == "completed", r.get("error")
     pred = np.asarray(r["metrics"]["test_predictions_deg"])
-    # the locations head predicts one of the training split's origin locations
-    d = prepare_gom(os.environ["DATA_DIR"], seed=0)
+    # the origin classifier predicts one of the training split's origin locations
     locs = {tuple(np.round(v, 2)) for v in d.yd_train.numpy()}
     assert all(tuple(np.round(p, 2)) in locs for p in pred)
+    np.testing.assert_allclose(
+        _rebuilt_predictions(OriginClassifier, r["metrics"]["best_ckpt"], d.x_test), pred, atol=1e-4
+    )
 
 
 def test_study_entry_small(run_train):
@@ -462,7 +508,7 @@ def test_study_entry_small(run_train):
             "grid.ae_lrs=[0.1]",
             "grid.epochs=3",
             "study.hybrid_epochs=1",
-            "model.ae_epochs=3",
+            "model.autoencoder.epochs=3",
             "logger=none",
         ]
     )

@@ -11,12 +11,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from gom_build import build
 from sklearn.ensemble import RandomForestRegressor
 
-from hybridlearn.core.errors import ConfigError
+from hybridlearn.gom.conf import OriginClassifierConfig, OriginClassifierNetConfig
 from hybridlearn.gom.data import GOM_FILE, load_gom, split_indices
+from hybridlearn.gom.hybrid import OriginClassifier
 from hybridlearn.gom.metrics import haversine_km
-from hybridlearn.gom.models import GomHybrid
 
 SPLIT = (0.8, 0.1, 0.1)  # experiment=gom_cv's data.split
 
@@ -44,9 +45,9 @@ def test_cv_model_and_baselines_on_two_folds(run_train):
             "data.cv_folds=2",
             "trainer.max_epochs=4",
             "trainer.check_val_every_n_epoch=2",
-            "model.ensemble=2",
-            "model.knn_blend=0.3",
-            "cv.forest_trees=8",
+            "model.net.ensemble=2",
+            "model.net.knn_blend=0.3",
+            "study.forest_trees=8",
             "logger=none",
         ]
     )
@@ -81,27 +82,22 @@ def test_cv_model_and_baselines_on_two_folds(run_train):
 def test_cv_refuses_unknown_forest_target(run_train, tmp_path):
     """A bad baseline setting fails before the first fold trains, with one line naming the key."""
     with pytest.raises(SystemExit) as e:
-        run_train(["experiment=gom_cv", "data.cv_folds=2", "cv.forest_targets=[xyz]", "logger=none"])
+        run_train(["experiment=gom_cv", "data.cv_folds=2", "study.forest_targets=[xyz]", "logger=none"])
     assert e.value.code == 2
     r = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert r["error"] == "cv.forest_targets[0] must be one of latlon, unit (got 'xyz')"
+    assert r["error"] == "study.forest_targets must hold values of latlon, unit (got ['xyz'])"
     assert not (tmp_path / "run" / "fold_0").exists()
 
 
-def _locations_model(n_loc: int, **kw) -> GomHybrid:
-    m = GomHybrid(
-        use_code=False,
-        include_features=True,
-        head="locations",
-        hidden=[8],
-        n_inputs=4,
-        max_locations=n_loc,
-        init_range=None,
-        **kw,
+def _origins_model(n_loc: int, label_smoothing: float = 0.0, **net) -> OriginClassifier:
+    """An origin classifier of 4 features (no autoencoder) whose `n_loc` slots are all origins."""
+    net_cfg = OriginClassifierNetConfig(
+        use_code=False, include_features=True, hidden=[8], max_locations=n_loc, init_range=None, dropout=0.0, **net
     )
+    m = build(OriginClassifierConfig(label_smoothing=label_smoothing, net=net_cfg), n_features=4)
     with torch.no_grad():
-        m.locs.copy_(torch.tensor([[10.0 * i, 20.0 * i] for i in range(n_loc)], dtype=torch.float64))
-        m.loc_valid.fill_(True)
+        m.net.locs.copy_(torch.tensor([[10.0 * i, 20.0 * i] for i in range(n_loc)], dtype=torch.float64))
+        m.net.loc_valid.fill_(True)
     return m
 
 
@@ -109,34 +105,23 @@ def test_label_smoothing_is_torchs_over_the_valid_locations():
     """With every slot a location, the loss is torch's label-smoothed cross-entropy, summed over the
     ensemble's members; a padded slot gets no smoothing mass (finite loss)."""
     torch.manual_seed(0)
-    m = _locations_model(5, label_smoothing=0.1, ensemble=2, activation="relu")
+    m = _origins_model(5, label_smoothing=0.1, ensemble=2, activation="relu")
     m.eval()
     x = torch.rand(7, 4)
-    yd = m.locs[torch.tensor([0, 1, 2, 3, 4, 0, 2])].clone()
-    loss, _ = m._loss(x, torch.zeros(7, 2), yd)
-    target = m._loc_index(yd)
-    ref = sum(torch.nn.functional.cross_entropy(z, target, label_smoothing=0.1) for z in m._member_logits(x))
+    yd = m.net.locs[torch.tensor([0, 1, 2, 3, 4, 0, 2])].clone()
+    loss, _ = m.loss_and_output(x, torch.zeros(7, 2), yd)
+    target = m.net.origin_index(yd)
+    ref = sum(torch.nn.functional.cross_entropy(z, target, label_smoothing=0.1) for z in m.net.member_logits(x))
     assert float(loss) == pytest.approx(float(ref), rel=1e-5)
-    m.loc_valid[4] = False
-    loss, _ = m._loss(x, torch.zeros(7, 2), m.locs[[0] * 7].clone())
+    m.net.loc_valid[4] = False
+    loss, _ = m.loss_and_output(x, torch.zeros(7, 2), m.net.locs[[0] * 7].clone())
     assert torch.isfinite(loss)
 
 
 def test_knn_blend_one_is_the_neighbours_histogram():
     """knn_blend=1: the posterior is the share of each location among the k nearest training tracks."""
-    m = _locations_model(3, knn_blend=1.0, knn_k=2)
-    m.knn_x = torch.tensor([[0.0, 0, 0, 0], [0.1, 0, 0, 0], [1, 1, 1, 1], [0.9, 1, 1, 1]])
-    m.knn_loc = torch.tensor([0, 2, 1, 1])
-    p = m.posterior(torch.tensor([[0.0, 0, 0, 0], [1.0, 1, 1, 1]]))
+    m = _origins_model(3, knn_blend=1.0, knn_k=2)
+    m.net.knn_x = torch.tensor([[0.0, 0, 0, 0], [0.1, 0, 0, 0], [1, 1, 1, 1], [0.9, 1, 1, 1]])
+    m.net.knn_loc = torch.tensor([0, 2, 1, 1])
+    p = m.net(torch.tensor([[0.0, 0, 0, 0], [1.0, 1, 1, 1]]))
     np.testing.assert_allclose(p.detach().numpy(), [[0.5, 0, 0.5], [0, 1, 0]])
-
-
-def test_new_options_are_checked():
-    with pytest.raises(ConfigError, match=r"model.knn_blend must be a number in \[0, 1\] \(got 1.5\)"):
-        GomHybrid(head="locations", knn_blend=1.5)
-    with pytest.raises(ConfigError, match=r"model.label_smoothing must be a number in \[0, 1\)"):
-        GomHybrid(head="locations", label_smoothing=1.0)
-    with pytest.raises(ConfigError, match="model.activation must be one of sigmoid, relu"):
-        GomHybrid(head="locations", activation="tanh")
-    with pytest.raises(ConfigError, match="apply to model.head=locations only"):
-        GomHybrid(head="regression", ensemble=3)

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from conftest import compose_cfg, read_wandb_records
 
+from hybridlearn.core.config import validate
 from hybridlearn.core.download import md5sum
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.gom import data as gom_data
@@ -54,8 +55,8 @@ def test_energy_threshold_stop_matches_grid(run_train, data_dir):
             "seed=0",
             "trainer.max_epochs=25",
             "logger=none",
-            "model.depth=1",
-            "model.width=5",
+            "model.net.depth=1",
+            "model.net.width=5",
             "model.lr=0.9",
             "model.stop_energy=0.045",
         ]
@@ -85,8 +86,8 @@ def test_hybrid_patience_stops_like_the_rule(run_train):
     r = run_train(
         [
             "experiment=gom_hybrid",
-            "model.ae_hidden=5",
-            "model.ae_epochs=2",
+            "model.autoencoder.hidden=5",
+            "model.autoencoder.epochs=2",
             "model.lr=0.2",
             "trainer.max_epochs=40",
             f"model.early_stop_patience={p}",
@@ -136,14 +137,12 @@ def test_chromatic_feature_set(tmp_path, real_rows, monkeypatch):
     assert d.n_features == 116 and d.x_train.shape == (36, 116) and d.features == "chromatic"
     np.testing.assert_array_equal(d.yd_test.numpy(), np.loadtxt(f, delimiter=",")[d.idx_test, 116:])
     assert prepare_gom(tmp_path, path=f, features="chromatic", n_features=100).x_val.shape[1] == 100
-    with pytest.raises(ConfigError, match=r"data.n_features must be an integer in \[1, 116\]"):
-        prepare_gom(tmp_path, path=f, features="chromatic", n_features=117)
     with pytest.raises(DataError, match=r"expected 118 comma-separated columns \(116 features"):
         prepare_gom(tmp_path, path=_file(tmp_path, real_rows[:60], "d.txt"), features="chromatic")
-    with pytest.raises(ConfigError, match="data.features must be one of default, chromatic"):
-        prepare_gom(tmp_path, path=f, features="chroma")
     cfg = compose_cfg(["experiment=gom_cv", "data.features=chromatic"], tmp_path / "c")
-    assert cfg.data.n_features == cfg.model.n_inputs == 116
+    assert cfg.data.n_features == cfg.model.net.n_inputs == 116
+    with pytest.raises(ConfigError, match=r"data.n_features must be <= 116, the feature columns of data.features="):
+        validate(compose_cfg(["experiment=gom_cv", "data.features=chromatic", "data.n_features=117"], tmp_path / "c"))
     # the canonical file: not downloadable here -> one line naming it; a short copy is refused
     monkeypatch.setattr(gom_data, "GOM_ZIP_URLS", ())
     with pytest.raises(DataError, match=CHROMATIC.file):
@@ -175,7 +174,7 @@ def test_study_with_116_features(run_train, tmp_path, real_rows):
             "grid.ae_lrs=[0.1]",
             "grid.epochs=2",
             "study.hybrid_epochs=1",
-            "model.ae_epochs=2",
+            "model.autoencoder.epochs=2",
             "logger=none",
         ]
     )
@@ -215,7 +214,7 @@ def _trainer_setting(run: dict, key: str):
 
 def test_study_and_cv_models_have_their_own_wandb_runs(run_train, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    common = ["logger=wandb", "trainer.max_epochs=2", "trainer.log_every_n_steps=3", "model.ae_epochs=2"]
+    common = ["logger=wandb", "trainer.max_epochs=2", "trainer.log_every_n_steps=3", "model.autoencoder.epochs=2"]
     r = run_train(
         [
             "experiment=gom_study",
@@ -230,7 +229,7 @@ def test_study_and_cv_models_have_their_own_wandb_runs(run_train, monkeypatch):
         name="study",
     )
     assert r["status"] == "completed", r.get("error")
-    cv = run_train(["experiment=gom_cv", "data.cv_folds=2", "cv.forest_trees=5", *common], name="cv")
+    cv = run_train(["experiment=gom_cv", "data.cv_folds=2", "study.forest_trees=5", *common], name="cv")
     assert cv["status"] == "completed", cv.get("error")
     for res, models in ((r, ["hybrid_M1", "hybrid_M2"]), (cv, ["fold_0", "fold_1"])):
         out = Path(res["_dir"])

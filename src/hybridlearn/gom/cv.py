@@ -1,7 +1,8 @@
 """k-fold cross-validation of a hybrid configuration (`entry: hybridlearn.gom.cv:run_cv`,
 experiment=gom_cv): great-circle km pooled over all folds, as Zhou et al. 2014 report, with the
 training-mean, k-NN and random-forest baselines on the same folds. Each fold is a Lightning fit
-(`fit.fit_hybrid`) in its own subfolder `fold_<k>/`."""
+(`fit.fit_and_test`) in its own subfolder `fold_<k>/`. The baselines' settings are `study:` (study=gom_cv,
+gom.conf.GomCVConfig)."""
 
 from __future__ import annotations
 
@@ -12,39 +13,23 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from hybridlearn.core.config import check_choice, check_int
 from hybridlearn.core.progress import fit_progress
 from hybridlearn.core.results import write_table
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.gom.data import GomData
-from hybridlearn.gom.fit import fit_hybrid
-from hybridlearn.gom.metrics import FOREST_TARGETS, forest_predict, haversine_km, knn_predict
+from hybridlearn.gom.fit import fit_and_test
+from hybridlearn.gom.metrics import forest_predict, haversine_km, knn_predict
 from hybridlearn.gom.results import CvResult
-from hybridlearn.gom.settings import config_kwargs, datamodule, set_threads
-
-
-def cv_baseline_settings(cfg: DictConfig) -> tuple[int, list[str]]:
-    """(trees, targets) of the CV's random-forest baselines (`cv.forest_trees`, `cv.forest_targets`;
-    no targets: no forest), checked before the first fold trains."""
-    cv = cfg.get("cv") or {}
-    trees = check_int("cv.forest_trees", cv.get("forest_trees", 500), 1, 100_000)
-    targets = list(cv.get("forest_targets") or [])
-    for i, t in enumerate(targets):
-        check_choice(f"cv.forest_targets[{i}]", t, FOREST_TARGETS)
-    return trees, targets
+from hybridlearn.gom.settings import build_model, datamodule, set_threads
 
 
 def cv_settings(cfg: DictConfig) -> tuple[int, int, list[str]]:
-    """(folds, forest trees, forest targets); debug=fdr asks "does it run?": two folds and small
-    forests answer it."""
-    cv = cfg.get("cv") or {}
-    k = int(cfg.data.get("cv_folds") or 10)
-    check_int("data.cv_folds", k, 2, 1000)
-    trees, targets = cv_baseline_settings(cfg)
+    """(folds, forest trees, forest targets); debug=fdr asks "does it run?": `study.fast_dev_run`'s
+    folds and small forests answer it."""
+    st = cfg.study
+    k, trees, targets = cfg.data.cv_folds, st.forest_trees, list(st.forest_targets)
     if cfg.trainer.get("fast_dev_run"):
-        fdr = cv.get("fast_dev_run") or {}
-        k = min(k, check_int("cv.fast_dev_run.folds", fdr.get("folds", 2), 2, 1000))
-        trees = min(trees, check_int("cv.fast_dev_run.forest_trees", fdr.get("forest_trees", 5), 1, 100_000))
+        k, trees = min(k, st.fast_dev_run.folds), min(trees, st.fast_dev_run.forest_trees)
     return k, trees, targets
 
 
@@ -72,10 +57,10 @@ def run_fold(
     """Fold f of k: the model and the baselines trained on the other folds. Returns (its row of
     cv_folds.csv, predictor -> km of each test track)."""
     dm = datamodule(cfg, cv_folds=k, fold=f)
-    kw, epochs = config_kwargs(cfg.model), int(cfg.trainer.max_epochs)
-    r = fit_hybrid(trainers, dm, kw, epochs, out / f"fold_{f}", name=f"fold_{f}")
+    model = build_model(cfg)
+    r = fit_and_test(trainers, dm, model, cfg.trainer.max_epochs, out / f"fold_{f}", name=f"fold_{f}")
     pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
-    threads = int((cfg.get("cv") or {}).get("threads") or 1)
+    threads = cfg.study.threads or 1
     knn_k = int(r["test/baseline_knn_k"])
     preds = {"model": pred, **fold_baselines(dm.data, knn_k, *forest, cfg.seed, threads)}
     row: dict[str, Any] = {"fold": f}
@@ -96,11 +81,11 @@ def run_fold(
 
 
 def run_cv(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
-    """Entry: k-fold CV of the hybrid in cfg.model (each fold a Lightning fit with its own val split
+    """Entry: k-fold CV of the model in cfg.model (each fold a Lightning fit with its own val split
     for checkpoint selection / early stopping), plus the training-mean, k-NN and random-forest
     baselines on the same folds (the fold assignment is drawn from `seed`)."""
     out = Path(output_dir)
-    set_threads("cv", cfg.get("cv") or {})
+    set_threads(cfg.study)
     k, trees, targets = cv_settings(cfg)
     folds: list[dict[str, Any]] = []
     pooled: dict[str, list[np.ndarray]] = {}

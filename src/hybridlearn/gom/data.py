@@ -23,11 +23,11 @@ import lightning as L
 import numpy as np
 import torch
 
-from hybridlearn.core.config import check_choice, check_int
 from hybridlearn.core.download import ensure_files, md5sum
-from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.core.errors import DataError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.core.loaders import SplitLoaders, seeded_split, tensor_loader
+from hybridlearn.gom.conf import FEATURE_COLUMNS
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,7 @@ class FeatureSet:
 FEATURE_SETS = {
     "default": FeatureSet(
         "default_features_1059_tracks.txt",
-        68,
+        FEATURE_COLUMNS["default"],
         "20e6d4572e36638530e981bfd85b7dbc",
         # The authors' course repository holds the exact file (same md5); UCI only serves a zip.
         (
@@ -60,7 +60,11 @@ FEATURE_SETS = {
         ),
     ),
     # In the UCI zip only (extracted from it when missing).
-    "chromatic": FeatureSet("default_plus_chromatic_features_1059_tracks.txt", 116, "95ab9b156caba3208915dc13c0d106d8"),
+    "chromatic": FeatureSet(
+        "default_plus_chromatic_features_1059_tracks.txt",
+        FEATURE_COLUMNS["chromatic"],
+        "95ab9b156caba3208915dc13c0d106d8",
+    ),
 }
 GOM_TRACKS = 1059
 GOM_FILE = FEATURE_SETS["default"].file
@@ -68,15 +72,11 @@ GOM_FEATURES = FEATURE_SETS["default"].n_features
 GOM_COLUMNS = GOM_FEATURES + 2
 
 
-def feature_set(features: str) -> FeatureSet:
-    return FEATURE_SETS[check_choice("data.features", features, tuple(FEATURE_SETS))]
-
-
 # --------------------------------------------------------------------------------------------- files
 def ensure_gom(data_dir: str | Path, features: str = "default") -> Path:
     """Path of `<data_dir>/gom/<the feature set's file>`, downloading it when missing (a direct copy,
     else the UCI zip, from which the one file is extracted and checked)."""
-    fs = feature_set(features)
+    fs = FEATURE_SETS[features]
     folder = Path(data_dir).expanduser() / "gom"
     path = folder / fs.file
     if path.exists():
@@ -213,17 +213,6 @@ def split_indices(
     return tuple(p.numpy() for p in parts)  # type: ignore[return-value]
 
 
-def check_split(fractions: Sequence[float], cv_folds: int, fold: int) -> None:
-    if len(fractions) != 3 or any(not isinstance(f, (int, float)) or f <= 0 for f in fractions):
-        raise ConfigError(f"data.split must be three positive fractions train,val,test (got {list(fractions)})")
-    if abs(sum(fractions) - 1.0) > 1e-6:
-        raise ConfigError(f"data.split must sum to 1 (got {list(fractions)} = {sum(fractions)})")
-    if not isinstance(cv_folds, int) or cv_folds < 0 or cv_folds == 1:
-        raise ConfigError(f"data.cv_folds must be 0 (no cross-validation) or an integer >= 2 (got {cv_folds!r})")
-    if cv_folds:
-        check_int("data.fold", fold, 0, cv_folds - 1)
-
-
 @dataclass(frozen=True)
 class GomData:
     """The GOM data as every GOM model sees it: one split (seeded 60/20/20, or one CV fold), scaled
@@ -284,11 +273,9 @@ def prepare_gom(
     features: str = "default",
 ) -> GomData:
     """Load, split and scale the feature set `features` (or the file `path` in its format), using its
-    first `n_features` feature columns (None: all)."""
-    check_split(split, cv_folds, fold)
-    fs = feature_set(features)
-    n_features = fs.n_features if n_features is None else check_int("data.n_features", n_features, 1, fs.n_features)
-    check_choice("data.target_scaling", target_scaling, ("per_column", "joint"))
+    first `n_features` feature columns (None: all). The arguments are data=gom's settings, checked there."""
+    fs = FEATURE_SETS[features]
+    n_features = fs.n_features if n_features is None else n_features
     if path is not None and not Path(path).is_file():
         raise DataError(f"{path}: no such file (data.file must be a GOM-format text file)")
     file = Path(path) if path is not None else ensure_gom(data_dir, features)
@@ -310,42 +297,27 @@ def prepare_gom(
 # ------------------------------------------------------------------------------------------- module
 class GomDataModule(SplitLoaders, L.LightningDataModule):
     """Batches (x, y, y_degrees) of the scaled GOM data; `self.data` (a GomData) after setup().
-
-    features: default (68 features, the paper's) | chromatic (116: the 68 + chroma features).
-    n_features: the first n feature columns; null = all of the feature set (authors' code: 67).
-    batch_size: null = full batch (the paper's gradient descent); an int = minibatches (hybrid).
-    target_scaling: per_column (paper) | joint (authors' code: one min/max for lat and lon).
-    cv_folds/fold: k-fold cross-validation (test = one fold), 0 = the 60/20/20 split.
-    file: a file in the feature set's format to use instead of $DATA_DIR/gom/<its UCI file>
-        (no md5 check; n_features + 2 comma-separated numeric columns).
-    """
+    The settings (data=gom) are declared in gom.conf.GomDataConfig."""
 
     def __init__(
         self,
-        data_dir: str = "./data",
-        seed: int = 0,
-        split: Sequence[float] = (0.6, 0.2, 0.2),
-        n_features: int | None = None,
-        target_scaling: str = "per_column",
-        batch_size: int | None = None,
-        shuffle: bool = True,
-        cv_folds: int = 0,
-        fold: int = 0,
-        dtype: str = "float32",
-        file: str | None = None,
-        features: str = "default",
+        data_dir: str,
+        seed: int,
+        features: str,
+        n_features: int,
+        split: Sequence[float],
+        target_scaling: str,
+        batch_size: int | None,
+        shuffle: bool,
+        cv_folds: int,
+        fold: int,
+        dtype: str,
+        file: str | None,
     ):
         super().__init__()
         split = [float(f) for f in split]  # plain floats: checkpoints load with weights_only=True
         self.save_hyperparameters()
-        check_choice("data.dtype", dtype, ("float32", "float64"))
-        check_split(list(split), cv_folds, fold)
-        fs = feature_set(features)
-        if n_features is not None:
-            check_int("data.n_features", n_features, 1, fs.n_features)
-        if batch_size is not None:  # null: full batch
-            check_int("data.batch_size", batch_size, 1, 1 << 40)
-        self.n_features = fs.n_features if n_features is None else n_features
+        self.n_features = n_features
         self.data: GomData | None = None
 
     def prepare_data(self) -> None:

@@ -1,6 +1,6 @@
-"""One GomHybrid trained and tested by a Trainer of the run's own config: every hybrid of the study
-and every CV fold goes through `fit_hybrid`, so `trainer=gpu` and `logger=wandb` reach each
-(one W&B run per model, named `<run>/<model>`)."""
+"""One GOM model trained and tested by a Trainer of the run's own config: every hybrid of the study and
+every CV fold goes through `fit_and_test`, so `trainer=gpu` and `logger=wandb` reach each (one W&B
+run per model, named `<run>/<model>`)."""
 
 from __future__ import annotations
 
@@ -9,17 +9,16 @@ from typing import Any
 
 from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 from hybridlearn.gom.data import GomDataModule
-from hybridlearn.gom.models import GomHybrid
+from hybridlearn.gom.models import GomModule
 
 
-def fit_hybrid(
-    trainers: TrainerFactory, dm: GomDataModule, model_kw: dict[str, Any], max_epochs: int, out: Path, name: str
+def fit_and_test(
+    trainers: TrainerFactory, dm: GomDataModule, model: GomModule, max_epochs: int, out: Path, name: str
 ) -> dict[str, Any]:
-    """Train one GomHybrid on `dm` with a Trainer of the run's factory (its trainer/logger/callbacks config)
+    """Train `model` on `dm` with a Trainer of the run's factory (its trainer/logger/callbacks config)
     into its own folder `out` (checkpoints, logs, W&B run `<run>/<name>`), test its best checkpoint
     (the weights in memory when no checkpoint callback is configured) and return its results
     (`dm.data` then holds the data it used)."""
-    model = GomHybrid(**model_kw)
     trainer = trainers.build(out, name=name, max_epochs=max_epochs)
     trainer.fit(model, datamodule=dm)
     ckpt = trainer.checkpoint_callback

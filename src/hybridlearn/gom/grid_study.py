@@ -13,7 +13,6 @@ import numpy as np
 import torch
 from omegaconf import DictConfig
 
-from hybridlearn.core.config import check_choice
 from hybridlearn.core.results import write_table
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.gom.data import GomData
@@ -98,15 +97,13 @@ def _plot_pick(res: GridResult, i: int, kind: str, name: str, what: str, out: Pa
 
 
 def run_grid(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
-    """Entry: train the grid(s) in `grid.kinds` vectorized; tables, histories and curves."""
-    set_threads("grid", cfg.grid)
-    kinds = list(cfg.grid.get("kinds", ["mlp"]))
-    for i, k in enumerate(kinds):
-        check_choice(f"grid.kinds[{i}]", k, ("mlp", "autoencoder"))
+    """Entry: train the grid(s) in `grid.kinds` vectorized (grid=gom, gom.conf.GomGridConfig); tables,
+    histories and curves."""
+    set_threads(cfg.grid)
     d = prepare_data(cfg)
     figs: dict[str, str] = {}
     metrics: dict[str, Any] = {}
-    for kind in kinds:
+    for kind in cfg.grid.kinds:
         summary, kind_figs = train_grid_kind(cfg, kind, d, Path(output_dir))
         metrics.update(summary.metrics())
         figs.update(kind_figs)

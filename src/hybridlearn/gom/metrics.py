@@ -57,9 +57,6 @@ def from_unit(v: np.ndarray) -> np.ndarray:
     return np.stack([lat, np.rad2deg(np.arctan2(v[:, 1], v[:, 0]))], 1)
 
 
-FOREST_TARGETS = ("latlon", "unit")
-
-
 def forest_predict(
     x_train: np.ndarray,
     y_train_deg: np.ndarray,

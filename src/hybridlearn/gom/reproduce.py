@@ -114,8 +114,9 @@ def _intro(done: list[tuple[Path, StudyResult]], with_code: bool) -> list[str]:
     if with_code:
         L += [
             "Two settings: the paper's text (the defaults) and the authors' code (`code_seed*`: the five "
-            "switches of docs/gom.md, `model.ae_grad_reduction=sum model.ae_bias=false model.ae_input_layer=true "
-            "data.target_scaling=joint data.n_features=67`; the grids take them from the model config). "
+            "switches of docs/gom.md, `model.autoencoder.grad_reduction=sum model.autoencoder.bias=false "
+            "model.autoencoder.input_layer=true data.target_scaling=joint data.n_features=67`; the grids take them "
+            "from the model config). "
             "Does the paper's pick follow from its code?",
             "",
         ]

@@ -2,7 +2,8 @@
 the MLP grid and the autoencoder grid (`grid_study`), then the hybrid on the chosen reduction (M1*)
 and extraction (M2*) autoencoders, the baselines, and one report (`study_report`).
 
-Each hybrid is trained in its own subfolder (`hybrid_M1/`, `hybrid_M2/`) by `fit.fit_hybrid`.
+Each hybrid is trained in its own subfolder (`hybrid_M1/`, `hybrid_M2/`) by `fit.fit_and_test`; the
+study's settings are `study:` (study=gom, gom.conf.GomStudyConfig) and `grid:` (grid=gom).
 
     python -m hybridlearn.gom.study lightning_logs/gom_mlp/multiruns/<time>   # see gom.multirun
 """
@@ -18,16 +19,14 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from hybridlearn.core.config import check_int
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.gom.figures import plot_true_vs_pred
-from hybridlearn.gom.fit import fit_hybrid
+from hybridlearn.gom.fit import fit_and_test
 from hybridlearn.gom.grid_study import train_grid_kind
 from hybridlearn.gom.metrics import baselines
-from hybridlearn.gom.models import MAX_WIDTH
 from hybridlearn.gom.multirun import report_multirun
 from hybridlearn.gom.results import Baselines, GridSummary, HybridResult, StudyResult
-from hybridlearn.gom.settings import config_kwargs, datamodule, prepare_data, set_threads
+from hybridlearn.gom.settings import build_model, datamodule, prepare_data, set_threads
 from hybridlearn.gom.study_report import write_study_report
 
 log = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ TRUE_VS_PRED_FIGS = {"M1": ("fig10", "fig11"), "M2": ("fig17", "fig18")}  # lati
 def run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     """Entry: the whole GOM study (MLP grid, autoencoder grid, hybrids with M1*/M2*) and a report."""
     t0 = time.perf_counter()
-    set_threads("grid", cfg.grid)
+    set_threads(cfg.grid)
     out = Path(output_dir)
     d = prepare_data(cfg)
     mlp, figs = train_grid_kind(cfg, "mlp", d, out)
@@ -66,10 +65,9 @@ def run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> di
 def hybrid_choice(cfg: DictConfig, fam: str, ae: GridSummary) -> tuple[int, float] | None:
     """(hidden units, lr) of the family's autoencoder: `study.m1`/`study.m2` (default auto: the
     grid's best); None when auto and the grid has no autoencoder of that family."""
-    st = cfg.get("study") or {}
-    choice = st.get(fam.lower(), "auto")
+    choice = cfg.study[fam.lower()]
     if choice != "auto":
-        return check_int(f"study.{fam.lower()}", choice, 1, MAX_WIDTH), st.get(f"{fam.lower()}_lr", 0.1)
+        return choice, cfg.study[f"{fam.lower()}_lr"]
     best = ae.picks.get(f"{fam}_best")
     return None if best is None else (best.hidden, best.lr)
 
@@ -79,10 +77,9 @@ def train_hybrid(
 ) -> tuple[HybridResult, dict[str, str]]:
     """The hybrid on a fresh autoencoder of h hidden units (lr), in `hybrid_<fam>/`; its result and figures."""
     log.info("hybrid with %s* = %d hidden (lr %g)", fam, h, lr)
-    st = cfg.get("study") or {}
-    kw = config_kwargs(cfg.model, ae_hidden=h, ae_lr=lr)
-    epochs = check_int("study.hybrid_epochs", st.get("hybrid_epochs", cfg.trainer.max_epochs), 1, 1_000_000)
-    r = fit_hybrid(trainers, datamodule(cfg), kw, epochs, out / f"hybrid_{fam}", name=f"hybrid_{fam}")
+    dm = datamodule(cfg)
+    model = build_model(cfg, **{"autoencoder.hidden": h, "autoencoder.lr": lr})
+    r = fit_and_test(trainers, dm, model, cfg.study.hybrid_epochs, out / f"hybrid_{fam}", name=f"hybrid_{fam}")
     pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
     figs = {}
     for j, (what, fig) in enumerate(zip(("latitude", "longitude"), TRUE_VS_PRED_FIGS[fam])):

@@ -86,7 +86,7 @@ def test_optuna_failed_trial_is_recorded_and_search_goes_on(tmp_path, data_dir):
 
 def test_gom_search_scores_inner_validation_only(tmp_path, data_dir):
     """hparams_search=gom_optuna: each trial is a k-fold CV with one member and no forests, its
-    list-valued `model.hidden` reaches the model, and what the sweeper minimises is the mean of
+    list-valued `model.net.hidden` reaches the model, and what the sweeper minimises is the mean of
     the folds' inner-validation km (never the test folds' km)."""
     sweep = tmp_path / "gom_search"
     p = train_cli(
@@ -109,7 +109,7 @@ def test_gom_search_scores_inner_validation_only(tmp_path, data_dir):
         assert t["status"] == "completed", t.get("error")
         o = dict(s.split("=", 1) for s in t["overrides"])
         m = t["metrics"]
-        assert o["model.hidden"] in ("[128]", "[256]", "[512]", "[256,256]")
+        assert o["model.net.hidden"] in ("[128]", "[256]", "[512]", "[256,256]")
         assert all(f["epochs"] == int(o["trainer.max_epochs"]) for f in m["folds"])
         assert "cv_rf_unit_km" not in m and "cv_knn_km" in m  # forests off, the cheap baselines kept
         assert m["cv_model_val_km"] == pytest.approx(sum(f["val_km"] for f in m["folds"]) / 2)

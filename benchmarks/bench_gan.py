@@ -209,7 +209,7 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
 def fid_cost(n: int = 10000) -> float:
     """Seconds for one end-of-epoch evaluation (n samples: FID + class histogram)."""
     from hybridlearn.gan.metrics import GANEvaluator, mnist_classifier
-    from hybridlearn.gan.model import Generator
+    from hybridlearn.gan.nets import MLPGenerator
     from hybridlearn.mnist.data import load_mnist, to_float
 
     cache = os.environ.get("HYBRIDLEARN_CACHE", str(Path.home() / ".cache" / "hybridlearn"))
@@ -217,7 +217,7 @@ def fid_cost(n: int = 10000) -> float:
     ev = GANEvaluator(net, info)
     real = to_float(load_mnist(os.environ["DATA_DIR"])["train_x"][:n], "tanh")
     ev.set_reference(real)
-    g = Generator()
+    g = MLPGenerator()
     t0 = time.perf_counter()
     ev.evaluate(g, LATENT, n)
     return time.perf_counter() - t0

@@ -38,7 +38,10 @@ SMALL = [
 def fid_cache(tmp_path_factory, data_dir) -> Path:
     from hybridlearn.gan.metrics import mnist_classifier
 
-    cache = tmp_path_factory.mktemp("fid_cache")
+    # one folder per session (and xdist worker): test_gan_options imports this fixture, whose second
+    # definition then reads the first one's cached classifier instead of training another
+    cache = tmp_path_factory.getbasetemp() / "fid_cache"
+    cache.mkdir(exist_ok=True)
     mnist_classifier(data_dir, cache, 5000, 1)
     assert len(list(cache.glob("lenet5_mnist_*.pt"))) == 1  # the one MNIST LeNet-5 pretraining's cache
     return cache

@@ -44,7 +44,3 @@ class EMA(nn.Module):
 
     def forward(self, *args, **kwargs):
         return self.module(*args, **kwargs)
-
-    def train(self, mode: bool = True) -> EMA:
-        # never trained: Lightning's model.train() must not put its BatchNorm layers in batch mode
-        return super().train(False)

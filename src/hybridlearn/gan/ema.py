@@ -30,7 +30,7 @@ class EMA(nn.Module):
     def __init__(self, network: nn.Module, decay: float):
         super().__init__()
         self.decay = float(decay)
-        self.module = copy.deepcopy(network).requires_grad_(False).eval()
+        self.module = copy.deepcopy(network).requires_grad_(False)
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     @torch.no_grad()

@@ -281,7 +281,7 @@ def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
         minutes = f"{res['duration_s'] / 60:.0f}" if isinstance(res.get("duration_s"), (int, float)) else ""
         bal = m.get("test/classes_balanced")
         best_fid = f"{best['fid']:.2f} ({e})" if cv else ""
-        balanced = "" if bal is None else f"{bal} / 10"
+        balanced = "" if bal is None else f"{int(bal)} / 10"
         L.append(f"| {n} | {max(cv) if cv else ''} | {minutes} | {best_fid} | {test_fid(m) or ''} | {balanced} |")
     floor = results["dcgan"]["metrics"].get("fid_floor")
     name = plot_fid(curves, floor, figs / "gan_dcgan_fid_curve.png", "LeNet-FID per epoch: MLP GANs and the DCGAN")

@@ -148,8 +148,9 @@ def test_dcgan_shapes_and_checks():
         DCDiscriminator(channels=[])
     gan = GAN(g, d, fid=NO_FID)
     assert gan.hparams.generator["_target_"] == "hybridlearn.gan.nets.DCGenerator"  # specs rebuild the nets
-    g2 = GAN(gan.hparams.generator, gan.hparams.discriminator, fid=NO_FID).generator
-    assert type(g2) is DCGenerator and g2.spec == g.spec
+    rebuilt = GAN(gan.hparams.generator, gan.hparams.discriminator, fid=NO_FID)
+    assert type(rebuilt.generator) is DCGenerator and rebuilt.generator.spec == g.spec
+    assert rebuilt.hparams.discriminator == d.spec and d.spec["spectral_norm"] is True
 
 
 def test_dcgan_one_epoch_fit(tmp_path, fid_cache):  # noqa: F811

@@ -132,7 +132,7 @@ class GAN(L.LightningModule):
         self.fid_cfg = FIDConfig.from_mapping(fid)
         # the networks' specs, so a checkpoint rebuilds them (generate.py, load_from_checkpoint)
         self.hparams.update(
-            generator=getattr(self.generator, "spec", None), discriminator=getattr(discriminator, "spec", None)
+            generator=getattr(self.generator, "spec", None), discriminator=getattr(self.discriminator, "spec", None)
         )
         self.automatic_optimization = False
         self.latent_dim: int = self.generator.latent_dim

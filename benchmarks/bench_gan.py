@@ -1,7 +1,15 @@
-"""Steady-state training throughput of the MLP GAN: a bare PyTorch loop vs `experiment=gan_mnist`.
+"""Steady-state training throughput of the MLP GAN: a bare PyTorch loop vs `experiment=gan_mnist`;
+and (`--dcgan`) the wall time of an epoch of the paper's MLP GAN vs the DCGAN (`experiment=gan_mnist_dcgan`).
 
     DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_gan.py --paired   # the recorded table
     DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_gan.py [--steps 12 --warmup 3 --rounds 2]
+    DATA_DIR=../shared/data .venv/bin/python benchmarks/bench_gan.py --dcgan [--steps 20 --rounds 5]
+
+`--dcgan`: both experiments as configured (Hydra-composed, FID on at full size), each fitted for
+`steps` batches of 512 on a subset, in interleaved rounds (mlp, dcgan, mlp, dcgan, ...); per
+variant the best and median seconds per batch, of the end-of-epoch evaluation (10k samples: FID,
+val FID when there is a val split, class histogram), and the estimated full run:
+max_epochs x (117 batches x step + evaluation).
 
 Both sides run the same model and the same algorithm (D step on real + fake at batch 512, then G
 step with fresh noise through the frozen D); data resident in memory. The Lightning side is the
@@ -16,6 +24,7 @@ step, timed apart, and the ratio is the median of per-step ratios, so load swing
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import sys
@@ -206,10 +215,140 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
     return rates(stamps.t, warmup)
 
 
+def compose_experiment(experiment: str, overrides: list[str], out: Path):
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(out)
+        del cfg["hydra"]
+    return cfg
+
+
+def epoch_cost(experiment: str, overrides: list[str], steps: int, warmup: int) -> tuple[list[float], float, int, int]:
+    """(seconds of each batch after `warmup`, seconds of one end-of-epoch evaluation, batches per
+    epoch of the full data, max_epochs) of `experiment` fitted for `steps` batches."""
+    import lightning as L
+    from hydra.utils import instantiate
+    from omegaconf import open_dict
+
+    from hybridlearn.core.trainer import TrainerFactory, instantiate_group
+
+    class Stamps(L.Callback):
+        def __init__(self):
+            self.t: list[float] = []
+
+        def on_train_batch_end(self, *a, **k):
+            self.t.append(time.perf_counter())
+
+    out = Path(tempfile.mkdtemp(prefix="bench_gan_"))
+    batch = 512
+    cfg = compose_experiment(
+        experiment,
+        [
+            f"data.train_subset={steps * batch}",
+            "trainer.enable_progress_bar=false",
+            "~callbacks.progress_bar",
+            "~callbacks.model_summary",
+            "callbacks.gan_samples.at_start=false",
+            "logger=csv",
+            *overrides,
+        ],
+        out,
+    )
+    epochs = int(cfg.trainer.max_epochs)  # the experiment's, for the estimate; one is fitted here
+    with open_dict(cfg):
+        cfg.trainer.max_epochs = 1
+    L.seed_everything(0, verbose=False)
+    dm = instantiate(cfg.data)
+    dm.setup("fit")
+    full_batches = (60000 - int(cfg.data.val_size)) // int(cfg.data.batch_size)
+    model = instantiate(cfg.model)
+    model.prepare_helpers(TrainerFactory())
+    stamps = Stamps()
+    trainer = instantiate(
+        cfg.trainer,
+        callbacks=[*instantiate_group(cfg.callbacks), stamps],
+        logger=instantiate_group(cfg.logger) or False,
+        default_root_dir=str(out),
+        enable_model_summary=False,
+    )
+    trainer.fit(model, datamodule=dm)
+    step_s = [b - a for a, b in zip(stamps.t[warmup - 1 :], stamps.t[warmup:])]
+    # one end-of-epoch evaluation, as GAN.on_train_epoch_end does it (reference already set by fit)
+    c = model.fid_cfg
+    t0 = time.perf_counter()
+    images = model.evaluator.samples(model.sampler, model.latent_dim, c.num_samples)
+    model.evaluator.evaluate_images(images)
+    if model.val_evaluator is not None:
+        model.val_evaluator.fid_of_images(images)
+    return step_s, time.perf_counter() - t0, full_batches, epochs
+
+
+DCGAN_VARIANTS = {
+    "mlp (experiment=gan_mnist)": ("gan_mnist", []),
+    "dcgan (experiment=gan_mnist_dcgan)": ("gan_mnist_dcgan", []),
+    "dcgan, 2x channels": (
+        "gan_mnist_dcgan",
+        ["model.generator.channels=[128,64]", "model.discriminator.channels=[64,128]"],
+    ),
+}
+
+
+def machine() -> str:
+    flags = ""
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        line = next((ln for ln in f if ln.startswith("flags")), "")
+        flags = " ".join(x for x in line.split() if x.startswith(("avx", "fma", "amx")))
+    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return f"load average {load}; {os.cpu_count()} CPUs, flags: {flags}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+
+
+def dcgan_table(args) -> None:
+    """Per-epoch wall time of the MLP GAN vs the DCGAN, interleaved rounds; best and median."""
+    names = [n for n in DCGAN_VARIANTS if args.variants == "all" or any(k in n for k in args.variants.split(","))]
+    steps: dict[str, list[float]] = {n: [] for n in names}
+    evals: dict[str, list[float]] = {n: [] for n in names}
+    shape: dict[str, tuple[int, int]] = {}
+    print(f"before: {machine()}", flush=True)
+    for r in range(args.rounds):
+        for n in names:
+            exp, ov = DCGAN_VARIANTS[n]
+            st, ev, batches, epochs = epoch_cost(exp, ov, args.steps, args.warmup)
+            steps[n].append(statistics.median(st))  # the round's median batch
+            evals[n].append(ev)
+            shape[n] = (batches, epochs)
+            print(f"round {r + 1} {n}: batch {steps[n][-1]:.3f} s, evaluation {ev:.2f} s", flush=True)
+    print(f"after: {machine()}")
+    print(
+        f"\n{args.steps - args.warmup} timed batches of 512 x {args.rounds} interleaved rounds; per round the median "
+        "batch; estimated run = max_epochs x (batches per epoch x batch + evaluation), from the medians\n"
+    )
+    print("| variant | batch s (best / median) | evaluation s (best / median) | epoch s | epochs | run min | vs mlp |")
+    print("|---|---|---|---|---|---|---|")
+    med = statistics.median
+    base = None
+    for n in names:
+        batches, epochs = shape[n]
+        epoch = batches * med(steps[n]) + med(evals[n])
+        run = epochs * epoch
+        base = base or run
+        print(
+            f"| {n} | {min(steps[n]):.3f} / {med(steps[n]):.3f} | {min(evals[n]):.2f} / {med(evals[n]):.2f} "
+            f"| {epoch:.1f} | {epochs} | {run / 60:.1f} | {run / base:.2f}x |"
+        )
+
+
 def fid_cost(n: int = 10000) -> float:
     """Seconds for one end-of-epoch evaluation (n samples: FID + class histogram)."""
     from hybridlearn.gan.metrics import GANEvaluator, mnist_classifier
-    from hybridlearn.gan.model import Generator
+    from hybridlearn.gan.nets import MLPGenerator
     from hybridlearn.mnist.data import load_mnist, to_float
 
     cache = os.environ.get("HYBRIDLEARN_CACHE", str(Path.home() / ".cache" / "hybridlearn"))
@@ -217,7 +356,7 @@ def fid_cost(n: int = 10000) -> float:
     ev = GANEvaluator(net, info)
     real = to_float(load_mnist(os.environ["DATA_DIR"])["train_x"][:n], "tanh")
     ev.set_reference(real)
-    g = Generator()
+    g = MLPGenerator()
     t0 = time.perf_counter()
     ev.evaluate(g, LATENT, n)
     return time.perf_counter() - t0
@@ -262,12 +401,15 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--variants", default="all", help="comma-separated names from VARIANTS, or all")
     ap.add_argument("--no-fid", action="store_true")
+    ap.add_argument("--dcgan", action="store_true", help="per-epoch time: the MLP GAN vs the DCGAN (interleaved)")
     ap.add_argument(
         "--paired",
         action="store_true",
         help="interleave one bare step after every Lightning step (robust on a shared machine)",
     )
     args = ap.parse_args()
+    if args.dcgan:
+        return dcgan_table(args)
     names = (
         list(VARIANTS)
         if args.variants == "all"

@@ -14,7 +14,8 @@ from conftest import compose_cfg, read_wandb_records, run_cli
 from PIL import Image
 
 from hybridlearn.core.errors import ConfigError, DataError
-from hybridlearn.gan.model import MLPGAN, Discriminator, Generator, NonFiniteLossError
+from hybridlearn.gan.model import MLPGAN, NonFiniteLossError
+from hybridlearn.gan.nets import MLPDiscriminator, MLPGenerator
 from hybridlearn.gan.sampling import load_generator
 from hybridlearn.mnist.lenet import build_net
 
@@ -36,7 +37,10 @@ SMALL = [
 def fid_cache(tmp_path_factory, data_dir) -> Path:
     from hybridlearn.gan.metrics import mnist_classifier
 
-    cache = tmp_path_factory.mktemp("fid_cache")
+    # one folder per session (and xdist worker): test_gan_options imports this fixture, whose second
+    # definition then reads the first one's cached classifier instead of training another
+    cache = tmp_path_factory.getbasetemp() / "fid_cache"
+    cache.mkdir(exist_ok=True)
     mnist_classifier(data_dir, cache, 5000, 1)
     assert len(list(cache.glob("lenet5_mnist_*.pt"))) == 1  # the one MNIST LeNet-5 pretraining's cache
     return cache
@@ -67,7 +71,7 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 
 
 def test_shapes_and_ranges():
-    g, d = Generator(), Discriminator()
+    g, d = MLPGenerator(), MLPDiscriminator()
     x = g(torch.randn(5, 128) * 10)
     assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
     p = d(x)
@@ -161,14 +165,14 @@ def test_paper_settings_lower_fid(tmp_path, fid_cache):
 
 def test_nan_guard_keeps_last_good_checkpoint(tmp_path, fid_cache, monkeypatch):
     calls = {"n": 0}
-    orig = Discriminator.logits
+    orig = MLPDiscriminator.logits
 
     def poisoned(self, x):  # 4 batches/epoch, 2 D calls per batch: NaN from epoch 2 on
         calls["n"] += 1
         out = orig(self, x)
         return out * float("nan") if calls["n"] > 8 else out
 
-    monkeypatch.setattr(Discriminator, "logits", poisoned)
+    monkeypatch.setattr(MLPDiscriminator, "logits", poisoned)
     out = tmp_path / "run"
     with pytest.raises(SystemExit) as exc:
         run_gan(out, ["trainer.max_epochs=3"], fid_cache)
@@ -238,22 +242,27 @@ def test_load_generator_refuses_other_files(tmp_path):
         load_generator(tmp_path / "junk.ckpt")
     lenet = {"state_dict": {f"net.{k}": v for k, v in build_net().state_dict().items()}}
     torch.save({**lenet, "hybridlearn_class": "hybridlearn.mnist.lenet.LeNet5"}, tmp_path / "lenet.ckpt")
-    with pytest.raises(ConfigError, match="holds LeNet5, not MLPGAN") as e:
+    with pytest.raises(ConfigError, match="holds LeNet5, not GAN") as e:
         load_generator(tmp_path / "lenet.ckpt")
     assert "\n" not in str(e.value)
     torch.save(lenet, tmp_path / "untagged.ckpt")  # no class tag (an older checkpoint): by its weights
-    with pytest.raises(ConfigError, match="not an MLPGAN"):
+    with pytest.raises(ConfigError, match="not a GAN"):
         load_generator(tmp_path / "untagged.ckpt")
     gan = MLPGAN(fid={"enabled": False})
     bare = {"state_dict": gan.state_dict(), "hybridlearn_class": "hybridlearn.gan.model.MLPGAN"}
     torch.save(bare, tmp_path / "no_hparams.ckpt")  # the generator is built from the checkpoint's own hparams
     with pytest.raises(ConfigError, match="lacks the generator's hyper-parameters"):
         load_generator(tmp_path / "no_hparams.ckpt")
-    small = MLPGAN(fid={"enabled": False}, latent_dim=16, g_hidden=[32])
+    small = MLPGAN(generator=MLPGenerator(16, [32]), fid={"enabled": False})
     ck = {**bare, "state_dict": small.state_dict(), "hyper_parameters": dict(small.hparams)}
     torch.save(ck, tmp_path / "small.ckpt")
     g, fixed, _ = load_generator(tmp_path / "small.ckpt")
     assert g.latent_dim == 16 and torch.equal(g(fixed[:2]), small.generator.eval()(fixed[:2]))
+    # a checkpoint of the MLPGAN before the networks were handed to it: flat hyper-parameters
+    legacy = {"latent_dim": 16, "g_hidden": [32], "img_shape": [1, 28, 28], "negative_slope": 0.2, "dropout": 0.3}
+    torch.save({**ck, "hyper_parameters": legacy}, tmp_path / "legacy.ckpt")
+    g, fixed, hp = load_generator(tmp_path / "legacy.ckpt")
+    assert hp == legacy and torch.equal(g(fixed[:2]), small.generator.eval()(fixed[:2]))
 
 
 def test_constructing_the_gan_trains_no_classifier(tmp_path, data_dir, fid_cache):
@@ -279,7 +288,7 @@ def test_label_smoothing_and_spectral_norm(tmp_path):
     losses = {}
     for s in (0.0, 0.1):
         torch.manual_seed(0)
-        m = MLPGAN(fid={"enabled": False}, dropout=0.0, label_smoothing=s)
+        m = MLPGAN(discriminator=MLPDiscriminator(dropout=0.0), fid={"enabled": False}, label_smoothing=s)
         opt_g, opt_d = m.configure_optimizers()
         z = torch.randn(32, 128)
         with torch.no_grad():
@@ -293,7 +302,7 @@ def test_label_smoothing_and_spectral_norm(tmp_path):
     with pytest.raises(ConfigError, match="label_smoothing"):
         MLPGAN(fid={"enabled": False}, label_smoothing=0.7)
     torch.manual_seed(0)
-    m = MLPGAN(fid={"enabled": False}, spectral_norm=True, label_smoothing=0.1)
+    m = MLPGAN(discriminator=MLPDiscriminator(spectral_norm=True), fid={"enabled": False}, label_smoothing=0.1)
     opt_g, opt_d = m.configure_optimizers()
     for _ in range(5):
         d_loss, fake, _, _ = m.d_step(real, opt_d)
@@ -316,7 +325,7 @@ def test_spectral_norm_trains_in_a_run(tmp_path, fid_cache):
         [
             "trainer.max_epochs=1",
             "test=false",
-            "model.spectral_norm=true",
+            "model.discriminator.spectral_norm=true",
             "model.label_smoothing=0.1",
             "callbacks.gan_samples.gif=false",
         ],

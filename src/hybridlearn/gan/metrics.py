@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
+from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.mnist.data import to_range
@@ -46,6 +47,11 @@ class FIDConfig:
     mnist_dir: str | None = None  # data dir holding mnist/ (paths.data_dir) to train that classifier
     classifier_train_size: int = 60000
     classifier_epochs: int = 1
+    test_draws: int = 3  # test/fid: mean +- std over this many independent draws of num_samples latents
+
+    def __post_init__(self) -> None:
+        check_int("model.fid.test_draws", self.test_draws, 1, 100)
+        check_int("model.fid.every_n_epochs", self.every_n_epochs, 1, 1_000_000)
 
     @classmethod
     def from_mapping(cls, fid: Mapping[str, Any] | None) -> FIDConfig:
@@ -184,9 +190,10 @@ class GANEvaluator:
         return float(self.fid.compute())
 
     @torch.no_grad()
-    def samples(self, generator: nn.Module, latent_dim: int, n: int) -> torch.Tensor:
+    def samples(self, generator: nn.Module, latent_dim: int, n: int, draw: int = 0) -> torch.Tensor:
+        """n images of the fixed latent vectors of draw `draw` (seed `seed + draw`), generator in eval mode."""
         p = next(generator.parameters())
-        g = torch.Generator().manual_seed(self.seed)
+        g = torch.Generator().manual_seed(self.seed + draw)
         z = torch.randn(n, latent_dim, generator=g)
         was_training = generator.training
         generator.eval()
@@ -198,7 +205,9 @@ class GANEvaluator:
     def class_stats(self, images: torch.Tensor) -> dict[str, Any]:
         probs = torch.cat([F.softmax(self.classifier(tanh_to_standard(b)), 1) for b in images.split(self.batch_size)])
         conf, pred = probs.max(1)
-        hist = torch.bincount(pred, minlength=10).float() / len(pred)
+        counts = torch.bincount(pred, minlength=10)
+        hist = counts.float() / len(pred)
+        balanced = (counts * 100 - 10 * len(pred)).abs() <= 3 * len(pred)
         nz = hist[hist > 0]
         return {
             "class_hist": [round(v, 4) for v in hist.tolist()],
@@ -206,10 +215,24 @@ class GANEvaluator:
             # classes holding at least a quarter of their uniform share (2.5% of samples)
             "modes_covered": int((hist >= 0.25 / 10).sum()),
             "class_entropy": float(-(nz * nz.log()).sum() / math.log(10)),  # 1 = uniform over digits
+            # classes holding 10 % +- 3 % of the samples (counted exactly: |count - n/10| <= 3 n/100)
+            "classes_balanced": int(balanced.sum()),
+            "balanced": bool(balanced.all()),
         }
 
-    def evaluate(self, generator: nn.Module, latent_dim: int, n: int) -> dict[str, Any]:
-        images = self.samples(generator, latent_dim, n)
-        stats = self.class_stats(images)
-        stats["fid"] = self.fid_of_images(images)
-        return stats
+    def evaluate_images(self, images: torch.Tensor) -> dict[str, Any]:
+        """Class statistics and FID of generated images."""
+        return {**self.class_stats(images), "fid": self.fid_of_images(images)}
+
+    def evaluate(self, generator: nn.Module, latent_dim: int, n: int, draws: int = 1) -> dict[str, Any]:
+        """evaluate_images of draw 0; with `draws` > 1, `fid` is the mean over that many independent
+        draws, `fid_std` their standard deviation (n - 1) and `fid_draws` each one."""
+        stats = self.evaluate_images(self.samples(generator, latent_dim, n))
+        fids = [stats["fid"]] + [self.fid_of_images(self.samples(generator, latent_dim, n, d)) for d in range(1, draws)]
+        t = torch.tensor(fids, dtype=torch.float64)
+        return {
+            **stats,
+            "fid": float(t.mean()),
+            "fid_std": float(t.std()) if draws > 1 else None,
+            "fid_draws": [round(f, 4) for f in fids],
+        }

@@ -1,6 +1,7 @@
 """The GAN stages of `make reproduce`: the paper's MLP GAN (fig. 14) and, beyond the paper, the same
-run with label smoothing + spectral norm in D (`gan_modern`), their report sections read from the
-runs' CSV logs and results.json."""
+run with label smoothing + spectral norm in D + an EMA generator (`gan_modern`) and the DCGAN sized
+to the paper's GAN's wall time (`gan_dcgan`); their report sections read from the runs' CSV logs
+and results.json."""
 
 from __future__ import annotations
 
@@ -14,7 +15,8 @@ from hybridlearn.core.plotting import plt, save_figure
 from hybridlearn.core.report import FIG_DIR, completed, copy_gif, copy_png, picture_row, run_config
 from hybridlearn.core.reproduce import PlanContext, ReportContext, Run, flatten
 
-STAGES = ("gan", "gan_modern")  # the paper's GAN; the same with the modern options on (off by default)
+# the paper's GAN; the same with the modern options on; the DCGAN (the last two off by default)
+STAGES = ("gan", "gan_modern", "gan_dcgan")
 
 
 def plan(stage: str, s: DictConfig, ctx: PlanContext) -> list[Run]:
@@ -26,7 +28,17 @@ def plan(stage: str, s: DictConfig, ctx: PlanContext) -> list[Run]:
 def section(stage: str, ctx: ReportContext) -> list[str]:
     if stage == "gan":
         return gan_section(ctx.root, ctx.figs, ctx.gif_max_mb)
+    if stage == "gan_dcgan":
+        return gan_dcgan_section(ctx.root, ctx.figs)
     return gan_modern_section(ctx.root, ctx.figs)
+
+
+def test_fid(m: dict[str, Any]) -> str | None:
+    """test/fid, with its spread over sample draws when the run measured several."""
+    fid, std = m.get("test/fid"), m.get("test/fid_std")
+    if not isinstance(fid, (int, float)):
+        return None
+    return f"{fid:.2f} ± {std:.2f}" if isinstance(std, (int, float)) else f"{fid:.2f}"
 
 
 def fid_curve(run: Path, metrics: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -146,7 +158,7 @@ def _fid_table(run: Path, figs: Path, m: dict[str, Any], c: Any) -> list[str]:
         ("LeNet-FID, last epoch", last.get("fid")),
         ("LeNet-FID, best epoch", f"{best[1]['fid']:.2f} (epoch {best[0]})" if best else None),
         ("real-vs-real floor", floor),
-        ("test: best checkpoint vs test images", m.get("test/fid")),
+        ("test: best checkpoint vs test images", test_fid(m)),
         ("test: floor (train vs test images)", m.get("test/fid_floor")),
         ("digits covered (>= 2.5% of samples), last epoch", last.get("modes")),
         ("class histogram of the samples, last epoch (0-9)", last.get("class_hist")),
@@ -179,10 +191,17 @@ def gan_modern_section(root: Path, figs: Path) -> list[str]:
     curves = {n: fid_curve(runs[n], res["metrics"]) for n, res in results.items()}
     c = run_config(runs["modern"])
     ls = OmegaConf.select(c, "model.label_smoothing") if c is not None else None
-    sn = OmegaConf.select(c, "model.spectral_norm") if c is not None else None
+    # model.discriminator.spectral_norm since the networks are configs of their own; model.spectral_norm before
+    sn = (
+        (OmegaConf.select(c, "model.discriminator.spectral_norm") or OmegaConf.select(c, "model.spectral_norm"))
+        if c is not None
+        else None
+    )
+    ema = OmegaConf.select(c, "model.ema_decay") if c is not None else None
     L += [
         f"The paper's networks, data, batches, optimizers and seed, with one-sided label smoothing {ls} "
-        f"(D's real targets {1 - float(ls or 0):g}) and spectral_norm={sn} in D's linear layers: "
+        f"(D's real targets {1 - float(ls or 0):g}), spectral_norm={sn} in D's linear layers and "
+        f"{f'an EMA generator (decay {ema})' if ema is not None else 'no EMA generator'}: "
         "the same number of steps per epoch, so each row compares the two models after the same steps.",
         "",
     ]
@@ -209,14 +228,9 @@ def gan_modern_section(root: Path, figs: Path) -> list[str]:
         e, v = min(cv.items(), key=lambda kv: kv[1]["fid"]) if cv else (None, {})
         bests.append(f"{v['fid']:.2f} (epoch {e})" if cv else "")
     L.append("| best | " + " | ".join(bests) + " |" + " |" * len(names))
-    tests = [results[n]["metrics"].get("test/fid") for n in names]
+    tests = [test_fid(results[n]["metrics"]) for n in names]
     if all(t is not None for t in tests):
-        L.append(
-            "| test: best checkpoint vs test images | "
-            + " | ".join(f"{t:.2f}" for t in tests)
-            + " |"
-            + " |" * len(names)
-        )
+        L.append("| test: best checkpoint vs test images | " + " | ".join(tests) + " |" + " |" * len(names))
     return L + _modern_figures(runs, curves, results["modern"]["metrics"].get("fid_floor"), figs)
 
 
@@ -237,6 +251,46 @@ def _modern_figures(runs: dict[str, Path], curves: dict[str, dict], floor: float
         for n, d in runs.items()
     ]
     return L + picture_row([(cap, f) for cap, f in cells if f])
+
+
+def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
+    """Beyond the paper: the DCGAN, sized to the paper's GAN's wall time, beside the MLP runs that finished."""
+    L = ["### Beyond the paper: a DCGAN in the paper's GAN's time (`experiment=gan_mnist_dcgan`)", ""]
+    runs = {
+        "paper's model": root / "gan" / "mnist",
+        "modern": root / "gan_modern" / "mnist",
+        "dcgan": root / "gan_dcgan" / "mnist",
+    }
+    results = {n: res for n, d in runs.items() if (res := completed(d))}
+    if "dcgan" not in results:
+        return L + ["Not run (or not finished): `make reproduce ARGS='reproduce.stages=[gan_dcgan]'`.", ""]
+    L += [
+        "The same data, batches, optimizers and seed; convolutional networks (conf/model/dcgan.yaml) with "
+        "spectral norm in D and an EMA generator, trained for fewer epochs so the whole run takes no "
+        "longer than the paper's 200-epoch MLP GAN (benchmarks/bench_gan.py --dcgan). Each model's best "
+        "epoch is chosen by its FID against training images; the test FID is the mean ± std over sample "
+        "draws of that checkpoint against the test images (one training seed each).",
+        "",
+        "| model | epochs | wall time (min) | best LeNet-FID (epoch) | test LeNet-FID | digits within 10 ± 3 % |",
+        "|---|---|---|---|---|---|",
+    ]
+    curves = {n: fid_curve(runs[n], res["metrics"]) for n, res in results.items()}
+    for n, res in results.items():
+        m, cv = res["metrics"], curves[n]
+        e, best = min(cv.items(), key=lambda kv: kv[1]["fid"]) if cv else (None, {})
+        minutes = f"{res['duration_s'] / 60:.0f}" if isinstance(res.get("duration_s"), (int, float)) else ""
+        bal = m.get("test/classes_balanced")
+        best_fid = f"{best['fid']:.2f} ({e})" if cv else ""
+        balanced = "" if bal is None else f"{int(bal)} / 10"
+        L.append(f"| {n} | {max(cv) if cv else ''} | {minutes} | {best_fid} | {test_fid(m) or ''} | {balanced} |")
+    floor = results["dcgan"]["metrics"].get("fid_floor")
+    name = plot_fid(curves, floor, figs / "gan_dcgan_fid_curve.png", "LeNet-FID per epoch: MLP GANs and the DCGAN")
+    L += ["", f"![LeNet-FID per epoch, MLP GANs and the DCGAN]({FIG_DIR}/{name.name})", ""]
+    last = max(curves["dcgan"]) if curves["dcgan"] else None
+    if last is not None:
+        f = copy_png(runs["dcgan"] / "samples" / f"epoch_{last:04d}.png", figs / f"gan_dcgan_epoch_{last:03d}.png")
+        L += picture_row([(f"dcgan, after epoch {last}", f)] if f else [])
+    return L
 
 
 # ------------------------------------------------------------------------------- differences

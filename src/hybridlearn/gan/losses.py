@@ -1,0 +1,31 @@
+"""The GAN losses on the discriminator's logits (`model.loss`).
+
+nonsaturating (the paper's: Keras' binary cross-entropy, Goodfellow et al. 2014):
+    D: BCE over the real and fake logits together, targets `real_target` (1, or 1 - s with one-sided
+       label smoothing s) and 0, i.e. the mean of softplus(-l_real - ...) terms over 2b images;
+    G: BCE(l_fake, 1) = mean softplus(-l_fake) = -log D(G(z)), the non-saturating generator loss.
+hinge (Lim & Ye 2017; Miyato et al. 2018):
+    D: mean relu(1 - l_real) + mean relu(1 + l_fake);
+    G: -mean l_fake.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+LOSSES = ("nonsaturating", "hinge")
+
+
+def d_loss(loss: str, logits_real: torch.Tensor, logits_fake: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:
+    if loss == "hinge":
+        return F.relu(1 - logits_real).mean() + F.relu(1 + logits_fake).mean()
+    logits = torch.cat([logits_real, logits_fake])
+    target = torch.cat([torch.full_like(logits_real, real_target), torch.zeros_like(logits_fake)])
+    return F.binary_cross_entropy_with_logits(logits, target)
+
+
+def g_loss(loss: str, logits_fake: torch.Tensor) -> torch.Tensor:
+    if loss == "hinge":
+        return -logits_fake.mean()
+    return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))

@@ -18,6 +18,7 @@ channel 1 along y (rows).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -53,14 +54,6 @@ def consistency_mask(backward: np.ndarray, forward: np.ndarray) -> np.ndarray:
     return ((err <= FB_REL * mag + FB_ABS) & inside).astype(np.float32)
 
 
-@dataclass
-class FlowPair:
-    """Motion from frame t-1 to frame t at the analysis size (h, w)."""
-
-    backward: torch.Tensor  # [1, 2, h, w] in analysis pixels: p of frame t was at p + backward[p] in t-1
-    valid: torch.Tensor  # [1, 1, h, w] float: consistency_mask
-
-
 def _grid(flow: torch.Tensor, align_corners: bool) -> torch.Tensor:
     """Sampling grid [B, h, w, 2] (grid_sample's [-1, 1] units) of the points p + flow[p], p the
     pixels of flow's own size; flow [B, 2, h, w] in those pixels."""
@@ -71,25 +64,44 @@ def _grid(flow: torch.Tensor, align_corners: bool) -> torch.Tensor:
         scale = torch.tensor([2 / max(w - 1, 1), 2 / max(h - 1, 1)], device=flow.device)
     else:
         scale = torch.tensor([2 / w, 2 / h], device=flow.device)
-    return grid + flow.float().permute(0, 2, 3, 1) * scale
+    return grid.add_(flow.float().permute(0, 2, 3, 1) * scale)
 
 
-def warp(img: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Backward warp: out[p] = img[p + flow[p]] (bilinear; outside the frame: the nearest border
-    pixel, which the occlusion mask leaves out). img [B, C, H, W], flow [B, 2, H, W] in pixels."""
+def _sample(img: torch.Tensor, grid: torch.Tensor, align_corners: bool) -> torch.Tensor:
+    """Bilinear samples of img at the grid's points; outside the frame: the nearest border pixel
+    (the occlusion mask leaves those points out)."""
+    return F.grid_sample(img.to(grid.dtype), grid, mode="bilinear", padding_mode="border", align_corners=align_corners)
+
+
+def warp(imgs, flow: torch.Tensor):
+    """Backward warp: out[p] = img[p + flow[p]], of one image [B, C, H, W] or of each image of a
+    tuple (one sampling grid for all, no concatenated copy); flow [B, 2, H, W] in pixels."""
     grid = _grid(flow, align_corners=True)
-    return F.grid_sample(img.to(grid.dtype), grid, mode="bilinear", padding_mode="border", align_corners=True)
+    if isinstance(imgs, torch.Tensor):
+        return _sample(imgs, grid, True)
+    return tuple(_sample(img, grid, True) for img in imgs)
+
+
+@dataclass
+class FlowPair:
+    """Motion from frame t-1 to frame t at the analysis size (h, w)."""
+
+    backward: torch.Tensor  # [1, 2, h, w] in analysis pixels: p of frame t was at p + backward[p] in t-1
+    valid: torch.Tensor  # [1, 1, h, w] float: consistency_mask
+
+    @functools.cached_property
+    def point_grids(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """grid_sample grids (align_corners=False) of the analysis points p in a full-size frame,
+        and of p + backward[p]; built once, for input and output."""
+        return _grid(torch.zeros_like(self.backward), False), _grid(self.backward, False)
 
 
 def sample_pair(cur: torch.Tensor, prev: torch.Tensor, pair: FlowPair) -> tuple[torch.Tensor, torch.Tensor]:
     """Full-size frames [1, C, H, W] at the analysis points (the cells' centres): (cur[p],
     prev[p + backward[p]]), each [1, C, h, w]. Bilinear point samples, no averaging: what a
     full-size warp error sees, on a regular subset of its pixels."""
-    zero = torch.zeros_like(pair.backward)
-    kw = {"mode": "bilinear", "padding_mode": "border", "align_corners": False}
-    here = F.grid_sample(cur.float(), _grid(zero, align_corners=False), **kw)
-    there = F.grid_sample(prev.float(), _grid(pair.backward, align_corners=False), **kw)
-    return here, there
+    here, there = pair.point_grids
+    return _sample(cur, here, False), _sample(prev, there, False)
 
 
 def resize_flow(flow: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

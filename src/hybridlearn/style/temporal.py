@@ -61,10 +61,10 @@ class TemporalFilter:
         size = tuple(x.shape[-2:])
         flow = resize_flow(pair.backward, size)
         valid = F.interpolate(pair.valid, size=size, mode="bilinear", align_corners=False)
-        warped = warp(torch.cat([self.prev_in, self.prev_out], 1), flow)
-        d = dilate((x - warped[:, :3]).abs().mean(dim=1, keepdim=True), 1)  # (a mismatch un-gates its neighbours)
+        prev_in, prev_out = warp((self.prev_in, self.prev_out), flow)
+        d = dilate((x - prev_in).abs_().mean(dim=1, keepdim=True), 1)  # (a mismatch un-gates its neighbours)
         wgt = (1 - d / self.flow_tau).clamp_(0, 1).mul_(valid).mul_(self.flow)
-        return torch.lerp(y, warped[:, 3:], wgt)
+        return torch.lerp(y, prev_out, wgt)
 
     def __call__(
         self, x: torch.Tensor, y: torch.Tensor, cuts: torch.Tensor, flows: list[FlowPair | None] | None

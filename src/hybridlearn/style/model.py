@@ -351,7 +351,7 @@ class StyleTransfer(L.LightningModule):
         if self.backend != "torch":
             return self.ref.stylize(x) if self.backend == "tfhub" else self.ref.stylize(x, self.z)
         xp, (h, w) = pad_to_multiple(x, 4)
-        xp = xp.to(self.compute_dtype)
+        xp = xp.to(self.transformer.contract_conv1.weight.dtype)  # (as prepared by set_style)
         if self.channels_last:
             xp = xp.contiguous(memory_format=torch.channels_last)
         temporal = self.temporal if self.temporal.active else None

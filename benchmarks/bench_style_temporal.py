@@ -56,7 +56,20 @@ MODES = {
     "temporal_flow=0.6": {"temporal_flow": 0.6},
     "all three": {"temporal_flow": 0.6, "temporal_blend": 0.6, "temporal_momentum": 0.9},
 }
+FLOW_KEYS = ("flow_max_side", "flow_preset")  # a mode that changes these measures with another flow
 CUT = 0.15  # model.cut_threshold's default: pairs across a cut are left out of both warp errors
+
+
+def parse_mode(text: str) -> tuple[str, dict]:
+    """'temporal_flow=0.6,flow_preset=medium' -> (the text, {model key: value})."""
+    model = {}
+    for item in text.split(","):
+        key, _, value = item.partition("=")
+        try:
+            model[key.strip()] = float(value) if "." in value else int(value)
+        except ValueError:
+            model[key.strip()] = None if value == "null" else value
+    return text, model
 
 
 def decode(path: Path, max_side: int, frames: int | None) -> torch.Tensor:
@@ -152,6 +165,13 @@ def main() -> int:
     ap.add_argument("--speed-frames", type=int, default=96, help="frames of each speed round")
     ap.add_argument("--rounds", type=int, default=3, help="interleaved speed rounds (0: no speed section)")
     ap.add_argument("--threads", default="auto", help="model.threads")
+    ap.add_argument("--modes", nargs="*", default=list(MODES), help=f"of {', '.join(MODES)} (per-frame is always run)")
+    ap.add_argument(
+        "--add-mode",
+        nargs="*",
+        default=[],
+        help="more modes as model overrides, e.g. temporal_flow=0.6,flow_preset=medium",
+    )
     ap.add_argument("--img-dir", default=str(ROOT / "docs" / "img"))
     ap.add_argument("--out", default=None, help="also write the tables to this markdown file")
     ap.add_argument("--smoke", action="store_true", help="8 frames at max side 128, one round, nothing written")
@@ -159,6 +179,7 @@ def main() -> int:
     if args.smoke:
         args.max_side, args.frames, args.speed_frames, args.rounds, args.img_dir, args.out = 128, 8, 8, 1, None, None
     threads = None if args.threads == "auto" else int(args.threads)
+    modes = {"per-frame": {}} | {k: MODES[k] for k in args.modes if k in MODES} | dict(map(parse_mode, args.add_mode))
 
     load = check_load("before")
     name, flags = cpu_model()
@@ -175,7 +196,7 @@ def main() -> int:
         frames = decode(path, args.max_side, args.frames)
         n, h, w = frames.shape[:3]
         outputs, results = {}, {}
-        for mode, model in MODES.items():
+        for mode, model in modes.items():
             outputs[mode], results[mode], _ = stylize(frames, model, threads)
             print(f"{clip} {mode}: warp error {results[mode].get('warp_error')}", flush=True)
         indep = independent_warp_errors(frames, outputs)
@@ -191,8 +212,9 @@ def main() -> int:
             e, e_ind = res.get("warp_error", float("nan")), indep[mode].get("warp_error", float("nan"))
             b, b_ind = base.get("warp_error", float("nan")), indep["per-frame"].get("warp_error", float("nan"))
             p = "-" if mode == "per-frame" else f"{psnr(outputs[mode], outputs['per-frame']):.1f}"
+            other = any(k in modes[mode] for k in FLOW_KEYS)  # (its own flow: not comparable)
             lines.append(
-                f"| {mode} | {e:.5f} | {e / b:.2f}x | {e_ind:.5f} | {e_ind / b_ind:.2f}x "
+                f"| {mode} | {e:.5f}{' (own flow)' if other else ''} | {e / b:.2f}x | {e_ind:.5f} | {e_ind / b_ind:.2f}x "
                 f"| {res.get('flicker_ratio', float('nan')):.2f} | {p} |"
             )
         lines += [
@@ -207,13 +229,13 @@ def main() -> int:
             where = strip(frames, outputs, img)
             lines.append(f"Strip: `{img.relative_to(ROOT) if img.is_relative_to(ROOT) else img}` ({where}).")
         lines.append("")
-        print("\n".join(lines[-len(MODES) - 8 :]), flush=True)
+        print("\n".join(lines[-len(modes) - 8 :]), flush=True)
 
         if args.rounds:
             sub = frames[: args.speed_frames]
-            fps = {k: [] for k in MODES}
+            fps = {k: [] for k in modes}
             for r in range(args.rounds):
-                for mode, model in MODES.items():
+                for mode, model in modes.items():
                     _, res, s = stylize(sub, model, threads)
                     fps[mode].append({"fps": len(sub) / s, **res})
                     print(f"round {r} {mode}: {len(sub) / s:.2f} frames/s (load {os.getloadavg()[0]:.1f})", flush=True)
@@ -231,7 +253,7 @@ def main() -> int:
                 meas = statistics.median(x.get("ms_per_frame_warp_error", float("nan")) for x in rs)
                 lines.append(f"| {mode} | {best:.2f} | {med:.2f} | {med / ref:.2f}x | {flow:.1f} | {meas:.1f} |")
             lines.append("")
-            print("\n".join(lines[-len(MODES) - 4 :]), flush=True)
+            print("\n".join(lines[-len(modes) - 4 :]), flush=True)
     lines.append(check_load("after"))
     if args.out:
         write_text_atomic(args.out, "\n".join(lines) + "\n")

@@ -68,7 +68,7 @@ def parse_mode(text: str) -> tuple[str, dict]:
         try:
             model[key.strip()] = float(value) if "." in value else int(value)
         except ValueError:
-            model[key.strip()] = None if value == "null" else value
+            model[key.strip()] = {"null": None, "true": True, "false": False}.get(value, value)
     return text, model
 
 

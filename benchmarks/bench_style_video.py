@@ -279,7 +279,7 @@ def main() -> int:
     import torch
 
     from hybridlearn.core.memory import DEFAULT_KEEP_MB, keep_freed_memory
-    from hybridlearn.style.model import cpu_has_fast_bf16
+    from hybridlearn.style.cpuinfo import cpu_has_fast_bf16
 
     keep_freed_memory(DEFAULT_KEEP_MB)  # as the command (conf/train.yaml) and stylize() do
 

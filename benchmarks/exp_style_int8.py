@@ -37,8 +37,10 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from hybridlearn.core.io import write_text_atomic  # noqa: E402
-from hybridlearn.style import nets as N  # noqa: E402
-from hybridlearn.style.model import StyleTransfer  # noqa: E402
+from hybridlearn.style import fused as FU  # noqa: E402
+from hybridlearn.style import subpixel as SP  # noqa: E402
+from hybridlearn.style.model import StyleTransfer, prepare_transformer  # noqa: E402
+from hybridlearn.style.nets import StyleTransformer  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")  # deprecated in 2.14, still there
 DATA_DIR = Path(os.environ.get("DATA_DIR") or ROOT / ".." / "shared" / "data")
@@ -96,8 +98,8 @@ class Int8Transformer:
     activation indices 0..14, or None): those activations are not quantized and their conv runs
     in fp32 (the ablation)."""
 
-    def __init__(self, t: N.StyleTransformer):
-        k = t._s2d_kernels(torch.float32, torch.contiguous_format)
+    def __init__(self, t: StyleTransformer):
+        k = SP.subpixel_weights(t)  # (t in fp32, NCHW)
         self.convs = [QConv(*k["contract_conv1"]), QConv(*k["contract_conv2"])]
         self.convs.append(QConv(t.contract_conv3.weight, t.contract_conv3.bias, 2))
         for i in range(1, 6):
@@ -122,24 +124,25 @@ class Int8Transformer:
     def __call__(self, frames: torch.Tensor, params) -> torch.Tensor:
         def cin(y, name, relu, phases=1):
             beta, gamma = params[name]
-            return N.StyleTransformer._cin_fused(y, beta, gamma, relu, phases)
+            y = FU.group_norm_cin(y, beta, gamma, phases)
+            return y.relu_() if relu else y
 
         x = frames.contiguous(memory_format=torch.channels_last)
         if self.exact is not None:
             x = x.float().div(255)
-        y = self._conv(0, x, lambda t: F.pixel_unshuffle(N.reflect_pad(t, 4), 2), relu=True)
-        y = self._conv(1, y, N.pad_top_left, relu=True)
-        x = self._conv(2, y, lambda t: N.reflect_pad(t, 1), relu=True)
+        y = self._conv(0, x, lambda t: F.pixel_unshuffle(FU.reflect_pad(t, 4), 2), relu=True)
+        y = self._conv(1, y, SP.pad_top_left, relu=True)
+        x = self._conv(2, y, lambda t: FU.reflect_pad(t, 1), relu=True)
         for r in range(5):
             y = cin(
-                self._conv(3 + 2 * r, x, lambda t: N.reflect_pad(t, 1), signed=True), f"residual{r + 1}_conv1", True
+                self._conv(3 + 2 * r, x, lambda t: FU.reflect_pad(t, 1), signed=True), f"residual{r + 1}_conv1", True
             )
-            x = cin(self._conv(4 + 2 * r, y, lambda t: N.reflect_pad(t, 1)), f"residual{r + 1}_conv2", False).add_(x)
+            x = cin(self._conv(4 + 2 * r, y, lambda t: FU.reflect_pad(t, 1)), f"residual{r + 1}_conv2", False).add_(x)
         x = F.interpolate(x, scale_factor=2.0, mode="nearest")
-        y = cin(self._conv(13, x, lambda t: N.reflect_pad(t, 1), signed=True), "expand_conv1", True)
-        y = cin(self._conv(14, y, N.pad_replicate1), "expand_conv2", True, phases=4)
-        y = cin(self._conv(15, y, N.reflect_pad4_s2d), "expand_conv3", False, phases=4)
-        return N.depth_to_space2(y.sigmoid_())
+        y = cin(self._conv(13, x, lambda t: FU.reflect_pad(t, 1), signed=True), "expand_conv1", True)
+        y = cin(self._conv(14, y, SP.pad_replicate1), "expand_conv2", True, phases=4)
+        y = cin(self._conv(15, y, SP.reflect_pad4_s2d), "expand_conv3", False, phases=4)
+        return SP.depth_to_space2(y.sigmoid_())
 
 
 ACTIVATIONS = ["contract_conv1", "contract_conv2", "contract_conv3"] + [
@@ -218,17 +221,17 @@ def main() -> int:
         m.set_style(x[:1])
         t, params = m.transformer, m.params
         batches = range(0, args.frames, args.batch)
-        t.prepare(torch.float32, False)
-        ref = torch.cat([t(x[i : i + args.batch], params) for i in batches])
+        prepare_transformer(t, torch.float32, False)
+        ref = torch.cat([t(x[i : i + args.batch], params) for i in batches])  # the reference path
         q8 = Int8Transformer(t)
-        t.prepare(torch.bfloat16, True)  # the default CPU path (precision=auto on AVX512_BF16)
+        prepare_transformer(t, torch.bfloat16, True)  # the default CPU path (precision=auto on AVX512_BF16)
         xb = x.bfloat16().contiguous(memory_format=torch.channels_last)
-        bf = torch.cat([t(xb[i : i + args.batch], params) for i in batches]).float()
+        bf = torch.cat([SP.subpixel_forward(t, xb[i : i + args.batch], params) for i in batches]).float()
         out = torch.cat([q8(frames[i : i + args.batch], params) for i in batches])
         f4, x4 = frames[: args.batch], xb[: args.batch]
         tb, tq = [], []
         for _ in range(args.rounds):
-            tb.append(timed(lambda: t(x4, params), 5))
+            tb.append(timed(lambda: SP.subpixel_forward(t, x4, params), 5))
             tq.append(timed(lambda: q8(f4, params), 5))
         mb, mq = (statistics.median(v) * 1e3 / args.batch for v in (tb, tq))
         per_frame = [psnr(out[i], ref[i]) for i in range(args.frames)]

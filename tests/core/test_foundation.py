@@ -53,7 +53,7 @@ def test_lenet_mnist_one_epoch_accuracy(run_train, data_dir):
             "experiment=lenet_mnist",
             "trainer.max_epochs=1",
             "trainer.enable_progress_bar=false",
-            "logger=[csv,tensorboard]",
+            "logger=csv",
         ]
     )
     m = res["metrics"]
@@ -66,7 +66,7 @@ def test_lenet_mnist_one_epoch_accuracy(run_train, data_dir):
     header = (out / "csv" / "metrics.csv").read_text().splitlines()[0]
     for key in ("train/loss_epoch", "train/acc", "val/loss", "val/acc", "test/loss", "test/acc"):
         assert key in header
-    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+
     # the best checkpoint rebuilds the module safely and reproduces the reported test accuracy
     from hydra.utils import instantiate
 

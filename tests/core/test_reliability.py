@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, run_cli, train_cli
+from conftest import ROOT, run_cli, run_process, train_cli
 
 from hybridlearn.core.download import ensure_files
 from hybridlearn.core.errors import DataError
@@ -217,7 +217,9 @@ def test_ctrl_c_records_interrupted_with_last_checkpoint(tmp_path, data_dir):
 
 def test_print_config_and_learning_curves(tmp_path, data_dir):
     run_dir = tmp_path / "run"
-    p = train_cli(
+    # a real process: TensorBoard's writer imports TensorFlow where the `tf` extra is installed
+    p = run_process(
+        "train.py",
         [
             *QUICK,
             "print_config=true",

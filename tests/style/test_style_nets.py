@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -132,34 +133,54 @@ def test_tflite_backend_agrees_with_torch(data_dir, frame, tmp_path):
     assert 10 * np.log10(1 / mse) > 35  # torch port vs TF Lite (style vectors from two predictors)
 
 
+TFHUB_CHECK = """
+import subprocess
+import sys
+import tensorflow as tf
+import torch
+from hybridlearn.core.errors import DataError
+from hybridlearn.style.model import StyleTransfer, style_input
+
+data_dir, folder, missing = sys.argv[1:]
+
+
+class FakeHub(tf.Module):  # the TF Hub module's call signature: (content, style) -> [stylized]
+    @tf.function(
+        input_signature=[tf.TensorSpec([None, None, None, 3], tf.float32), tf.TensorSpec([None, 256, 256, 3], tf.float32)]
+    )
+    def __call__(self, content, style):
+        mean = tf.reduce_mean(style, axis=[1, 2], keepdims=True)
+        return [tf.clip_by_value(0.5 * content + 0.5 * mean, 0.0, 1.0)]
+
+
+tf.saved_model.save(FakeHub(), folder)
+m = StyleTransfer(style_image="starry_night.jpg", data_dir=data_dir, backend="tfhub", tfhub_handle=folder)
+x = torch.rand(2, 3, 20, 28)
+y = m.stylize_tensor(x)
+mean = style_input(m.style_rgb).mean(dim=(2, 3), keepdim=True)
+assert torch.allclose(y, (0.5 * x + 0.5 * mean).clamp(0, 1), atol=1e-5)
+try:
+    StyleTransfer(style_image="starry_night.jpg", data_dir=data_dir, backend="tfhub", tfhub_handle=missing).stylize_tensor(x)
+except DataError as e:
+    assert "neither a URL nor a SavedModel" in str(e), e
+else:
+    raise AssertionError("a missing SavedModel was accepted")
+print("TFHUB OK")
+"""
+
+
 def test_tfhub_backend_with_local_savedmodel(data_dir, tmp_path):
-    tf = pytest.importorskip("tensorflow")
-
-    class FakeHub(tf.Module):  # the TF Hub module's call signature: (content, style) -> [stylized]
-        @tf.function(
-            input_signature=[
-                tf.TensorSpec([None, None, None, 3], tf.float32),
-                tf.TensorSpec([None, 256, 256, 3], tf.float32),
-            ]
-        )
-        def __call__(self, content, style):
-            mean = tf.reduce_mean(style, axis=[1, 2], keepdims=True)
-            return [tf.clip_by_value(0.5 * content + 0.5 * mean, 0.0, 1.0)]
-
-    folder = tmp_path / "hub"
-    tf.saved_model.save(FakeHub(), str(folder))
-    m = StyleTransfer(style_image="starry_night.jpg", data_dir=str(data_dir), backend="tfhub", tfhub_handle=str(folder))
-    x = torch.rand(2, 3, 20, 28)
-    y = m.stylize_tensor(x)
-    mean = style_input(m.style_rgb).mean(dim=(2, 3), keepdim=True)
-    assert torch.allclose(y, (0.5 * x + 0.5 * mean).clamp(0, 1), atol=1e-5)
-    with pytest.raises(DataError, match="neither a URL nor a SavedModel"):
-        StyleTransfer(
-            style_image="starry_night.jpg",
-            data_dir=str(data_dir),
-            backend="tfhub",
-            tfhub_handle=str(tmp_path / "nothing"),
-        ).stylize_tensor(x)
+    """In its own interpreter: TensorFlow's logging outlives the test's captured streams."""
+    pytest.importorskip("tensorflow")
+    script = tmp_path / "tfhub_check.py"
+    script.write_text(TFHUB_CHECK)
+    p = subprocess.run(
+        [sys.executable, str(script), str(data_dir), str(tmp_path / "hub"), str(tmp_path / "nothing")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert p.returncode == 0 and "TFHUB OK" in p.stdout, p.stderr[-3000:]
 
 
 # ----------------------------------------------------------------------------- the model's paths

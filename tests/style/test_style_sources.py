@@ -8,6 +8,7 @@ import functools
 import http.server
 import os
 import shutil
+import subprocess
 import sys
 import threading
 from pathlib import Path

@@ -73,15 +73,14 @@ class GANSampleGrid(L.Callback):
     def __init__(
         self,
         dirpath: str,
-        every_n_epochs: int = 10,
-        epochs: Sequence[int] = (1, 100, 200),
-        at_start: bool = True,
-        nrow: int = 8,
-        gif: bool = True,
-        gif_ms: int = 300,
+        every_n_epochs: int,
+        epochs: Sequence[int],
+        at_start: bool,
+        nrow: int,
+        gif: bool,
+        gif_ms: int,
     ):
-        if every_n_epochs < 0:
-            raise ValueError("every_n_epochs must be >= 0 (0: only the listed epochs)")
+        """Settings: `callbacks.gan_samples` (hybridlearn.gan.conf.GANSampleGridConfig)."""
         self.dirpath, self.every, self.epochs = (
             Path(dirpath),
             every_n_epochs,

@@ -17,8 +17,8 @@ from pathlib import Path
 
 from hybridlearn.core.cli import ArgumentParser, load_entry
 from hybridlearn.core.errors import ConfigError, one_line_errors
+from hybridlearn.gan.conf import MAX_GRID  # images in one PNG grid or .pt (-n, and model.n_predict)
 
-MAX_GRID = 10_000  # images in one PNG grid or .pt (-n, and task=predict of the GAN): 10k 28x28 is ~8 MB
 MAX_FILES = 100_000  # single PNGs in a folder (-n with --out <folder>)
 # The sampling itself (torch) is imported only once the arguments are known to be good.
 WRITE_SAMPLES = "hybridlearn.gan.sampling:write_samples"

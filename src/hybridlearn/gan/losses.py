@@ -1,4 +1,4 @@
-"""The GAN losses on the discriminator's logits (`model.loss`).
+"""The GAN losses on the discriminator's logits (`model.loss`, one of hybridlearn.gan.conf.LOSSES).
 
 nonsaturating (the paper's: Keras' binary cross-entropy, Goodfellow et al. 2014):
     D: BCE over the real and fake logits together, targets `real_target` (1, or 1 - s with one-sided
@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-
-LOSSES = ("nonsaturating", "hinge")
 
 
 def d_loss(loss: str, logits_real: torch.Tensor, logits_fake: torch.Tensor, real_target: float = 1.0) -> torch.Tensor:

@@ -12,7 +12,6 @@ import dataclasses
 import logging
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,9 +20,9 @@ import torch.nn.functional as F
 from torch import nn
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.trainer import TrainerFactory
+from hybridlearn.gan.conf import FIDConfig
 from hybridlearn.mnist.data import to_range
 from hybridlearn.mnist.lenet import LeNet5Net, build_net, read_lenet
 from hybridlearn.mnist.pretrain import pretrained_lenet
@@ -31,35 +30,15 @@ from hybridlearn.mnist.pretrain import pretrained_lenet
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class FIDConfig:
-    """`model.fid` of the GAN (conf/model/mlp_gan.yaml lists the same values): when and how the
-    LeNet-FID is measured, and which classifier measures it."""
-
-    enabled: bool = True
-    every_n_epochs: int = 1
-    num_samples: int = 10000  # generated images per evaluation (same count as the real test set)
-    num_real: int = 10000  # training images forming the real reference
-    batch_size: int = 1000
-    seed: int = 1234  # latent vectors for evaluation: the same set every time
-    classifier_ckpt: str | None = None  # LeNet-5 checkpoint (experiment=lenet_mnist .ckpt or a cached .pt)
-    cache_dir: str | None = None  # where an on-the-fly classifier is cached (paths.cache_dir)
-    mnist_dir: str | None = None  # data dir holding mnist/ (paths.data_dir) to train that classifier
-    classifier_train_size: int = 60000
-    classifier_epochs: int = 1
-    test_draws: int = 3  # test/fid: mean +- std over this many independent draws of num_samples latents
-
-    def __post_init__(self) -> None:
-        check_int("model.fid.test_draws", self.test_draws, 1, 100)
-        check_int("model.fid.every_n_epochs", self.every_n_epochs, 1, 1_000_000)
-
-    @classmethod
-    def from_mapping(cls, fid: Mapping[str, Any] | None) -> FIDConfig:
-        known = [f.name for f in dataclasses.fields(cls)]
-        unknown = set(fid or {}) - set(known)
-        if unknown:
-            raise ConfigError(f"model.fid has unknown key(s) {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**(fid or {}))
+def fid_settings(fid: Mapping[str, Any]) -> FIDConfig:
+    """`model.fid` as the runner passes it (every key of hybridlearn.gan.conf.FIDConfig, resolved) as a
+    FIDConfig; one line for a mapping that is not one (the Python API builds it from the dataclass)."""
+    known = {f.name for f in dataclasses.fields(FIDConfig)}
+    unknown, missing = sorted(set(fid) - known), sorted(known - set(fid))
+    wrong = [f"{what} {keys}" for what, keys in (("unknown key(s)", unknown), ("no", missing)) if keys]
+    if wrong:
+        raise ConfigError(f"model.fid has {' and '.join(wrong)}; build it from hybridlearn.gan.conf.FIDConfig")
+    return FIDConfig(**fid)
 
 
 def tanh_to_standard(x: torch.Tensor) -> torch.Tensor:
@@ -97,8 +76,8 @@ def load_classifier(path: str | Path) -> tuple[LeNet5Net, dict[str, Any]]:
 def mnist_classifier(
     data_dir: str | Path,
     cache_dir: str | Path,
-    n_train: int | None = None,
-    epochs: int = 1,
+    n_train: int | None,
+    epochs: int,
     seed: int = 0,
     trainers: TrainerFactory | None = None,
 ) -> tuple[LeNet5Net, dict[str, Any]]:
@@ -146,8 +125,8 @@ class GANEvaluator:
         self,
         classifier: LeNet5Net,
         classifier_info: dict[str, Any],
-        batch_size: int = FIDConfig.batch_size,
-        seed: int = FIDConfig.seed,
+        batch_size: int,
+        seed: int,
     ):
         self.classifier, self.classifier_info = classifier.eval(), classifier_info
         self.batch_size, self.seed = batch_size, seed
@@ -160,11 +139,6 @@ class GANEvaluator:
         if c.classifier_ckpt:
             net, info = load_classifier(c.classifier_ckpt)
         else:
-            if not c.cache_dir or not c.mnist_dir:
-                raise ConfigError(
-                    "model.fid.cache_dir and model.fid.mnist_dir must be set to train the FID "
-                    "classifier (or give model.fid.classifier_ckpt, or set model.fid.enabled=false)"
-                )
             net, info = mnist_classifier(
                 c.mnist_dir, c.cache_dir, c.classifier_train_size, c.classifier_epochs, trainers=trainers
             )

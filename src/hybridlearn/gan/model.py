@@ -7,8 +7,9 @@ hybridlearn.gan.nets) and handed to `GAN`, which is about training only: the los
 smoothing, the EMA generator (`model.ema_decay`, hybridlearn.gan.ema), the optimizers, the private
 RNG that makes resumes exact, and the LeNet-FID evaluations (hybridlearn.gan.metrics).
 
-Paper's model (`MLPGAN`, conf/model/mlp_gan.yaml): generator 128 -> 256 -> 512 -> 1024 -> 784
-(LeakyReLU 0.2, tanh), discriminator 784 -> 1024 -> 512 -> 256 -> 1 (LeakyReLU 0.2 + dropout 0.3);
+Paper's model (`MLPGAN`, model=mlp_gan: hybridlearn.gan.conf.MLPGANConfig): generator 128 -> 256
+-> 512 -> 1024 -> 784 (LeakyReLU 0.2, tanh), discriminator 784 -> 1024 -> 512 -> 256 -> 1 (LeakyReLU
+0.2 + dropout 0.3);
 each batch one D step on real + fake, then one G step through the frozen D (as Keras' `combined`
 model with `discriminator.trainable = False`). The discriminator's sigmoid is folded into the loss
 (`binary_cross_entropy_with_logits`, the same function without saturating to inf/NaN).
@@ -25,24 +26,23 @@ from typing import Any
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hybridlearn.core.config import check_choice, check_fraction, check_int
 from hybridlearn.core.errors import ConfigError, HybridlearnError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.core.loaders import tensor_loader
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.gan.callbacks import save_png, to_grid
+from hybridlearn.gan.conf import MAX_GRID, MLPGANConfig
 from hybridlearn.gan.ema import EMA
-from hybridlearn.gan.generate import MAX_GRID
-from hybridlearn.gan.losses import LOSSES, d_loss, g_loss
-from hybridlearn.gan.metrics import FIDConfig, GANEvaluator, collect_images
-from hybridlearn.gan.nets import GenDropout, MLPDiscriminator, MLPGenerator, build_net
+from hybridlearn.gan.losses import d_loss, g_loss
+from hybridlearn.gan.metrics import GANEvaluator, collect_images, fid_settings
+from hybridlearn.gan.nets import GenDropout, build_net
 
 log = logging.getLogger(__name__)
-
-OPTIMIZER_IMPLS = ("fused", "foreach", "forloop")
 
 
 class NonFiniteLossError(HybridlearnError):
@@ -77,22 +77,6 @@ def as_net(net: nn.Module | Mapping[str, Any], what: str) -> nn.Module:
     raise ConfigError(f"{what} must be a network config with a _target_ (got {net!r})")
 
 
-def check_options(generator: nn.Module, hp: Mapping[str, Any]) -> None:
-    """Every training knob of `model.*`, before anything is built."""
-    if not isinstance(getattr(generator, "latent_dim", None), int):
-        raise ConfigError("model.generator must have an integer `latent_dim` (the size of its input noise)")
-    check_choice("model.loss", hp["loss"], LOSSES)
-    check_int("model.d_steps", hp["d_steps"], 1, 100)
-    check_fraction("model.label_smoothing", hp["label_smoothing"], 0.5, hi_included=True)
-    if hp["loss"] == "hinge" and hp["label_smoothing"]:
-        raise ConfigError("model.label_smoothing sets BCE targets; with model.loss=hinge set it to 0")
-    if hp["ema_decay"] is not None:
-        check_fraction("model.ema_decay", hp["ema_decay"])
-    check_int("model.n_predict", hp["n_predict"], 1, MAX_GRID)
-    check_choice("model.optimizer_impl", hp["optimizer_impl"], OPTIMIZER_IMPLS)
-    check_int("model.num_fixed", hp["num_fixed"], 1, 1_000_000)
-
-
 class GAN(L.LightningModule):
     """A GAN of any generator / discriminator pair (hybridlearn.gan.nets), trained with manual
     optimization. Options beyond the paper, all off by default:
@@ -107,29 +91,32 @@ class GAN(L.LightningModule):
         self,
         generator: nn.Module | Mapping[str, Any],
         discriminator: nn.Module | Mapping[str, Any],
-        g_lr: float = 2e-4,
-        d_lr: float = 2e-4,
-        b1: float = 0.5,
-        b2: float = 0.999,
-        loss: str = "nonsaturating",
-        d_steps: int = 1,
-        label_smoothing: float = 0.0,
-        ema_decay: float | None = None,
-        optimizer_impl: str = "fused",
-        reuse_fake: bool = False,
-        compile: bool = False,
-        num_fixed: int = 64,
-        fixed_seed: int = 0,
-        n_predict: int = 64,
-        predict_seed: int = 0,
-        fid: dict[str, Any] | None = None,
+        g_lr: float,
+        d_lr: float,
+        b1: float,
+        b2: float,
+        loss: str,
+        d_steps: int,
+        label_smoothing: float,
+        ema_decay: float | None,
+        optimizer_impl: str,
+        reuse_fake: bool,
+        compile: bool,
+        num_fixed: int,
+        fixed_seed: int,
+        n_predict: int,
+        predict_seed: int,
+        fid: Mapping[str, Any],
     ):
+        """The settings are those of `model` (hybridlearn.gan.conf.GANConfig: their types, ranges and
+        defaults, checked before torch is imported); the Python API builds a GAN from that dataclass."""
         super().__init__()
         self.generator = as_net(generator, "model.generator")
         self.discriminator = as_net(discriminator, "model.discriminator")
+        if not isinstance(getattr(self.generator, "latent_dim", None), int):
+            raise ConfigError("model.generator must have an integer `latent_dim` (the size of its input noise)")
         self.save_hyperparameters(ignore=["generator", "discriminator"])
-        check_options(self.generator, self.hparams)
-        self.fid_cfg = FIDConfig.from_mapping(fid)
+        self.fid_cfg = fid_settings(fid)
         # the networks' specs, so a checkpoint rebuilds them (generate.py, load_from_checkpoint)
         self.hparams.update(
             generator=getattr(self.generator, "spec", None), discriminator=getattr(self.discriminator, "spec", None)
@@ -422,9 +409,9 @@ class GAN(L.LightningModule):
 
 
 class MLPGAN(GAN):
-    """The paper's MNIST GAN: `GAN` whose networks default to the paper's MLPs (MLPGenerator,
-    MLPDiscriminator with their defaults; conf/model/mlp_gan.yaml spells them out). A class of
-    its own so the paper's model reads as such and its checkpoints keep their class tag."""
+    """The paper's MNIST GAN: `GAN` whose networks default to the paper's MLPs (model=mlp_gan,
+    hybridlearn.gan.conf.MLPGANConfig). A class of its own so the paper's model reads as such and its
+    checkpoints keep their class tag."""
 
     def __init__(
         self,
@@ -432,8 +419,9 @@ class MLPGAN(GAN):
         discriminator: nn.Module | Mapping | None = None,
         **kwargs: Any,
     ):
+        paper = OmegaConf.structured(MLPGANConfig)  # the discriminator's img_shape follows the generator's
         super().__init__(
-            MLPGenerator() if generator is None else generator,
-            MLPDiscriminator() if discriminator is None else discriminator,
+            instantiate(paper.generator, _convert_="all") if generator is None else generator,
+            instantiate(paper.discriminator, _convert_="all") if discriminator is None else discriminator,
             **kwargs,
         )

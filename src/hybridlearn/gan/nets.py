@@ -5,6 +5,9 @@ and handed to the GAN LightningModule (hybridlearn.gan.model).
 - `DCGenerator` / `DCDiscriminator`: DCGAN-style convolutional networks for 28x28 images
   (Radford et al. 2016), sized to train in the MLP GAN's time (benchmarks/bench_gan.py --dcgan).
 
+Their settings, with types, ranges and defaults, are declared in hybridlearn.gan.conf
+(MLPGeneratorConfig, ...; checked before torch is imported); build them from those dataclasses.
+
 Each network keeps `spec`, the `{_target_: ..., **arguments}` mapping it was built from; the GAN
 saves it in its checkpoints' hyper-parameters, and `build_net` rebuilds the network from it (only
 the classes of NETWORKS: a checkpoint names a class, it cannot import code). Generators have
@@ -21,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from hybridlearn.core.config import check_fraction, check_int, plain
+from hybridlearn.core.config import plain
 from hybridlearn.core.errors import ConfigError
 
 
@@ -71,15 +74,8 @@ class MLPGenerator(nn.Module):
     """latent -> hidden... -> prod(img_shape), LeakyReLU after each hidden layer, tanh output
     (images in [-1, 1]). Paper: 128 -> 256 -> 512 -> 1024 -> 784."""
 
-    def __init__(
-        self,
-        latent_dim: int = 128,
-        hidden: Sequence[int] = (256, 512, 1024),
-        img_shape: Sequence[int] = (1, 28, 28),
-        negative_slope: float = 0.2,
-    ):
+    def __init__(self, latent_dim: int, hidden: Sequence[int], img_shape: Sequence[int], negative_slope: float):
         super().__init__()
-        check_int("model.generator.latent_dim", latent_dim, 1, 1_000_000)
         self.latent_dim, self.img_shape = latent_dim, tuple(img_shape)
         self.spec = spec_of(
             self, latent_dim=latent_dim, hidden=hidden, img_shape=img_shape, negative_slope=negative_slope
@@ -103,14 +99,13 @@ class MLPDiscriminator(Discriminator):
 
     def __init__(
         self,
-        img_shape: Sequence[int] = (1, 28, 28),
-        hidden: Sequence[int] = (1024, 512, 256),
-        negative_slope: float = 0.2,
-        dropout: float = 0.3,
-        spectral_norm: bool = False,
+        img_shape: Sequence[int],
+        hidden: Sequence[int],
+        negative_slope: float,
+        dropout: float,
+        spectral_norm: bool,
     ):
         super().__init__()
-        check_fraction("model.discriminator.dropout", dropout)
         self.spec = spec_of(
             self,
             img_shape=img_shape,
@@ -135,11 +130,9 @@ class MLPDiscriminator(Discriminator):
 
 
 # ----------------------------------------------------------------------------- DCGAN for 28x28
-def _conv_size(img_shape: Sequence[int], n: int, key: str) -> tuple[int, int]:
-    """The feature map side at the bottom of `n` stride-2 layers: H, W must be divisible by 2**n."""
+def _conv_size(img_shape: Sequence[int], n: int) -> tuple[int, int]:
+    """The feature map side at the bottom of `n` stride-2 layers (H, W divisible by 2**n: the config's rule)."""
     _, h, w = img_shape
-    if h % 2**n or w % 2**n:
-        raise ConfigError(f"{key}: {n} stride-2 layers need image sides divisible by {2**n} (got {h}x{w})")
     return h // 2**n, w // 2**n
 
 
@@ -148,20 +141,11 @@ class DCGenerator(nn.Module):
     transposed convolutions (4x4, stride 2), BatchNorm + ReLU between, tanh output. For 28x28 and
     channels (c0, c1): 7x7 -> 14x14 (c1) -> 28x28 (image channels)."""
 
-    def __init__(
-        self,
-        latent_dim: int = 128,
-        channels: Sequence[int] = (64, 32),
-        img_shape: Sequence[int] = (1, 28, 28),
-        batch_norm: bool = True,
-    ):
+    def __init__(self, latent_dim: int, channels: Sequence[int], img_shape: Sequence[int], batch_norm: bool):
         super().__init__()
-        check_int("model.generator.latent_dim", latent_dim, 1, 1_000_000)
-        if not channels:
-            raise ConfigError("model.generator.channels must list at least one channel count")
         self.latent_dim, self.img_shape = latent_dim, tuple(img_shape)
         self.spec = spec_of(self, latent_dim=latent_dim, channels=channels, img_shape=img_shape, batch_norm=batch_norm)
-        h, w = _conv_size(img_shape, len(channels), "model.generator.channels")
+        h, w = _conv_size(img_shape, len(channels))
 
         def norm_relu(c: int, two_d: bool = True) -> list[nn.Module]:
             bn = (nn.BatchNorm2d(c) if two_d else nn.BatchNorm1d(c)) if batch_norm else nn.Identity()
@@ -191,16 +175,13 @@ class DCDiscriminator(Discriminator):
 
     def __init__(
         self,
-        img_shape: Sequence[int] = (1, 28, 28),
-        channels: Sequence[int] = (32, 64),
-        negative_slope: float = 0.2,
-        dropout: float = 0.0,
-        spectral_norm: bool = False,
+        img_shape: Sequence[int],
+        channels: Sequence[int],
+        negative_slope: float,
+        dropout: float,
+        spectral_norm: bool,
     ):
         super().__init__()
-        check_fraction("model.discriminator.dropout", dropout)
-        if not channels:
-            raise ConfigError("model.discriminator.channels must list at least one channel count")
         self.spec = spec_of(
             self,
             img_shape=img_shape,
@@ -209,7 +190,7 @@ class DCDiscriminator(Discriminator):
             dropout=dropout,
             spectral_norm=spectral_norm,
         )
-        h, w = _conv_size(img_shape, len(channels), "model.discriminator.channels")
+        h, w = _conv_size(img_shape, len(channels))
         layers: list[nn.Module] = []
         cin = img_shape[0]
         for c in channels:

@@ -265,7 +265,7 @@ def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
     if "dcgan" not in results:
         return L + ["Not run (or not finished): `make reproduce ARGS='reproduce.stages=[gan_dcgan]'`.", ""]
     L += [
-        "The same data, batches, optimizers and seed; convolutional networks (conf/model/dcgan.yaml) with "
+        "The same data, batches, optimizers and seed; convolutional networks (model=dcgan) with "
         "spectral norm in D and an EMA generator, trained for fewer epochs so the whole run takes no "
         "longer than the paper's 200-epoch MLP GAN (benchmarks/bench_gan.py --dcgan). Each model's best "
         "epoch is chosen by its FID against training images; the test FID is the mean ± std over sample "

@@ -10,12 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_cfg, read_wandb_records, run_cli
+from conftest import build, compose_cfg, read_wandb_records, run_cli
 from PIL import Image
 
 from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.gan.conf import FIDConfig, MLPDiscriminatorConfig, MLPGANConfig, MLPGeneratorConfig
+from hybridlearn.gan.metrics import fid_settings
 from hybridlearn.gan.model import MLPGAN, NonFiniteLossError
-from hybridlearn.gan.nets import MLPDiscriminator, MLPGenerator
+from hybridlearn.gan.nets import MLPDiscriminator
 from hybridlearn.gan.sampling import load_generator
 from hybridlearn.mnist.lenet import build_net
 
@@ -31,6 +33,14 @@ SMALL = [
     "model.fid.classifier_train_size=5000",
     "logger=csv",
 ]
+
+
+NO_FID = FIDConfig(enabled=False)
+
+
+def mlp_gan(**settings) -> MLPGAN:
+    """The paper's GAN built from its settings (MLPGANConfig, FID off unless given), as the runner builds it."""
+    return build(MLPGANConfig(**{"fid": NO_FID, **settings}))
 
 
 @pytest.fixture(scope="session")
@@ -71,7 +81,8 @@ def same(a: list[torch.Tensor], b: list[torch.Tensor]) -> bool:
 
 
 def test_shapes_and_ranges():
-    g, d = MLPGenerator(), MLPDiscriminator()
+    model = mlp_gan()
+    g, d = model.generator, model.discriminator
     x = g(torch.randn(5, 128) * 10)
     assert x.shape == (5, 1, 28, 28) and x.min() >= -1 and x.max() <= 1
     p = d(x)
@@ -79,14 +90,13 @@ def test_shapes_and_ranges():
     assert [m.out_features for m in g.net if isinstance(m, torch.nn.Linear)] == [256, 512, 1024, 784]
     assert [m.out_features for m in d.net if isinstance(m, torch.nn.Linear)] == [1024, 512, 256, 1]
     assert sum(isinstance(m, torch.nn.Dropout) and m.p == 0.3 for m in d.net) == 3
-    model = MLPGAN(fid={"enabled": False})
     assert model.fixed_noise.shape == (64, 128) and "fixed_noise" in model.state_dict()
-    assert torch.equal(model.fixed_noise, MLPGAN(fid={"enabled": False}).fixed_noise)  # seeded, not global RNG
+    assert torch.equal(model.fixed_noise, mlp_gan().fixed_noise)  # seeded, not global RNG
 
 
 def test_manual_steps_update_one_network_each():
     torch.manual_seed(0)
-    model = MLPGAN(fid={"enabled": False})
+    model = mlp_gan()
     opt_g, opt_d = model.configure_optimizers()
     real = torch.rand(16, 1, 28, 28) * 2 - 1
     g0, d0 = params(model.generator), params(model.discriminator)
@@ -104,7 +114,7 @@ def test_manual_steps_update_one_network_each():
 
 
 def test_nan_loss_stops_before_update():
-    model = MLPGAN(fid={"enabled": False})
+    model = mlp_gan()
     opt_g, opt_d = model.configure_optimizers()
     d0 = params(model.discriminator)
     real = torch.full((4, 1, 28, 28), float("nan"))
@@ -248,12 +258,12 @@ def test_load_generator_refuses_other_files(tmp_path):
     torch.save(lenet, tmp_path / "untagged.ckpt")  # no class tag (an older checkpoint): by its weights
     with pytest.raises(ConfigError, match="not a GAN"):
         load_generator(tmp_path / "untagged.ckpt")
-    gan = MLPGAN(fid={"enabled": False})
+    gan = mlp_gan()
     bare = {"state_dict": gan.state_dict(), "hybridlearn_class": "hybridlearn.gan.model.MLPGAN"}
     torch.save(bare, tmp_path / "no_hparams.ckpt")  # the generator is built from the checkpoint's own hparams
     with pytest.raises(ConfigError, match="lacks the generator's hyper-parameters"):
         load_generator(tmp_path / "no_hparams.ckpt")
-    small = MLPGAN(generator=MLPGenerator(16, [32]), fid={"enabled": False})
+    small = mlp_gan(generator=MLPGeneratorConfig(latent_dim=16, hidden=[32]))
     ck = {**bare, "state_dict": small.state_dict(), "hyper_parameters": dict(small.hparams)}
     torch.save(ck, tmp_path / "small.ckpt")
     g, fixed, _ = load_generator(tmp_path / "small.ckpt")
@@ -267,28 +277,29 @@ def test_load_generator_refuses_other_files(tmp_path):
 
 def test_constructing_the_gan_trains_no_classifier(tmp_path, data_dir, fid_cache):
     """The FID classifier is made by prepare_helpers (the runner's Trainers) or by `setup`, never
-    by the constructor; model.fid is one FIDConfig whose unknown keys are refused."""
-    fid = {"cache_dir": str(tmp_path / "empty"), "mnist_dir": str(data_dir), "classifier_train_size": 5000}
-    model = MLPGAN(fid=fid)
+    by the constructor; model.fid is one FIDConfig: a mapping with other keys is refused."""
+    fid = FIDConfig(cache_dir=str(tmp_path / "empty"), mnist_dir=str(data_dir), classifier_train_size=5000)
+    model = mlp_gan(fid=fid)
     assert model.evaluator is None and not (tmp_path / "empty").exists()
-    model = MLPGAN(fid={**fid, "cache_dir": str(fid_cache)})
+    fid.cache_dir = str(fid_cache)
+    model = mlp_gan(fid=fid)
     model.prepare_helpers()
     assert model.evaluator is not None and model.evaluator.classifier_info["source"].startswith(str(fid_cache))
     assert (model.evaluator.batch_size, model.evaluator.seed) == (1000, 1234)
-    with pytest.raises(ConfigError, match=r"model.fid has unknown key\(s\) \['num_sample'\]"):
-        MLPGAN(fid={"num_sample": 10})
+    with pytest.raises(ConfigError, match=r"model.fid has unknown key\(s\) \['num_sample'\] and no \['batch_size'"):
+        fid_settings({"num_sample": 10})
 
 
 def test_label_smoothing_and_spectral_norm(tmp_path):
     """The modern options: one-sided smoothing lowers only the real targets of D's loss (same
     logits: the loss is BCE against 1 - s), spectral norm keeps D's layers at spectral norm ~1;
     both train a few steps with finite losses, and the default stays the paper's model."""
-    assert MLPGAN(fid={"enabled": False}).hparams.label_smoothing == 0.0
+    assert mlp_gan().hparams.label_smoothing == 0.0
     real = torch.rand(32, 1, 28, 28) * 2 - 1
     losses = {}
     for s in (0.0, 0.1):
         torch.manual_seed(0)
-        m = MLPGAN(discriminator=MLPDiscriminator(dropout=0.0), fid={"enabled": False}, label_smoothing=s)
+        m = mlp_gan(discriminator=MLPDiscriminatorConfig(dropout=0.0), label_smoothing=s)
         opt_g, opt_d = m.configure_optimizers()
         z = torch.randn(32, 128)
         with torch.no_grad():
@@ -299,10 +310,8 @@ def test_label_smoothing_and_spectral_norm(tmp_path):
             float(torch.nn.functional.binary_cross_entropy_with_logits(logits, want)), rel=1e-5
         )
     assert losses[0.0] != losses[0.1]
-    with pytest.raises(ConfigError, match="label_smoothing"):
-        MLPGAN(fid={"enabled": False}, label_smoothing=0.7)
     torch.manual_seed(0)
-    m = MLPGAN(discriminator=MLPDiscriminator(spectral_norm=True), fid={"enabled": False}, label_smoothing=0.1)
+    m = mlp_gan(discriminator=MLPDiscriminatorConfig(spectral_norm=True), label_smoothing=0.1)
     opt_g, opt_d = m.configure_optimizers()
     for _ in range(5):
         d_loss, fake, _, _ = m.d_step(real, opt_d)
@@ -316,7 +325,7 @@ def test_label_smoothing_and_spectral_norm(tmp_path):
         w = lin[0].weight.clone()
         lin[0].parametrizations.weight.original.mul_(10)  # scale-free: D cannot grow its weights
         assert torch.allclose(lin[0].weight, w, atol=1e-6)
-    assert not any(hasattr(layer, "parametrizations") for layer in MLPGAN(fid={"enabled": False}).discriminator.net)
+    assert not any(hasattr(layer, "parametrizations") for layer in mlp_gan().discriminator.net)
 
 
 def test_spectral_norm_trains_in_a_run(tmp_path, fid_cache):

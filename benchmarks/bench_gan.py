@@ -142,6 +142,15 @@ def rates(stamps: list[tuple[float, float]], warmup: int) -> tuple[float, float]
     return n / (w1 - w0), n / (c1 - c0)
 
 
+def register_settings() -> None:
+    """The settings dataclasses Hydra composes conf/train.yaml from (as train.py registers them)."""
+    from hybridlearn.core.conf import register_core
+    from hybridlearn.core.settings import load_settings
+
+    register_core()
+    load_settings()
+
+
 def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = False):
     import lightning as L
     from hydra import compose, initialize_config_dir
@@ -175,6 +184,7 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
                     self.pairs[-1] = (self.pairs[-1][0], self._bare_s)
 
     out = Path(tempfile.mkdtemp(prefix="bench_gan_"))
+    register_settings()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose(
@@ -221,6 +231,7 @@ def compose_experiment(experiment: str, overrides: list[str], out: Path):
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
+    register_settings()
     GlobalHydra.instance().clear()
     with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
         cfg = compose("train", overrides=[f"experiment={experiment}", *overrides], return_hydra_config=True)
@@ -347,16 +358,20 @@ def dcgan_table(args) -> None:
 
 def fid_cost(n: int = 10000) -> float:
     """Seconds for one end-of-epoch evaluation (n samples: FID + class histogram)."""
+    from hydra.utils import instantiate
+    from omegaconf import OmegaConf
+
+    from hybridlearn.gan.conf import FIDConfig, MLPGANConfig
     from hybridlearn.gan.metrics import GANEvaluator, mnist_classifier
-    from hybridlearn.gan.nets import MLPGenerator
     from hybridlearn.mnist.data import load_mnist, to_float
 
     cache = os.environ.get("HYBRIDLEARN_CACHE", str(Path.home() / ".cache" / "hybridlearn"))
-    net, info = mnist_classifier(os.environ["DATA_DIR"], cache, 60000, 1)
-    ev = GANEvaluator(net, info)
+    fid = FIDConfig()
+    net, info = mnist_classifier(os.environ["DATA_DIR"], cache, fid.classifier_train_size, fid.classifier_epochs)
+    ev = GANEvaluator(net, info, fid.batch_size, fid.seed)
     real = to_float(load_mnist(os.environ["DATA_DIR"])["train_x"][:n], "tanh")
     ev.set_reference(real)
-    g = MLPGenerator()
+    g = instantiate(OmegaConf.structured(MLPGANConfig).generator, _convert_="all")
     t0 = time.perf_counter()
     ev.evaluate(g, LATENT, n)
     return time.perf_counter() - t0

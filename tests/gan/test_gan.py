@@ -248,7 +248,7 @@ def test_generate_cli(gan_run: Path, tmp_path):
 def test_load_generator_refuses_other_files(tmp_path):
     """The one checkpoint loader: a non-checkpoint and another model's checkpoint give one line."""
     (tmp_path / "junk.ckpt").write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="not a readable PyTorch checkpoint"):
+    with pytest.raises(DataError, match="is not a PyTorch checkpoint"):
         load_generator(tmp_path / "junk.ckpt")
     lenet = {"state_dict": {f"net.{k}": v for k, v in build_net().state_dict().items()}}
     torch.save({**lenet, "hybridlearn_class": "hybridlearn.mnist.lenet.LeNet5"}, tmp_path / "lenet.ckpt")
@@ -344,22 +344,26 @@ def test_spectral_norm_trains_in_a_run(tmp_path, fid_cache):
     assert r["metrics"]["fid"] < r["metrics"]["fid_init"]
 
 
-def test_task_predict_writes_samples(gan_run: Path, tmp_path, fid_cache):
+# core.runner builds a task=test/predict model from the checkpoint's own config, so a model key given
+# on the command line (model.n_predict=50) is not read: a core question, reported to the lead
+PREDICT_OVERRIDE_IGNORED = pytest.mark.xfail(strict=True, reason="task=predict ignores model.* overrides (core)")
+
+
+@pytest.mark.parametrize("n, grid", [(64, (8, 8)), pytest.param(50, (7, 8), marks=PREDICT_OVERRIDE_IGNORED)])
+def test_task_predict_writes_samples(gan_run: Path, tmp_path, fid_cache, n, grid):
     """task=predict ckpt_path=<ckpt>: model.n_predict images of its seeded latent vectors, as
     samples.pt and a samples.png grid, listed in results.json."""
     ckpt = gan_run / "checkpoints" / "last.ckpt"
-    r = run_gan(tmp_path / "p", ["task=predict", f"ckpt_path={ckpt}", "model.n_predict=50"], fid_cache)
+    r = run_gan(tmp_path / "p", ["task=predict", f"ckpt_path={ckpt}", f"model.n_predict={n}"], fid_cache)
     assert r["status"] == "completed", r.get("error")
     m = r["metrics"]
     t = torch.load(m["samples"], weights_only=True)
-    assert t.shape == (50, 1, 28, 28) and t.abs().max() <= 1 and m["n"] == 50
-    assert Path(m["samples_grid"]).name == "samples.png" and Image.open(m["samples_grid"]).size == (
-        7 * 30 + 2,
-        8 * 30 + 2,
-    )
+    assert t.shape == (n, 1, 28, 28) and t.abs().max() <= 1 and m["n"] == n
+    assert Path(m["samples_grid"]).name == "samples.png"
+    assert Image.open(m["samples_grid"]).size == (grid[0] * 30 + 2, grid[1] * 30 + 2)
     # the same images as the generator of the checkpoint on the same latent vectors
     g, _, _ = load_generator(ckpt)
-    z = torch.randn(50, 128, generator=torch.Generator().manual_seed(0))
+    z = torch.randn(n, 128, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         assert torch.allclose(t, g(z), atol=1e-6)
 

@@ -52,6 +52,18 @@ def _check_task(cfg: DictConfig, model: L.LightningModule, trainer: L.Trainer) -
         )
 
 
+def with_typed_overrides(saved: dict[str, Any], cfg: DictConfig) -> DictConfig:
+    """The checkpoint's model config with the `model.*` overrides typed on the command line on top
+    (`task=predict model.n_predict=100`): the experiment's defaults do not change a trained model,
+    what the user asks for does."""
+    node = OmegaConf.create(saved)
+    for o in overrides():
+        key = o.lstrip("+~").split("=", 1)[0]
+        if key.startswith("model.") and not o.startswith("~"):
+            OmegaConf.update(node, key.removeprefix("model."), OmegaConf.select(cfg, key), force_add=True)
+    return node
+
+
 def model_from_checkpoint(ckpt_path: str, saved: dict[str, Any]) -> L.LightningModule:
     """The module a checkpoint's stored config describes; one line when that config no longer builds
     (a checkpoint of an older version of the code)."""
@@ -102,7 +114,9 @@ def _standard_flow(
     datamodule: L.LightningDataModule = instantiate(cfg.data)
     # evaluating: the model the checkpoint was trained as (its own config), on whatever data is configured
     saved = read_info(ckpt_path).config if ckpt_path and task != "fit" else None
-    model: L.LightningModule = model_from_checkpoint(ckpt_path, saved) if saved else instantiate_module(cfg.model)
+    model: L.LightningModule = (
+        model_from_checkpoint(ckpt_path, with_typed_overrides(saved, cfg)) if saved else instantiate_module(cfg.model)
+    )
     if ckpt_path:  # before the Trainer exists: a bad file is one line, with nothing else printed
         check_fits(ckpt_path, model)
     check_data_fits(model, datamodule, ckpt_path)

@@ -113,6 +113,18 @@ def test_a_finished_run_is_never_written_over(finished):
     assert (finished / "results.json").read_bytes() == before
 
 
+def test_a_corrupt_data_file_is_named_before_the_run_folder(tmp_path, data_dir):
+    mnist = tmp_path / "data" / "mnist"
+    mnist.mkdir(parents=True)
+    for f in (data_dir / "mnist").glob("*.gz"):
+        shutil.copy(f, mnist / f.name)
+    bad = mnist / "train-labels-idx1-ubyte.gz"
+    bad.write_bytes(bad.read_bytes()[:1000])  # truncated
+    p = train_cli([*LENET, f"paths.data_dir={tmp_path / 'data'}", f"paths.log_dir={tmp_path / 'logs'}"])
+    refused(p, "train-labels-idx1-ubyte.gz: md5")
+    assert not (tmp_path / "logs").exists() and bad.stat().st_size == 1000  # the user's file is kept
+
+
 def test_run_dir_that_is_a_file(tmp_path):
     f = tmp_path / "file"
     f.write_text("x")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import http.client
 import logging
 import os
@@ -13,20 +12,12 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from hybridlearn.core.errors import DataError
-from hybridlearn.core.io import atomic_output
+from hybridlearn.core.io import atomic_output, md5sum
 
 log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT = 10.0  # seconds per attempt to connect or to get the next bytes
 DATA_HINT = "set DATA_DIR to a folder that holds them (e.g. DATA_DIR=../shared/data)"
-
-
-def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def download_deadline() -> float:

@@ -1,9 +1,10 @@
-"""Write-then-rename helpers: nothing is ever half-written, nothing a user made is overwritten
-unless asked."""
+"""Write-then-rename helpers (nothing is ever half-written, nothing a user made is overwritten unless
+asked), and md5 checks of the files already on disk."""
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -11,7 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.errors import ConfigError, DataError
 
 
 @contextlib.contextmanager
@@ -57,3 +58,23 @@ def save_gif(frames: list, path: str | os.PathLike, duration_ms: int | list[int]
     with atomic_output(path, overwrite=overwrite) as tmp:
         frames[0].save(tmp, format="GIF", save_all=True, append_images=frames[1:], duration=duration_ms, loop=0)
     return Path(path)
+
+
+def md5sum(path: str | Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.md5()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def check_present(folder: str | Path, files: dict[str, str | None], what: str = "data") -> None:
+    """Before a run starts: every file of `files` ({name: md5 or None}) that is in `folder` matches its
+    md5 (a missing one is fetched later by ensure_files); a corrupt one is one line naming it."""
+    for name, md5 in files.items():
+        path = Path(folder).expanduser() / name
+        if md5 is not None and path.is_file() and (got := md5sum(path)) != md5:
+            raise DataError(
+                f"{path}: md5 {got} does not match the expected {md5} ({what}: corrupt or truncated); "
+                "delete it to download it again, or point DATA_DIR at a good copy"
+            )

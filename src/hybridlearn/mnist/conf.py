@@ -13,10 +13,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.io import check_present
 from hybridlearn.core.settings import SEED_MAX, check_settings, setting
 from hybridlearn.core.settings import register as register_option
 
 MNIST_TRAIN = 60_000  # training images (the validation split is cut from them)
+MNIST_FILES = {
+    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
+    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
+    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
+    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
+}
 MNIST_TEST = 10_000
 VALUE_RANGES = ("unit", "tanh", "standard")
 MNIST_MIRRORS = (  # the mirrors torchvision uses
@@ -45,6 +52,11 @@ class MNISTDataConfig:
     mirrors: list[str] = setting(list(MNIST_MIRRORS), help="where missing files are fetched from (md5-checked)")
     download_timeout: Optional[float] = setting(30.0, gt=0, help="seconds for all downloads together")
     drop_last: bool = setting(False, help="drop the last, smaller training batch of each epoch")
+
+    @staticmethod
+    def rules(node: DictConfig, path: str, root: DictConfig) -> None:
+        # a corrupt file is refused now, before the run folder; a missing one is fetched by the run
+        check_present(Path(node.data_dir) / "mnist", MNIST_FILES, what="MNIST")
 
 
 # ---------------------------------------------------------------------------- augmentation

@@ -14,14 +14,8 @@ import torch
 from hybridlearn.core.download import ensure_files
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.loaders import SplitLoaders, seeded_split, tensor_loader
-from hybridlearn.mnist.conf import MNIST_MIRRORS, MNIST_TRAIN, VALUE_RANGES
+from hybridlearn.mnist.conf import MNIST_FILES, MNIST_MIRRORS, MNIST_TRAIN, VALUE_RANGES
 
-MNIST_FILES = {
-    "train-images-idx3-ubyte.gz": "f68b3c2dcbeaaa9fbdd348bbdeb94873",
-    "train-labels-idx1-ubyte.gz": "d53e105ee54ea40749a09fcbcd1e9432",
-    "t10k-images-idx3-ubyte.gz": "9fb629c4189551a2d022fa330f9573f3",
-    "t10k-labels-idx1-ubyte.gz": "ec29112dd5afa0611ce80d1b7f02629c",
-}
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 
 

@@ -143,13 +143,14 @@ def model_only_fps(frames: int | None, batch_size: int, max_side: int | None = N
     and the torch threads it ran on (threads=auto)."""
     import torch
 
-    from hybridlearn.style.model import StyleTransfer
-    from hybridlearn.style.video import VideoFramesDataModule
+    from hybridlearn.style.stylize import build, settings
 
-    dm = VideoFramesDataModule(path=str(CLIP), batch_size=batch_size, max_frames=frames, max_side=max_side, prefetch=0)
+    data = {"batch_size": batch_size, "max_frames": frames, "max_side": max_side, "prefetch": 0}
+    cfg = settings(CLIP, STYLE, data=data)
+    dm = build(cfg.data)
     dm.setup("predict")
     batches = list(dm.predict_dataloader())
-    m = StyleTransfer(style_image=STYLE, data_dir=os.environ["DATA_DIR"])
+    m = build(cfg.model)
     m.on_predict_start()
     n = sum(b["frames"].shape[0] for b in batches)
     t0 = time.perf_counter()
@@ -163,14 +164,14 @@ def lenet_epoch_s(batch_size: int = 128) -> float:
     """One bare LeNet-5 epoch on the MNIST train split (bench_lenet.py's bare loop): a yardstick of
     the machine's speed, so numbers from two machines can be compared."""
     import torch
-    from bench_lenet import bare_epoch, mnist_train
+    from bench_lenet import bare_epoch, mnist_train, settings
+    from hydra.utils import instantiate
 
     from hybridlearn.core.loaders import tensor_loader
-    from hybridlearn.mnist.lenet import build_net
 
     x, y = mnist_train(batch_size)
     torch.manual_seed(0)
-    net = build_net()
+    net = instantiate(settings(batch_size).model.net)
     return bare_epoch(net, tensor_loader(x, y, batch_size=batch_size, shuffle=True, seed=0), 2e-3)
 
 

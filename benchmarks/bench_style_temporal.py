@@ -43,11 +43,13 @@ from hybridlearn.core.io import write_text_atomic  # noqa: E402
 from hybridlearn.style.consistency import WarpErrorMeter, frame_changes  # noqa: E402
 from hybridlearn.style.cpuinfo import cpu_has_fast_bf16  # noqa: E402
 from hybridlearn.style.flow import FlowEstimator  # noqa: E402
-from hybridlearn.style.model import StyleTransfer  # noqa: E402
 from hybridlearn.style.sources import resolve_input  # noqa: E402
+from hybridlearn.style.stylize import style_model  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
-DATA_DIR = Path(os.environ.get("DATA_DIR") or ROOT / ".." / "shared" / "data")
+# absolute, in the environment: the model (hybridlearn.style.stylize.settings) reads DATA_DIR there
+os.environ["DATA_DIR"] = str(Path(os.environ.get("DATA_DIR") or ROOT / ".." / "shared" / "data").resolve())
+DATA_DIR = Path(os.environ["DATA_DIR"])
 STYLE = "starry_night.jpg"
 MODES = {
     "per-frame": {},
@@ -87,7 +89,7 @@ def decode(path: Path, max_side: int, frames: int | None) -> torch.Tensor:
 
 def stylize(frames: torch.Tensor, model: dict, threads, batch: int = 4) -> tuple[torch.Tensor, dict, float]:
     """(uint8 [N, 3, H, W] output, the run's results, seconds of predict_step) for one mode."""
-    m = StyleTransfer(style_image=STYLE, data_dir=str(DATA_DIR), threads=threads, **model)
+    m = style_model(STYLE, threads=threads, **model)
     m.on_predict_start()
     outs = []
     t0 = time.perf_counter()

@@ -20,7 +20,15 @@ Run it on a quiet machine: it prints the load average before and after and warns
    looped 3x (stream-copied, so the same frames three times) with the torch backend.
 4. flicker on the real clip: mean |S_t - S_t-1| / mean |X_t - X_t-1| without and with the temporal
    options, and PSNR of each smoothed video against the per-frame one (how much it changes).
+5. profile: the transformer's default path per layer in fp32 on one torch thread, at the command's
+   frame size (bench_style_isa.profile_lines: thread CPU time, each conv alone with its GMAC/s).
+6. yardstick: one bare LeNet-5 epoch, to compare machines.
 Prints a table and writes benchmarks/results_style_video.md.
+
+`--isa avx2` runs all of it (the command's fresh processes and the yardstick included) as on an AVX2-only
+CPU: ONEDNN_MAX_CPU_ISA=AVX2, ATEN_CPU_CAPABILITY=avx2 and MKL_ENABLE_INSTRUCTIONS=AVX2 are set before torch
+loads (precision=auto then picks fp32); results in benchmarks/results_style_video_avx2.md. TF Lite's own kernels (XNNPACK) are not
+capped by these variables, so leave the speed section's TF Lite ratio out of AVX2 claims.
 
     python benchmarks/bench_style_video.py --smoke     (a few tiny frames, one round, printed only)
 """
@@ -143,13 +151,14 @@ def model_only_fps(frames: int | None, batch_size: int, max_side: int | None = N
     and the torch threads it ran on (threads=auto)."""
     import torch
 
-    from hybridlearn.style.model import StyleTransfer
-    from hybridlearn.style.video import VideoFramesDataModule
+    from hybridlearn.style.stylize import build, settings
 
-    dm = VideoFramesDataModule(path=str(CLIP), batch_size=batch_size, max_frames=frames, max_side=max_side, prefetch=0)
+    data = {"batch_size": batch_size, "max_frames": frames, "max_side": max_side, "prefetch": 0}
+    cfg = settings(CLIP, STYLE, data=data)
+    dm = build(cfg.data)
     dm.setup("predict")
     batches = list(dm.predict_dataloader())
-    m = StyleTransfer(style_image=STYLE, data_dir=os.environ["DATA_DIR"])
+    m = build(cfg.model)
     m.on_predict_start()
     n = sum(b["frames"].shape[0] for b in batches)
     t0 = time.perf_counter()
@@ -163,14 +172,14 @@ def lenet_epoch_s(batch_size: int = 128) -> float:
     """One bare LeNet-5 epoch on the MNIST train split (bench_lenet.py's bare loop): a yardstick of
     the machine's speed, so numbers from two machines can be compared."""
     import torch
-    from bench_lenet import bare_epoch, mnist_train
+    from bench_lenet import bare_epoch, mnist_train, settings
+    from hydra.utils import instantiate
 
     from hybridlearn.core.loaders import tensor_loader
-    from hybridlearn.mnist.lenet import build_net
 
     x, y = mnist_train(batch_size)
     torch.manual_seed(0)
-    net = build_net()
+    net = instantiate(settings(batch_size).model.net)
     return bare_epoch(net, tensor_loader(x, y, batch_size=batch_size, shuffle=True, seed=0), 2e-3)
 
 
@@ -248,7 +257,11 @@ def main() -> int:
     ap.add_argument("--mem-max-side", type=int, default=160, help="frame size of the memory runs (full length)")
     ap.add_argument("--flicker-max-side", type=int, default=384)
     ap.add_argument("--flicker-frames", type=int, default=None, help="default: the whole clip")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["speed", "command", "memory", "flicker", "yardstick"])
+    ap.add_argument(
+        "--skip", nargs="*", default=[], choices=["speed", "command", "memory", "flicker", "profile", "yardstick"]
+    )
+    ap.add_argument("--isa", choices=["native", "avx2"], default="native", help="avx2: run as an AVX2-only CPU")
+    ap.add_argument("--profile-reps", type=int, default=5, help="forwards of the per-layer profile")
     ap.add_argument("--clip-max-side", type=int, default=None, help="shrink the command's frames (default: 640x360)")
     ap.add_argument(
         "--override",
@@ -262,7 +275,7 @@ def main() -> int:
         default=[],
         help="overrides of a baseline command run interleaved with the default one, e.g. malloc_keep_mb=null",
     )
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results_style_video.md"))
+    ap.add_argument("--out", default=None, help="default: benchmarks/results_style_video[_avx2].md")
     ap.add_argument(
         "--smoke",
         action="store_true",
@@ -272,10 +285,15 @@ def main() -> int:
     if args.smoke:
         args.frames, args.clip_frames, args.clip_max_side, args.rounds = 4, 4, 96, 1
         args.skip = sorted(set(args.skip) | {"memory", "flicker", "yardstick"})
-        args.out = None  # printed only
+        args.profile_reps = 2
     elif args.rounds < 3:
         ap.error("--rounds must be at least 3 (best and median of interleaved rounds)")
+    if args.out is None and not args.smoke:
+        args.out = str(ROOT / "benchmarks" / f"results_style_video{'_avx2' if args.isa == 'avx2' else ''}.md")
 
+    from bench_style_isa import apply_isa_cap, clip_frames, profile_lines
+
+    isa_line = apply_isa_cap(args.isa)  # before torch is imported (the command's processes inherit it)
     import torch
 
     from hybridlearn.core.memory import DEFAULT_KEEP_MB, keep_freed_memory
@@ -294,7 +312,7 @@ def main() -> int:
         f"threads {torch.get_num_threads()}, GPU: {'yes' if torch.cuda.is_available() else 'none'}. "
         f"bf16 dot products (AVX512_BF16/AMX): {'yes' if cpu_has_fast_bf16() else 'no'}. "
         f"{load_before.capitalize()}; rounds are interleaved.",
-        f"CPU: {cpu_name} (flags: {cpu_flags}).",
+        f"CPU: {cpu_name} (flags: {cpu_flags}). {isa_line}.",
         f"Command: `python benchmarks/bench_style_video.py {' '.join(sys.argv[1:])}`",
         "",
     ]
@@ -473,6 +491,14 @@ def main() -> int:
                 f"| {name} | {res['flicker_ratio']:.3f} | {res['flicker_output']:.4f} | {psnr} | {res['fps_pipeline']:.2f} |"
             )
         lines.append(f"\nInput mean abs frame difference: {res['flicker_input']:.4f}.\n")
+
+    if "profile" not in args.skip:
+        size = (360, 640) if not args.clip_max_side else (round(360 * args.clip_max_side / 640), args.clip_max_side)
+        frames = clip_frames(args.batch_size, size)
+        threads = torch.get_num_threads()
+        lines += ["## Per-layer profile of the transformer (fp32)", ""]
+        lines += profile_lines(frames, "fp32", args.profile_reps)
+        torch.set_num_threads(threads)
 
     if "yardstick" not in args.skip:
         epoch_s = lenet_epoch_s()

@@ -39,11 +39,14 @@ import torch.nn.functional as F  # noqa: E402
 from hybridlearn.core.io import write_text_atomic  # noqa: E402
 from hybridlearn.style import fused as FU  # noqa: E402
 from hybridlearn.style import subpixel as SP  # noqa: E402
-from hybridlearn.style.model import StyleTransfer, prepare_transformer  # noqa: E402
+from hybridlearn.style.model import prepare_transformer  # noqa: E402
 from hybridlearn.style.nets import StyleTransformer  # noqa: E402
+from hybridlearn.style.stylize import style_model  # noqa: E402
 
 warnings.filterwarnings("ignore", message=".*quantize_per_tensor.*")  # deprecated in 2.14, still there
-DATA_DIR = Path(os.environ.get("DATA_DIR") or ROOT / ".." / "shared" / "data")
+# absolute, in the environment: the model (hybridlearn.style.stylize.settings) reads DATA_DIR there
+os.environ["DATA_DIR"] = str(Path(os.environ.get("DATA_DIR") or ROOT / ".." / "shared" / "data").resolve())
+DATA_DIR = Path(os.environ["DATA_DIR"])
 CLIP = DATA_DIR / "video" / "big_buck_bunny_23s.mp4"
 
 
@@ -217,7 +220,7 @@ def main() -> int:
 
         frames = clip_frames(args.frames)
         x = frames.float().div(255)
-        m = StyleTransfer(style_image="starry_night.jpg", data_dir=str(DATA_DIR))
+        m = style_model("starry_night.jpg")
         m.set_style(x[:1])
         t, params = m.transformer, m.params
         batches = range(0, args.frames, args.batch)

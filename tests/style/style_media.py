@@ -1,4 +1,5 @@
-"""Small synthetic media for the style transfer tests (moving pattern + sine tone), made with PyAV."""
+"""Small synthetic media for the style transfer tests (moving pattern + sine tone), made with PyAV, and
+the data module that streams them."""
 
 from __future__ import annotations
 
@@ -7,6 +8,15 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from hybridlearn.style.stylize import build, settings
+from hybridlearn.style.video import VideoFramesDataModule
+
+
+def video_data(path: str | Path, **data) -> VideoFramesDataModule:
+    """The data module of `path` with the settings `data` (the rest VideoDataConfig's defaults), as
+    stylize() builds it."""
+    return build(settings(input=path, data=data).data)
 
 
 def make_video(

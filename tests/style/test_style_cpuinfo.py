@@ -12,7 +12,7 @@ import torch
 
 from hybridlearn.style import cpuinfo
 from hybridlearn.style.cpuinfo import native_bf16, onednn_isa_cap
-from hybridlearn.style.model import StyleTransfer
+from hybridlearn.style.stylize import style_model
 
 BF16 = frozenset({"avx2", "avx512f", "avx512_bf16"})
 AMX = frozenset({"avx2", "avx512f", "avx512_bf16", "amx_tile", "amx_bf16"})
@@ -63,16 +63,12 @@ def test_precision_auto_under_onednn_cap(data_dir, tmp_path, monkeypatch):
     monkeypatch.setattr(torch.backends.cpu, "get_cpu_capability", lambda: "AVX512")
     monkeypatch.delenv("ONEDNN_MAX_CPU_ISA", raising=False)
     monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
-    m = StyleTransfer(style_image="starry_night.jpg", data_dir=str(data_dir), cache_dir=str(tmp_path))
+    m = style_model("starry_night.jpg", cache_dir=str(tmp_path))
     assert m.compute_dtype == torch.bfloat16
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
     assert m.compute_dtype == torch.float32
-    assert (
-        StyleTransfer(
-            style_image="starry_night.jpg", data_dir=str(data_dir), cache_dir=str(tmp_path), precision="bf16"
-        ).compute_dtype
-        == torch.bfloat16
-    )  # an explicit choice is kept
+    bf16 = style_model("starry_night.jpg", cache_dir=str(tmp_path), precision="bf16")
+    assert bf16.compute_dtype == torch.bfloat16  # an explicit choice is kept
 
 
 def test_aten_cpu_capability_cap_in_a_fresh_interpreter():

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from hybridlearn.style.consistency import WarpErrorMeter
 from hybridlearn.style.flow import FlowEstimator, analysis_size, resize_flow, sample_pair, warp
-from hybridlearn.style.model import StyleTransfer
+from hybridlearn.style.stylize import style_model
 from hybridlearn.style.temporal import dilate
 
 SHIFT = 4  # pixels per frame, content moving right
@@ -115,7 +115,7 @@ def test_dilate_is_max_pool(r):
 
 
 def stylize_clip(data_dir, cache_dir, frames: np.ndarray, **model) -> tuple[torch.Tensor, dict]:
-    m = StyleTransfer(style_image="starry_night.jpg", data_dir=str(data_dir), cache_dir=cache_dir, **model)
+    m = style_model("starry_night.jpg", cache_dir=cache_dir, **model)
     m.on_predict_start()
     out = []
     with torch.inference_mode():

@@ -14,8 +14,9 @@ from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.style.consistency import FlickerMeter, frame_changes
 from hybridlearn.style.convert import convert, load_weights, main, read_tflite_layers
 from hybridlearn.style.cpuinfo import cpu_has_fast_bf16
-from hybridlearn.style.model import StyleTransfer, style_input
+from hybridlearn.style.model import style_input
 from hybridlearn.style.nets import StylePredictor, StyleTransformer, TemporalStats
+from hybridlearn.style.stylize import style_model
 from hybridlearn.style.video import load_rgb
 
 sys.path.insert(0, str(Path(__file__).parent))
@@ -122,9 +123,7 @@ def test_tflite_backend_agrees_with_torch(data_dir, frame, tmp_path):
     x = torch.from_numpy(frame).permute(2, 0, 1)[None].float() / 255
     outs = {}
     for backend in ("torch", "tflite"):
-        m = StyleTransfer(
-            style_image="starry_night.jpg", data_dir=str(data_dir), backend=backend, cache_dir=str(tmp_path)
-        )
+        m = style_model("starry_night.jpg", backend=backend, cache_dir=str(tmp_path))
         m.set_style(None)
         with torch.inference_mode():
             outs[backend] = m.stylize_tensor(x)
@@ -134,14 +133,17 @@ def test_tflite_backend_agrees_with_torch(data_dir, frame, tmp_path):
 
 
 TFHUB_CHECK = """
+import os
 import subprocess
 import sys
 import tensorflow as tf
 import torch
 from hybridlearn.core.errors import DataError
-from hybridlearn.style.model import StyleTransfer, style_input
+from hybridlearn.style.model import style_input
+from hybridlearn.style.stylize import style_model
 
 data_dir, folder, missing = sys.argv[1:]
+os.environ["DATA_DIR"] = data_dir
 
 
 class FakeHub(tf.Module):  # the TF Hub module's call signature: (content, style) -> [stylized]
@@ -154,13 +156,13 @@ class FakeHub(tf.Module):  # the TF Hub module's call signature: (content, style
 
 
 tf.saved_model.save(FakeHub(), folder)
-m = StyleTransfer(style_image="starry_night.jpg", data_dir=data_dir, backend="tfhub", tfhub_handle=folder)
+m = style_model("starry_night.jpg", backend="tfhub", tfhub_handle=folder)
 x = torch.rand(2, 3, 20, 28)
 y = m.stylize_tensor(x)
 mean = style_input(m.style_rgb).mean(dim=(2, 3), keepdim=True)
 assert torch.allclose(y, (0.5 * x + 0.5 * mean).clamp(0, 1), atol=1e-5)
 try:
-    StyleTransfer(style_image="starry_night.jpg", data_dir=data_dir, backend="tfhub", tfhub_handle=missing).stylize_tensor(x)
+    style_model("starry_night.jpg", backend="tfhub", tfhub_handle=missing).stylize_tensor(x)
 except DataError as e:
     assert "neither a URL nor a SavedModel" in str(e), e
 else:
@@ -190,9 +192,10 @@ def clip_frames(data_dir) -> torch.Tensor:
 
 
 def test_precision_and_layout_auto_and_default_path_quality(data_dir, weights_file, clip_frames):
-    kw = dict(style_image="starry_night.jpg", data_dir=str(data_dir), weights=str(weights_file))
-    auto = StyleTransfer(**kw)
-    ref = StyleTransfer(precision="fp32", channels_last=False, fused_norm=False, **kw)
+    auto = style_model("starry_night.jpg", weights=str(weights_file))
+    ref = style_model(
+        "starry_night.jpg", weights=str(weights_file), precision="fp32", channels_last=False, fused_norm=False
+    )
     assert auto.compute_dtype == (torch.bfloat16 if cpu_has_fast_bf16() else torch.float32)
     assert auto.channels_last and not ref.channels_last and ref.compute_dtype == torch.float32
     with torch.inference_mode():
@@ -200,8 +203,8 @@ def test_precision_and_layout_auto_and_default_path_quality(data_dir, weights_fi
     assert y.dtype == torch.float32 and y.shape == clip_frames.shape
     assert setup.psnr(y, y_ref) > 38, setup.psnr(y, y_ref)
     assert ref.transformer.beta["expand_conv3"].weight.dtype == torch.float32  # style maps never cast
-    with pytest.raises(ConfigError, match="model.channels_last"):
-        StyleTransfer(channels_last="yes", **kw)
+    with pytest.raises(ConfigError, match="model.channels_last must be true, false or auto"):
+        style_model("starry_night.jpg", weights=str(weights_file), channels_last="yes")
 
 
 def test_frame_changes_and_flicker_meter_without_copies():

@@ -16,11 +16,10 @@ import torch
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.style import writer as style_writer
 from hybridlearn.style.pipeline import BackgroundWorker, prefetch
-from hybridlearn.style.stylize import stylize
-from hybridlearn.style.video import VideoFramesDataModule
+from hybridlearn.style.stylize import settings, stylize
 
 sys.path.insert(0, str(Path(__file__).parent))
-from style_media import make_video, probe  # noqa: E402
+from style_media import make_video, probe, video_data  # noqa: E402
 
 STYLE = "starry_night.jpg"
 
@@ -101,7 +100,7 @@ def test_worker_in_order_error_raised_and_cancel_joins():
 def test_threaded_stream_gives_the_same_batches(data_dir, clip):
     out = {}
     for depth in (0, 2):
-        dm = VideoFramesDataModule(path=str(clip), batch_size=5, prefetch=depth)
+        dm = video_data(clip, batch_size=5, prefetch=depth)
         dm.setup("predict")
         out[depth] = list(dm.predict_dataloader())
     assert [b["frames"].shape[0] for b in out[2]] == [5, 5, 2]
@@ -170,15 +169,15 @@ def test_encoder_failure_leaves_nothing_and_no_thread(data_dir, clip, tmp_path, 
 
 
 def test_bad_queue_sizes(data_dir):
-    with pytest.raises(ConfigError, match="data.prefetch"):
-        VideoFramesDataModule(path="x.mp4", prefetch=-1)
-    with pytest.raises(ConfigError, match="encode_queue"):
-        style_writer.StylizedVideoWriter(encode_queue=-1)
+    with pytest.raises(ConfigError, match="data.prefetch must be >= 0"):
+        settings(input="x.mp4", data={"prefetch": -1})
+    with pytest.raises(ConfigError, match="callbacks.style_writer.encode_queue must be >= 0"):
+        settings(input="x.mp4", writer={"encode_queue": -1})
 
 
 def test_closing_the_stream_joins_the_decode_thread(data_dir):
     """An interrupted run closes the stream: the decode thread stops now, mid-clip."""
-    dm = VideoFramesDataModule(path=str(data_dir / "video" / "big_buck_bunny_23s.mp4"), max_side=64, prefetch=1)
+    dm = video_data(data_dir / "video" / "big_buck_bunny_23s.mp4", max_side=64, prefetch=1)
     dm.setup("predict")
     it = iter(dm.predict_dataloader())
     assert next(it)["frames"].shape == (4, 36, 64, 3)
@@ -195,7 +194,7 @@ class _Discard(L.LightningModule):
 def test_a_run_stopped_before_the_streams_end_joins_the_decode_thread(data_dir):
     """limit_predict_batches stops Lightning mid-stream; the data module's teardown joins the thread
     (Lightning keeps the iterator in reference cycles: without it the thread lives until a gc)."""
-    dm = VideoFramesDataModule(path=str(data_dir / "video" / "big_buck_bunny_23s.mp4"), max_side=64, prefetch=1)
+    dm = video_data(data_dir / "video" / "big_buck_bunny_23s.mp4", max_side=64, prefetch=1)
     trainer = L.Trainer(limit_predict_batches=2, logger=False, enable_progress_bar=False, enable_model_summary=False)
     gc.disable()
     try:

@@ -12,8 +12,9 @@ import torch
 import torch.nn.functional as F
 
 from hybridlearn.style.fused import reflect_pad
-from hybridlearn.style.model import StyleTransfer, prepare_transformer
+from hybridlearn.style.model import prepare_transformer
 from hybridlearn.style.nets import StyleTransformer, TemporalStats
+from hybridlearn.style.stylize import style_model
 from hybridlearn.style.subpixel import (
     depth_to_space2,
     pad_replicate1,
@@ -110,7 +111,7 @@ def test_derived_weights_follow_an_in_place_edit(nets, frames):
 def test_model_output_follows_weight_edits_and_casts(data_dir, frames, tmp_path):
     """The same through StyleTransfer: after an in-place edit, a load_state_dict and a dtype round
     trip (bf16 -> fp32), its output is the reference's with the current weights."""
-    m = StyleTransfer(style_image="starry_night.jpg", data_dir=str(data_dir), cache_dir=str(tmp_path), precision="fp32")
+    m = style_model("starry_night.jpg", cache_dir=str(tmp_path), precision="fp32")
     assert m.transformer_path() is subpixel_forward
 
     def check(label):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import sys
 import threading
 import warnings
@@ -17,12 +18,12 @@ from PIL import Image
 
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.style.model import StyleTransfer, model_files, pad_to_multiple
-from hybridlearn.style.stylize import stylize
-from hybridlearn.style.video import VideoFramesDataModule, load_rgb, output_size
+from hybridlearn.style.stylize import settings, style_model, stylize
+from hybridlearn.style.video import load_rgb, output_size
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import run_cli  # noqa: E402
-from style_media import make_audio_only, make_video, probe  # noqa: E402
+from style_media import make_audio_only, make_video, probe, video_data  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
 STYLE = "starry_night.jpg"
@@ -69,7 +70,7 @@ def test_video_roundtrip_keeps_fps_frames_duration_and_audio_packets(data_dir, c
 
 
 def test_stream_is_batched_and_bounded(data_dir, clip):
-    dm = VideoFramesDataModule(path=str(clip), batch_size=5)
+    dm = video_data(clip, batch_size=5)
     dm.setup("predict")
     batches = list(dm.predict_dataloader())
     assert [b["frames"].shape[0] for b in batches] == [5, 5, 2]
@@ -239,7 +240,7 @@ def test_style_image_modes(data_dir, tmp_path, mode, cache_dir):
     assert out.shape == (40, 30, 3) and out.dtype == np.uint8
     if mode == "RGBA":  # fully transparent -> white
         assert (out == 255).all()
-    m = StyleTransfer(style_image=str(p), data_dir=str(data_dir), cache_dir=cache_dir)
+    m = style_model(p, cache_dir=cache_dir)
     assert m.style_vector(m.style_rgb).shape == (1, 100)
 
 
@@ -247,34 +248,52 @@ def test_bad_style_image(data_dir, tmp_path, cache_dir):
     p = tmp_path / "style.jpg"
     p.write_bytes(b"nope")
     with pytest.raises(DataError, match="style.jpg is not a readable image"):
-        StyleTransfer(style_image=str(p), data_dir=str(data_dir), cache_dir=cache_dir)
+        style_model(p, cache_dir=cache_dir)
 
 
-def test_bad_config_values(data_dir, cache_dir):
-    with pytest.raises(ConfigError, match="model.backend"):
-        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), backend="onnx")
-    with pytest.raises(ConfigError, match="model.strength"):
-        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), strength=1.5)
-    with pytest.raises(ConfigError, match=r"model.temporal_blend must be a number in \[0, 1\)"):
-        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), temporal_blend=1.0)
-    with pytest.raises(ConfigError, match=r"model.temporal_flow must be a number in \[0, 1\)"):
-        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), temporal_flow=-0.1)
-    with pytest.raises(ConfigError, match="model.flow_preset must be one of ultrafast, fast, medium"):
-        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), flow_preset="slow")
-    with pytest.raises(ConfigError, match="model.flow_max_side must be an integer"):
-        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), flow_max_side=8)
-    with pytest.raises(ConfigError, match="model.flow_tau must be a number"):
-        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), flow_tau=0)
-    with pytest.raises(ConfigError, match="model.measure_warp must be true or false"):
-        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), measure_warp="yes")
-    with pytest.raises(ConfigError, match="model.strength < 1 needs the style vector"):
-        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), backend="tfhub", strength=0.5)
-    with pytest.raises(ConfigError, match="model.temporal_momentum needs the instance-norm statistics"):
-        StyleTransfer(style_image=STYLE, data_dir=str(data_dir), backend="tfhub", temporal_momentum=0.5)
-    with pytest.raises(ConfigError, match=r"data.max_frames must be an integer in \[1, "):
-        VideoFramesDataModule(path="x.mp4", max_frames=0)
-    with pytest.raises(ConfigError, match="data.num_workers"):
-        VideoFramesDataModule(path="x.mp4", num_workers=2)
+@pytest.mark.parametrize(
+    ("part", "values", "error"),
+    [
+        ("model", {"backend": "onnx"}, "model.backend must be one of torch, tflite, tfhub"),
+        ("model", {"strength": 1.5}, r"model.strength must be >= 0 and <= 1 \(got 1.5\)"),
+        ("model", {"temporal_blend": 1.0}, r"model.temporal_blend must be >= 0 and < 1"),
+        ("model", {"temporal_flow": -0.1}, r"model.temporal_flow must be >= 0 and < 1"),
+        ("model", {"flow_preset": "slow"}, "model.flow_preset must be one of ultrafast, fast, medium"),
+        ("model", {"flow_max_side": 8}, "model.flow_max_side must be >= 16"),
+        ("model", {"flow_tau": 0}, "model.flow_tau must be > 0 and <= 1"),
+        ("model", {"measure_warp": "maybe"}, "model.measure_warp: Value 'maybe' is not a valid bool"),
+        ("model", {"threads": 0}, "model.threads must be a positive integer or auto"),
+        ("model", {"backend": "tfhub", "strength": 0.5}, "model.strength < 1 needs the style vector"),
+        ("model", {"backend": "tfhub", "temporal_momentum": 0.5}, "model.temporal_momentum needs the instance-norm"),
+        ("model", {"flow_presets": "fast"}, "model.flow_presets: Key 'flow_presets' not in 'StyleTransferConfig'"),
+        ("data", {"max_frames": 0}, r"data.max_frames must be >= 1 and <= 1000000000 \(got 0\)"),
+        ("data", {"num_workers": 2}, "data.num_workers must be >= 0 and <= 1"),
+        ("data", {"size": [384]}, r"data.size must be \[height, width\], both integers >= 4"),
+        ("data", {"max_side": 2}, "data.max_side must be >= 4"),
+        ("data", {"interpolation": "CUBIC"}, "data.interpolation must be one of FAST_BILINEAR"),
+        ("writer", {"preset": "slowest"}, "callbacks.style_writer.preset must be one of ultrafast"),
+        ("writer", {"crf": 99}, "callbacks.style_writer.crf must be >= 0 and <= 51"),
+    ],
+)
+def test_bad_settings_one_line_naming_the_key(part, values, error):
+    """The Python API checks the settings as the command line does (style/conf.py), before anything runs."""
+    with pytest.raises(ConfigError, match=error):
+        settings(input="x.mp4", style=STYLE, **{part: values})
+
+
+def test_stylize_command_checks_settings_before_torch(tmp_path):
+    """`stylize.py model.strength=2`: one line and exit code 2, and torch never imported (a quick answer)."""
+    code = (
+        "import runpy, sys\n"
+        "sys.argv = ['stylize.py', 'model.strength=2']\n"
+        "try:\n"
+        f"    runpy.run_path({str(ROOT / 'stylize.py')!r}, run_name='__main__')\n"
+        "finally:\n"
+        "    print('TORCH', 'torch' in sys.modules)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert p.returncode == 2 and p.stderr.strip() == "error: model.strength must be >= 0 and <= 1 (got 2.0)", p.stderr
+    assert "TORCH False" in p.stdout
 
 
 def test_single_image_mode_and_strength(data_dir, tmp_path, cache_dir):
@@ -360,7 +379,7 @@ def test_compiled_transformer_matches_eager(data_dir, clip, tmp_path, cache_dir)
     x = torch.rand(5, 3, 36, 52)
     outs = []
     for comp in (False, True):
-        m = StyleTransfer(style_image=STYLE, data_dir=str(data_dir), cache_dir=cache_dir, compile=comp)
+        m = style_model(STYLE, cache_dir=cache_dir, compile=comp)
         with torch.inference_mode():
             m.set_style(None)
             outs.append(torch.cat([m.stylize_tensor(x[:3]), m.stylize_tensor(x[3:])]))

@@ -25,7 +25,6 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-DIS_PRESETS = ("ultrafast", "fast", "medium")
 # forward-backward check (Sundaram et al. 2010): |fb + ff(p + fb)|^2 <= A (|fb|^2 + |ff|^2) + B
 FB_REL, FB_ABS = 0.01, 0.5
 

@@ -25,14 +25,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from hybridlearn.core.config import check_bool, check_choice, check_float, check_fraction, check_int
-from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.core.errors import DataError
 from hybridlearn.style import backends as sb
 from hybridlearn.style import cpuload
 from hybridlearn.style.consistency import FlickerMeter, WarpErrorMeter, frame_changes
 from hybridlearn.style.convert import cached_weights, default_cache_dir, load_weights
 from hybridlearn.style.cpuinfo import cpu_has_fast_bf16
-from hybridlearn.style.flow import DIS_PRESETS, FlowEstimator
+from hybridlearn.style.flow import FlowEstimator
 from hybridlearn.style.fused import fused_forward
 from hybridlearn.style.nets import StylePredictor, StyleTransformer, TemporalStats
 from hybridlearn.style.sources import ensure_models, resolve_style
@@ -43,8 +42,6 @@ from hybridlearn.style.video import load_rgb
 log = logging.getLogger(__name__)
 warnings.filterwarnings("ignore", message=".*infer the batch indices.*")
 
-BACKENDS = ("torch", "tflite", "tfhub")
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 STYLE_SIZE = 256
 _DEFAULT_THREADS = torch.get_num_threads()
 
@@ -100,18 +97,6 @@ class StylizedBatch:
         self.frames = self.source = None
 
 
-def check_tfhub_options(strength: float, temporal_momentum: float) -> None:
-    """A TF Hub module is one opaque function: no style vector to blend, no statistics to smooth."""
-    if strength != 1.0:
-        raise ConfigError(
-            "model.strength < 1 needs the style vector, which a TF Hub module hides: use backend=torch or tflite"
-        )
-    if temporal_momentum > 0:
-        raise ConfigError(
-            "model.temporal_momentum needs the instance-norm statistics: use backend=torch (or temporal_blend)"
-        )
-
-
 def model_files(models_dir, data_dir, predict_file: str, transfer_file: str) -> tuple[Path, Path]:
     """The two Magenta .tflite files: absolute as given, else in models_dir (default DATA_DIR/models)."""
     models = Path(models_dir) if models_dir else (Path(data_dir) / "models" if data_dir else Path("models"))
@@ -137,57 +122,42 @@ class StyleTransfer(L.LightningModule):
     measure_flicker / measure_warp: the flicker ratio / the warped temporal error in the results
     (style/consistency.py). flow_max_side / flow_preset: the size the optical flow (and the warp
     error) is computed at, the longer side at most this, and DIS's preset (style/flow.py).
+    Every argument is a setting of StyleTransferConfig (style/conf.py: default, range, help).
     """
 
     def __init__(
         self,
-        style_image: str | None = None,
-        data_dir: str | None = None,
-        backend: str = "torch",
-        strength: float = 1.0,
-        models_dir: str | None = None,
-        predict_file: str = "magenta_style_predict_int8.tflite",
-        transfer_file: str = "magenta_style_transfer_fp16.tflite",
-        weights: str | None = None,
-        cache_dir: str | None = None,
-        tfhub_handle: str = "https://tfhub.dev/google/magenta/arbitrary-image-stylization-v1-256/2",
-        precision: str = "auto",
-        channels_last: bool | str = "auto",
-        compile: bool = False,
-        fused_norm: bool = True,
-        subpixel: bool = True,
-        threads: int | str | None = None,
-        temporal_momentum: float = 0.0,
-        temporal_blend: float = 0.0,
-        blend_tau: float = 0.06,
-        temporal_flow: float = 0.0,
-        flow_tau: float = 0.1,
-        cut_threshold: float = 0.15,
-        measure_flicker: bool = True,
-        measure_warp: bool = True,
-        flow_max_side: int | None = 256,
-        flow_preset: str = "fast",
-        mirrors: list | str | None = None,
-        download_timeout: float | None = None,
+        style_image: str | None,
+        data_dir: str | None,
+        backend: str,
+        strength: float,
+        models_dir: str | None,
+        predict_file: str,
+        transfer_file: str,
+        weights: str | None,
+        cache_dir: str | None,
+        tfhub_handle: str,
+        precision: str,
+        channels_last: bool | str,
+        compile: bool,
+        fused_norm: bool,
+        subpixel: bool,
+        threads: int | str | None,
+        temporal_momentum: float,
+        temporal_blend: float,
+        blend_tau: float,
+        temporal_flow: float,
+        flow_tau: float,
+        cut_threshold: float,
+        measure_flicker: bool,
+        measure_warp: bool,
+        flow_max_side: int | None,
+        flow_preset: str,
+        mirrors: list | str | None,
+        download_timeout: float | None,
     ):
         super().__init__()
-        check_choice("model.backend", backend, BACKENDS)
-        check_choice("model.precision", precision, PRECISIONS)
-        if channels_last != "auto":
-            check_bool("model.channels_last", channels_last)
-        self.strength = check_fraction("model.strength", strength, hi_included=True)
-        check_fraction("model.temporal_momentum", temporal_momentum)
-        check_fraction("model.temporal_blend", temporal_blend)
-        check_fraction("model.temporal_flow", temporal_flow)
-        check_float("model.blend_tau", blend_tau, 0.0, 1.0)
-        check_float("model.flow_tau", flow_tau, 0.0, 1.0)
-        check_bool("model.measure_flicker", measure_flicker)
-        check_bool("model.measure_warp", measure_warp)
-        if flow_max_side is not None:
-            check_int("model.flow_max_side", flow_max_side, 16, 1 << 16)
-        check_choice("model.flow_preset", flow_preset, DIS_PRESETS)
-        if backend == "tfhub":
-            check_tfhub_options(self.strength, temporal_momentum)
+        self.strength = float(strength)
         self.save_hyperparameters()
 
         # a path, a URL, or a known painting (downloaded into DATA_DIR/styles when missing)

@@ -24,14 +24,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset
 
-from hybridlearn.core.config import check_int
-from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.core.errors import DataError
 from hybridlearn.style.pipeline import prefetch
 from hybridlearn.style.sources import VIDEO_HINT, resolve_input
 
 log = logging.getLogger(__name__)
 
-MANY = 10**9  # the checkers' upper bound where there is no real one (frames, queue lengths)
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif"}
 
 
@@ -56,12 +54,8 @@ def output_size(w: int, h: int, max_side: int | None, size) -> tuple[int, int]:
     """(width, height) of the stylized frames: `size` [H, W] if given, else the source size shrunk
     so that its longer side is at most `max_side` (even numbers, aspect ratio kept)."""
     if size is not None:
-        if len(size) != 2 or min(int(size[0]), int(size[1])) < 4:
-            raise ConfigError(f"data.size must be [height, width] with both >= 4 (got {list(size)})")
         return int(size[1]), int(size[0])
     if max_side is not None:
-        if int(max_side) < 4:
-            raise ConfigError(f"data.max_side must be >= 4 (got {max_side})")
         if max(w, h) > max_side:
             s = max_side / max(w, h)
             return max(2, 2 * round(w * s / 2)), max(2, 2 * round(h * s / 2))
@@ -278,30 +272,26 @@ class VideoFramesDataModule(L.LightningDataModule):
     path: the input (as given, or relative to DATA_DIR/video; the demo clip is downloaded when
     missing, from `mirrors` first, see style/sources.py). size: [H, W] to force a frame size;
     max_side: shrink so the longer side is at most this (aspect kept); neither: source size.
+    Every argument is a setting of VideoDataConfig (style/conf.py: default, range, help).
     """
 
     def __init__(
         self,
-        path: str | None = None,
-        data_dir: str | None = None,
-        batch_size: int = 4,
-        max_side: int | None = None,
-        size=None,
-        max_frames: int | None = None,
-        num_workers: int = 0,
-        interpolation: str = "AREA",
-        mirrors: list | str | None = None,
-        download_timeout: float | None = None,
-        prefetch: int = 2,
-        decode_threads: int = 1,
+        path: str | None,
+        data_dir: str | None,
+        batch_size: int,
+        max_side: int | None,
+        size: list[int] | None,
+        max_frames: int | None,
+        num_workers: int,
+        interpolation: str,
+        mirrors: list | str | None,
+        download_timeout: float | None,
+        prefetch: int,
+        decode_threads: int,
     ):
         super().__init__()
-        check_int("data.prefetch", prefetch, 0, MANY)
-        self.decode_threads = check_int("data.decode_threads", decode_threads, 0, MANY)
-        check_int("data.batch_size", batch_size, 1, MANY)
-        check_int("data.num_workers", num_workers, 0, 1)  # a second worker would decode the same frames again
-        if max_frames is not None:
-            check_int("data.max_frames", max_frames, 1, MANY)
+        self.decode_threads = int(decode_threads)
         self.path, self.data_dir = path, data_dir
         self.batch_size, self.max_side, self.size = int(batch_size), max_side, size
         self.max_frames, self.num_workers, self.interpolation = max_frames, num_workers, interpolation

@@ -15,13 +15,11 @@ from typing import Any
 import numpy as np
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from hybridlearn.core.config import check_int
 from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.style.frames import to_uint8_rgb, to_yuv420p
 from hybridlearn.style.model import StylizedBatch
 from hybridlearn.style.pipeline import BackgroundWorker
-from hybridlearn.style.video import MANY
 
 log = logging.getLogger(__name__)
 
@@ -71,29 +69,29 @@ class StylizedVideoWriter(BasePredictionWriter):
     encode_queue: batches that may wait for the encode thread (0: encode in the main thread).
     preset / encoder_threads: x264's; ultrafast on one thread takes a quarter of veryfast's CPU,
     which on few cores is taken from the model (docs/style_video.md: same PSNR, larger file).
+    Every argument is a setting of StyleWriterConfig (style/conf.py: default, range, help).
     """
 
     def __init__(
         self,
-        output: str | None = None,
-        overwrite: bool = False,
-        crf: int = 18,
-        preset: str = "ultrafast",
-        codec: str | None = None,
-        audio: bool = True,
-        preview: bool | str = True,
-        preview_frame: int = 0,
-        progress: bool = True,
-        output_dir: str | None = None,
-        encoder_threads: int = 1,
-        encode_queue: int = 2,
+        output: str | None,
+        overwrite: bool,
+        crf: int,
+        preset: str,
+        codec: str | None,
+        audio: bool,
+        preview: bool | str,
+        preview_frame: int,
+        progress: bool,
+        output_dir: str | None,
+        encoder_threads: int,
+        encode_queue: int,
     ):
         super().__init__(write_interval="batch")
         self.output, self.overwrite, self.crf, self.preset = output, bool(overwrite), int(crf), preset
         self.codec, self.audio, self.preview, self.preview_frame = codec, bool(audio), preview, int(preview_frame)
         self.progress, self.output_dir = progress, output_dir
-        self.encoder_threads = check_int("callbacks.style_writer.encoder_threads", encoder_threads, 0, MANY)
-        self.encode_queue = check_int("callbacks.style_writer.encode_queue", encode_queue, 0, MANY)
+        self.encoder_threads, self.encode_queue = int(encoder_threads), int(encode_queue)
         self._encoder: BackgroundWorker | None = None
         self._stack: ExitStack | None = None
         self._bar = None

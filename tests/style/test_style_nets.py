@@ -136,11 +136,13 @@ TFHUB_CHECK = """
 import os
 import subprocess
 import sys
-import tensorflow as tf
-import torch
+
+import torch  # before TensorFlow: the other order crashes here (two copies of oneDNN/protobuf)
 from hybridlearn.core.errors import DataError
 from hybridlearn.style.model import style_input
 from hybridlearn.style.stylize import style_model
+
+import tensorflow as tf
 
 data_dir, folder, missing = sys.argv[1:]
 os.environ["DATA_DIR"] = data_dir

@@ -34,6 +34,16 @@ class RunsFailed(HybridlearnError):
     each keeps its own record."""
 
 
+def root_error(e: BaseException) -> BaseException:
+    """Ours, where Hydra wrapped it (InstantiationException around a constructor's error), else `e`."""
+    cause = e
+    while cause is not None:
+        if isinstance(cause, HybridlearnError):
+            return cause
+        cause = cause.__cause__
+    return e
+
+
 def report_error(e: BaseException) -> int:
     """Print `error: <message>` (one line) on stderr; return the exit code of a refused or failed run."""
     print(f"error: {e}", file=sys.stderr)

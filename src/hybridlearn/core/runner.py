@@ -23,7 +23,7 @@ from hybridlearn.core.checkpoint import check_fits, instantiate_module
 from hybridlearn.core.ckptfile import read_info
 from hybridlearn.core.cli import is_multirun, load_entry, overrides
 from hybridlearn.core.cv import cross_validate
-from hybridlearn.core.errors import ConfigError, HybridlearnError, TrainingError, report_error
+from hybridlearn.core.errors import ConfigError, HybridlearnError, TrainingError, report_error, root_error
 from hybridlearn.core.logs import route_library_logs
 from hybridlearn.core.memory import keep_freed_memory
 from hybridlearn.core.results import to_number, write_results
@@ -70,7 +70,7 @@ def model_from_checkpoint(ckpt_path: str, saved: dict[str, Any]) -> L.LightningM
     try:
         return instantiate_module(saved)
     except Exception as e:  # noqa: BLE001 - Hydra wraps whatever the constructor raised
-        cause = _root_error(e)
+        cause = root_error(e)
         first = (str(cause.__cause__ or cause).splitlines() or [""])[0][:160]
         raise ConfigError(
             f"ckpt_path={ckpt_path} was written by another version of the code: its model config no longer "
@@ -158,16 +158,6 @@ def _standard_flow(
     return metrics
 
 
-def _root_error(e: BaseException) -> BaseException:
-    """Hydra wraps errors raised in a constructor (InstantiationException): surface ours."""
-    cause = e
-    while cause is not None:
-        if isinstance(cause, HybridlearnError):
-            return cause
-        cause = cause.__cause__
-    return e
-
-
 def write_results_rank0(run_dir: Path, **fields: Any) -> None:
     """DDP: every rank runs the job; rank 0 keeps the record."""
     if rank_zero_only.rank == 0:
@@ -195,7 +185,7 @@ def _non_finite(metrics: dict[str, Any]) -> str | None:
 def _fail(output_dir: Path, e: BaseException, started: float, record: dict[str, Any]) -> None:
     """Record a failed run; one line on stderr and exit 2 for our own errors (a traceback for bugs);
     in a multirun the job is marked and the sweep goes on (its summary flags the job)."""
-    e = _root_error(e)
+    e = root_error(e)
     msg = str(e) if isinstance(e, HybridlearnError) else f"{type(e).__name__}: {e}"
     write_results_rank0(output_dir, status="failed", error=msg, duration_s=round(time.time() - started, 3), **record)
     if is_multirun():

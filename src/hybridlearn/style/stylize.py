@@ -20,7 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hybridlearn.core.checkpoint import instantiate_module
 from hybridlearn.core.cli import one_line
 from hybridlearn.core.conf import PathsConfig
-from hybridlearn.core.errors import ConfigError, HybridlearnError
+from hybridlearn.core.errors import ConfigError, root_error
 from hybridlearn.core.memory import DEFAULT_KEEP_MB, keep_freed_memory
 from hybridlearn.core.settings import check_settings
 from hybridlearn.core.trainer import build_trainer
@@ -43,8 +43,8 @@ def build(node: DictConfig, module: bool = False) -> Any:
     try:
         return instantiate_module(node) if module else instantiate(node)
     except InstantiationException as e:
-        cause = e.__cause__
-        if isinstance(cause, HybridlearnError):
+        cause = root_error(e)
+        if cause is not e:
             raise cause from None
         raise
 

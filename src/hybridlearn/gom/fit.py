@@ -1,6 +1,6 @@
-"""One GOM model trained and tested by a Trainer of the run's own config: every hybrid of the study and
-every CV fold goes through `fit_and_test`, so `trainer=gpu` and `logger=wandb` reach each (one W&B
-run per model, named `<run>/<model>`)."""
+"""One GOM model trained and tested by a Trainer of the run's own config: every hybrid of the study goes
+through `fit_and_test`, so `trainer=gpu` and `logger=wandb` reach each (one W&B run per model, named
+`<run>/<model>`; the CV's folds get theirs from core.cv)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,7 @@ from hybridlearn.gom.nets import ae_sizes, mlp_sizes
 
 
 def datamodule(cfg: DictConfig, **over: Any) -> GomDataModule:
-    """The run's GomDataModule (data=gom), with keyword overrides (a CV fold: cv_folds=k, fold=f)."""
+    """The run's GomDataModule (data=gom), with keyword overrides of its settings."""
     return instantiate(cfg.data, **over)
 
 

@@ -115,9 +115,7 @@ class GomDataConfig:
 
     _target_: str = "hybridlearn.gom.data.GomDataModule"
     data_dir: str = "${paths.data_dir}"
-    seed: Optional[int] = setting(
-        "${seed}", ge=0, le=SEED_MAX, help="draws the split (in a CV: the inner validation split)"
-    )
+    seed: Optional[int] = setting("${seed}", ge=0, le=SEED_MAX, help="draws the split (CV: the inner val split)")
     features: str = setting(
         "default", choices=tuple(FEATURE_COLUMNS), help="default: the paper's 68 features | chromatic: 116 (+ chroma)"
     )

@@ -15,40 +15,53 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
 from omegaconf import DictConfig, open_dict
 
 from hybridlearn.core.cv import FOLDS_FILE, cross_validate, pooled
 from hybridlearn.core.errors import DataError
-from hybridlearn.core.results import write_table
+from hybridlearn.core.io import write_json_atomic, write_text_atomic
+from hybridlearn.core.results import to_number, write_table
 from hybridlearn.core.trainer import TrainerFactory
-from hybridlearn.gom.callbacks import FIT, PREDICTIONS, FoldRecord, read_predictions
 from hybridlearn.gom.data import GomData
 from hybridlearn.gom.metrics import baseline_predictions, forest_predict, haversine_km
 from hybridlearn.gom.results import CvResult
 from hybridlearn.gom.settings import datamodule, set_threads
 
 log = logging.getLogger(__name__)
+PREDICTIONS, FIT = "test_predictions.csv", "fit_metrics.json"  # each fold's, beside its checkpoints
 
 
-def fold_config(cfg: DictConfig) -> DictConfig:
-    """The run's config for core.cv: FoldRecord among the callbacks (each fold's tracks and inner
-    validation km), and under debug=fdr ("does it run?") at most `study.fast_dev_run.folds` folds."""
-    cfg = copy.deepcopy(cfg)
-    with open_dict(cfg):
-        if not cfg.get("callbacks"):
-            cfg.callbacks = {}
-        cfg.callbacks.gom_fold_record = {"_target_": f"{FoldRecord.__module__}.{FoldRecord.__name__}"}
-        if cfg.trainer.get("fast_dev_run"):
-            cfg.cv.folds = min(cfg.cv.folds, cfg.study.fast_dev_run.folds)
-    return cfg
+class FoldRecord(L.Callback):
+    """In the Trainer's folder: `fit_metrics.json` at the end of the fit (the epochs trained and the last
+    validation's `val/...`, which Lightning clears when the test starts) and `test_predictions.csv`
+    after a test (each tested track: its 0-based row in the data file, its origin and the prediction,
+    in degrees)."""
+
+    TARGET = "hybridlearn.gom.cv.FoldRecord"  # its `_target_` in a callbacks config
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        val = {k: to_number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        path = Path(trainer.default_root_dir) / FIT
+        if val or not path.is_file():  # no validation after a resume: the record of the fit's start stays
+            write_json_atomic(path, {"epochs": trainer.current_epoch, **val})
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(pl_module, "test_degrees", None) is None:  # a GomModule that has tested
+            return
+        pred, true = pl_module.test_degrees
+        rows = trainer.datamodule.data.idx_test
+        lines = [",".join([str(r), *(f"{v:.17g}" for v in (*t, *p))]) for r, t, p in zip(rows, true, pred)]
+        write_text_atomic(
+            Path(trainer.default_root_dir) / PREDICTIONS, "\n".join(["row,lat,lon,pred_lat,pred_lon", *lines]) + "\n"
+        )
 
 
 def fold_baselines(d: GomData, targets: Sequence[str], trees: int, seed: int, threads: int) -> dict[str, np.ndarray]:
     """Test-fold predictions (degrees) of the baselines on one fold's data: the training mean and k-NN
-    from the training split (k chosen on the inner validation split), as the model's own test computes
-    them; the random forests from every row outside the test fold (a forest needs no validation
-    split, as in Zhou et al.'s 10-fold CV)."""
+    (k chosen on the inner validation split) as the model's own test computes them; the random forests
+    from every row outside the test fold (a forest needs no validation split, as Zhou et al.'s CV)."""
     out, _ = baseline_predictions(d)
     x_fit = np.concatenate([d.x_train.double().numpy(), d.x_val.double().numpy()])
     y_fit = np.concatenate([d.yd_train.numpy(), d.yd_val.numpy()])
@@ -59,62 +72,53 @@ def fold_baselines(d: GomData, targets: Sequence[str], trees: int, seed: int, th
 
 def model_predictions(fold_dir: Path, rows: np.ndarray) -> np.ndarray:
     """The fold's test predictions (degrees) as its fit wrote them, checked to be of the tracks `rows`."""
-    path = fold_dir / PREDICTIONS
-    redo = f"delete {fold_dir / 'results.json'} to train the fold again"
-    try:
-        got, _, pred = read_predictions(fold_dir)
-    except OSError:
-        raise DataError(f"{path} is missing (the fold was trained by another version); {redo}") from None
-    if not np.array_equal(got, rows):
+    path, redo = fold_dir / PREDICTIONS, f"delete {fold_dir / 'results.json'} to train the fold again"
+    if not path.is_file():
+        raise DataError(f"{path} is missing (the fold was trained by another version); {redo}")
+    a = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if not np.array_equal(a[:, 0], rows):
         raise DataError(f"{path} holds other tracks than the fold's test tracks in {FOLDS_FILE}; {redo}")
-    return pred
-
-
-def fold_fit(fold_dir: Path) -> dict[str, Any]:
-    """The fold's epochs and last inner validation metrics (core.cv records the fold's metrics after
-    its test, when Lightning has cleared them); none when the fold's fit never validated."""
-    path = fold_dir / FIT
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return a[:, 3:5]
 
 
 def run_cv(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
-    """Entry: the model's k folds by core.cv, then the baselines on the same folds; the run's metrics
-    are core.cv's (cv/km, ..., `cv/folds`, each fold's row with its inner validation `val/...` and its
-    forests' km) and CvResult's (km pooled over every held-out track, per predictor)."""
-    out = Path(output_dir)
-    set_threads(cfg.study)
-    cfg = fold_config(cfg)
-    st = cfg.study
-    trees = min(st.forest_trees, st.fast_dev_run.forest_trees) if cfg.trainer.get("fast_dev_run") else st.forest_trees
-    folds = TrainerFactory(cfg)  # the folds' Trainers get FoldRecord; the run's list keeps them (the runner
-    folds.built = trainers.built  # closes their W&B runs and finds their last.ckpt on Ctrl-C)
+    """Entry: the model's folds by core.cv (their Trainers with FoldRecord; under debug=fdr at most
+    `study.fast_dev_run` folds and trees), then the baselines on the same folds. The metrics: core.cv's
+    (cv/..., `cv/folds`: each fold's row, here with its epochs, inner validation `val/...` and forests'
+    km) and CvResult's (km pooled over every held-out track, per predictor)."""
+    out, st, fdr = Path(output_dir), cfg.study, cfg.trainer.get("fast_dev_run")
+    set_threads(st)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.callbacks = cfg.get("callbacks") or {}
+        cfg.callbacks.gom_fold_record = {"_target_": FoldRecord.TARGET}
+        cfg.cv.folds = min(cfg.cv.folds, st.fast_dev_run.folds) if fdr else cfg.cv.folds
+    trees = min(st.forest_trees, st.fast_dev_run.forest_trees) if fdr else st.forest_trees
+    folds = TrainerFactory(cfg)  # the folds' Trainers, in the run's list (the runner closes their W&B
+    folds.built = trainers.built  # runs and finds their last.ckpt on Ctrl-C)
     metrics = cross_validate(cfg, out, folds)
     assignment = json.loads((out / FOLDS_FILE).read_text())
-    rows, every = metrics["cv/folds"], np.arange(assignment["n"])
-    km: dict[str, list[np.ndarray]] = {}
+    rows, every, km = metrics["cv/folds"], np.arange(assignment["n"]), {}
     for row, test in zip(rows, assignment["test"]):
-        fold_dir = out / f"fold_{row['fold']}"
-        dm = datamodule(cfg)
+        fold_dir, dm = out / f"fold_{row['fold']}", datamodule(cfg)
         dm.use_fold(np.setdiff1d(every, test).tolist(), test)
         dm.setup()
-        d = dm.data
-        preds = {"model": model_predictions(fold_dir, d.idx_test)}
-        preds.update(fold_baselines(d, list(st.forest_targets), trees, cfg.seed, st.threads or 1))
-        true = d.yd_test.numpy()
+        preds = {"model": model_predictions(fold_dir, dm.data.idx_test)}
+        preds.update(fold_baselines(dm.data, list(st.forest_targets), trees, cfg.seed, st.threads or 1))
+        true = dm.data.yd_test.numpy()
         for name, p in preds.items():
             km.setdefault(name, []).append(haversine_km(p[:, 0], p[:, 1], true[:, 0], true[:, 1]))
             if name.startswith("rf_"):
                 row[f"test/baseline_{name}_km"] = float(km[name][-1].mean())
-        row.update(fold_fit(fold_dir))
-        log.info(
-            "cv: fold %d baselines: %s", row["fold"], ", ".join(f"{n} {v[-1].mean():,.0f} km" for n, v in km.items())
-        )
+        if (fold_dir / FIT).is_file():  # core.cv keeps the metrics after the test, when val/ are gone
+            row.update(json.loads((fold_dir / FIT).read_text()))
+        log.info("cv: fold %d: %s", row["fold"], ", ".join(f"{n} {v[-1].mean():,.0f} km" for n, v in km.items()))
     write_table(rows, out / "cv_folds", f"{len(rows)}-fold cross-validation")
-    val = [r["val/km"] for r in rows if r.get("val/km") is not None]
+    val = [r["val/km"] for r in rows if "val/km" in r]
     result = CvResult(
-        pooled={name: (float(np.concatenate(v).mean()), float(np.median(np.concatenate(v)))) for name, v in km.items()},
-        folds=rows,
-        forest_trees=trees,
-        val_km=float(np.mean(val)) if val else None,
+        {name: (float(np.concatenate(v).mean()), float(np.median(np.concatenate(v)))) for name, v in km.items()},
+        rows,
+        trees,
+        float(np.mean(val)) if val else None,
     )
     return {**metrics, **pooled(rows), **result.metrics()}

@@ -203,10 +203,6 @@ class CvResult:
         return len(self.folds)
 
     @property
-    def tracks(self) -> int:
-        return sum(f["n_test"] for f in self.folds)
-
-    @property
     def fold_km(self) -> list[float]:
         """The model's mean km on each test fold."""
         return [f["test/km"] for f in self.folds]

@@ -41,8 +41,8 @@ def test_experiment_fast_dev_run(experiment, run_train, data_dir):
     small = [f"{key}.epochs=1", f"{key}.subset=2000"] if key else []
     res = run_train([f"experiment={experiment}", "debug=fdr", *small])
     assert res["status"] == "completed", res.get("error")
-    if res["metrics"].get("cv_folds"):  # a k-fold CV under fdr: 2 folds, 5-tree forests
-        assert (res["metrics"]["cv_folds"], res["metrics"]["cv_forest_trees"]) == (2, 5)
+    if res["metrics"].get("cv/forest_trees"):  # GOM's k-fold CV under fdr: 2 folds, 5-tree forests
+        assert (len(res["metrics"]["cv/folds"]), res["metrics"]["cv/forest_trees"]) == (2, 5)
     assert res["seed"] is not None and f"experiment={experiment}" in res["overrides"]
 
 

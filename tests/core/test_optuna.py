@@ -94,7 +94,7 @@ def test_gom_search_scores_inner_validation_only(tmp_path, data_dir):
             "-m",
             "hparams_search=gom_optuna",
             "experiment=gom_cv",
-            "data.cv_folds=2",
+            "cv.folds=2",
             "trainer.check_val_every_n_epoch=2",
             "hydra.sweeper.n_trials=2",
             "trainer.max_epochs=choice(2,4)",  # a command-line sweep replaces that search dimension
@@ -110,11 +110,11 @@ def test_gom_search_scores_inner_validation_only(tmp_path, data_dir):
         o = dict(s.split("=", 1) for s in t["overrides"])
         m = t["metrics"]
         assert o["model.net.hidden"] in ("[128]", "[256]", "[512]", "[256,256]")
-        assert all(f["epochs"] == int(o["trainer.max_epochs"]) for f in m["folds"])
-        assert "cv_rf_unit_km" not in m and "cv_knn_km" in m  # forests off, the cheap baselines kept
-        assert m["cv_model_val_km"] == pytest.approx(sum(f["val_km"] for f in m["folds"]) / 2)
+        assert all(f["epochs"] == int(o["trainer.max_epochs"]) for f in m["cv/folds"])
+        assert "cv/baseline_rf_unit_km" not in m and "cv/baseline_knn_km" in m  # forests off, the cheap baselines kept
+        assert m["cv/val_km"] == pytest.approx(sum(f["val/km"] for f in m["cv/folds"]) / 2)
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
-    vals = [t["metrics"]["cv_model_val_km"] for t in trials.values()]
+    vals = [t["metrics"]["cv/val_km"] for t in trials.values()]
     assert best["best_value"] == pytest.approx(min(vals))
-    tests = [t["metrics"]["cv_model_km"] for t in trials.values()]
+    tests = [t["metrics"]["cv/km"] for t in trials.values()]
     assert tests[0] != pytest.approx(vals[0])  # the test folds' km is a different number

@@ -14,18 +14,15 @@ import pytest
 import torch
 from conftest import compose_cfg, train_cli
 from gom_build import build
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from hybridlearn.core.checkpoint import load_module
 from hybridlearn.core.config import validate
+from hybridlearn.core.cv import fold_indices
 from hybridlearn.core.errors import ConfigError, DataError
-from hybridlearn.gom.conf import SigmoidMLPConfig, SigmoidMLPNetConfig
-from hybridlearn.gom.data import (
-    GOM_FILE,
-    kfold_indices,
-    load_gom,
-    prepare_gom,
-    split_indices,
-)
+from hybridlearn.gom.conf import GomDataConfig, SigmoidMLPConfig, SigmoidMLPNetConfig
+from hybridlearn.gom.data import GOM_FILE, load_gom, prepare_gom
 from hybridlearn.gom.grid import NetSpec, train_sigmoid_grid
 from hybridlearn.gom.hybrid import HybridRegressor, OriginClassifier
 from hybridlearn.gom.metrics import haversine_km, knn_predict
@@ -80,13 +77,28 @@ def test_split_and_scaling_vs_numpy(data_dir, raw, joint):
     np.testing.assert_array_equal(d.yd_test.numpy(), Y[te])
 
 
-def test_kfold_partition():
-    folds = kfold_indices(1059, 10, seed=0)
-    assert sorted(np.concatenate(folds).tolist()) == list(range(1059))
-    assert {len(f) for f in folds} <= {105, 106}
-    tr, va, te = split_indices(1059, 0, (0.6, 0.2, 0.2), cv_folds=10, fold=3)
-    np.testing.assert_array_equal(np.sort(te), folds[3])
-    assert len(set(tr) | set(va) | set(te)) == 1059 and len(tr) == round(0.75 * (1059 - len(te)))
+def test_cv_fold_and_its_inner_validation_split(data_dir):
+    """core.cv's pool is every track; a fold tests its own rows and splits the rest 8:1 (data.split's
+    train:val ratio) into train and inner validation, the scaling fitted on that train part only."""
+    dm = instantiate(
+        OmegaConf.structured(GomDataConfig(data_dir=str(data_dir), seed=0, n_features=68, split=[0.8, 0.1, 0.1]))
+    )
+    groups = dm.cv_groups(None)
+    assert groups == list(range(1059)) and dm.data_signature() == {"input": (68,)}
+    with pytest.raises(ConfigError, match="cv.group_by=writer: GOM's tracks have no groups"):
+        dm.cv_groups("writer")
+    test = fold_indices(groups, 10, seed=0, grouped=False)[3]
+    rest = np.setdiff1d(np.arange(1059), test)
+    dm.use_fold(rest.tolist(), test.tolist())
+    dm.setup()
+    d = dm.data
+    np.testing.assert_array_equal(d.idx_test, test)
+    assert sorted([*d.idx_train, *d.idx_val]) == rest.tolist() and len(d.idx_train) == round(8 / 9 * len(rest))
+    x = load_gom(Path(data_dir) / "gom" / GOM_FILE)[0]
+    assert d.x_train.min() == 0 and d.x_train.max() == 1
+    np.testing.assert_allclose(
+        d.x_train.numpy(), (x[d.idx_train] - x[d.idx_train].min(0)) / np.ptp(x[d.idx_train], 0), atol=1e-6
+    )
 
 
 def test_authors_n_features_quirk(data_dir):
@@ -394,7 +406,6 @@ REFUSED = [
     ("gom_mlp", "data.features=chroma", "data.features must be one of default, chromatic (got 'chroma')"),
     ("gom_mlp", "data.split=[0.5,0.2,0.2]", "data.split must sum to 1 (sums to 0.9)"),
     ("gom_mlp", "data.split=[0.8,0.2]", "data.split must be three positive fractions train, val, test"),
-    ("gom_mlp", "data.cv_folds=1", "data.cv_folds must be 0 (no cross-validation) or at least 2 (got 1)"),
     ("gom_mlp", "data.batch_size=0", "data.batch_size must be >= 1 (got 0)"),
     ("gom_hybrid", "model.net.hidden=[3,0]", "model.net.hidden must hold integers in [1, 4096] (got [3, 0])"),
     ("gom_cv", "model.net.knn_blend=1.5", "model.net.knn_blend must be >= 0 and <= 1 (got 1.5)"),
@@ -410,7 +421,6 @@ REFUSED = [
     # rules between keys
     ("gom_mlp", "seed=null", "data.seed is null; GOM splits and initial weights need a seed"),
     ("gom_mlp", "data.n_features=69", "data.n_features must be <= 68, the feature columns of data.features=default"),
-    ("gom_mlp", "data.cv_folds=5 data.fold=5", "data.fold must be < data.cv_folds=5 (got 5)"),
     ("gom_mlp", "data.dtype=float64", "data.dtype=float64 with trainer.precision=32-true; use data.dtype=float64"),
     ("gom_mlp", "trainer.precision=64-true", "data.dtype=float32 with trainer.precision=64-true"),
     ("gom_mlp", "trainer.precision=bf16-true", "trainer.precision=bf16-true: GOM trains in float32 or float64"),
@@ -424,7 +434,7 @@ REFUSED = [
         "model.net.include_features=false",
         "model.net.use_code=false needs model.net.include_features=true",
     ),
-    ("gom_cv", "data.cv_folds=0", "data.cv_folds must be at least 2 for a k-fold CV (got 0)"),
+    ("gom_cv", "cv.folds=0", "cv.folds must be at least 2: experiment=gom_cv* is a k-fold CV (got 0)"),
 ]
 
 

@@ -1,6 +1,7 @@
-"""GOM cross-validation (experiment=gom_cv): the model trains end to end on 2 folds through
-Lightning, and every baseline on the same folds (training mean, k-NN, random forests) equals an
-independent computation from the raw file."""
+"""GOM cross-validation (experiment=gom_cv): the model's folds run through core.cv (Lightning fits),
+each tested on exactly the tracks of cv_folds.json, on which every baseline runs too (training mean,
+k-NN, random forests), each pooled km equal to an independent computation from the raw file; a
+deleted fold is trained again, alone."""
 
 from __future__ import annotations
 
@@ -14,12 +15,24 @@ import torch
 from gom_build import build
 from sklearn.ensemble import RandomForestRegressor
 
+from hybridlearn.core.errors import DataError
 from hybridlearn.gom.conf import OriginClassifierConfig, OriginClassifierNetConfig
+from hybridlearn.gom.cv import model_predictions
 from hybridlearn.gom.data import GOM_FILE, load_gom, split_indices
 from hybridlearn.gom.hybrid import OriginClassifier
 from hybridlearn.gom.metrics import haversine_km
 
 SPLIT = (0.8, 0.1, 0.1)  # experiment=gom_cv's data.split
+CV = [
+    "experiment=gom_cv",
+    "cv.folds=2",
+    "trainer.max_epochs=4",
+    "trainer.check_val_every_n_epoch=2",
+    "model.net.ensemble=2",
+    "model.net.knn_blend=0.3",
+    "study.forest_trees=8",
+    "logger=none",
+]
 
 
 def _km(pred: np.ndarray, true: np.ndarray) -> np.ndarray:
@@ -35,54 +48,75 @@ def _deg(v: np.ndarray) -> np.ndarray:
     return np.degrees(np.c_[np.arcsin(v[:, 2] / np.linalg.norm(v, axis=1)), np.arctan2(v[:, 1], v[:, 0])])
 
 
-def test_cv_model_and_baselines_on_two_folds(run_train):
-    """2 folds of the gom_cv model (an ensemble of 2 with the k-NN blend on): every track is tested
-    once with a training origin, each fold trains the configured epochs, and the pooled mean, k-NN
-    and random-forest km equal a computation from the raw file on the same folds."""
-    r = run_train(
-        [
-            "experiment=gom_cv",
-            "data.cv_folds=2",
-            "trainer.max_epochs=4",
-            "trainer.check_val_every_n_epoch=2",
-            "model.net.ensemble=2",
-            "model.net.knn_blend=0.3",
-            "study.forest_trees=8",
-            "logger=none",
-        ]
-    )
+def test_cv_model_and_baselines_on_the_same_folds(run_train):
+    """2 folds of the gom_cv model (an ensemble of 2 with the k-NN blend on): every track is held out
+    once; each fold's model is tested on its fold's tracks of cv_folds.json, trains the configured
+    epochs and keeps its inner validation km; the pooled km (mean, median) of the model, the training
+    mean, k-NN and random forests equal a computation from the raw file on the same folds; deleting a
+    fold's results.json and checkpoints trains that fold again, alone, to the same numbers."""
+    r = run_train(CV)
     assert r["status"] == "completed", r.get("error")
-    m = r["metrics"]
-    assert m["cv_folds"] == 2 and m["cv_tracks"] == 1059 and [f["fold"] for f in m["folds"]] == [0, 1]
-    assert all(f["epochs"] == 4 and np.isfinite(f["val_km"]) for f in m["folds"])
-    assert 0 < m["cv_model_km"] < 20016
+    run, m = Path(r["_dir"]), r["metrics"]
+    folds = [np.asarray(t) for t in json.loads((run / "cv_folds.json").read_text())["test"]]
+    assert sorted(np.concatenate(folds).tolist()) == list(range(1059))
+    rows = m["cv/folds"]
+    assert [f["fold"] for f in rows] == [0, 1] and [f["n_test"] for f in rows] == [len(t) for t in folds]
+    assert all(f["epochs"] == 4 and np.isfinite(f["val/km"]) for f in rows)
+    assert m["cv/val_km"] == pytest.approx(np.mean([f["val/km"] for f in rows]))
+    assert m["cv/forest_trees"] == 8 and 0 < m["cv/km"] < 20016
 
     x, y = load_gom(Path(os.environ["DATA_DIR"]) / "gom" / GOM_FILE)
-    pooled: dict[str, list[np.ndarray]] = {"mean": [], "knn": [], "rf_latlon": [], "rf_unit": []}
-    for f in range(2):
-        tr, va, te = split_indices(len(x), r["seed"], SPLIT, cv_folds=2, fold=f)
+    km: dict[str, list[np.ndarray]] = {"model": [], "mean": [], "knn": [], "rf_latlon": [], "rf_unit": []}
+    for f, te in enumerate(folds):
+        tracks = np.loadtxt(run / f"fold_{f}" / "test_predictions.csv", delimiter=",", skiprows=1)
+        np.testing.assert_array_equal(tracks[:, 0], te)  # the model was tested on the baselines' tracks
+        np.testing.assert_allclose(tracks[:, 1:3], y[te])
+        km["model"].append(_km(tracks[:, 3:5], y[te]))
+        assert rows[f]["test/km"] == pytest.approx(km["model"][-1].mean(), rel=1e-6)
+        tr, va, _ = split_indices(1059, r["seed"], SPLIT, fold=(np.setdiff1d(np.arange(1059), te), te))
         lo, span = x[tr].min(0), np.where(np.ptp(x[tr], 0) > 0, np.ptp(x[tr], 0), 1)
         xs = ((x - lo) / span).astype(np.float32).astype(np.float64)  # the model's float32 features
-        pooled["mean"].append(_km(np.tile(y[tr].mean(0), (len(te), 1)), y[te]))
-        k = m["folds"][f]["knn_k"]
+        km["mean"].append(_km(np.tile(y[tr].mean(0), (len(te), 1)), y[te]))
+        k = int(rows[f]["test/baseline_knn_k"])
         d = ((xs[te][:, None, :] - xs[tr][None]) ** 2).sum(-1)
         nn = np.argsort(d, 1, kind="stable")[:, :k]
-        pooled["knn"].append(_km(_deg(_unit(y[tr])[nn].mean(1)), y[te]))
+        km["knn"].append(_km(_deg(_unit(y[tr])[nn].mean(1)), y[te]))
+        # the model's own test logged the cheap baselines of its test tracks: the same numbers
+        for name in ("mean", "knn"):
+            assert rows[f][f"test/baseline_{name}_km"] == pytest.approx(km[name][-1].mean(), rel=1e-5)
         fit = np.r_[tr, va]  # the forests learn from every row outside the test fold
         for target, yt in (("latlon", y[fit]), ("unit", _unit(y[fit]))):
             rf = RandomForestRegressor(n_estimators=8, random_state=r["seed"]).fit(xs[fit], yt)
             p = rf.predict(xs[te])
-            pooled[f"rf_{target}"].append(_km(_deg(p) if target == "unit" else p, y[te]))
-    for name, v in pooled.items():
-        assert m[f"cv_{name}_km"] == pytest.approx(float(np.concatenate(v).mean()), rel=1e-6), name
-        assert m[f"cv_{name}_km_median"] == pytest.approx(float(np.median(np.concatenate(v))), rel=1e-6), name
-    assert m["cv_rf_latlon_km"] != pytest.approx(m["cv_rf_unit_km"], rel=1e-3)
+            km[f"rf_{target}"].append(_km(_deg(p) if target == "unit" else p, y[te]))
+            assert rows[f][f"test/baseline_rf_{target}_km"] == pytest.approx(km[f"rf_{target}"][-1].mean())
+    for name, v in km.items():
+        key = "cv/km" if name == "model" else f"cv/baseline_{name}_km"
+        assert m[key] == pytest.approx(float(np.concatenate(v).mean()), rel=1e-6), name
+        assert m[f"{key}_median"] == pytest.approx(float(np.median(np.concatenate(v))), rel=1e-6), name
+    assert m["cv/baseline_rf_latlon_km"] != pytest.approx(m["cv/baseline_rf_unit_km"], rel=1e-3)
+    assert m["cv/km_std"] == pytest.approx(np.std([f["test/km"] for f in rows], ddof=1), rel=1e-6)
+    with pytest.raises(DataError, match="holds other tracks than the fold's test tracks"):
+        model_predictions(run / "fold_0", folds[1])
+
+    # a CV killed in fold 1: fold 0 is read back, fold 1 trains again from the start
+    kept = (run / "fold_0" / "results.json").stat().st_mtime_ns
+    (run / "fold_1" / "results.json").unlink()
+    for ckpt in (run / "fold_1" / "checkpoints").glob("*.ckpt"):
+        ckpt.unlink()
+    (run / "fold_1" / "fit_metrics.json").unlink()
+    again = run_train(CV)
+    assert again["status"] == "completed", again.get("error")
+    assert (run / "fold_0" / "results.json").stat().st_mtime_ns == kept
+    assert json.loads((run / "fold_1" / "fit_metrics.json").read_text())["epochs"] == 4  # trained anew
+    for key in ("cv/km", "cv/km_median", "cv/val_km", "cv/baseline_rf_unit_km"):
+        assert again["metrics"][key] == pytest.approx(m[key], rel=1e-6), key
 
 
 def test_cv_refuses_unknown_forest_target(run_train, tmp_path):
     """A bad baseline setting fails before the first fold trains, with one line naming the key."""
     with pytest.raises(SystemExit) as e:
-        run_train(["experiment=gom_cv", "data.cv_folds=2", "study.forest_targets=[xyz]", "logger=none"])
+        run_train(["experiment=gom_cv", "cv.folds=2", "study.forest_targets=[xyz]", "logger=none"])
     assert e.value.code == 2
     r = json.loads((tmp_path / "run" / "results.json").read_text())
     assert r["error"] == "study.forest_targets must hold values of latlon, unit (got ['xyz'])"

@@ -66,14 +66,18 @@ def test_a_renamed_key_is_named(rename, missing):
 
 
 def test_cv_result_reads_back_what_it_writes(tmp_path: Path):
-    folds = [{"fold": 0, "model_km": 3000.0, "test_km": 3000.0}, {"fold": 1, "model_km": 3100.0, "test_km": 3100.0}]
-    r = CvResult({"model": (3050.0, 1800.0), "knn": (3600.0, 2500.0)}, 2, 1059, 500, folds, model_val_km=3010.0)
+    folds = [{"fold": 0, "n_test": 530, "test/km": 3000.0}, {"fold": 1, "n_test": 529, "test/km": 3100.0}]
+    r = CvResult({"model": (3050.0, 1800.0), "knn": (3600.0, 2500.0)}, folds, 500, val_km=3010.0)
     m = r.metrics()
-    assert m["cv_model_km"] == 3050.0 and m["cv_knn_km_median"] == 2500.0 and m["cv_model_val_km"] == 3010.0
-    assert m["zhou2014_rf_km"] == ZHOU_2014_KM == 3113.0
+    assert m["cv/km"] == 3050.0 and m["cv/km_median"] == 1800.0 and m["cv/baseline_knn_km_median"] == 2500.0
+    assert m["cv/val_km"] == 3010.0 and m["zhou2014_rf_km"] == ZHOU_2014_KM == 3113.0
     back = CvResult.read(json.loads(json.dumps(m)), "gom/cv_default")
     assert back.pooled == {"model": (3050.0, 1800.0), "knn": (3600.0, 2500.0)} and back.metrics() == m
-    assert back.fold_km == [3000.0, 3100.0]
-    del m["cv_tracks"]
-    with pytest.raises(ResultsError, match="gom/cv_default: .* no `cv_tracks`"):
+    assert back.fold_km == [3000.0, 3100.0] and back.folds_n == 2
+    del m["cv/forest_trees"]
+    with pytest.raises(ResultsError, match="gom/cv_default: .* no `cv/forest_trees`"):
+        CvResult.read(m, "gom/cv_default")
+    m = r.metrics()
+    del m["cv/baseline_knn_km_median"]
+    with pytest.raises(ResultsError, match="gom/cv_default: .* no `cv/baseline_knn_km_median`"):
         CvResult.read(m, "gom/cv_default")

@@ -117,7 +117,7 @@ def test_short_file_one_line_error(run_train, tmp_path, real_rows):
     assert "\n" not in err and str(p) in err, err
     assert "12/4/4" in err and f"at least {MIN_SPLIT_ROWS} rows in every split" in err, err
     with pytest.raises(DataError, match="fewer folds"):  # 100 rows, 20 folds: test folds of 5
-        prepare_gom(tmp_path, path=_file(tmp_path, real_rows[:100], "h.txt"), cv_folds=20)
+        prepare_gom(tmp_path, path=_file(tmp_path, real_rows[:100], "h.txt"), fold=(range(5, 100), range(5)))
 
 
 def test_knn_baseline_adapts_k_to_a_short_file(run_train, tmp_path, real_rows):
@@ -229,7 +229,7 @@ def test_study_and_cv_models_have_their_own_wandb_runs(run_train, monkeypatch):
         name="study",
     )
     assert r["status"] == "completed", r.get("error")
-    cv = run_train(["experiment=gom_cv", "data.cv_folds=2", "study.forest_trees=5", *common], name="cv")
+    cv = run_train(["experiment=gom_cv", "cv.folds=2", "study.forest_trees=5", *common], name="cv")
     assert cv["status"] == "completed", cv.get("error")
     for res, models in ((r, ["hybrid_M1", "hybrid_M2"]), (cv, ["fold_0", "fold_1"])):
         out = Path(res["_dir"])
@@ -243,4 +243,4 @@ def test_study_and_cv_models_have_their_own_wandb_runs(run_train, monkeypatch):
         for m in models:  # and its checkpoints are in its folder
             assert list((out / m / "checkpoints").glob("*.ckpt")), m
     assert r["metrics"]["hybrid"]["M1"]["epochs_trained"] == 2
-    assert all(f["epochs"] == 2 for f in cv["metrics"]["folds"])
+    assert all(f["epochs"] == 2 for f in cv["metrics"]["cv/folds"])

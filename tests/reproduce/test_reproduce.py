@@ -47,7 +47,7 @@ TINY = [
     "++reproduce.scale.quick.gom.set.grid.ae_lrs=[0.1]",
     "++reproduce.scale.quick.gom.set.grid.epochs=5",
     "++reproduce.scale.quick.gom.set.trainer.max_epochs=3",
-    "++reproduce.scale.quick.gom.cv_set.data.cv_folds=2",
+    "++reproduce.scale.quick.gom.cv_set.cv.folds=2",
     "++reproduce.scale.quick.gom.cv_set.trainer.max_epochs=2",
     "++reproduce.scale.quick.gom.cv_set.study.forest_trees=4",
     "reproduce.scale.quick.digits.set.study.seeds=[0]",
@@ -437,26 +437,25 @@ def _fake_runs(root: Path) -> None:
     d = root / "gom" / "cv_default_seed0"
     d.mkdir()
     cv = {
-        "cv_model_km": 3061.4,
-        "cv_model_km_median": 1814.0,
-        "cv_rf_latlon_km": 3654.0,
-        "cv_rf_unit_km": 3422.0,
-        "cv_knn_km": 3618.0,
-        "cv_mean_km": 4604.0,
-        "cv_rf_latlon_km_median": 2000.0,
-        "cv_rf_unit_km_median": 1900.0,
-        "cv_knn_km_median": 2100.0,
-        "cv_mean_km_median": 4000.0,
-        "cv_folds": 10,
-        "cv_tracks": 1059,
-        "cv_forest_trees": 500,
+        "cv/km": 3061.4,
+        "cv/km_median": 1814.0,
+        "cv/baseline_rf_latlon_km": 3654.0,
+        "cv/baseline_rf_unit_km": 3422.0,
+        "cv/baseline_knn_km": 3618.0,
+        "cv/baseline_mean_km": 4604.0,
+        "cv/baseline_rf_latlon_km_median": 2000.0,
+        "cv/baseline_rf_unit_km_median": 1900.0,
+        "cv/baseline_knn_km_median": 2100.0,
+        "cv/baseline_mean_km_median": 4000.0,
+        "cv/forest_trees": 500,
         "zhou2014_rf_km": 3113.0,
-        "folds": [{"test_km": 3000.0}, {"test_km": 3100.0}],
+        "cv/folds": [{"n_test": 530, "test/km": 3000.0}, {"n_test": 529, "test/km": 3100.0}],
     }
     (d / "results.json").write_text(json.dumps({"status": "completed", "metrics": cv}))
     d = root / "gom" / "cv_default_seed1"  # another fold assignment: the file's mean row averages both
     d.mkdir()
-    cv1 = {**cv, "cv_model_km": 3001.4, "cv_rf_unit_km": 3382.0, "folds": [{"test_km": 2900.0}, {"test_km": 3100.0}]}
+    folds1 = [{"n_test": 530, "test/km": 2900.0}, {"n_test": 529, "test/km": 3100.0}]
+    cv1 = {**cv, "cv/km": 3001.4, "cv/baseline_rf_unit_km": 3382.0, "cv/folds": folds1}
     (d / "results.json").write_text(json.dumps({"status": "completed", "metrics": cv1}))
     # a failed run whose error names machine folders: the report shows them relative to DATA_DIR
     d = root / "gom" / "cv_chromatic_seed0"
@@ -567,7 +566,7 @@ def test_report_filled_from_the_runs_files(tmp_path):
     mlp = [r for r in table(md, "### Best MLP") if r[1] == "authors' code"]
     assert [r[2] for r in mlp] == ["1 x 5"]
     cv = table(md, "### What we add: 10-fold")
-    assert cv[1][:3] == ["default", "0", "10"]
+    assert cv[1][:3] == ["default", "0", "2"]
     assert [first_number(c) for c in cv[1][3:11]] == [3061, 71, 1814, 3654, 3422, 3618, 4604, 3113]
     assert cv[2][:2] == ["default", "1"] and first_number(cv[2][3]) == 3001
     # the file's mean ± std over its CV seeds, baselines included
@@ -626,10 +625,10 @@ def test_report_fails_on_a_renamed_result_key(tmp_path):
         write_report(tmp_path, quick=False, stages=["gom"])
     f = tmp_path / "gom" / "cv_default_seed0" / "results.json"
     r = json.loads(f.read_text())
-    r["metrics"]["n_folds"] = r["metrics"].pop("cv_folds")
+    r["metrics"]["n_folds"] = r["metrics"].pop("cv/folds")
     f.write_text(json.dumps(r))
     shutil.rmtree(tmp_path / "gom" / "study_seed1")
-    with pytest.raises(ResultsError, match="gom/cv_default_seed0: .* no `cv_folds`"):
+    with pytest.raises(ResultsError, match="gom/cv_default_seed0: .* no `cv/folds`"):
         write_report(tmp_path, quick=False, stages=["gom"])
 
 
@@ -721,8 +720,8 @@ def test_quick_tiny_end_to_end(tiny):
     cv = results(root, "gom/cv_default_seed0")["metrics"]
     row = table(md, "### What we add: 10-fold")[0]
     assert row[:3] == ["default", "0", "2"]
-    assert first_number(row[3]) == pytest.approx(cv["cv_model_km"], abs=0.5)
-    assert first_number(row[7]) == pytest.approx(cv["cv_rf_unit_km"], abs=0.5)
+    assert first_number(row[3]) == pytest.approx(cv["cv/km"], abs=0.5)
+    assert first_number(row[7]) == pytest.approx(cv["cv/baseline_rf_unit_km"], abs=0.5)
     st = json.loads((root / "digits/study/study.json").read_text())
     dg = {r[0]: r for r in table(md, "### Figs. 12-13")}
     assert first_number(dg["2"][2]) == pytest.approx(st["paper_setup"]["2"]["train_acc"][0], abs=5e-4)

@@ -85,10 +85,6 @@ def _split(v: Any) -> Optional[str]:
     return None if abs(sum(v) - 1.0) <= 1e-6 else f"must sum to 1 (sums to {sum(v):g})"
 
 
-def _folds(v: Any) -> Optional[str]:
-    return "must be 0 (no cross-validation) or at least 2" if v == 1 else None
-
-
 def _need_seed(node: DictConfig, path: str) -> None:
     """GOM draws its splits and initial weights from explicit seeds: `seed=null` has no meaning here."""
     if node.seed is None:
@@ -119,7 +115,7 @@ class GomDataConfig:
 
     _target_: str = "hybridlearn.gom.data.GomDataModule"
     data_dir: str = "${paths.data_dir}"
-    seed: Optional[int] = setting("${seed}", ge=0, le=SEED_MAX, help="draws the split and the CV folds")
+    seed: Optional[int] = setting("${seed}", ge=0, le=SEED_MAX, help="draws the split (CV: the inner val split)")
     features: str = setting(
         "default", choices=tuple(FEATURE_COLUMNS), help="default: the paper's 68 features | chromatic: 116 (+ chroma)"
     )
@@ -136,8 +132,6 @@ class GomDataConfig:
         None, ge=1, help="null: full batch (the paper's gradient descent); an int: minibatches (hybrids)"
     )
     shuffle: bool = True
-    cv_folds: int = setting(0, ge=0, le=1000, check=_folds, help="k >= 2: k-fold CV, test = fold `fold`")
-    fold: int = setting(0, ge=0, help="the test fold of a k-fold CV")
     dtype: str = setting("float32", choices=("float32", "float64"), help="float64 needs trainer.precision=64-true")
     file: Optional[str] = setting(None, help="a file in the feature set's format instead of its UCI file (no md5)")
 
@@ -150,8 +144,6 @@ class GomDataConfig:
                 f"{path}.n_features must be <= {n}, the feature columns of {path}.features={node.features} "
                 f"(got {node.n_features})"
             )
-        if node.cv_folds and node.fold >= node.cv_folds:
-            raise ConfigError(f"{path}.fold must be < {path}.cv_folds={node.cv_folds} (got {node.fold})")
         # the models' parameters take the trainer's precision; the tensors take data.dtype
         precision = str(OmegaConf.select(root, "trainer.precision", default="32-true"))
         if precision in PRECISION_HALF:
@@ -402,7 +394,7 @@ class GomStudyConfig:
 
 @dataclass
 class GomCVFastDevRunConfig:
-    """debug=fdr asks "does it run?": two folds and small forests answer it."""
+    """debug=fdr asks "does it run?": two folds (at most) and small forests answer it."""
 
     folds: int = setting(2, ge=2, le=1000)
     forest_trees: int = setting(5, ge=1, le=100_000)
@@ -411,7 +403,7 @@ class GomCVFastDevRunConfig:
 @dataclass
 class GomCVConfig:
     """experiment=gom_cv*: the baselines beside the model on the same folds (training mean, k-NN, random
-    forests as Zhou et al. 2014) and the threads of the folds."""
+    forests as Zhou et al. 2014) and the threads of the folds; the folds are `cv.*` (core.cv)."""
 
     threads: Optional[int] = setting(
         1, ge=1, le=1024, help="torch/scikit-learn threads; small ops run fastest single-threaded on a busy machine"
@@ -424,9 +416,9 @@ class GomCVConfig:
 
     @staticmethod
     def rules(node: DictConfig, path: str, root: DictConfig) -> None:
-        folds = OmegaConf.select(root, "data.cv_folds", default=None)
-        if folds is not None and folds < 2:
-            raise ConfigError(f"data.cv_folds must be at least 2 for a k-fold CV (got {folds})")
+        folds = OmegaConf.select(root, "cv.folds", default=0)
+        if folds < 2:
+            raise ConfigError(f"cv.folds must be at least 2: experiment=gom_cv* is a k-fold CV (got {folds})")
 
 
 def register() -> None:

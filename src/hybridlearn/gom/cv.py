@@ -1,109 +1,124 @@
-"""k-fold cross-validation of a hybrid configuration (`entry: hybridlearn.gom.cv:run_cv`,
-experiment=gom_cv): great-circle km pooled over all folds, as Zhou et al. 2014 report, with the
-training-mean, k-NN and random-forest baselines on the same folds. Each fold is a Lightning fit
-(`fit.fit_and_test`) in its own subfolder `fold_<k>/`. The baselines' settings are `study:` (study=gom_cv,
-gom.conf.GomCVConfig)."""
+"""k-fold cross-validation of a GOM model beside its baselines (`entry: hybridlearn.gom.cv:run_cv`,
+experiment=gom_cv*). The model's folds are core.cv's (`cv.folds`, `cv.seed`): each a Lightning fit in
+`fold_<k>/` on the other folds (data.split's train:val ratio carves its inner validation split), tested
+on the held-out fold, a killed CV resuming at its next unfinished fold. Then the training-mean, k-NN
+and random-forest baselines run on exactly those folds (the assignment core.cv keeps in cv_folds.json),
+and every predictor's great-circle km is pooled over all held-out tracks, as Zhou et al. 2014 report
+(CvResult). The baselines' settings are `study:` (study=gom_cv, gom.conf.GomCVConfig)."""
 
 from __future__ import annotations
 
+import copy
+import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import lightning as L
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
-from hybridlearn.core.progress import fit_progress
-from hybridlearn.core.results import write_table
+from hybridlearn.core.cv import FOLDS_FILE, cross_validate, pooled
+from hybridlearn.core.errors import DataError
+from hybridlearn.core.io import write_json_atomic, write_text_atomic
+from hybridlearn.core.results import to_number, write_table
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.gom.data import GomData
-from hybridlearn.gom.fit import fit_and_test
-from hybridlearn.gom.metrics import forest_predict, haversine_km, knn_predict
+from hybridlearn.gom.metrics import baseline_predictions, forest_predict, haversine_km
 from hybridlearn.gom.results import CvResult
-from hybridlearn.gom.settings import build_model, datamodule, set_threads
+from hybridlearn.gom.settings import datamodule, set_threads
+
+log = logging.getLogger(__name__)
+PREDICTIONS, FIT = "test_predictions.csv", "fit_metrics.json"  # each fold's, beside its checkpoints
 
 
-def cv_settings(cfg: DictConfig) -> tuple[int, int, list[str]]:
-    """(folds, forest trees, forest targets); debug=fdr asks "does it run?": `study.fast_dev_run`'s
-    folds and small forests answer it."""
-    st = cfg.study
-    k, trees, targets = cfg.data.cv_folds, st.forest_trees, list(st.forest_targets)
-    if cfg.trainer.get("fast_dev_run"):
-        k, trees = min(k, st.fast_dev_run.folds), min(trees, st.fast_dev_run.forest_trees)
-    return k, trees, targets
+class FoldRecord(L.Callback):
+    """In the Trainer's folder: `fit_metrics.json` at the end of the fit (the epochs trained and the last
+    validation's `val/...`, which Lightning clears when the test starts) and `test_predictions.csv`
+    after a test (each tested track: its 0-based row in the data file, its origin and the prediction,
+    in degrees)."""
+
+    TARGET = "hybridlearn.gom.cv.FoldRecord"  # its `_target_` in a callbacks config
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        val = {k: to_number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+        path = Path(trainer.default_root_dir) / FIT
+        if val or not path.is_file():  # no validation after a resume: the record of the fit's start stays
+            write_json_atomic(path, {"epochs": trainer.current_epoch, **val})
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if getattr(pl_module, "test_degrees", None) is None:  # a GomModule that has tested
+            return
+        pred, true = pl_module.test_degrees
+        rows = trainer.datamodule.data.idx_test
+        lines = [",".join([str(r), *(f"{v:.17g}" for v in (*t, *p))]) for r, t, p in zip(rows, true, pred)]
+        write_text_atomic(
+            Path(trainer.default_root_dir) / PREDICTIONS, "\n".join(["row,lat,lon,pred_lat,pred_lon", *lines]) + "\n"
+        )
 
 
-def fold_baselines(d: GomData, k: int, trees: int, targets: Sequence[str], seed: int, threads: int) -> dict[str, Any]:
-    """Test-fold predictions (degrees) of the baselines on one CV fold: the training mean and k-NN
-    (k given, chosen on the fold's validation split) from the training split, as the model sees it;
-    the random forests from every row outside the test fold (a forest needs no validation split,
-    as in Zhou et al.'s 10-fold CV)."""
-    x_tr, x_va, x_te = (x.double().numpy() for x in (d.x_train, d.x_val, d.x_test))
-    y_tr, y_va = d.yd_train.numpy(), d.yd_val.numpy()
-    n = len(x_te)
-    out = {
-        "mean": np.broadcast_to(y_tr.mean(0), (n, 2)),
-        "knn": knn_predict(x_tr, y_tr, x_te, k),
-    }
-    x_fit, y_fit = np.concatenate([x_tr, x_va]), np.concatenate([y_tr, y_va])
+def fold_baselines(d: GomData, targets: Sequence[str], trees: int, seed: int, threads: int) -> dict[str, np.ndarray]:
+    """Test-fold predictions (degrees) of the baselines on one fold's data: the training mean and k-NN
+    (k chosen on the inner validation split) as the model's own test computes them; the random forests
+    from every row outside the test fold (a forest needs no validation split, as Zhou et al.'s CV)."""
+    out, _ = baseline_predictions(d)
+    x_fit = np.concatenate([d.x_train.double().numpy(), d.x_val.double().numpy()])
+    y_fit = np.concatenate([d.yd_train.numpy(), d.yd_val.numpy()])
     for t in targets:
-        out[f"rf_{t}"] = forest_predict(x_fit, y_fit, x_te, t, trees, seed, threads)
+        out[f"rf_{t}"] = forest_predict(x_fit, y_fit, d.x_test.double().numpy(), t, trees, seed, threads)
     return out
 
 
-def run_fold(
-    cfg: DictConfig, trainers: TrainerFactory, f: int, k: int, forest: tuple[int, list[str]], out: Path
-) -> tuple[dict, dict]:
-    """Fold f of k: the model and the baselines trained on the other folds. Returns (its row of
-    cv_folds.csv, predictor -> km of each test track)."""
-    dm = datamodule(cfg, cv_folds=k, fold=f)
-    model = build_model(cfg)
-    r = fit_and_test(trainers, dm, model, cfg.trainer.max_epochs, out / f"fold_{f}", name=f"fold_{f}")
-    pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
-    threads = cfg.study.threads or 1
-    knn_k = int(r["test/baseline_knn_k"])
-    preds = {"model": pred, **fold_baselines(dm.data, knn_k, *forest, cfg.seed, threads)}
-    row: dict[str, Any] = {"fold": f}
-    kms = {}
-    for name, p in preds.items():
-        kms[name] = haversine_km(p[:, 0], p[:, 1], true[:, 0], true[:, 1])
-        row[f"{name}_km"] = float(kms[name].mean())
-    val_km = (r.get("history") or {}).get("val_km") or [None]  # none: fewer epochs than check_val_every_n_epoch
-    row.update(
-        val_km=val_km[-1],  # the inner validation split's km at the last validation (settings are chosen on it)
-        model_km_median=r["test/km_median"],
-        model_r2=r["test/r2"],
-        knn_k=r["test/baseline_knn_k"],
-        epochs=r["epochs_trained"],
-    )
-    row["test_km"] = row["model_km"]  # the name earlier reports read
-    return row, kms
+def model_predictions(fold_dir: Path, rows: np.ndarray) -> np.ndarray:
+    """The fold's test predictions (degrees) as its fit wrote them, checked to be of the tracks `rows`."""
+    path, redo = fold_dir / PREDICTIONS, f"delete {fold_dir / 'results.json'} to train the fold again"
+    if not path.is_file():
+        raise DataError(f"{path} is missing (the fold was trained by another version); {redo}")
+    a = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if not np.array_equal(a[:, 0], rows):
+        raise DataError(f"{path} holds other tracks than the fold's test tracks in {FOLDS_FILE}; {redo}")
+    return a[:, 3:5]
 
 
 def run_cv(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
-    """Entry: k-fold CV of the model in cfg.model (each fold a Lightning fit with its own val split
-    for checkpoint selection / early stopping), plus the training-mean, k-NN and random-forest
-    baselines on the same folds (the fold assignment is drawn from `seed`)."""
-    out = Path(output_dir)
-    set_threads(cfg.study)
-    k, trees, targets = cv_settings(cfg)
-    folds: list[dict[str, Any]] = []
-    pooled: dict[str, list[np.ndarray]] = {}
-    with fit_progress(k, f"{k}-fold CV") as progress:
-        for f in range(k):
-            row, kms = run_fold(cfg, trainers, f, k, (trees, targets), out)
-            for name, km in kms.items():
-                pooled.setdefault(name, []).append(km)
-            folds.append(row)
-            progress.done(f"fold {f + 1}/{k}: " + ", ".join(f"{n} {row[f'{n}_km']:,.0f} km" for n in kms))
-    write_table(folds, out / "cv_folds", f"{k}-fold cross-validation")
-    km = {name: np.concatenate(v) for name, v in pooled.items()}
-    validated = [f["val_km"] for f in folds if f["val_km"] is not None]
-    return CvResult(
-        pooled={name: (float(v.mean()), float(np.median(v))) for name, v in km.items()},
-        folds_n=k,
-        tracks=int(len(km["model"])),
-        forest_trees=trees,
-        folds=folds,
-        model_val_km=float(np.mean(validated)) if validated else None,
-    ).metrics()
+    """Entry: the model's folds by core.cv (their Trainers with FoldRecord; under debug=fdr at most
+    `study.fast_dev_run` folds and trees), then the baselines on the same folds. The metrics: core.cv's
+    (cv/..., `cv/folds`: each fold's row, here with its epochs, inner validation `val/...` and forests'
+    km) and CvResult's (km pooled over every held-out track, per predictor)."""
+    out, st, fdr = Path(output_dir), cfg.study, cfg.trainer.get("fast_dev_run")
+    set_threads(st)
+    cfg = copy.deepcopy(cfg)
+    with open_dict(cfg):
+        cfg.callbacks = cfg.get("callbacks") or {}
+        cfg.callbacks.gom_fold_record = {"_target_": FoldRecord.TARGET}
+        cfg.cv.folds = min(cfg.cv.folds, st.fast_dev_run.folds) if fdr else cfg.cv.folds
+    trees = min(st.forest_trees, st.fast_dev_run.forest_trees) if fdr else st.forest_trees
+    folds = TrainerFactory(cfg)  # the folds' Trainers, in the run's list (the runner closes their W&B
+    folds.built = trainers.built  # runs and finds their last.ckpt on Ctrl-C)
+    metrics = cross_validate(cfg, out, folds)
+    assignment = json.loads((out / FOLDS_FILE).read_text())
+    rows, every, km = metrics["cv/folds"], np.arange(assignment["n"]), {}
+    for row, test in zip(rows, assignment["test"]):
+        fold_dir, dm = out / f"fold_{row['fold']}", datamodule(cfg)
+        dm.use_fold(np.setdiff1d(every, test).tolist(), test)
+        dm.setup()
+        preds = {"model": model_predictions(fold_dir, dm.data.idx_test)}
+        preds.update(fold_baselines(dm.data, list(st.forest_targets), trees, cfg.seed, st.threads or 1))
+        true = dm.data.yd_test.numpy()
+        for name, p in preds.items():
+            km.setdefault(name, []).append(haversine_km(p[:, 0], p[:, 1], true[:, 0], true[:, 1]))
+            if name.startswith("rf_"):
+                row[f"test/baseline_{name}_km"] = float(km[name][-1].mean())
+        if (fold_dir / FIT).is_file():  # core.cv keeps the metrics after the test, when val/ are gone
+            row.update(json.loads((fold_dir / FIT).read_text()))
+        log.info("cv: fold %d: %s", row["fold"], ", ".join(f"{n} {v[-1].mean():,.0f} km" for n, v in km.items()))
+    write_table(rows, out / "cv_folds", f"{len(rows)}-fold cross-validation")
+    val = [r["val/km"] for r in rows if "val/km" in r]
+    result = CvResult(
+        {name: (float(np.concatenate(v).mean()), float(np.median(np.concatenate(v)))) for name, v in km.items()},
+        rows,
+        trees,
+        float(np.mean(val)) if val else None,
+    )
+    return {**metrics, **pooled(rows), **result.metrics()}

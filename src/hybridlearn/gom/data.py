@@ -5,9 +5,9 @@ and longitude of the music's country of origin. UCI publishes two files (`data.f
 - chromatic: `default_plus_chromatic_features_1059_tracks.txt`, 116 features (the 68 + chroma).
 
 `load_gom` parses a file strictly (one-line `DataError` naming file, row and column for any bad
-cell), `prepare_gom` splits and min-max scales it (scaling fitted on the training split only) into a
-`GomData`, shared by the Lightning `GomDataModule` and the vectorized grid trainer so both see
-identical tensors.
+cell), `prepare_gom` splits it (or takes a cross-validation fold) and min-max scales it (scaling
+fitted on the training split only) into a `GomData`, shared by the Lightning `GomDataModule` and the
+vectorized grid trainer so both see identical tensors.
 """
 
 from __future__ import annotations
@@ -18,13 +18,14 @@ import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
 
 from hybridlearn.core.download import ensure_files, md5sum
-from hybridlearn.core.errors import DataError
+from hybridlearn.core.errors import ConfigError, DataError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.core.loaders import SplitLoaders, seeded_split, tensor_loader
 from hybridlearn.gom.conf import FEATURE_COLUMNS
@@ -36,6 +37,7 @@ GOM_ZIP_URLS = ("https://archive.ics.uci.edu/static/public/315/geographical+orig
 # Fewer rows than this in a split make the selection meaningless (and broke the k-NN baseline and
 # the energies with a ZeroDivisionError); the real file has 635/212/212.
 MIN_SPLIT_ROWS = 10
+Fold = tuple[Sequence[int], Sequence[int]]  # (train rows, test rows) of a cross-validation fold
 
 
 @dataclass(frozen=True)
@@ -186,28 +188,16 @@ class MinMax:
         return x * self.span + self.lo
 
 
-def kfold_indices(n: int, k: int, seed: int) -> list[np.ndarray]:
-    """k disjoint folds covering range(n) after one seeded shuffle (sizes differ by at most 1)."""
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed)).numpy()
-    return [np.sort(f) for f in np.array_split(order, k)]
-
-
 def split_indices(
-    n: int, seed: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), cv_folds: int = 0, fold: int = 0
+    n: int, seed: int, fractions: Sequence[float] = (0.6, 0.2, 0.2), fold: Fold | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(train, val, test) row indices.
-
-    cv_folds == 0: one uniform random split with `fractions` (seeded).
-    cv_folds == k: test = fold `fold` of a seeded k-fold partition; the other rows are split into
-    train/val in the ratio fractions[0]:fractions[1].
-    """
-    if cv_folds:
-        folds = kfold_indices(n, cv_folds, seed)
-        test = folds[fold]
-        rest = np.concatenate([f for i, f in enumerate(folds) if i != fold])
-        f_tr = fractions[0] / (fractions[0] + fractions[1])
-        perm = torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed + 1 + fold)).numpy()
-        n_tr = int(round(f_tr * len(rest)))
+    """(train, val, test) row indices: one uniform random split with `fractions` (seeded), or for a
+    cross-validation fold (train rows, test rows; core.cv) its test rows and its train rows split into
+    train and inner validation in the ratio fractions[0]:fractions[1] (seeded by seed + 1)."""
+    if fold is not None:
+        rest, test = (np.asarray(f, dtype=np.int64) for f in fold)
+        perm = torch.randperm(len(rest), generator=torch.Generator().manual_seed(seed + 1)).numpy()
+        n_tr = int(round(fractions[0] / (fractions[0] + fractions[1]) * len(rest)))
         return rest[perm[:n_tr]], rest[perm[n_tr:]], test
     parts = seeded_split(n, list(fractions), seed)
     return tuple(p.numpy() for p in parts)  # type: ignore[return-value]
@@ -249,15 +239,23 @@ class GomData:
         return getattr(self, f"x_{part}"), getattr(self, f"y_{part}"), getattr(self, f"yd_{part}")
 
 
-def check_rows(file: str | Path, sizes: Sequence[int], cv_folds: int) -> None:
+def check_rows(file: str | Path, sizes: Sequence[int], cv: bool) -> None:
     """One line when a split is too small to train, select and test on (a short data.file)."""
     if min(sizes) < MIN_SPLIT_ROWS:
-        how = f"{cv_folds}-fold cross-validation" if cv_folds else "data.split"
+        how = "this cross-validation fold" if cv else "data.split"
         raise DataError(
             f"{file}: {sum(sizes)} data rows give train/val/test splits of {'/'.join(map(str, sizes))} rows with "
             f"{how}; GOM needs at least {MIN_SPLIT_ROWS} rows in every split: use a file with more rows"
-            + (" or fewer folds (data.cv_folds)" if cv_folds else "")
+            + (" or fewer folds (cv.folds)" if cv else "")
         )
+
+
+def load_features(data_dir: str | Path, features: str, path: str | Path | None) -> tuple[Path, np.ndarray, np.ndarray]:
+    """(file, features, targets) of the feature set `features`, or of the file `path` in its format."""
+    if path is not None and not Path(path).is_file():
+        raise DataError(f"{path}: no such file (data.file must be a GOM-format text file)")
+    file = Path(path) if path is not None else ensure_gom(data_dir, features)
+    return (file, *load_gom(file, FEATURE_SETS[features].n_features + 2))
 
 
 def prepare_gom(
@@ -266,23 +264,19 @@ def prepare_gom(
     split: Sequence[float] = (0.6, 0.2, 0.2),
     n_features: int | None = None,
     target_scaling: str = "per_column",
-    cv_folds: int = 0,
-    fold: int = 0,
+    fold: Fold | None = None,
     dtype: torch.dtype = torch.float32,
     path: str | Path | None = None,
     features: str = "default",
 ) -> GomData:
     """Load, split and scale the feature set `features` (or the file `path` in its format), using its
-    first `n_features` feature columns (None: all). The arguments are data=gom's settings, checked there."""
-    fs = FEATURE_SETS[features]
-    n_features = fs.n_features if n_features is None else n_features
-    if path is not None and not Path(path).is_file():
-        raise DataError(f"{path}: no such file (data.file must be a GOM-format text file)")
-    file = Path(path) if path is not None else ensure_gom(data_dir, features)
-    x, y = load_gom(file, fs.n_features + 2)
+    first `n_features` feature columns (None: all); `fold`: a cross-validation fold (split_indices).
+    The arguments are data=gom's settings, checked there."""
+    n_features = FEATURE_SETS[features].n_features if n_features is None else n_features
+    file, x, y = load_features(data_dir, features, path)
     x = x[:, :n_features]  # authors' quirk n_features=67 drops the last feature column
-    tr, va, te = split_indices(len(x), seed, split, cv_folds, fold)
-    check_rows(file, (len(tr), len(va), len(te)), cv_folds)
+    tr, va, te = split_indices(len(x), seed, split, fold)
+    check_rows(file, (len(tr), len(va), len(te)), fold is not None)
     xs = MinMax.fit(x[tr])
     ys = MinMax.fit(y[tr], joint=target_scaling == "joint")
     parts = {}
@@ -297,7 +291,9 @@ def prepare_gom(
 # ------------------------------------------------------------------------------------------- module
 class GomDataModule(SplitLoaders, L.LightningDataModule):
     """Batches (x, y, y_degrees) of the scaled GOM data; `self.data` (a GomData) after setup().
-    The settings (data=gom) are declared in gom.conf.GomDataConfig."""
+    The settings (data=gom) are declared in gom.conf.GomDataConfig. In a k-fold cross-validation
+    (core.cv, `cv.folds`) the pool is every track of the file; a fold's training rows are split into
+    train and inner validation in the ratio data.split[0]:data.split[1]."""
 
     def __init__(
         self,
@@ -309,8 +305,6 @@ class GomDataModule(SplitLoaders, L.LightningDataModule):
         target_scaling: str,
         batch_size: int | None,
         shuffle: bool,
-        cv_folds: int,
-        fold: int,
         dtype: str,
         file: str | None,
     ):
@@ -319,6 +313,21 @@ class GomDataModule(SplitLoaders, L.LightningDataModule):
         self.save_hyperparameters()
         self.n_features = n_features
         self.data: GomData | None = None
+        self.fold: Fold | None = None
+
+    def data_signature(self) -> dict[str, Any]:
+        return {"input": (self.n_features,)}
+
+    def cv_groups(self, group_by: str | None) -> list[int]:
+        if group_by is not None:
+            raise ConfigError(f"cv.group_by={group_by}: GOM's tracks have no groups; leave cv.group_by=null")
+        h = self.hparams
+        return list(range(len(load_features(h.data_dir, h.features, h.file)[1])))
+
+    def use_fold(self, train: Sequence[int], test: Sequence[int]) -> None:
+        """Fit on `train` (its inner validation split carved as data.split says), test on `test`."""
+        self.fold = (list(train), list(test))
+        self.data = None
 
     def prepare_data(self) -> None:
         if self.hparams.file is None:
@@ -333,8 +342,7 @@ class GomDataModule(SplitLoaders, L.LightningDataModule):
                 list(h.split),
                 h.n_features,
                 h.target_scaling,
-                h.cv_folds,
-                h.fold,
+                self.fold,
                 getattr(torch, h.dtype),
                 path=h.file,
                 features=h.features,

@@ -85,17 +85,22 @@ def knn_predict(x_train: np.ndarray, y_train_deg: np.ndarray, x_query: np.ndarra
     return from_unit(to_unit(y_train_deg)[idx].mean(1))
 
 
-def baselines(d: GomData, ks: Sequence[int] = (1, 3, 5, 10, 20, 40)) -> dict[str, float]:
-    """Test-set km of the training-mean predictor and of k-NN (k chosen on the validation split among
-    the `ks` that the training split can serve; a short file has fewer neighbours to offer)."""
+def baseline_predictions(d: GomData, ks: Sequence[int] = (1, 3, 5, 10, 20, 40)) -> tuple[dict[str, np.ndarray], int]:
+    """Test-split predictions (degrees) of the training-mean predictor ("mean") and of k-NN ("knn", k
+    chosen on the validation split among the `ks` that the training split can serve; a short file has
+    fewer neighbours to offer), and that k."""
     x_tr, x_va, x_te = (x.double().numpy() for x in (d.x_train, d.x_val, d.x_test))
-    y_tr, y_va, y_te = (y.numpy() for y in (d.yd_train, d.yd_val, d.yd_test))
+    y_tr, y_va = d.yd_train.numpy(), d.yd_val.numpy()
     ks = [k for k in ks if k <= len(x_tr)] or [len(x_tr)]
-    out = {}
-    mean_pred = np.broadcast_to(y_tr.mean(0), y_te.shape)
-    out.update(geo_metrics(mean_pred, y_te, "baseline_mean_"))
     val_km = {k: float(haversine_km(*knn_predict(x_tr, y_tr, x_va, k).T, *y_va.T).mean()) for k in ks}
     best_k = min(val_km, key=val_km.get)
-    out.update(geo_metrics(knn_predict(x_tr, y_tr, x_te, best_k), y_te, "baseline_knn_"))
-    out["baseline_knn_k"] = best_k
-    return out
+    mean = np.broadcast_to(y_tr.mean(0), (len(x_te), 2))
+    return {"mean": mean, "knn": knn_predict(x_tr, y_tr, x_te, best_k)}, best_k
+
+
+def baselines(d: GomData) -> dict[str, float]:
+    """Test-split km and R^2 of the training-mean predictor and of k-NN (baseline_predictions)."""
+    preds, k = baseline_predictions(d)
+    y_te = d.yd_test.numpy()
+    out = {key: v for name, p in preds.items() for key, v in geo_metrics(p, y_te, f"baseline_{name}_").items()}
+    return {**out, "baseline_knn_k": k}

@@ -84,6 +84,10 @@ class GomModule(L.LightningModule):
         # test predictions and truths in degrees, gathered over the test batches (float64, NaN kept)
         self.test_pred = CatMetric(nan_strategy="disable")
         self.test_true = CatMetric(nan_strategy="disable")
+        self.test_degrees: tuple[np.ndarray, np.ndarray] | None = None  # the last test's (predicted, true)
+
+    def data_signature(self) -> dict[str, Any]:
+        return {"input": (self.net.n_inputs,)}
 
     # ---- data hooks
     def _dm_data(self) -> GomData | None:
@@ -160,6 +164,7 @@ class GomModule(L.LightningModule):
         pred, true = self.test_pred.compute().cpu().numpy(), self.test_true.compute().cpu().numpy()
         self.test_pred.reset()
         self.test_true.reset()
+        self.test_degrees = (pred, true)
         res = geo_metrics(pred, true, "test/")
         d = self._dm_data()
         if d is not None:

@@ -183,46 +183,46 @@ class StudyResult:
 
 @dataclass(frozen=True)
 class CvResult:
-    """`experiment=gom_cv`: great-circle km pooled over every track of the k folds, per predictor
-    (model, mean, knn, rf_<target>), and one row per fold (cv_folds.csv)."""
+    """`experiment=gom_cv`: great-circle km pooled over every held-out track of the k folds, per
+    predictor (model; the baselines mean, knn, rf_<target>), and core.cv's row of each fold (`cv/folds`:
+    fold, n_test, test/km, ..., val/km). The model's keys are core.cv's names (cv/km, cv/km_median:
+    here the median over all tracks), the baselines' cv/baseline_<name>_km(_median)."""
 
     pooled: dict[str, tuple[float, float]]  # predictor -> (mean km, median km)
-    folds_n: int
-    tracks: int
-    forest_trees: int
     folds: list[dict[str, Any]]
-    model_val_km: float | None = None  # the inner validation splits' km (none: no fold validated)
+    forest_trees: int
+    val_km: float | None = None  # the mean of the folds' inner validation km (none: no fold validated)
     zhou2014_km: float = ZHOU_2014_KM
+
+    @staticmethod
+    def key(name: str) -> str:
+        return "cv/km" if name == "model" else f"cv/baseline_{name}_km"
+
+    @property
+    def folds_n(self) -> int:
+        return len(self.folds)
 
     @property
     def fold_km(self) -> list[float]:
         """The model's mean km on each test fold."""
-        return [f["test_km"] for f in self.folds]
+        return [f["test/km"] for f in self.folds]
 
     def metrics(self) -> dict[str, Any]:
         res: dict[str, Any] = {}
         for name, (km, median) in self.pooled.items():
-            res[f"cv_{name}_km"], res[f"cv_{name}_km_median"] = km, median
-        if self.model_val_km is not None:
-            res["cv_model_val_km"] = self.model_val_km
-        res.update(cv_folds=self.folds_n, cv_tracks=self.tracks, cv_forest_trees=self.forest_trees)
-        return {**res, "zhou2014_rf_km": self.zhou2014_km, "folds": self.folds}
+            res[self.key(name)], res[f"{self.key(name)}_median"] = km, median
+        if self.val_km is not None:
+            res["cv/val_km"] = self.val_km
+        return {**res, "cv/forest_trees": self.forest_trees, "cv/folds": self.folds, "zhou2014_rf_km": self.zhou2014_km}
 
     @classmethod
     def read(cls, m: dict[str, Any], where: str) -> CvResult:
-        names = [p.group(1) for k in m if (p := re.fullmatch(r"cv_(\w+?)_km", k)) and p.group(1) != "model_val"]
-        pooled = {n: (m[f"cv_{n}_km"], _need(m, f"cv_{n}_km_median", where)) for n in names}
-        if "model" not in pooled:
-            _need(m, "cv_model_km", where)
-        folds = list(_need(m, "folds", where))
+        names = ["model", *(p.group(1) for k in m if (p := re.fullmatch(r"cv/baseline_(\w+?)_km", k)))]
+        pooled = {n: (_need(m, cls.key(n), where), _need(m, f"{cls.key(n)}_median", where)) for n in names}
+        folds = list(_need(m, "cv/folds", where))
         for i, f in enumerate(folds):
-            _need(f, "test_km", f"{where}: folds[{i}]")
+            _need(f, "test/km", f"{where}: cv/folds[{i}]")
+            _need(f, "n_test", f"{where}: cv/folds[{i}]")
         return cls(
-            pooled,
-            _need(m, "cv_folds", where),
-            _need(m, "cv_tracks", where),
-            _need(m, "cv_forest_trees", where),
-            folds,
-            m.get("cv_model_val_km"),
-            m.get("zhou2014_rf_km", ZHOU_2014_KM),
+            pooled, folds, _need(m, "cv/forest_trees", where), m.get("cv/val_km"), m.get("zhou2014_rf_km", ZHOU_2014_KM)
         )

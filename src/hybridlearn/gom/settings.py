@@ -19,14 +19,14 @@ from hybridlearn.gom.grid import NetSpec
 from hybridlearn.gom.nets import ae_sizes, mlp_sizes
 
 
-def datamodule(cfg: DictConfig, **over: Any) -> GomDataModule:
-    """The run's GomDataModule (data=gom), with keyword overrides (a CV fold: cv_folds=k, fold=f)."""
-    return instantiate(cfg.data, **over)
+def datamodule(cfg: DictConfig) -> GomDataModule:
+    """The run's GomDataModule (data=gom)."""
+    return instantiate(cfg.data)
 
 
-def prepare_data(cfg: DictConfig, **over: Any) -> GomData:
+def prepare_data(cfg: DictConfig) -> GomData:
     """The GOM tensors exactly as the experiment's GomDataModule builds them."""
-    dm = datamodule(cfg, **over)
+    dm = datamodule(cfg)
     dm.setup()
     return dm.data
 

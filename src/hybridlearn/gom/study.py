@@ -2,8 +2,10 @@
 the MLP grid and the autoencoder grid (`grid_study`), then the hybrid on the chosen reduction (M1*)
 and extraction (M2*) autoencoders, the baselines, and one report (`study_report`).
 
-Each hybrid is trained in its own subfolder (`hybrid_M1/`, `hybrid_M2/`) by `fit.fit_and_test`; the
-study's settings are `study:` (study=gom, gom.conf.GomStudyConfig) and `grid:` (grid=gom).
+Each hybrid is trained and tested by a Trainer of the run's own config (so `trainer=gpu` and
+`logger=wandb` reach it: one W&B run `<run>/hybrid_M1`) in its own subfolder (`hybrid_M1/`,
+`hybrid_M2/`); the study's settings are `study:` (study=gom, gom.conf.GomStudyConfig) and `grid:`
+(grid=gom).
 
     python -m hybridlearn.gom.study lightning_logs/gom_mlp/multiruns/<time>   # see gom.multirun
 """
@@ -19,9 +21,8 @@ from typing import Any
 import numpy as np
 from omegaconf import DictConfig
 
-from hybridlearn.core.trainer import TrainerFactory
+from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 from hybridlearn.gom.figures import plot_true_vs_pred
-from hybridlearn.gom.fit import fit_and_test
 from hybridlearn.gom.grid_study import train_grid_kind
 from hybridlearn.gom.metrics import baselines
 from hybridlearn.gom.multirun import report_multirun
@@ -79,7 +80,12 @@ def train_hybrid(
     log.info("hybrid with %s* = %d hidden (lr %g)", fam, h, lr)
     dm = datamodule(cfg)
     model = build_model(cfg, **{"autoencoder.hidden": h, "autoencoder.lr": lr})
-    r = fit_and_test(trainers, dm, model, cfg.study.hybrid_epochs, out / f"hybrid_{fam}", name=f"hybrid_{fam}")
+    trainer = trainers.build(out / f"hybrid_{fam}", name=f"hybrid_{fam}", max_epochs=cfg.study.hybrid_epochs)
+    trainer.fit(model, datamodule=dm)
+    best = getattr(trainer.checkpoint_callback, "best_model_path", "") or None  # none: callbacks=none
+    trainer.test(model, datamodule=dm, ckpt_path=best, weights_only=True if best else None, verbose=False)
+    finish_loggers(trainer)  # this model's W&B run is complete (a failure is closed by the core)
+    r = {**model.extra_results, "epochs_trained": trainer.current_epoch, "best_ckpt": best or ""}
     pred, true = np.asarray(r.pop("test_predictions_deg")), np.asarray(r.pop("test_true_deg"))
     figs = {}
     for j, (what, fig) in enumerate(zip(("latitude", "longitude"), TRUE_VS_PRED_FIGS[fam])):

@@ -61,7 +61,7 @@ def test_cv_model_and_baselines_on_the_same_folds(run_train):
     assert sorted(np.concatenate(folds).tolist()) == list(range(1059))
     rows = m["cv/folds"]
     assert [f["fold"] for f in rows] == [0, 1] and [f["n_test"] for f in rows] == [len(t) for t in folds]
-    assert all(f["epochs"] == 4 and np.isfinite(f["val/km"]) for f in rows)
+    assert all(f["epochs_trained"] == 4 and np.isfinite(f["val/km"]) for f in rows)
     assert m["cv/val_km"] == pytest.approx(np.mean([f["val/km"] for f in rows]))
     assert m["cv/forest_trees"] == 8 and 0 < m["cv/km"] < 20016
 
@@ -104,11 +104,10 @@ def test_cv_model_and_baselines_on_the_same_folds(run_train):
     (run / "fold_1" / "results.json").unlink()
     for ckpt in (run / "fold_1" / "checkpoints").glob("*.ckpt"):
         ckpt.unlink()
-    (run / "fold_1" / "fit_metrics.json").unlink()
     again = run_train(CV)
     assert again["status"] == "completed", again.get("error")
     assert (run / "fold_0" / "results.json").stat().st_mtime_ns == kept
-    assert json.loads((run / "fold_1" / "fit_metrics.json").read_text())["epochs"] == 4  # trained anew
+    assert json.loads((run / "fold_1" / "results.json").read_text())["metrics"]["epochs_trained"] == 4  # trained anew
     for key in ("cv/km", "cv/km_median", "cv/val_km", "cv/baseline_rf_unit_km"):
         assert again["metrics"][key] == pytest.approx(m[key], rel=1e-6), key
 

@@ -66,7 +66,8 @@ def fold_indices(groups: Sequence[Any], k: int, seed: int, grouped: bool) -> lis
 
 def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Over folds, for each test metric: pooled (the fold values weighted by their test size, which is
-    the metric over all held-out samples for means and accuracies), mean, std and a 95 % interval."""
+    the metric over all held-out samples for means and accuracies; not given for a median, whose pooled
+    value needs the samples themselves), mean, std and a 95 % interval."""
     out: dict[str, Any] = {}
     names = sorted({k for r in rows for k, v in r.items() if k.startswith("test/") and isinstance(v, (int, float))})
     sizes = np.array([r["n_test"] for r in rows], dtype=float)
@@ -77,14 +78,9 @@ def pooled(rows: list[dict[str, Any]]) -> dict[str, Any]:
             continue
         mean, std, lo, hi = t_interval(vals[ok])
         key = f"cv/{name.removeprefix('test/')}"
-        out.update(
-            {
-                key: float((vals[ok] * sizes[ok]).sum() / sizes[ok].sum()),
-                f"{key}_mean": mean,
-                f"{key}_std": std,
-                f"{key}_ci95": [lo, hi],
-            }
-        )
+        if "median" not in name:
+            out[key] = float((vals[ok] * sizes[ok]).sum() / sizes[ok].sum())
+        out.update({f"{key}_mean": mean, f"{key}_std": std, f"{key}_ci95": [lo, hi]})
     return out
 
 
@@ -131,15 +127,18 @@ def _fit_fold(
     fold_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     write_results(fold_dir, status="running", fold=f, n_test=len(test))
-    trainer = trainers.build(fold_dir, name=f"fold_{f}")
+    trainer = trainers.build(fold_dir, cfg=cfg, name=f"fold_{f}")
     trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True if resume else None)
+    # what the fit measured (its last validation): Lightning clears it when the test starts
+    fitted = {k: to_number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
+    fitted["epochs_trained"] = trainer.current_epoch
     ckpt = trainer.checkpoint_callback
     best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
     if best:
         trainer.test(model, datamodule=dm, ckpt_path=best, weights_only=True, verbose=False)
     else:
         trainer.test(model, datamodule=dm, verbose=False)
-    metrics = {k: to_number(v) for k, v in trainer.callback_metrics.items() if k.startswith(("test/", "val/"))}
+    metrics = {**fitted, **{k: to_number(v) for k, v in trainer.callback_metrics.items() if k.startswith("test/")}}
     finish_loggers(trainer)
     write_results(
         fold_dir,
@@ -179,6 +178,6 @@ def cross_validate(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) 
         rows.append({"fold": f, "n_test": len(test), **({group_by: " ".join(held)} if group_by else {}), **metrics})
     write_table(rows, output_dir / "cv_folds", f"{k}-fold cross-validation")
     summary = pooled(rows)
-    pooled_keys = [m for m in summary if not m.endswith(("_mean", "_std", "_ci95"))]
+    pooled_keys = [m for m in summary if not m.endswith(("_mean", "_std", "_ci95")) and m + "_std" in summary]
     log.info("cv: %s", ", ".join(f"{m} {summary[m]:.4g} (folds {summary[m + '_std']:.2g} std)" for m in pooled_keys))
     return {**summary, "cv/folds": rows}

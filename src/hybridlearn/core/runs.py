@@ -77,9 +77,11 @@ def check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
         resumed = run_of(ckpt_path) if ckpt_path else None
         if resumed is None or resumed != run_dir.resolve():
             status = read_record(run_dir).get("status", "unknown")
+            folds = sorted(run_dir.glob("fold_*/checkpoints/last.ckpt"))  # a cross-validation resumes a fold
+            last = folds[-1] if folds else run_dir / "checkpoints" / "last.ckpt"
             raise ConfigError(
                 f"hydra.run.dir={run_dir} already holds a run (status {status}); choose a new folder, or resume "
-                f"that run in place with ckpt_path={run_dir / 'checkpoints' / 'last.ckpt'}"
+                f"that run in place with ckpt_path={last}"
             )
     try:
         run_dir.mkdir(parents=True, exist_ok=True)

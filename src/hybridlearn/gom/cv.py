@@ -21,8 +21,8 @@ from omegaconf import DictConfig, open_dict
 
 from hybridlearn.core.cv import FOLDS_FILE, cross_validate, pooled
 from hybridlearn.core.errors import DataError
-from hybridlearn.core.io import write_json_atomic, write_text_atomic
-from hybridlearn.core.results import to_number, write_table
+from hybridlearn.core.io import write_text_atomic
+from hybridlearn.core.results import write_table
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.gom.data import GomData
 from hybridlearn.gom.metrics import baseline_predictions, forest_predict, haversine_km
@@ -30,22 +30,14 @@ from hybridlearn.gom.results import CvResult
 from hybridlearn.gom.settings import datamodule, set_threads
 
 log = logging.getLogger(__name__)
-PREDICTIONS, FIT = "test_predictions.csv", "fit_metrics.json"  # each fold's, beside its checkpoints
+PREDICTIONS = "test_predictions.csv"  # each fold's, beside its checkpoints
 
 
 class FoldRecord(L.Callback):
-    """In the Trainer's folder: `fit_metrics.json` at the end of the fit (the epochs trained and the last
-    validation's `val/...`, which Lightning clears when the test starts) and `test_predictions.csv`
-    after a test (each tested track: its 0-based row in the data file, its origin and the prediction,
-    in degrees)."""
+    """In the Trainer's folder, after a test: `test_predictions.csv` (each tested track: its 0-based row
+    in the data file, its origin and the prediction, in degrees), for the baselines' same-track check."""
 
     TARGET = "hybridlearn.gom.cv.FoldRecord"  # its `_target_` in a callbacks config
-
-    def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        val = {k: to_number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
-        path = Path(trainer.default_root_dir) / FIT
-        if val or not path.is_file():  # no validation after a resume: the record of the fit's start stays
-            write_json_atomic(path, {"epochs": trainer.current_epoch, **val})
 
     def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if getattr(pl_module, "test_degrees", None) is None:  # a GomModule that has tested
@@ -94,9 +86,7 @@ def run_cv(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[
         cfg.callbacks.gom_fold_record = {"_target_": FoldRecord.TARGET}
         cfg.cv.folds = min(cfg.cv.folds, st.fast_dev_run.folds) if fdr else cfg.cv.folds
     trees = min(st.forest_trees, st.fast_dev_run.forest_trees) if fdr else st.forest_trees
-    folds = TrainerFactory(cfg)  # the folds' Trainers, in the run's list (the runner closes their W&B
-    folds.built = trainers.built  # runs and finds their last.ckpt on Ctrl-C)
-    metrics = cross_validate(cfg, out, folds)
+    metrics = cross_validate(cfg, out, trainers)
     assignment = json.loads((out / FOLDS_FILE).read_text())
     rows, every, km = metrics["cv/folds"], np.arange(assignment["n"]), {}
     for row, test in zip(rows, assignment["test"]):
@@ -110,8 +100,6 @@ def run_cv(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[
             km.setdefault(name, []).append(haversine_km(p[:, 0], p[:, 1], true[:, 0], true[:, 1]))
             if name.startswith("rf_"):
                 row[f"test/baseline_{name}_km"] = float(km[name][-1].mean())
-        if (fold_dir / FIT).is_file():  # core.cv keeps the metrics after the test, when val/ are gone
-            row.update(json.loads((fold_dir / FIT).read_text()))
         log.info("cv: fold %d: %s", row["fold"], ", ".join(f"{n} {v[-1].mean():,.0f} km" for n, v in km.items()))
     write_table(rows, out / "cv_folds", f"{len(rows)}-fold cross-validation")
     val = [r["val/km"] for r in rows if "val/km" in r]

@@ -90,8 +90,8 @@ class Page:
         if len(counts) == rows and all(n == cols for n in counts):
             return None
         return (
-            f"found {len(self.cells)} digits in {len(counts)} rows ({', '.join(map(str, counts[:12]))}"
-            f"{', ...' if len(counts) > 12 else ''} per row), expected {rows}x{cols}"
+            f"found {len(self.cells)} digits, expected {rows}x{cols} = {rows * cols} ({len(counts)} rows of "
+            f"{', '.join(map(str, counts[:12]))}{', ...' if len(counts) > 12 else ''})"
         )
 
 

@@ -96,6 +96,20 @@ def test_broken_strokes_break_when_binarized_and_are_read_as_one_digit(mnist):
     assert pieces[0.8] >= pieces[0.0] + 8, pieces  # the generator does break strokes
 
 
+def test_a_digit_too_faint_to_binarize_is_found_and_an_empty_cell_stays_empty(mnist):
+    x, y = mnist
+    d = x[:30].copy()
+    d[[4, 15, 27]] = (d[[4, 15, 27]] * 0.3).astype(np.uint8)  # three digits in a light pencil
+    style = dict(rows=3, cols=10, margin=20, scale=20 / 60, jpeg=75, seed=5, paper="dotted", specks=10)
+    page = render_page(d, y[:30], np.arange(30), **style)
+    read = read_page(grey_of(page.image))
+    assert [len(r) for r in read.rows] == [10, 10, 10]
+    assert found_in_order(page, [c.box for c in read.cells]) == 1.0
+    d[[4, 15, 27]] = 0  # empty cells, specks and dots around them: nothing is made up there
+    read = read_page(grey_of(render_page(d, y[:30], np.arange(30), **style).image))
+    assert [len(r) for r in read.rows] == [9, 9, 9]
+
+
 def test_a_stray_fragment_never_becomes_a_row(mnist):
     x, y = mnist
     page = render_page(x[:30], y[:30], np.arange(30), rows=3, cols=10, paper="cells", margin=20, scale=20 / 60, jpeg=75)

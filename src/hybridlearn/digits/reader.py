@@ -319,7 +319,11 @@ def _read(grey: np.ndarray, min_digit: int) -> Page:
     # not the ink of removed lines, specks and dashes, nor the faint rims of ruled lines
     removed = ndimage.binary_dilation(inked & (lab == 0), iterations=2) | ndimage.binary_dilation(ruling, iterations=4)
     faint = (ink > FAINT * thr) & ~removed
-    cells = _cells(_join_broken(_rows(digits), H), lab, ink, faint, H, to_page, grey.shape)
+    rows = _join_broken(_rows(digits), H)
+    # a digit too faint to binarize whole: its specks were dropped, the ink is there
+    lost = (ink > FAINT * thr) & ~ndimage.binary_dilation((lab > 0) | ruling, iterations=3)
+    rows = _rescue_faint(rows, H, lost, ink > 0.5 * thr, typical)
+    cells = _cells(rows, lab, ink, faint, H, to_page, grey.shape)
     return Page(cells, tuple(grey.shape), angle, H)
 
 
@@ -534,6 +538,57 @@ def _join_broken(rows: list[list], H: float) -> list[list]:
     return out
 
 
+def _rescue_faint(rows: list[list], H: float, lost: np.ndarray, firm: np.ndarray, typical: float) -> list[list]:
+    """A digit too faint to binarize whole (a light pencil, a pen running dry: only specks of it
+    binarized, and they were dropped) leaves a gap in its row. Where two neighbours lie more than
+    1.6 of the page's column spacing apart, the ink between them that no digit owns (`lost`: over
+    FAINT of the threshold) is a digit when it holds a quarter of a typical digit's ink and its
+    tallest piece is half a digit tall and holds most of its firm ink (`firm`: over half the
+    threshold); specks, dots and dashes around an empty cell are scattered pieces."""
+    gaps = [g for r in rows if len(r) >= 3 for g in np.diff([(d[0][0] + d[0][2]) / 2 for d in r])]
+    if not gaps:
+        return rows
+    pitch = float(np.median(gaps))
+    out = []
+    for r in rows:
+        kept = [r[0]]
+        yc = float(np.median([(d[0][1] + d[0][3]) / 2 for d in r]))
+        for a, b in zip(r[:-1], r[1:]):
+            xa, xb = (a[0][0] + a[0][2]) / 2, (b[0][0] + b[0][2]) / 2
+            missing = int(round((xb - xa) / pitch)) - 1
+            if xb - xa > 1.6 * pitch:
+                for k in range(1, missing + 1):
+                    d = _faint_digit(lost, firm, xa + k * (xb - xa) / (missing + 1), yc, pitch, H, typical)
+                    if d is not None:
+                        kept.append(d)
+            kept.append(b)
+        out.append(kept)
+    return out
+
+
+def _faint_digit(lost: np.ndarray, firm: np.ndarray, xc: float, yc: float, pitch: float, H: float, typical: float):
+    """The faint digit centred near (xc, yc) as (box, {"members": [], "mask", "origin"}), or None."""
+    x0, x1 = int(max(0, xc - 0.45 * pitch)), int(min(lost.shape[1], xc + 0.45 * pitch))
+    y0, y1 = int(max(0, yc - 0.7 * H)), int(min(lost.shape[0], yc + 0.7 * H))
+    win = lost[y0:y1, x0:x1]
+    if win.sum() < 0.25 * typical or not (win & firm[y0:y1, x0:x1]).any():
+        return None
+    lab, n = ndimage.label(win, structure=np.ones((3, 3)))
+    objs = ndimage.find_objects(lab)
+    tallest = int(np.argmax([o[0].stop - o[0].start for o in objs]))
+    strong = firm[y0:y1, x0:x1] & win
+    # one stroke half a digit tall holding most of the firm ink, not specks and dots of the paper
+    if (
+        objs[tallest][0].stop - objs[tallest][0].start < 0.5 * H
+        or (strong & (lab == tallest + 1)).sum() < 0.8 * strong.sum()
+    ):
+        return None
+    ys, xs = np.nonzero(win)
+    bx0, by0, bx1, by1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    box = np.array([x0 + bx0, y0 + by0, x0 + bx1, y0 + by1], dtype=np.float64)
+    return box, {"members": [], "mask": win[by0:by1, bx0:bx1], "origin": (x0 + bx0, y0 + by0)}
+
+
 def _plain(d) -> bool:
     """A digit made of whole pieces (not a part of a blob cut by _split_touching)."""
     return isinstance(d[1], list)
@@ -629,7 +684,7 @@ def _absorb_fragments(digits: list, piece_area: np.ndarray, H: float, typical: f
     ink: a stroke end a grid line cut off, a line crossing left over, JPEG dirt, the lower end of
     a 7 whose stem faded) would open a row, or a column, of their own. One over or under a digit
     (within half a digit height, the two fitting one digit's box) joins it; else a piece level with
-    full-size digits and at least 0.4 of their height and a fifth of their ink stays (a small digit
+    full-size digits, 0.4 of their height tall and with a fifth of their ink stays (a small digit
     of a collage strip; no speck, dot or dash is that big); else it joins the nearest digit within
     half a digit height when the two fit one digit's box, or is dropped."""
     area = [float(piece_area[np.asarray(m) - 1].sum()) for _, m in digits]
@@ -644,7 +699,7 @@ def _absorb_fragments(digits: list, piece_area: np.ndarray, H: float, typical: f
         mid = (b[1] + b[3]) / 2
         level = any(c[1] + 0.15 * H <= mid <= c[3] - 0.15 * H for c, _ in full)  # with a digit's middle
         best = _fitting_neighbour(b, full, H, stacked=True)
-        if best is None and level and b[3] - b[1] >= 0.4 * H and a >= 0.2 * typical:
+        if best is None and level and b[3] - b[1] >= 0.4 * H and a >= 0.2 * typical:  # no speck nor dash is that big
             kept.append((b, m))
             continue
         if best is None:

@@ -15,7 +15,14 @@ from torch.utils.data import DataLoader, TensorDataset
 
 from hybridlearn.core.trainer import build_trainer
 from hybridlearn.digits import cli, predict
-from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, each_row_reads, mnist_pages, render_page
+from hybridlearn.digits.synth import (
+    LOWRES_STYLES,
+    STYLES,
+    UNRULED_SMALL_STYLES,
+    each_row_reads,
+    mnist_pages,
+    render_page,
+)
 from hybridlearn.mnist.conf import LeNet5Config, MNISTPretrainConfig
 from hybridlearn.mnist.data import load_mnist, to_float
 from hybridlearn.mnist.lenet import LeNet5
@@ -55,28 +62,33 @@ def ckpt(data_dir, tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("kind", ["pages", "small_scans"])
+@pytest.mark.parametrize("kind", ["pages", "small_scans", "small_unruled"])
 def test_pages_read_as_well_as_clean_cells(data_dir, mnist, tmp_path, kind):
     """On realistic pages (no hand cropping), and on small ruled JPEG scans (18-24 px per cell),
     a good model's accuracy is within 1 point of its accuracy on the same MNIST test digits given
-    as clean cells. The model: the MNIST LeNet-5 of lenet_digits_transfer (6 augmented epochs;
-    cached after its first run)."""
+    as clean cells; on small unruled scans (16-24 px, specks, dots, strokes broken when
+    binarized: some digits lose a stroke) within 3 points (measured 0.964 vs 0.988), every digit
+    found. The model: the MNIST LeNet-5 of lenet_digits_transfer (6 augmented epochs; cached
+    after its first run)."""
     cache = os.environ.get("HYBRIDLEARN_CACHE", str(Path.home() / ".cache" / "hybridlearn"))
     pretrain = MNISTPretrainConfig(data_dir=str(data_dir), cache_dir=cache, epochs=6, augment=True, subset=None)
     model = build(LeNet5Config(pretrained="mnist", pretrain=pretrain))
     model, prep = predict.load_model(_save(model, tmp_path))
     x, _ = mnist
     right_page = right_clean = n = 0
-    styles, margin = (STYLES, 70) if kind == "pages" else (LOWRES_STYLES, 20)
+    styles, margin = {"pages": (STYLES, 70), "small_scans": (LOWRES_STYLES, 20)}.get(kind, (UNRULED_SMALL_STYLES, 20))
     for page in mnist_pages(*mnist, n_pages=2 * len(styles), styles=styles, margin=margin):
         grey = np.asarray(page.image, np.float32) / 255
-        reading = predict.read_digits(model, prep, grey, None)
+        reading = predict.read_digits(model, prep, grey, (10, 10))  # every digit found, nothing else
         clean, _ = predict.classify(model, prep, [x[k] / 255.0 for k in page.index], invert=False)
         right_page += sum(int(d == t) for d, t in zip(reading.digits, page.labels))
         right_clean += sum(int(d == t) for d, t in zip(clean, page.labels))
         n += len(page.labels)
     assert right_clean / n >= 0.97, right_clean / n  # the model itself reads MNIST
-    assert right_page / n >= right_clean / n - 0.01, (right_page / n, right_clean / n)
+    assert right_page / n >= right_clean / n - (0.03 if kind == "small_unruled" else 0.01), (
+        right_page / n,
+        right_clean / n,
+    )
 
 
 def test_cli_reads_a_page_scores_it_and_annotates(ckpt, mnist, tmp_path, capsys):
@@ -91,7 +103,8 @@ def test_cli_reads_a_page_scores_it_and_annotates(ckpt, mnist, tmp_path, capsys)
     acc = [line for line in out if "accuracy" in line]
     assert len(acc) == 1 and float(acc[0].split("accuracy: ")[1].split()[0]) >= 0.5
     ann = tmp_path / "page_read.png"
-    assert ann.is_file() and Image.open(ann).size == page.image.size
+    w, h = Image.open(ann).size  # the page, enlarged a whole number of times, under a header line
+    assert ann.is_file() and w % page.image.width == 0 and h > w // page.image.width * page.image.height
     pixels = np.asarray(Image.open(ann).convert("RGB")).reshape(-1, 3)
     assert ((pixels[:, 1] > 120) & (pixels[:, 0] < 60)).sum() > 100  # green boxes of right digits
     # the annotated page is never replaced without --overwrite; nothing printed then
@@ -119,7 +132,38 @@ def test_cli_reads_a_page_scores_it_and_annotates(ckpt, mnist, tmp_path, capsys)
     assert "accuracy" in capsys.readouterr().out and (tmp_path / "o" / "page_read.png").is_file()
     assert cli.main([ckpt, str(tmp_path / "page.jpg"), "--grid", "5x10", "--no-annotate"]) == 2
     captured = capsys.readouterr()
-    assert captured.out == "" and "expected 5x10" in captured.err and len(captured.err.strip().splitlines()) == 1
+    assert captured.out == "" and len(captured.err.strip().splitlines()) == 1
+    assert "found 40 digits, expected 5x10 = 50" in captured.err
+
+
+def test_small_unruled_scan_count_line_and_a_readable_annotated_page(ckpt, mnist, tmp_path, capsys):
+    """A 10x10 sheet at 20 px per digit on dotted paper (specks, broken strokes, JPEG): the
+    count line, and an annotated page enlarged until every digit is >= 40 px tall, each label
+    just outside its own box, clear of the other labels, the unsure cells marked."""
+    imgs, labels, idx = each_row_reads(*mnist, rows=10)
+    page = render_page(imgs, labels, idx, margin=20, seed=1, **UNRULED_SMALL_STYLES[2])
+    page.image.save(tmp_path / "small.jpg")
+    assert cli.main([ckpt, str(tmp_path / "small.jpg"), "--grid", "10x10", "--expect", "0123456789"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert f"{tmp_path / 'small.jpg'}: found 100 digits, expected 10x10 = 100" in out
+    pic = Image.open(tmp_path / "small_read.png")
+    grey = np.asarray(page.image, np.float32) / 255
+    reading = predict.read_digits(*predict.load_model(ckpt), grey, (10, 10))
+    lay = predict.annotation_layout(reading, None)
+    assert pic.size == lay.size and lay.size[0] == page.image.width * lay.scale and lay.scale >= 3
+    assert np.median([b[3] - b[1] for b in lay.boxes]) >= 40  # the digits as drawn, not the scan's 14 px
+    assert lay.font_size >= 13
+    for k, (box, spot) in enumerate(zip(lay.boxes, lay.spots)):
+        assert predict._overlap(box, spot) == 0, k  # outside its digit's box ...
+        assert spot[3] <= box[1] or spot[1] >= box[3], k  # ... right above or below it
+        assert all(predict._overlap(spot, o) == 0 for o in lay.spots[:k]), k  # no label over another
+        assert spot[1] >= lay.band and spot[3] <= lay.size[1] and spot[0] >= 0 and spot[2] <= lay.size[0]
+    assert lay.unsure == [p < predict.LOW_CONFIDENCE for p in reading.conf]
+    # every cell unsure: each gets the amber frame
+    predict.annotate(grey, reading, None, tmp_path / "unsure.png", overwrite=False, low=1.01)
+    px = np.asarray(Image.open(tmp_path / "unsure.png").convert("RGB")).reshape(-1, 3).astype(int)
+    amber = (px[:, 0] > 230) & (np.abs(px[:, 1] - 150) < 25) & (px[:, 2] < 40)
+    assert amber.sum() > 100 * 40, amber.sum()  # 100 frames, each well over 40 amber pixels
 
 
 def test_folder_blank_tiny_and_unreadable_images(ckpt, mnist, tmp_path, capsys):

@@ -7,14 +7,23 @@ import numpy as np
 import pytest
 import yaml
 from PIL import Image
+from scipy import ndimage
 
 from hybridlearn.core.errors import DataError
 from hybridlearn.digits import sheets as sheets_cli
 from hybridlearn.digits.digitset import build_digits
 from hybridlearn.digits.images import cell_bounds, load_grey
 from hybridlearn.digits.manifest import builtin_sheets, read_manifest
-from hybridlearn.digits.reader import NoDigitError, box_iou, read_page
-from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, each_row_reads, found_in_order, mnist_pages, render_page
+from hybridlearn.digits.reader import NoDigitError, binarize, box_iou, ink_map, read_page
+from hybridlearn.digits.synth import (
+    LOWRES_STYLES,
+    STYLES,
+    UNRULED_SMALL_STYLES,
+    each_row_reads,
+    found_in_order,
+    mnist_pages,
+    render_page,
+)
 from hybridlearn.mnist.data import load_mnist
 
 
@@ -45,6 +54,60 @@ def test_reader_finds_the_digits_of_small_ruled_jpeg_scans(mnist):
         assert read.grid_mismatch(10, 10) is None and 12 <= read.digit_height <= 20
         for c in read.cells:  # boxes on the page as given, not the upsampled one
             assert 0 <= c.box[0] < c.box[2] <= p.image.width and 0 <= c.box[1] < c.box[3] <= p.image.height
+
+
+@pytest.mark.parametrize("offset, seed", [(2000, 0), (5000, 40)])
+def test_small_unruled_scans_count_every_digit_and_nothing_else(mnist, offset, seed):
+    # 16-24 px per cell on dotted or plain paper, specks, pen dots and bits of ruling beside the
+    # digits, strokes broken when binarized, +-2 degrees, JPEG: exactly the page's 100 digits
+    pages = mnist_pages(*mnist, n_pages=6, styles=UNRULED_SMALL_STYLES, margin=20, offset=offset, seed=seed)
+    for p in pages:
+        read = read_page(grey_of(p.image))
+        assert len(read.cells) == 100 and read.grid_mismatch(10, 10) is None, (
+            p.image.size,
+            [len(r) for r in read.rows],
+        )
+        assert found_in_order(p, [c.box for c in read.cells]) >= 0.98, p.image.size
+
+
+def test_specks_dots_and_dashes_beside_digits_are_never_digits(mnist):
+    x, y = mnist
+    page = render_page(x[:30], y[:30], np.arange(30), rows=3, cols=10, margin=20, scale=20 / 60, jpeg=75, seed=7)
+    grey = grey_of(page.image)
+    for cx, cy in page.centres:  # level with each digit's middle, in the gap to its right neighbour
+        x0, y0 = int(cx + 7), int(cy)
+        grey[y0 : y0 + 2, x0 : x0 + 2] = 0.2  # a pen dot
+        grey[y0 - 6, x0 : x0 + 5] = 0.3  # a dash, a bit of ruling (a third of a digit wide)
+    grey[int(page.centres[0][1]) + 9, 40:44] = 0.25  # an underline between two rows
+    read = read_page(grey)
+    assert [len(r) for r in read.rows] == [10, 10, 10]
+    assert found_in_order(page, [c.box for c in read.cells]) == 1.0
+
+
+def test_broken_strokes_break_when_binarized_and_are_read_as_one_digit(mnist):
+    x, y = mnist
+    style = dict(paper="plain", scale=20 / 60, jpeg=75, margin=20, rows=4, cols=10, seed=3)
+    pieces = {}
+    for breaks in (0.0, 0.8):
+        page = render_page(x[:40], y[:40], np.arange(40), breaks=breaks, **style)
+        pieces[breaks] = ndimage.label(binarize(ink_map(grey_of(page.image)))[0], structure=np.ones((3, 3)))[1]
+        read = read_page(grey_of(page.image))
+        assert [len(r) for r in read.rows] == [10] * 4 and found_in_order(page, [c.box for c in read.cells]) == 1.0
+    assert pieces[0.8] >= pieces[0.0] + 8, pieces  # the generator does break strokes
+
+
+def test_a_digit_too_faint_to_binarize_is_found_and_an_empty_cell_stays_empty(mnist):
+    x, y = mnist
+    d = x[:30].copy()
+    d[[4, 15, 27]] = (d[[4, 15, 27]] * 0.3).astype(np.uint8)  # three digits in a light pencil
+    style = dict(rows=3, cols=10, margin=20, scale=20 / 60, jpeg=75, seed=5, paper="dotted", specks=10)
+    page = render_page(d, y[:30], np.arange(30), **style)
+    read = read_page(grey_of(page.image))
+    assert [len(r) for r in read.rows] == [10, 10, 10]
+    assert found_in_order(page, [c.box for c in read.cells]) == 1.0
+    d[[4, 15, 27]] = 0  # empty cells, specks and dots around them: nothing is made up there
+    read = read_page(grey_of(render_page(d, y[:30], np.arange(30), **style).image))
+    assert [len(r) for r in read.rows] == [9, 9, 9]
 
 
 def test_a_stray_fragment_never_becomes_a_row(mnist):

@@ -12,8 +12,11 @@ The sheet reader (hybridlearn.digits.reader) finds the digits whatever the margi
 dotted, squared, lined), spacing, slight rotation and lighting; an image of a single digit is a
 page with one digit. Pages larger than --max-side (2000 px) are shrunk first. Prints one line per
 digit in reading order, `<page> [row,col]: <digit> (confidence <p>)` (row, col from 0), then the
-page as a grid, the accuracy with --expect/--labels (an image holding one digit prints
-`<image>: <digit> (confidence <p>)`), and writes `<page stem>_read.png` (next to the page, or in --out-dir): the page with a box, the digit and its confidence per cell, errors in red.
+page as a grid, `<page>: found N digits, expected RxC = M` with --grid, the accuracy with
+--expect/--labels (an image holding one digit prints `<image>: <digit> (confidence <p>)`), and
+writes `<page stem>_read.png` (next to the page, or in --out-dir): the page, enlarged until its
+digits are >= 40 px tall, with a box per digit and its digit and confidence just above it, errors
+in red, digits read with confidence under 0.90 framed in amber.
 An existing picture is never replaced without --overwrite. A page with no digit prints
 `<page>: no digit found (...)`; an unreadable image, a count that does not fit --grid or the labels
 are reported at the end (exit status 1; 2 when no image could be read) and nothing is printed or

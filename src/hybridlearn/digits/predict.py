@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import re
 import sys
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from PIL import Image, ImageDraw, ImageFont
 
 from hybridlearn.core.checkpoint import load_module, read_checkpoint
 from hybridlearn.core.errors import ConfigError, DataError
@@ -20,6 +22,11 @@ from hybridlearn.digits.images import IMAGE_SUFFIXES, cell_bounds, dark_ink, loa
 from hybridlearn.digits.reader import NoDigitError, read_page
 from hybridlearn.mnist.data import to_range
 from hybridlearn.mnist.lenet import LeNet5
+
+LOW_CONFIDENCE = 0.9  # cells read with less confidence are framed in amber on the annotated page
+DIGIT_PX = 40  # the annotated page is enlarged until its median digit is at least this tall (pixels)
+LOW_COLOUR = (255, 150, 0)  # amber: the frame and label of a low-confidence cell
+LABEL_PX = 20  # ... and the gap between its rows at least this tall: one label (13 px font) fits
 
 
 def list_images(paths: list[str]) -> list[Path]:
@@ -89,13 +96,22 @@ def preparation(dm_hparams, in_size: int) -> dict:
 
 @dataclass
 class Reading:
-    """One page read: cells in reading order with their grid place, box, digit and confidence."""
+    """One page read: cells in reading order with their grid place, box, digit and confidence;
+    `grid`: the rows x cols the page was checked against (--grid), None when not known."""
 
     place: list[tuple[int, int]]
     boxes: list[tuple[int, int, int, int]]
     digits: list[int]
     conf: list[float]
     shape: tuple[int, int]
+    grid: tuple[int, int] | None = None
+
+    def count_line(self) -> str | None:
+        """`found N digits, expected RxC = M` when the grid is known, else None."""
+        if self.grid is None:
+            return None
+        r, c = self.grid
+        return f"found {len(self.digits)} digits, expected {r}x{c} = {r * c}"
 
 
 def classify(model, prep: dict, cells: list[np.ndarray], invert: bool) -> tuple[list[int], list[float]]:
@@ -127,7 +143,7 @@ def read_digits(
             for c0, c1 in cell_bounds(cols, grey.shape[1])
         ]
         place = [(r, c) for r in range(rows) for c in range(cols)]
-        return Reading(place, boxes, digits, conf, grey.shape)
+        return Reading(place, boxes, digits, conf, grey.shape, grid)
     if invert != "auto":  # the reader detects the polarity; force it by flipping the page
         if (invert == "yes") != dark_ink(grey):
             grey = 1.0 - grey
@@ -137,7 +153,7 @@ def read_digits(
         if problem:
             raise DataError(f"{problem}; check the page or leave out --grid")
     digits, conf = classify(model, prep, [c.image for c in page.cells], invert=False)
-    return Reading([(c.row, c.col) for c in page.cells], [c.box for c in page.cells], digits, conf, grey.shape)
+    return Reading([(c.row, c.col) for c in page.cells], [c.box for c in page.cells], digits, conf, grey.shape, grid)
 
 
 def expected_labels(reading: Reading, expect: str | None, labels_text: str | None) -> list[int] | None:
@@ -165,31 +181,154 @@ def expected_labels(reading: Reading, expect: str | None, labels_text: str | Non
     return out
 
 
-def annotate(grey: np.ndarray, reading: Reading, labels: list[int] | None, out: Path, overwrite: bool) -> Path:
-    """The page with a box, the digit and its confidence per cell (red: wrong, green: right)."""
-    from PIL import Image, ImageDraw, ImageFont
+@dataclass
+class Annotation:
+    """How the annotated page is laid out: enlarged `scale` times under a header `band` pixels
+    high; per cell its box, label text, colour, label spot (on the picture) and whether it was
+    read with low confidence."""
 
-    img = Image.fromarray(np.clip(grey * 255, 0, 255).astype(np.uint8)).convert("RGB")
-    draw = ImageDraw.Draw(img)
+    scale: int
+    band: int
+    font_size: int
+    header: str
+    boxes: list[tuple[float, float, float, float]]
+    texts: list[str]
+    colours: list[tuple[int, int, int]]
+    spots: list[tuple[float, float, float, float]]
+    unsure: list[bool]
+    size: tuple[int, int]  # (width, height) of the picture
+
+
+def annotation_layout(
+    reading: Reading, labels: list[int] | None, low: float = LOW_CONFIDENCE, digit_px: int = DIGIT_PX
+) -> Annotation:
+    """The layout of `annotate` (see there)."""
+    scale = annotation_scale(reading, digit_px)
     heights = [b[3] - b[1] for b in reading.boxes] or [20]
-    size = max(10, int(np.median(heights) * 0.35))
-    try:
-        font = ImageFont.load_default(size=size)
-    except TypeError:  # Pillow < 10.1
-        font = ImageFont.load_default()
-    width = max(1, size // 8)
-    for k, (box, d, p) in enumerate(zip(reading.boxes, reading.digits, reading.conf)):
+    size = max(13, int(np.median(heights) * scale * 0.25))
+    font = _font(size)
+    found = reading.count_line() or f"found {len(reading.digits)} digits"
+    colours = "green right, red wrong" if labels is not None else "blue: read"
+    header = _wrap([found, colours, f"amber frame: confidence < {low:.2f}"], font, reading.shape[1] * scale - 8)
+    band = int(size * (1.25 * (header.count("\n") + 1) + 0.5))
+    wh = (reading.shape[1] * scale, reading.shape[0] * scale + band)
+    gap = 2 * max(1, size // 8) + 2  # clear of the low-confidence frame
+    lay = Annotation(scale, band, size, header, [], [], [], [], [], wh)
+    for k, (b, d, p) in enumerate(zip(reading.boxes, reading.digits, reading.conf)):
+        box = (b[0] * scale, b[1] * scale + band, b[2] * scale, b[3] * scale + band)
         if labels is None:
             colour, text = (0, 90, 255), f"{d} {p:.2f}"
         elif labels[k] == d:
-            colour, text = (0, 170, 0), f"{d} {p:.2f}"
+            colour, text = (0, 150, 0), f"{d} {p:.2f}"
         else:
-            colour, text = (230, 0, 0), f"{d}!={labels[k]} {p:.2f}"
+            colour, text = (220, 0, 0), f"{d}!={labels[k]} {p:.2f}"
+        x0, y0, x1, y1 = font.getbbox(text)
+        lay.boxes.append(box)
+        lay.texts.append(text)
+        lay.colours.append(colour)
+        lay.unsure.append(p < low)
+        lay.spots.append(_label_spot(box, (x1 + 4, y1 + 4), lay.spots, wh, band, gap))
+    return lay
+
+
+def annotate(
+    grey: np.ndarray,
+    reading: Reading,
+    labels: list[int] | None,
+    out: Path,
+    overwrite: bool,
+    low: float = LOW_CONFIDENCE,
+    digit_px: int = DIGIT_PX,
+) -> Path:
+    """The page with a box, the digit and its confidence per cell (green: right, red `d!=label`:
+    wrong, blue without labels), a thick amber frame (and an amber label) around each cell read
+    with confidence under `low`, and a header line (digits found, expected when the grid is
+    known, the colours). The page is enlarged so the median digit is at least `digit_px` tall
+    and a label fits between the rows (a 218 px scan of 10x10 digits comes out 4x); every label
+    sits just above its digit's box (below it at the top of the page, or the other end of the box
+    when a label is already there), on a translucent white patch over whatever it covers."""
+    lay = annotation_layout(reading, labels, low, digit_px)
+    page = Image.fromarray(np.clip(grey * 255, 0, 255).astype(np.uint8))
+    if lay.scale > 1:
+        page = page.resize((page.width * lay.scale, page.height * lay.scale), Image.LANCZOS)
+    img = Image.new("RGB", lay.size, (255, 255, 255))
+    img.paste(page.convert("RGB"), (0, lay.band))
+    draw = ImageDraw.Draw(img)
+    font = _font(lay.font_size)
+    draw.multiline_text((4, lay.font_size // 4), lay.header, fill=(0, 0, 0), font=font, spacing=lay.font_size // 4)
+    width = max(1, lay.font_size // 8)
+    for box, colour, unsure in zip(lay.boxes, lay.colours, lay.unsure):
         draw.rectangle(box, outline=colour, width=width)
-        draw.text((box[0], max(0, box[1] - size - 2)), text, fill=colour, font=font)
+        if unsure:
+            g = 2 * width + 1
+            draw.rectangle((box[0] - g, box[1] - g, box[2] + g, box[3] + g), outline=LOW_COLOUR, width=2 * width)
+    patches = Image.new("RGBA", img.size, (0, 0, 0, 0))
+    pd = ImageDraw.Draw(patches)
+    for spot, colour, unsure in zip(lay.spots, lay.colours, lay.unsure):
+        pd.rectangle(spot, fill=(255, 225, 170, 220) if unsure else (255, 255, 255, 200), outline=(*colour, 255))
+    img = Image.alpha_composite(img.convert("RGBA"), patches).convert("RGB")
+    draw = ImageDraw.Draw(img)
+    for spot, text, colour in zip(lay.spots, lay.texts, lay.colours):
+        draw.text((spot[0] + 2, spot[1] + 1), text, fill=colour, font=font)
     with atomic_output(out, overwrite=overwrite) as tmp:
         img.save(tmp)
     return out
+
+
+def annotation_scale(reading: Reading, digit_px: int = DIGIT_PX, max_side: int = 4000) -> int:
+    """The whole factor the annotated page is enlarged by: the median digit box at least
+    `digit_px` tall and the median gap between rows at least one label high (a 13 px font), at
+    most 6 and the picture at most `max_side` (1 for a page whose digits are big enough)."""
+    heights = [b[3] - b[1] for b in reading.boxes] or [digit_px]
+    med = max(1.0, float(np.median(heights)))
+    scale = math.ceil(digit_px / med)
+    rows: dict[int, list] = {}
+    for (r, _), b in zip(reading.place, reading.boxes):
+        rows.setdefault(r, []).append(b)
+    if len(rows) > 1:  # room for a label between the rows
+        tops = [float(np.median([b[1] for b in rows[r]])) for r in sorted(rows)]
+        gap = float(np.median(np.diff(tops))) - med
+        scale = max(scale, math.ceil(LABEL_PX / max(gap, LABEL_PX / 6)))
+    return max(1, min(scale, 6, max_side // max(reading.shape)))
+
+
+def _wrap(parts: list[str], font, width: float) -> str:
+    """`parts` joined by "; ", a new line wherever the next part would pass `width` pixels."""
+    lines = [parts[0]]
+    for part in parts[1:]:
+        if font.getlength(f"{lines[-1]}; {part}") <= width:
+            lines[-1] = f"{lines[-1]}; {part}"
+        else:
+            lines[-1] += ";"
+            lines.append(part)
+    return "\n".join(lines)
+
+
+def _font(size: int):
+    try:
+        return ImageFont.load_default(size=size)
+    except TypeError:  # Pillow < 10.1: one small bitmap font
+        return ImageFont.load_default()
+
+
+def _label_spot(box, wh, taken, page_wh, top: int, gap: int):
+    """Where a label of size `wh` goes: just above `box` (left-, then right-aligned), else just
+    below it: the first spot on the page clear of the labels already placed (else above-left)."""
+    (w, h), (x0, y0, x1, y1) = wh, box
+    spots = [(x0, y0 - gap - h), (x1 - w, y0 - gap - h), (x0, y1 + gap), (x1 - w, y1 + gap)]
+    fits = [
+        (sx, sy, sx + w, sy + h)
+        for sx, sy in spots
+        if sx >= 0 and sy >= top and sx + w <= page_wh[0] and sy + h <= page_wh[1]
+    ]
+    for r in fits:
+        if not any(_overlap(r, o) for o in taken):
+            return r
+    return fits[0] if fits else (max(0, x0), max(top, y0 - h), max(0, x0) + w, max(top, y0 - h) + h)
+
+
+def _overlap(a, b) -> float:
+    return max(0.0, min(a[2], b[2]) - max(a[0], b[0])) * max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
 
 
 def read_labels_file(path: str | None) -> str | None:
@@ -257,6 +396,8 @@ def run(a: argparse.Namespace) -> int:
             failed.append(f"{img}: {e}")
             continue
         print_reading(img, reading, a.grid)
+        if reading.grid is not None:
+            print(f"{img}: {reading.count_line()}")
         if labels is not None:
             ok = sum(int(d == t) for d, t in zip(reading.digits, labels))
             total, correct = total + len(labels), correct + ok

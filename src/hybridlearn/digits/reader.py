@@ -16,16 +16,23 @@ Steps (all numpy/scipy.ndimage, bounded by the page size, which `load_grey(max_s
    of digits and ruled lines); the ink image is rotated back when it is more than 0.3 degrees.
 4. Ruled and squared paper: ink runs longer than a fifth of the page, when there are at least
    three parallel ones, are lines and are removed; a digit cut by a line is bridged across it.
-5. Connected pieces -> digits: pieces stacked within a quarter of a digit height (a 5's bar, a
-   broken stroke, a 4 drawn in two parts) are merged; blobs much smaller than the typical digit
-   (dots of dotted paper, dust) and ones far larger (frames, leftover lines) are dropped;
-   fragments under half a digit high with under a third of its ink that lie between the rows
-   join the nearest digit or are dropped, so they never open a row of their own.
+5. Connected pieces -> digits: specks, pen dots and the dots of dotted paper (under 0.3 of a
+   digit height, little ink, not inside a digit's box nor cut off by a removed line) go first;
+   pieces stacked within a quarter of a digit height (a 5's bar, a broken stroke, a 4 drawn in
+   two parts) are merged, the closest pairs first; blobs much smaller than the typical digit and
+   ones far larger (frames, leftover lines) are dropped, and so are dashes (under 0.3 of a digit
+   high, twice as wide: bits of ruling, underlines), which join a digit only as its bar, never a
+   full-height digit beside or under them; fragments under half a digit high with under a third
+   of its ink join the digit they lie over or under, or the nearest one, or are dropped, so they
+   never open a row of their own; blobs wider or taller than two digits (touching neighbours,
+   in a row or across rows) are cut at the lines with the least ink.
 6. Rows: digits sorted by height on the deskewed page, a new row where a centre lies more than
-   half a digit height below the row's; columns: left to right within a row.
+   half a digit height below the row's; columns: left to right within a row; neighbours closer
+   than half the row's spacing that fit one digit's box together are one broken digit.
 
 Each cell's `image` is the digit's ink alone (light on black, other digits and paper texture
-erased) cut from the deskewed page over its cell; `cell` is the region between it and its
+erased) cut from the deskewed page over its cell, with the faint ink that continues its strokes
+(a stroke that faded and broke when binarized); `cell` is the region between it and its
 neighbours (midways), comparable with a hand-measured grid cell.
 """
 
@@ -42,6 +49,10 @@ from hybridlearn.digits.cli import MAX_SIDE  # pages are downscaled to this long
 
 UPSAMPLE_TO = 48  # digits shorter than this (pixels) are read on an upsampled page
 SMALL_PAGE = 800  # a page where nothing digit-like is found at its own size is retried this large
+SPECK = 0.3  # pieces smaller than this many digit heights both ways (and with little ink) are specks
+DASH = 0.3  # a group lower than this many digit heights (and twice as wide) is a dash, not a digit
+FAINT = 0.25  # ink over this share of the binarizing threshold, touching a digit's strokes, is its ink too
+BROKEN = 0.5  # neighbours in a row closer than this share of the row's spacing may be one broken digit
 
 
 class NoDigitError(DataError):
@@ -79,8 +90,8 @@ class Page:
         if len(counts) == rows and all(n == cols for n in counts):
             return None
         return (
-            f"found {len(self.cells)} digits in {len(counts)} rows ({', '.join(map(str, counts[:12]))}"
-            f"{', ...' if len(counts) > 12 else ''} per row), expected {rows}x{cols}"
+            f"found {len(self.cells)} digits, expected {rows}x{cols} = {rows * cols} ({len(counts)} rows of "
+            f"{', '.join(map(str, counts[:12]))}{', ...' if len(counts) > 12 else ''})"
         )
 
 
@@ -293,8 +304,10 @@ def _read(grey: np.ndarray, min_digit: int) -> Page:
     if float(ink.max()) < 0.2:
         raise NoDigitError("no digit found (a blank page: no ink darker than the paper)")
     mask, _ = binarize(ink)
-    ink, mask, angle, to_page = _deskew(ink, mask)
+    ink, mask, angle, to_page, thr = _deskew(ink, mask)
+    inked = mask
     mask, ruling, lab, n, box, H = _clean_lines(mask, min_digit)
+    mask, lab, n, box = _drop_specks(mask, lab, n, box, H, inked & ~mask)
     groups, gb = _merge_pieces(box, n, H, ruling)
     piece_area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
     g_area = {root: int(piece_area[members].sum()) for root, members in groups.items()}
@@ -302,22 +315,30 @@ def _read(grey: np.ndarray, min_digit: int) -> Page:
     _join_small_pieces(groups, gb, g_area, typical, H)
     digits = _digit_blobs(groups, gb, g_area, typical, H)
     digits = _absorb_fragments(digits, piece_area, H, typical)
-    digits = _one_digit_in_strokes(_split_touching(digits, lab, mask))
-    cells = _cells(_rows(digits), lab, ink, H, to_page, grey.shape)
+    digits = _one_digit_in_strokes(_split_touching(digits, lab, mask, H))
+    # not the ink of removed lines, specks and dashes, nor the faint rims of ruled lines
+    removed = ndimage.binary_dilation(inked & (lab == 0), iterations=2) | ndimage.binary_dilation(ruling, iterations=4)
+    faint = (ink > FAINT * thr) & ~removed
+    rows = _join_broken(_rows(digits), H)
+    # a digit too faint to binarize whole: its specks were dropped, the ink is there
+    lost = (ink > FAINT * thr) & ~ndimage.binary_dilation((lab > 0) | ruling, iterations=3)
+    rows = _rescue_faint(rows, H, lost, ink > 0.5 * thr, typical)
+    cells = _cells(rows, lab, ink, faint, H, to_page, grey.shape)
     return Page(cells, tuple(grey.shape), angle, H)
 
 
 def _deskew(ink: np.ndarray, mask: np.ndarray):
     """Step 3: (ink, mask) rotated back by the skew angle when it is 0.3 degrees or more, the angle
-    (0.0 when not rotated) and the deskewed -> page coordinate map (None when not rotated)."""
+    (0.0 when not rotated), the deskewed -> page coordinate map (None when not rotated) and the
+    binarizing threshold."""
     angle = skew_angle(mask)
     if abs(angle) < 0.3:
-        return ink, mask, 0.0, None
+        return ink, mask, 0.0, None, binarize(ink)[1]
     (ho, wo), rot, ci, co, to_page = _rotation(ink.shape, angle)
     # deskewed -> page coordinates for affine_transform (it maps output to input)
     ink = ndimage.affine_transform(ink, rot.T, offset=ci - rot.T @ co, output_shape=(ho, wo), order=1)
-    mask, _ = binarize(ink)
-    return ink, mask, angle, to_page
+    mask, thr = binarize(ink)
+    return ink, mask, angle, to_page, thr
 
 
 def _clean_lines(mask: np.ndarray, min_digit: int):
@@ -333,13 +354,53 @@ def _clean_lines(mask: np.ndarray, min_digit: int):
     return mask, ruling, lab, n, box, H
 
 
+def _drop_specks(mask: np.ndarray, lab: np.ndarray, n: int, box: np.ndarray, H: float, lines: np.ndarray):
+    """Specks, pen dots and the dots of dotted paper out before pieces are merged (a dot stacked
+    on a dash would make one digit-sized group; one stacked on a digit would stretch its crop): a
+    piece under SPECK of a digit height both ways, holding under a fifth of a typical digit's ink,
+    goes unless it lies within a larger piece's box (a bit of a broken stroke) or touches `lines`,
+    the ink of removed lines (a bit of a digit that a ruled line cut off). Returns (mask, labels,
+    count, boxes) of the pieces left."""
+    hts, wds = box[:, 3] - box[:, 1], box[:, 2] - box[:, 0]
+    area = np.bincount(lab.ravel(), minlength=n + 1)[1:]
+    tall = hts >= 0.5 * H
+    if not tall.any():
+        return mask, lab, n, box
+    speck = (np.maximum(hts, wds) < SPECK * H) & (area < 0.2 * np.median(area[tall]))
+    if not speck.any() or speck.all():
+        return mask, lab, n, box
+    g = max(1.0, 0.06 * H)
+    big = box[~speck]
+    cx, cy = (box[:, 0] + box[:, 2]) / 2, (box[:, 1] + box[:, 3]) / 2
+    within = (
+        (cx[:, None] >= big[None, :, 0] - g)
+        & (cx[:, None] <= big[None, :, 2] + g)
+        & (cy[:, None] >= big[None, :, 1] - g)
+        & (cy[:, None] <= big[None, :, 3] + g)
+    ).any(1)
+    cut = np.zeros(n, bool)
+    if lines.any():
+        cut = np.asarray(ndimage.maximum(ndimage.binary_dilation(lines, iterations=2), lab, np.arange(1, n + 1)), bool)
+    drop = speck & ~within & ~cut
+    if not drop.any():
+        return mask, lab, n, box
+    keep = np.concatenate([[False], ~drop])
+    mask = keep[lab]
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    objs = ndimage.find_objects(lab)
+    box = np.array([[s[1].start, s[0].start, s[1].stop, s[0].stop] for s in objs], dtype=np.float64)
+    return mask, lab, n, box
+
+
 def _merge_pieces(box: np.ndarray, n: int, H: float, ruling: np.ndarray):
     """Step 5, first part: the pieces of one digit merged, stacked (x-overlap, small vertical gap)
-    or side by side across a ruled line. Returns ({root: piece indices}, group boxes by root)."""
+    or side by side across a ruled line, the closest pairs first (a broken stroke's two ends join
+    before either joins a dot or the digit of the next row). Returns ({root: piece indices}, group
+    boxes by root)."""
     wds = box[:, 2] - box[:, 0]
     find, union = _union_find(n)
     order = np.argsort(box[:, 0])
-    gb = box.copy()
+    pairs = []
     for a_i in range(n):
         i = order[a_i]
         for b_i in range(a_i + 1, n):
@@ -349,25 +410,53 @@ def _merge_pieces(box: np.ndarray, n: int, H: float, ruling: np.ndarray):
             xo = min(box[i, 2], box[j, 2]) - max(box[i, 0], box[j, 0])
             ygap = max(box[i, 1], box[j, 1]) - min(box[i, 3], box[j, 3])
             stacked = xo >= 0.3 * min(wds[i], wds[j]) and ygap <= 0.25 * H
-            if not (stacked or _split_by_ruling(box, i, j, xo, ygap, H, ruling)):
+            if not (stacked or _split_by_ruling(box, i, j, xo, ygap, H, ruling)) or _dash_beside(box, i, j, H):
                 continue
-            ri, rj = find(i), find(j)
-            if ri == rj:
-                continue
-            merged = [
-                min(gb[ri, 0], gb[rj, 0]),
-                min(gb[ri, 1], gb[rj, 1]),
-                max(gb[ri, 2], gb[rj, 2]),
-                max(gb[ri, 3], gb[rj, 3]),
-            ]
-            if merged[3] - merged[1] > 1.4 * H:
-                continue
-            union(i, j)
-            gb[find(i)] = merged
+            pairs.append((max(ygap, 0.0), len(pairs), i, j))
+    gb = box.copy()
+    for _, _, i, j in sorted(pairs):
+        ri, rj = find(i), find(j)
+        if ri == rj:
+            continue
+        merged = [
+            min(gb[ri, 0], gb[rj, 0]),
+            min(gb[ri, 1], gb[rj, 1]),
+            max(gb[ri, 2], gb[rj, 2]),
+            max(gb[ri, 3], gb[rj, 3]),
+        ]
+        dashes = int(_is_dash(box[i], H)) + int(_is_dash(box[j], H))
+        if dashes == 2 or merged[3] - merged[1] > _tallest(dashes > 0) * H:
+            continue  # two dashes make no digit; a dash joins no full-height one
+        union(i, j)
+        gb[find(i)] = merged
     groups: dict[int, list[int]] = {}
     for i in range(n):
         groups.setdefault(find(i), []).append(i)
     return groups, gb
+
+
+def _is_dash(b, H: float) -> bool:
+    """Lower than any digit and at least twice as wide as high: a dash, an underline, ruling."""
+    return bool(b[3] - b[1] < DASH * H and b[2] - b[0] >= 2 * (b[3] - b[1]))
+
+
+def _tallest(dash: bool) -> float:
+    """How tall (digit heights) a merged digit may be: 1.4, but 1.15 with a dash in it, so a bit
+    of ruling over or under a full-height digit stays out while a 7's or 5's bar joins its digit."""
+    return 1.15 if dash else 1.4
+
+
+def _dash_beside(box: np.ndarray, i: int, j: int, H: float) -> bool:
+    """One of the two is a dash lying beside the other (level with its middle half, mostly
+    outside it): not a 5's or 7's bar, which lies over the rest of the digit."""
+    for d, o in ((box[i], box[j]), (box[j], box[i])):
+        if not _is_dash(d, H):
+            continue
+        mid, oh = (d[1] + d[3]) / 2, o[3] - o[1]
+        level = o[1] + 0.25 * oh <= mid <= o[3] - 0.25 * oh
+        if level and min(d[2], o[2]) - max(d[0], o[0]) < 0.5 * (d[2] - d[0]):
+            return True
+    return False
 
 
 def _split_by_ruling(box: np.ndarray, i: int, j: int, xo: float, ygap: float, H: float, ruling: np.ndarray) -> bool:
@@ -385,19 +474,22 @@ def _split_by_ruling(box: np.ndarray, i: int, j: int, xo: float, ygap: float, H:
 
 def _join_small_pieces(groups: dict, gb: np.ndarray, g_area: dict, typical: float, H: float) -> None:
     """Step 5, second part (in place): a small fragment (a stroke end cut off by a line, a
-    detached tick) beside a digit joins it when the two still fit one digit's box."""
+    detached tick) beside a digit joins it when the two still fit one digit's box; a dash (a bit
+    of ruling) level with a digit's middle and beside it does not, nor one dash another."""
     for r in sorted(list(groups), key=lambda r: g_area[r]):
         if r not in groups or g_area[r] >= 0.35 * typical:
             continue
         b = gb[r]
-        best, best_d = None, 0.2 * H
+        best, best_d, tallest = None, 0.2 * H, _tallest(_is_dash(b, H))
         for q in groups:
             if q == r or g_area[q] < g_area[r]:
                 continue
             c = gb[q]
+            if _dash_beside(np.array([b, c]), 0, 1, H) or (_is_dash(b, H) and _is_dash(c, H)):
+                continue
             dist = max(c[0] - b[2], b[0] - c[2], c[1] - b[3], b[1] - c[3], 0)
             merged = [min(b[0], c[0]), min(b[1], c[1]), max(b[2], c[2]), max(b[3], c[3])]
-            if dist <= best_d and merged[2] - merged[0] <= 1.3 * H and merged[3] - merged[1] <= 1.4 * H:
+            if dist <= best_d and merged[2] - merged[0] <= 1.3 * H and merged[3] - merged[1] <= tallest * H:
                 best, best_d = q, dist
         if best is not None:
             groups[best] += groups.pop(r)
@@ -414,10 +506,92 @@ def _digit_blobs(groups: dict, gb: np.ndarray, g_area: dict, typical: float, H: 
         h, w = b[3] - b[1], b[2] - b[0]
         if max(h, w) < 0.35 * H or g_area[root] < 0.12 * typical or h > 2.5 * H or w > 3 * H:
             continue  # dots, dust, slivers of a line, frames, leftover lines
+        if _is_dash(b, H):
+            continue  # a dash, an underline, a bit of ruling: lower than any digit
         digits.append((b, [m + 1 for m in members]))
     if not digits:
         raise NoDigitError("no digit found (no digit-sized blobs, only dots or specks)")
     return digits
+
+
+def _join_broken(rows: list[list], H: float) -> list[list]:
+    """Pieces of one digit side by side (a stroke that faded out, broken when binarized: a 4's
+    upright apart from its arm, a 0 in two arcs): neighbours in a row whose centres are closer
+    than BROKEN of the row's usual spacing, and that together are no wider than a digit, are one."""
+    out = []
+    for r in rows:
+        if len(r) < 3:
+            out.append(r)
+            continue
+        xs = [(d[0][0] + d[0][2]) / 2 for d in r]
+        pitch = float(np.median(np.diff(xs)))
+        merged = [r[0]]
+        for d in r[1:]:
+            b, c = merged[-1][0], d[0]
+            u = [min(b[0], c[0]), min(b[1], c[1]), max(b[2], c[2]), max(b[3], c[3])]
+            close = (c[0] + c[2]) / 2 - (b[0] + b[2]) / 2 < BROKEN * pitch
+            if close and u[2] - u[0] <= 1.3 * H and u[3] - u[1] <= 1.4 * H and _plain(merged[-1]) and _plain(d):
+                merged[-1] = (np.array(u, dtype=np.float64), list(merged[-1][1]) + list(d[1]))
+            else:
+                merged.append(d)
+        out.append(merged)
+    return out
+
+
+def _rescue_faint(rows: list[list], H: float, lost: np.ndarray, firm: np.ndarray, typical: float) -> list[list]:
+    """A digit too faint to binarize whole (a light pencil, a pen running dry: only specks of it
+    binarized, and they were dropped) leaves a gap in its row. Where two neighbours lie more than
+    1.6 of the page's column spacing apart, the ink between them that no digit owns (`lost`: over
+    FAINT of the threshold) is a digit when it holds a quarter of a typical digit's ink and its
+    tallest piece is half a digit tall and holds most of its firm ink (`firm`: over half the
+    threshold); specks, dots and dashes around an empty cell are scattered pieces."""
+    gaps = [g for r in rows if len(r) >= 3 for g in np.diff([(d[0][0] + d[0][2]) / 2 for d in r])]
+    if not gaps:
+        return rows
+    pitch = float(np.median(gaps))
+    out = []
+    for r in rows:
+        kept = [r[0]]
+        yc = float(np.median([(d[0][1] + d[0][3]) / 2 for d in r]))
+        for a, b in zip(r[:-1], r[1:]):
+            xa, xb = (a[0][0] + a[0][2]) / 2, (b[0][0] + b[0][2]) / 2
+            missing = int(round((xb - xa) / pitch)) - 1
+            if xb - xa > 1.6 * pitch:
+                for k in range(1, missing + 1):
+                    d = _faint_digit(lost, firm, xa + k * (xb - xa) / (missing + 1), yc, pitch, H, typical)
+                    if d is not None:
+                        kept.append(d)
+            kept.append(b)
+        out.append(kept)
+    return out
+
+
+def _faint_digit(lost: np.ndarray, firm: np.ndarray, xc: float, yc: float, pitch: float, H: float, typical: float):
+    """The faint digit centred near (xc, yc) as (box, {"members": [], "mask", "origin"}), or None."""
+    x0, x1 = int(max(0, xc - 0.45 * pitch)), int(min(lost.shape[1], xc + 0.45 * pitch))
+    y0, y1 = int(max(0, yc - 0.7 * H)), int(min(lost.shape[0], yc + 0.7 * H))
+    win = lost[y0:y1, x0:x1]
+    if win.sum() < 0.25 * typical or not (win & firm[y0:y1, x0:x1]).any():
+        return None
+    lab, n = ndimage.label(win, structure=np.ones((3, 3)))
+    objs = ndimage.find_objects(lab)
+    tallest = int(np.argmax([o[0].stop - o[0].start for o in objs]))
+    strong = firm[y0:y1, x0:x1] & win
+    # one stroke half a digit tall holding most of the firm ink, not specks and dots of the paper
+    if (
+        objs[tallest][0].stop - objs[tallest][0].start < 0.5 * H
+        or (strong & (lab == tallest + 1)).sum() < 0.8 * strong.sum()
+    ):
+        return None
+    ys, xs = np.nonzero(win)
+    bx0, by0, bx1, by1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+    box = np.array([x0 + bx0, y0 + by0, x0 + bx1, y0 + by1], dtype=np.float64)
+    return box, {"members": [], "mask": win[by0:by1, bx0:bx1], "origin": (x0 + bx0, y0 + by0)}
+
+
+def _plain(d) -> bool:
+    """A digit made of whole pieces (not a part of a blob cut by _split_touching)."""
+    return isinstance(d[1], list)
 
 
 def _one_digit_in_strokes(digits: list) -> list:
@@ -460,8 +634,11 @@ def _rows(digits: list) -> list[list]:
     return rows
 
 
-def _cells(rows: list[list], lab: np.ndarray, ink: np.ndarray, H: float, to_page, shape) -> list[Cell]:
-    """Each digit's cell (midway to its neighbours) and its own ink cut from the deskewed page."""
+def _cells(
+    rows: list[list], lab: np.ndarray, ink: np.ndarray, faint: np.ndarray, H: float, to_page, shape
+) -> list[Cell]:
+    """Each digit's cell (midway to its neighbours) and its own ink cut from the deskewed page
+    (`faint`: where ink too faint to binarize may belong to a digit, see _own_ink)."""
     hh, ww = ink.shape
     row_y = [float(np.mean([(d[0][1] + d[0][3]) / 2 for d in r])) for r in rows]
     row_gap = float(np.median(np.diff(row_y))) if len(rows) > 1 else 1.3 * H
@@ -475,13 +652,16 @@ def _cells(rows: list[list], lab: np.ndarray, ink: np.ndarray, H: float, to_page
             left = (xs[ci_ - 1] + xs[ci_]) / 2 if ci_ > 0 else xs[ci_] - col_gap / 2
             right = (xs[ci_] + xs[ci_ + 1]) / 2 if ci_ + 1 < len(xs) else xs[ci_] + col_gap / 2
             cb = np.array([max(0, left), max(0, top), min(ww, right), min(hh, bot)])
-            image = _own_ink(b, cb, members, lab, ink)
+            image = _own_ink(b, cb, members, lab, ink, faint)
             cells.append(Cell(ri, ci_, _to_page_box(b, to_page, shape), _to_page_box(cb, to_page, shape), image))
     return cells
 
 
-def _own_ink(b, cb, members, lab: np.ndarray, ink: np.ndarray) -> np.ndarray:
-    """The crop: the cell `cb`, grown to hold all of this digit's ink (box `b`); only its own ink kept."""
+def _own_ink(b, cb, members, lab: np.ndarray, ink: np.ndarray, faint: np.ndarray) -> np.ndarray:
+    """The crop: the cell `cb`, grown to hold all of this digit's ink (box `b`); only its own ink
+    kept, with the faint ink that continues its strokes (a stroke that faded where the pen ran dry
+    and broke when binarized: `faint` holds ink over FAINT of the threshold that no other piece,
+    removed line or speck owns), so the model sees the 9's loop that did not binarize."""
     x0, y0 = int(min(cb[0], b[0])), int(min(cb[1], b[1]))
     x1, y1 = int(math.ceil(max(cb[2], b[2]))), int(math.ceil(max(cb[3], b[3])))
     if isinstance(members, dict):  # a part of a split blob: only its own columns
@@ -493,35 +673,37 @@ def _own_ink(b, cb, members, lab: np.ndarray, ink: np.ndarray) -> np.ndarray:
         own[ya - y0 : yb - y0, xa - x0 : xb - x0] = m[ya - oy : yb - oy, xa - ox : xb - ox]
     else:
         own = np.isin(lab[y0:y1, x0:x1], members)
+    others = ndimage.binary_dilation((lab[y0:y1, x0:x1] > 0) & ~own, iterations=2)
+    own = ndimage.binary_propagation(own, mask=own | (faint[y0:y1, x0:x1] & ~others))
     own = ndimage.binary_dilation(own, iterations=2)
     return np.where(own, ink[y0:y1, x0:x1], 0.0).astype(np.float32)
 
 
 def _absorb_fragments(digits: list, piece_area: np.ndarray, H: float, typical: float) -> list:
     """Fragments much smaller than the typical digit (under half its height and a third of its
-    ink: a stroke end a grid line cut off, a line crossing left over, JPEG dirt) that lie between
-    the rows (beside no full-size digit) would open a row of their own: each joins the nearest
-    digit when within half a digit height and the two still fit one digit's box, or is dropped.
-    A small piece level with full-size digits stays (a small digit of a collage strip)."""
+    ink: a stroke end a grid line cut off, a line crossing left over, JPEG dirt, the lower end of
+    a 7 whose stem faded) would open a row, or a column, of their own. One over or under a digit
+    (within half a digit height, the two fitting one digit's box) joins it; else a piece level with
+    full-size digits, 0.4 of their height tall and with a fifth of their ink stays (a small digit
+    of a collage strip; no speck, dot or dash is that big); else it joins the nearest digit within
+    half a digit height when the two fit one digit's box, or is dropped."""
     area = [float(piece_area[np.asarray(m) - 1].sum()) for _, m in digits]
     small = [(b[3] - b[1]) < 0.5 * H and a < 0.35 * typical for (b, _), a in zip(digits, area)]
     if not any(small) or all(small):
         return digits
     full = [[np.array(b, dtype=np.float64), list(m)] for (b, m), s in zip(digits, small) if not s]
     kept = []
-    for (b, m), s in zip(digits, small):
+    for (b, m), s, a in zip(digits, small, area):
         if not s:
             continue
         mid = (b[1] + b[3]) / 2
-        if any(c[1] + 0.15 * H <= mid <= c[3] - 0.15 * H for c, _ in full):  # level with a digit's middle
+        level = any(c[1] + 0.15 * H <= mid <= c[3] - 0.15 * H for c, _ in full)  # with a digit's middle
+        best = _fitting_neighbour(b, full, H, stacked=True)
+        if best is None and level and b[3] - b[1] >= 0.4 * H and a >= 0.2 * typical:  # no speck nor dash is that big
             kept.append((b, m))
             continue
-        best, best_d = None, 0.5 * H
-        for k, (c, _) in enumerate(full):
-            dist = max(c[0] - b[2], b[0] - c[2], c[1] - b[3], b[1] - c[3], 0)
-            u = [min(b[0], c[0]), min(b[1], c[1]), max(b[2], c[2]), max(b[3], c[3])]
-            if dist <= best_d and u[2] - u[0] <= 1.3 * H and u[3] - u[1] <= 1.5 * H:
-                best, best_d = k, dist
+        if best is None:
+            best = _fitting_neighbour(b, full, H, stacked=False)
         if best is not None:
             c = full[best][0]
             full[best][0] = np.array([min(b[0], c[0]), min(b[1], c[1]), max(b[2], c[2]), max(b[3], c[3])])
@@ -529,36 +711,68 @@ def _absorb_fragments(digits: list, piece_area: np.ndarray, H: float, typical: f
     return [(b, m) for b, m in full] + kept
 
 
-def _split_touching(digits: list, lab: np.ndarray, mask: np.ndarray) -> list:
+def _fitting_neighbour(b, full: list, H: float, stacked: bool) -> int | None:
+    """The index of the digit in `full` nearest to box `b` (within half a digit height) that it
+    fits one digit's box with; `stacked`: only one it lies over or under (overlapping in x)."""
+    best, best_d = None, 0.5 * H
+    for k, (c, _) in enumerate(full):
+        if stacked and min(b[2], c[2]) - max(b[0], c[0]) < 0.3 * min(b[2] - b[0], c[2] - c[0]):
+            continue
+        dist = max(c[0] - b[2], b[0] - c[2], c[1] - b[3], b[1] - c[3], 0)
+        u = [min(b[0], c[0]), min(b[1], c[1]), max(b[2], c[2]), max(b[3], c[3])]
+        if dist <= best_d and u[2] - u[0] <= 1.3 * H and u[3] - u[1] <= 1.5 * H:
+            best, best_d = k, dist
+    return best
+
+
+def _split_touching(digits: list, lab: np.ndarray, mask: np.ndarray, H: float) -> list:
     """Cut blobs much wider than the typical digit (neighbours whose strokes touch) into as many
-    parts as their width holds, at the columns with the least ink near the even cuts."""
+    parts as their width holds, at the columns with the least ink near the even cuts; then blobs
+    over 1.6 digit heights tall (a digit touching the one of the next row) likewise across."""
     # The wider digits set the scale (a page of narrow 1s must not cut its 0s).
     w_med = float(np.percentile([d[0][2] - d[0][0] for d in digits], 75))
+    return _split_axis(_split_axis(digits, lab, 1, w_med, 1.7), lab, 0, H, 1.6)
+
+
+def _split_axis(digits: list, lab: np.ndarray, axis: int, size: float, over: float) -> list:
+    """Blobs longer along `axis` (1: x, 0: y) than `over` x `size`, cut into round(length / size)
+    parts at the lines with the least ink within a quarter of `size` of the even cuts."""
     out = []
     for b, members in digits:
-        w = b[2] - b[0]
-        parts = int(round(w / w_med))
-        if w < 1.7 * w_med or parts < 2:
+        length = b[2] - b[0] if axis == 1 else b[3] - b[1]
+        parts = int(round(length / size))
+        if length < over * size or parts < 2:
             out.append((b, members))
             continue
         x0, y0, x1, y1 = (int(v) for v in b)
-        own = np.isin(lab[y0:y1, x0:x1], members)
-        profile = own.sum(0)
+        if isinstance(members, dict):  # a part of a blob already cut the other way
+            ox, oy = members["origin"]
+            own = members["mask"][y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+            members = members["members"]
+        else:
+            own = np.isin(lab[y0:y1, x0:x1], members)
+        profile = own.sum(1 - axis)
         cuts = [0]
         for k in range(1, parts):
-            c = k * w / parts
-            lo, hi = int(c - 0.25 * w_med), int(c + 0.25 * w_med) + 1
+            c = k * length / parts
+            lo, hi = int(c - 0.25 * size), int(c + 0.25 * size) + 1
             cuts.append(lo + int(np.argmin(profile[lo:hi])))
-        cuts.append(x1 - x0)
+        cuts.append(own.shape[axis])
         for a, e in zip(cuts[:-1], cuts[1:]):
-            ys = np.nonzero(own[:, a:e].any(1))[0]
+            sub = np.zeros_like(own)
+            if axis == 1:
+                sub[:, a:e] = own[:, a:e]
+            else:
+                sub[a:e, :] = own[a:e, :]
+            ys, xs = np.nonzero(sub)
             if len(ys) == 0:
                 continue
-            sub = np.zeros_like(own)
-            sub[:, a:e] = own[:, a:e]
+            # the cut lines bound the part along the axis; its ink, across it
+            x_a, x_e = (x0 + a, x0 + e) if axis == 1 else (x0 + xs.min(), x0 + xs.max() + 1)
+            y_a, y_e = (y0 + a, y0 + e) if axis == 0 else (y0 + ys.min(), y0 + ys.max() + 1)
             out.append(
                 (
-                    np.array([x0 + a, y0 + ys[0], x0 + e, y0 + ys[-1] + 1], dtype=np.float64),
+                    np.array([x_a, y_a, x_e, y_e], dtype=np.float64),
                     {"members": members, "mask": sub, "origin": (x0, y0)},
                 )
             )

@@ -31,7 +31,7 @@ from hybridlearn.digits.fitting import curves, fit_one, fit_writers, misclassifi
 from hybridlearn.digits.paper import PAPER_ACCURACY
 from hybridlearn.digits.predict import classify, preparation, read_digits
 from hybridlearn.digits.results import PageReading, PaperEpoch, PooledScore, SeedScores, StudyResult, write_study
-from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, found_in_order, mnist_pages
+from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, UNRULED_SMALL_STYLES, found_in_order, mnist_pages
 from hybridlearn.mnist.data import load_mnist
 
 log = logging.getLogger(__name__)
@@ -330,6 +330,7 @@ def study_metrics(result: StudyResult) -> dict[str, float]:
 PAGE_KINDS = {
     "scans and photos (60 px per cell; paper, rotation, light, JPEG)": (STYLES, 70),
     "small ruled JPEG scans (18-24 px per cell)": (LOWRES_STYLES, 20),
+    "small unruled scans (16-24 px per cell; dots, specks, broken strokes)": (UNRULED_SMALL_STYLES, 20),
 }
 
 

@@ -1,6 +1,8 @@
 """Synthetic pages of handwritten digits, rendered from MNIST *test* digits the way real pages
 come from a scanner or a phone: margins, plain / dotted / squared / lined paper, jittered positions
-and sizes, a slight rotation, a lighting gradient, sensor noise and JPEG compression."""
+and sizes, a slight rotation, a lighting gradient, sensor noise and JPEG compression; for small
+scans also specks, pen dots and ruling fragments beside the digits and strokes too faint in places
+to survive binarizing."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 
 @dataclass
@@ -35,15 +38,28 @@ def render_page(
     pitch: int = 60,
     margin: int = 70,
     scale: float = 1.0,
+    specks: int = 0,
+    breaks: float = 0.0,
 ) -> SynthPage:
     """`digits`: uint8 [N, 28, 28] light ink on black (MNIST); the first rows*cols are drawn.
     `paper="cells"`: ruled cell lines around every digit (a form's table). `scale`: the page is
-    drawn at `pitch` and shrunk by this factor before noise and JPEG (a small scan)."""
+    drawn at `pitch` and shrunk by this factor before noise and JPEG (a small scan). `specks`:
+    that many specks, pen dots and short ruling fragments beside the digits (never touching one).
+    `breaks` (0-1): how faint the ink gets along a few stretches of every stroke (a dry pen, a
+    light pencil), so binarizing breaks strokes. Both draw from their own random stream: pages
+    without them are the same as before they existed."""
     rng = np.random.default_rng(seed)
     n = rows * cols
     h, w = 2 * margin + rows * pitch, 2 * margin + cols * pitch
     ink, centres = _draw_digits(digits[:n], cols, pitch, margin, (h, w), rng)
-    page = _paper(h, w, pitch, margin, paper) * (1 - 0.88 * ink)
+    marks = np.zeros_like(ink)
+    if specks or breaks:
+        extra = np.random.default_rng([seed, 1])
+        if breaks:
+            ink = _broken(ink, breaks, pitch, extra)
+        if specks:
+            marks = _specks(ink, centres, specks, pitch, extra)
+    page = _paper(h, w, pitch, margin, paper, dot=max(2, round(1 / scale))) * (1 - 0.88 * np.maximum(ink, marks))
     img = Image.fromarray(np.clip(page * 255, 0, 255).astype(np.uint8))
     if rotate:
         img, centres = _rotated(img, rotate, centres)
@@ -54,13 +70,14 @@ def render_page(
     return SynthPage(img, [int(v) for v in labels[:n]], [int(v) for v in index[:n]], rows, cols, centres)
 
 
-def _paper(h: int, w: int, pitch: int, margin: int, paper: str) -> np.ndarray:
-    """The blank page, grey [h, w]: plain, dotted, squared, lined, or ruled around the cells."""
+def _paper(h: int, w: int, pitch: int, margin: int, paper: str, dot: int = 2) -> np.ndarray:
+    """The blank page, grey [h, w]: plain, dotted, squared, lined, or ruled around the cells.
+    `dot`: the dots' side (pixels), so they stay about a pixel wide on a shrunk page."""
     page = np.full((h, w), 0.93, np.float32)
     yy, xx = np.mgrid[0:h, 0:w]
     step = pitch // 2
     if paper == "dotted":
-        page[((yy % step) < 2) & ((xx % step) < 2)] = 0.45
+        page[((yy % step) < dot) & ((xx % step) < dot)] = 0.45
     elif paper == "squared":
         page[((yy % step) < 2) | ((xx % step) < 2)] = 0.6
     elif paper == "lined":
@@ -88,6 +105,55 @@ def _draw_digits(digits: np.ndarray, cols: int, pitch: int, margin: int, shape: 
             ink[y0 : y0 + size, x0 : x0 + size], np.asarray(d, np.float32) / 255
         )
     return ink, centres
+
+
+def _broken(ink: np.ndarray, strength: float, pitch: int, rng) -> np.ndarray:
+    """The ink made faint (down to 1 - strength) in short stretches where a random field, smooth
+    over a stroke width (a fifteenth of the cell), is high: about a tenth of the ink fades, a
+    twentieth fully, so a stroke breaks in a place or two per digit and no digit fades whole."""
+    field = ndimage.gaussian_filter(rng.standard_normal(ink.shape).astype(np.float32), pitch / 15)
+    field /= field.std() + 1e-8
+    fade = np.clip((field - 1.2) * 2, 0.0, 1.0)
+    return ink * (1 - strength * fade)
+
+
+def _specks(ink: np.ndarray, centres: list, n: int, pitch: int, rng) -> np.ndarray:
+    """Marks that are not digits, each beside a random digit, outside its ink: specks of dust and
+    pen dots (round, 2-9 px across at 60 px per cell, i.e. 1-3 px on a 20 px scan) and ruling
+    fragments (a straight bit of line, 1/5-1/2 of a cell long, 2-3 px thick; the vertical ones
+    shorter, under a fifth of a cell, so that none could pass for a 1)."""
+    h, w = ink.shape
+    near = ndimage.maximum_filter(ink, size=15) > 0.05  # the digits' ink and 7 px around it
+    marks = np.zeros_like(ink)
+    apart = np.zeros(ink.shape, bool)  # the marks and a few pixels around them: two never touch
+    placed = tries = 0
+    while placed < n and tries < 50 * n:
+        tries += 1
+        cx, cy = centres[rng.integers(len(centres))]
+        ang = rng.uniform(0, 2 * np.pi)
+        dist = rng.uniform(0.3, 0.55) * pitch
+        x, y = cx + dist * np.cos(ang), cy + dist * np.sin(ang)
+        kind = rng.choice(["speck", "dot", "hline", "vline"], p=[0.4, 0.3, 0.2, 0.1])
+        r = int(pitch // 4)  # the window the mark is drawn in
+        x0, y0 = int(x) - r, int(y) - r
+        if x0 < 0 or y0 < 0 or x0 + 2 * r >= w or y0 + 2 * r >= h:
+            continue
+        yy, xx = np.mgrid[y0 : y0 + 2 * r, x0 : x0 + 2 * r]
+        if kind in ("speck", "dot"):
+            rad = rng.uniform(1.0, 2.5) if kind == "speck" else rng.uniform(2.5, 4.5)
+            shape = (xx - x) ** 2 + (yy - y) ** 2 <= rad * rad
+        else:
+            length = rng.uniform(0.2, 0.5) * pitch if kind == "hline" else rng.uniform(0.1, 0.16) * pitch
+            half_t = rng.uniform(1.0, 1.5)
+            along, across = (xx - x, yy - y) if kind == "hline" else (yy - y, xx - x)
+            shape = (np.abs(along) <= length / 2) & (np.abs(across) <= half_t)
+        win = (slice(y0, y0 + 2 * r), slice(x0, x0 + 2 * r))
+        if not shape.any() or (shape & (near[win] | apart[win])).any():
+            continue  # touching a digit (or another mark): it would be part of that digit
+        marks[win][shape] = rng.uniform(0.6, 1.0)
+        apart[win] |= ndimage.binary_dilation(shape, iterations=8)
+        placed += 1
+    return marks
 
 
 def _rotated(img: Image.Image, rotate: float, centres: list) -> tuple[Image.Image, list]:
@@ -145,10 +211,32 @@ LOWRES_STYLES = [
 ]
 
 
+# Small unruled scans, as a new writer sends them: 16-24 px per cell on dotted or plain paper,
+# specks, pen dots and bits of ruling beside the digits, strokes that break when binarized, a
+# slight rotation, JPEG (drawn at 60 px, shrunk).
+UNRULED_SMALL_STYLES = [
+    dict(paper="dotted", scale=16 / 60, jpeg=75, specks=25, breaks=0.6, rotate=1.0),
+    dict(paper="plain", scale=18 / 60, jpeg=70, specks=30, breaks=0.7, rotate=-1.5),
+    dict(paper="dotted", scale=20 / 60, jpeg=60, specks=30, breaks=0.7, rotate=0.7),
+    dict(paper="plain", scale=22 / 60, jpeg=80, specks=30, breaks=0.8, rotate=2.0, gradient=0.3),
+    dict(paper="dotted", scale=24 / 60, jpeg=70, specks=35, breaks=0.8, rotate=-1.0),
+    dict(paper="dotted", scale=20 / 60, jpeg=75, specks=30, breaks=0.6, rotate=-2.0, gradient=0.3),
+]
+
+
 def mnist_pages(
-    test_x, test_y, n_pages: int = 6, rows: int = 10, cols: int = 10, offset: int = 0, styles=None, margin: int = 70
+    test_x,
+    test_y,
+    n_pages: int = 6,
+    rows: int = 10,
+    cols: int = 10,
+    offset: int = 0,
+    styles=None,
+    margin: int = 70,
+    seed: int = 0,
 ) -> list[SynthPage]:
-    """`n_pages` pages of distinct MNIST test digits, cycling through `styles` (STYLES)."""
+    """`n_pages` pages of distinct MNIST test digits, cycling through `styles` (STYLES); page p
+    is drawn with seed `seed` + p."""
     styles = styles or STYLES
     pages = []
     per = rows * cols
@@ -161,7 +249,7 @@ def mnist_pages(
                 idx,
                 rows,
                 cols,
-                seed=p,
+                seed=seed + p,
                 margin=margin,
                 **styles[p % len(styles)],
             )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -113,17 +114,19 @@ def test_ckpt_path_last_picks_the_newest_run(tmp_path):
         newest_last_ckpt(tmp_path, "gom_mlp")
 
 
-def test_wandb_id_is_kept_and_reused_on_resume(tmp_path):
+def test_wandb_id_is_kept_and_reused_on_resume(tmp_path, lenet_run):
     """A run gets its W&B id up front; a run resumed from its checkpoint continues that W&B run."""
     run = tmp_path / "run"
     (run / "checkpoints").mkdir(parents=True)
     ckpt = run / "checkpoints" / "last.ckpt"
-    ckpt.write_bytes(b"x")
+    shutil.copyfile(lenet_run / "checkpoints" / "last.ckpt", ckpt)  # a real one: resume reads it first
     (run / "results.json").write_text(json.dumps({"status": "interrupted", "wandb_id": "abc123"}))
     cfg = compose_cfg(["experiment=lenet_mnist", "logger=wandb"], tmp_path / "new")
     prepare(cfg, None)
     assert len(cfg.logger.wandb.id) == 8 and cfg.logger.wandb.resume is None
-    cfg = compose_cfg(["experiment=lenet_mnist", "logger=wandb", f"ckpt_path={ckpt}"], tmp_path / "new")
+    cfg = compose_cfg(
+        ["experiment=lenet_mnist", "logger=wandb", f"ckpt_path={ckpt}", "trainer.max_epochs=1"], tmp_path / "new"
+    )
     prepare(cfg, None)
     assert cfg.logger.wandb.id == "abc123" and cfg.logger.wandb.resume == "allow"
 
@@ -141,7 +144,7 @@ def test_corrupt_checkpoint_is_exactly_one_line(tmp_path):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(b"not a checkpoint")
     line = one_line(train_cli(["experiment=gom_mlp", "task=test", f"ckpt_path={bad}", f"paths.log_dir={tmp_path}"]))
-    assert "is not a readable PyTorch checkpoint" in line
+    assert "bad.ckpt is not a PyTorch checkpoint (" in line and "give a .ckpt written by train.py" in line
 
 
 def test_diverging_run_fails_naming_the_step_and_metric(tmp_path, data_dir):

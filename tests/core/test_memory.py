@@ -8,10 +8,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from omegaconf import OmegaConf
+from conftest import compose_cfg
 
-from hybridlearn.core.config import validate
 from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.settings import check_settings
 from hybridlearn.core.memory import DEFAULT_KEEP_MB, _libc, keep_freed_memory
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -20,6 +20,7 @@ ROOT = Path(__file__).resolve().parents[2]
 # starts at 128 KiB there, so by default the block is mmap'd and unmapped on free)
 PROBE = """
 import os, sys
+from hybridlearn.core.settings import check_settings
 from hybridlearn.core.memory import keep_freed_memory
 def rss():
     return int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE") >> 20
@@ -58,13 +59,18 @@ def test_none_leaves_malloc_alone():
 
 
 @pytest.mark.parametrize("bad", [-1, 1.5, "lots", True])
-def test_malloc_keep_mb_is_checked(bad):
-    with pytest.raises(ConfigError, match="malloc_keep_mb"):
-        validate(OmegaConf.create({"task": "fit", "seed": 1, "malloc_keep_mb": bad}))
-    for good in (None, 0, 512):
-        validate(OmegaConf.create({"task": "fit", "seed": 1, "malloc_keep_mb": good}))
+def test_malloc_keep_mb_is_checked(bad, tmp_path):
+    """A negative size is refused by its range, a non-integer by its type (while Hydra composes)."""
+    with pytest.raises(Exception, match="malloc_keep_mb") as e:
+        check_settings(compose_cfg(["experiment=lenet_mnist", f"malloc_keep_mb={bad}"], tmp_path))
+    assert bad != -1 or e.type is ConfigError
+    for good in ("null", 0, 512):
+        cfg = compose_cfg(["experiment=lenet_mnist", f"malloc_keep_mb={good}"], tmp_path)
+        check_settings(cfg)
+        assert cfg.malloc_keep_mb == (None if good == "null" else good)
 
 
-def test_default_is_the_configs():
-    cfg = OmegaConf.load(ROOT / "conf" / "train.yaml")
-    assert cfg.malloc_keep_mb == DEFAULT_KEEP_MB
+def test_default_is_glibcs_and_style_video_keeps_256(tmp_path):
+    """Most runs leave malloc alone; the video stream (large CPU batches) keeps DEFAULT_KEEP_MB."""
+    assert compose_cfg(["experiment=lenet_mnist"], tmp_path).malloc_keep_mb is None
+    assert compose_cfg(["experiment=style_video"], tmp_path).malloc_keep_mb == DEFAULT_KEEP_MB

@@ -110,7 +110,7 @@ def test_gom_search_scores_inner_validation_only(tmp_path, data_dir):
         o = dict(s.split("=", 1) for s in t["overrides"])
         m = t["metrics"]
         assert o["model.net.hidden"] in ("[128]", "[256]", "[512]", "[256,256]")
-        assert all(f["epochs"] == int(o["trainer.max_epochs"]) for f in m["cv/folds"])
+        assert all(f["epochs_trained"] == int(o["trainer.max_epochs"]) for f in m["cv/folds"])
         assert "cv/baseline_rf_unit_km" not in m and "cv/baseline_knn_km" in m  # forests off, the cheap baselines kept
         assert m["cv/val_km"] == pytest.approx(sum(f["val/km"] for f in m["cv/folds"]) / 2)
     best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())

@@ -134,7 +134,7 @@ def test_not_a_checkpoint_is_one_line(tmp_path, content, data_dir):
     bad = tmp_path / "bad.ckpt"
     bad.write_bytes(content)
     p = train_cli([*QUICK, "task=test", f"ckpt_path={bad}", f"hydra.run.dir={tmp_path / 'run'}"], timeout=120)
-    assert "not a readable PyTorch checkpoint" in one_error_line(p)
+    assert "bad.ckpt is not a PyTorch checkpoint (" in one_error_line(p)
 
 
 class _Marker:

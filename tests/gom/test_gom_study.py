@@ -243,4 +243,4 @@ def test_study_and_cv_models_have_their_own_wandb_runs(run_train, monkeypatch):
         for m in models:  # and its checkpoints are in its folder
             assert list((out / m / "checkpoints").glob("*.ckpt")), m
     assert r["metrics"]["hybrid"]["M1"]["epochs_trained"] == 2
-    assert all(f["epochs"] == 2 for f in cv["metrics"]["cv/folds"])
+    assert all(f["epochs_trained"] == 2 for f in cv["metrics"]["cv/folds"])

@@ -11,8 +11,8 @@ import pytest
 from conftest import compose_cfg
 
 from hybridlearn.core.errors import ConfigError
-from hybridlearn.core.settings import check_settings
 from hybridlearn.core.memory import DEFAULT_KEEP_MB, _libc, keep_freed_memory
+from hybridlearn.core.settings import check_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -11,9 +11,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import compose_cfg, train_cli
+from conftest import compose_cfg, run_process, train_cli
 
 from hybridlearn.core.config import validate
+from hybridlearn.core.errors import ConfigError
 
 # per-process batch 64 x 2 processes = the global batch 128 of a single-process run
 DDP = ["trainer=ddp_cpu", "trainer.devices=2", "data.batch_size=64"]
@@ -47,7 +48,11 @@ def _assert_two_ranks(p, run_dir: Path) -> None:
 @pytest.mark.parametrize("name", ["gpu", "tpu", "ddp", "ddp_cpu"])
 def test_trainer_configs_compose_and_validate(name, tmp_path):
     cfg = compose_cfg(["experiment=lenet_mnist", f"trainer={name}"], tmp_path)
-    validate(cfg)
+    if cfg.trainer.accelerator == "gpu" and not Path("/proc/driver/nvidia/gpus").is_dir():
+        with pytest.raises(ConfigError, match="trainer.accelerator=gpu, but this machine has no NVIDIA GPU"):
+            validate(cfg)  # refused before torch, in one line (core.conf.TrainerConfig)
+    else:
+        validate(cfg)
     known = set(inspect.signature(L.Trainer.__init__).parameters)
     unknown = {k for k in cfg.trainer if not k.startswith("_")} - known
     assert not unknown, f"conf/trainer/{name}.yaml: not Trainer arguments: {unknown}"
@@ -58,7 +63,7 @@ def test_trainer_configs_compose_and_validate(name, tmp_path):
 
 def test_ddp_cpu_two_processes_one_result_synced_metrics(tmp_path, data_dir):
     run = tmp_path / "ddp"
-    p = train_cli([*SMALL, *DDP, f"hydra.run.dir={run}"])
+    p = run_process("train.py", [*SMALL, *DDP, f"hydra.run.dir={run}"])  # ranks are processes
     _assert_two_ranks(p, run)
     res = _results(run)
     assert res["status"] == "completed"
@@ -83,7 +88,7 @@ def test_ddp_cpu_full_epoch_matches_single_process(tmp_path, data_dir):
     common = ["experiment=lenet_mnist", "trainer.max_epochs=1", "trainer.enable_progress_bar=false", "logger=csv"]
     one = train_cli([*common, f"hydra.run.dir={tmp_path / 'one'}"])
     assert one.returncode == 0, one.stderr[-3000:]
-    ddp = train_cli([*common, *DDP, f"hydra.run.dir={tmp_path / 'ddp'}"])
+    ddp = run_process("train.py", [*common, *DDP, f"hydra.run.dir={tmp_path / 'ddp'}"])
     _assert_two_ranks(ddp, tmp_path / "ddp")
     a, b = _results(tmp_path / "one")["metrics"]["test/acc"], _results(tmp_path / "ddp")["metrics"]["test/acc"]
     assert a > 0.95 and abs(a - b) < 0.005, (a, b)
@@ -91,7 +96,8 @@ def test_ddp_cpu_full_epoch_matches_single_process(tmp_path, data_dir):
 
 def test_gan_manual_optimization_under_ddp(tmp_path, data_dir):
     run = tmp_path / "gan"
-    p = train_cli(
+    p = run_process(
+        "train.py",
         [
             "experiment=gan_mnist",
             *DDP,
@@ -106,7 +112,7 @@ def test_gan_manual_optimization_under_ddp(tmp_path, data_dir):
             "trainer.enable_progress_bar=false",
             "logger=csv",
             f"hydra.run.dir={run}",
-        ]
+        ],
     )
     _assert_two_ranks(p, run)
     m = _results(run)["metrics"]

@@ -19,8 +19,8 @@ from omegaconf import DictConfig
 
 from hybridlearn.core.errors import one_line_errors
 from hybridlearn.core.io import atomic_output
+from hybridlearn.digits.conf import PREPROCESS
 from hybridlearn.digits.digitset import DigitSet, build_digits
-from hybridlearn.digits.images import PREPROCESS
 from hybridlearn.digits.manifest import resolve_sheets
 
 if TYPE_CHECKING:  # the CLI needs no Lightning

@@ -16,13 +16,12 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from hybridlearn.core.config import check_choice, check_float, check_fraction, check_int, plain
+from hybridlearn.core.config import plain
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.loaders import EpochBatchSampler, SplitLoaders, TensorBatches, seeded_split, tensor_loader
 from hybridlearn.digits.digitset import DigitSet, build_digits
-from hybridlearn.digits.images import PREPROCESS
 from hybridlearn.digits.manifest import resolve_sheets
-from hybridlearn.mnist.data import VALUE_RANGES, load_mnist, to_float, to_range
+from hybridlearn.mnist.data import load_mnist, to_float, to_range
 
 log = logging.getLogger(__name__)
 
@@ -54,38 +53,30 @@ class DigitSheetsDataModule(SplitLoaders, L.LightningDataModule):
 
     def __init__(
         self,
-        data_dir: str = "./data",
-        manifest: str | None = "builtin",
-        extra_manifests: Sequence[str] = (),
-        size: int = 32,
-        preprocess: str = "paper",
-        border: float = 0.08,
-        despeckle: float = 0.0,
-        value_range: str = "unit",
-        batch_size: int = 32,
-        eval_batch_size: int = 1024,
-        test_fraction: float = 0.2,
-        val_fraction: float = 0.1,
-        split_seed: int = 42,
-        shuffle_seed: int = 0,
-        test_writer: str | None = None,
-        writer_groups: Mapping[str, str] | None = None,
-        drop_last: bool = False,
-        download_timeout: float = 30.0,
-        mnist_mix: int = 0,
+        data_dir: str,
+        manifest: str,
+        extra_manifests: Sequence[str],
+        size: int,
+        preprocess: str,
+        border: float,
+        despeckle: float,
+        value_range: str,
+        batch_size: int,
+        eval_batch_size: int,
+        test_fraction: float,
+        val_fraction: float,
+        split_seed: int,
+        shuffle_seed: int,
+        test_writer: str | None,
+        writer_groups: Mapping[str, str],
+        drop_last: bool,
+        download_timeout: float | None,
+        mnist_mix: int,
     ):
+        """Settings and their ranges: hybridlearn.digits.conf.DigitSheetsDataConfig (`data=digits`)."""
         super().__init__()
-        check_int("data.size", size, 8, 1024)
-        check_choice("data.preprocess", preprocess, PREPROCESS)
-        check_choice("data.value_range", value_range, VALUE_RANGES)
-        check_fraction("data.border", border, 0.5)
-        check_fraction("data.despeckle", despeckle, 0.5)  # the ink share below which a blob is erased
-        check_float("data.test_fraction", test_fraction, 0, 1)
-        check_fraction("data.test_fraction", test_fraction)  # (0, 1): some digits to test, some to train
-        check_fraction("data.val_fraction", val_fraction)
-        check_int("data.mnist_mix", mnist_mix, 0, 60_000)  # MNIST images per training batch (drawn with replacement)
-        extra_manifests = list(plain(extra_manifests) or [])
-        writer_groups = dict(plain(writer_groups) or {})
+        extra_manifests = list(plain(extra_manifests))
+        writer_groups = dict(plain(writer_groups))
         self.save_hyperparameters(ignore=["download_timeout"])
         self.timeout = download_timeout
         self.batch_size, self.eval_batch_size, self.drop_last = batch_size, eval_batch_size, drop_last

@@ -8,9 +8,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from hybridlearn.core.config import check_choice
 from hybridlearn.core.errors import DataError
-from hybridlearn.digits.images import PREPROCESS, dark_ink, load_grey, preprocess_cell, slice_grid
+from hybridlearn.digits.images import dark_ink, load_grey, preprocess_cell, slice_grid
 from hybridlearn.digits.manifest import Sheet, labels_for
 from hybridlearn.digits.reader import read_page
 
@@ -80,7 +79,6 @@ def build_digits(
     writer_groups: Mapping[str, str] | None = None,
     despeckle: float = 0.0,
 ) -> DigitSet:
-    check_choice("data.preprocess", preprocess, PREPROCESS)
     xs, ys, sh, cells, writers = [], [], [], [], []
     groups = dict(writer_groups or {})
     resolved = []

@@ -15,10 +15,12 @@ from typing import Any
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig
 
+from hybridlearn.core.checkpoint import instantiate_module
 from hybridlearn.core.plotting import plot_curves
 from hybridlearn.core.trainer import TrainerFactory, finish_loggers
+from hybridlearn.digits.conf import variant_config
 from hybridlearn.digits.results import Misread
 
 KEYS = {
@@ -114,20 +116,6 @@ def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
     return float((probabilities(model, x).argmax(1) == y).float().mean())
 
 
-def variant_config(cfg: DictConfig, variant: DictConfig, seed: int, *extra: DictConfig | dict | None) -> DictConfig:
-    """The run's config with `variant` (and then each of `extra`) merged onto its data, model and
-    trainer nodes, and `seed` set; interpolations such as ${data.value_range} resolve in the result."""
-    sub = cfg.copy()
-    with open_dict(sub):
-        for part in (variant, *extra):
-            for group in ("data", "model", "trainer"):
-                node = (part or {}).get(group)
-                if node is not None:
-                    sub[group] = OmegaConf.merge(sub[group], node)
-        sub.seed = seed
-    return sub
-
-
 def fit_one(
     trainers: TrainerFactory,
     cfg: DictConfig,
@@ -142,11 +130,11 @@ def fit_one(
     """One study run (`variant`, then the changes in `extra`) for `epochs` epochs, trained by a Trainer
     from the run's config (its loggers write into `<output_dir>/runs/<name>_seed<seed>/`); returns
     the final-epoch metrics and test accuracy. `epochs=0`: the (pretrained) model as it is."""
-    run_cfg = variant_config(cfg, variant, seed, *extra)
+    run_cfg = variant_config(cfg, variant, *extra, seed=seed)
     L.seed_everything(seed, workers=True, verbose=False)
     dm = instantiate(run_cfg.data)
     dm.setup("fit")
-    model = instantiate(run_cfg.model)
+    model = instantiate_module(run_cfg.model)
     model.prepare_helpers(trainers)  # the MNIST pretraining of `model.pretrained: mnist`
     hist = EpochHistory(dm.tensors["test"], test_at=set(test_at) | {epochs})
     if epochs > 0:
@@ -191,7 +179,7 @@ def fit_one(
 
 def fit_writers(cfg: DictConfig, variant: DictConfig) -> dict[str, int]:
     """{writer group: number of digits} of the digits `variant` reads."""
-    d = instantiate(variant_config(cfg, variant, cfg.seed).data).load()
+    d = instantiate(variant_config(cfg, variant, seed=cfg.seed).data).load()
     return {w: d.writer.count(w) for w in d.writers}
 
 

@@ -19,8 +19,8 @@ import torch.nn.functional as F
 
 from hybridlearn.core.config import check_choice
 from hybridlearn.core.errors import DataError
+from hybridlearn.digits.conf import PREPROCESS
 
-PREPROCESS = ("paper", "clean")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 
 

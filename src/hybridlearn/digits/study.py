@@ -19,14 +19,13 @@ from typing import Any
 
 import numpy as np
 import torch
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from hybridlearn.core.config import check_int, check_int_list
-from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.report import interval, mean_std, per_seed  # one='': study.md names its seeds
 from hybridlearn.core.stats import expected_calibration_error, wilson_interval
 from hybridlearn.core.trainer import TrainerFactory
+from hybridlearn.digits.conf import study_settings
 from hybridlearn.digits.fitting import curves, fit_one, fit_writers, misclassified
 from hybridlearn.digits.paper import PAPER_ACCURACY
 from hybridlearn.digits.predict import classify, preparation, read_digits
@@ -65,24 +64,10 @@ def run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> di
         torch.set_num_threads(threads)
 
 
-def study_settings(cfg: DictConfig) -> DictConfig:
-    """`cfg.study`; under debug=fdr with `study.fast_dev_run` merged on (its `n_seeds` first seeds)."""
-    st = cfg.study
-    if not cfg.trainer.get("fast_dev_run"):
-        return st
-    fdr = OmegaConf.to_container(st.fast_dev_run, resolve=True)
-    n = check_int("study.fast_dev_run.n_seeds", fdr.pop("n_seeds"), 1, 1000)
-    return OmegaConf.merge(st, {**fdr, "seeds": list(st.seeds)[:n], "lowo_seeds": list(st.lowo_seeds)[:n]})
-
-
 def ablation_variants(st: DictConfig, key: str, first: tuple[str, str]) -> list[tuple[str, str, Any]]:
     """(name, label, changes) of `first` (the transfer fix itself) and of each ablation listed in
-    `study.<key>`; ConfigError (before any training) for a name not in study.ablation_runs."""
-    names = list(st.get(key) or [])
-    unknown = [a for a in names if a not in st.ablation_runs]
-    if unknown:
-        raise ConfigError(f"study.{key}: unknown {unknown}; choose from {', '.join(st.ablation_runs)}")
-    return [(*first, None)] + [(a, st.ablation_runs[a].label, st.ablation_runs[a]) for a in names]
+    `study.<key>` (names checked against study.ablation_runs by hybridlearn.digits.conf)."""
+    return [(*first, None)] + [(a, st.ablation_runs[a].label, st.ablation_runs[a]) for a in st.get(key) or []]
 
 
 def _run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
@@ -93,7 +78,6 @@ def _run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> d
 
     variants = ablation_variants(st, "ablations", ("transfer", "transfer (pretrained + augmentation)"))
     lowo_variants = ablation_variants(st, "lowo_ablations", ("transfer", "transfer")) if st.lowo else []
-    ensemble_seeds(st)  # a bad setting fails now, not after an hour of training
     started = time.time()
     result = StudyResult(seeds=list(st.seeds), lowo_seeds=list(st.lowo_seeds), paper_setup={})
     md = [
@@ -260,14 +244,8 @@ def leave_one_writer_out(cfg: DictConfig, fit, st: DictConfig, result: StudyResu
 
 
 def ensemble_seeds(st: DictConfig) -> list[int]:
-    """`study.lowo_ensemble`: null, or two or more MNIST pretraining seeds (checked before any training)."""
-    v = st.get("lowo_ensemble")
-    if v is None:
-        return []
-    seeds = check_int_list("study.lowo_ensemble", v, 0, 2**31 - 1)
-    if len(set(seeds)) < 2:
-        raise ConfigError(f"study.lowo_ensemble needs two or more different seeds (got {seeds})")
-    return seeds
+    """`study.lowo_ensemble`: null, or two or more MNIST pretraining seeds (checked by hybridlearn.digits.conf)."""
+    return list(st.get("lowo_ensemble") or [])
 
 
 def lowo_tables(result: StudyResult, digits: dict[str, int], labels: list[str]) -> list[str]:

@@ -63,7 +63,7 @@ def test_joblib_multirun_writes_summary_and_marks_failures(tmp_path, data_dir):
     assert p.returncode == 1, p.stderr[-3000:]
     assert "failed" in p.stderr
     assert "Traceback" not in p.stdout + p.stderr  # the bad job is one line, as a single run's error is
-    assert "job failed: model.lr must be > 0 (got -1)" in p.stdout + p.stderr
+    assert "job failed: model.lr must be > 0 (got -1.0)" in p.stdout + p.stderr
     rows = {r["job"]: r for r in csv.DictReader((sweep / "summary.csv").open())}
     assert set(rows) == {"0", "1", "2"}
     assert rows["0"]["status"] == rows["1"]["status"] == "completed"

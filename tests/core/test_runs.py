@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, read_wandb_records, train_cli
+from conftest import ROOT, read_wandb_records, run_process, train_cli
 
 QUICK = [
     "experiment=lenet_mnist",
@@ -47,8 +47,10 @@ def test_wandb_offline_run_has_metrics(run_train, data_dir, monkeypatch):
 
 def test_joblib_multirun_writes_summary_and_marks_failures(tmp_path, data_dir):
     sweep = tmp_path / "sweep"
-    # three jobs, two at a time; the third has a bad learning rate and must be marked failed
-    p = train_cli(
+    # three jobs, two at a time; the third has a bad learning rate and must be marked failed.
+    # A real process: the jobs run in joblib's worker processes, whose console is this command's
+    p = run_process(
+        "train.py",
         [
             "-m",
             *QUICK,

@@ -24,7 +24,6 @@ step, timed apart, and the ratio is the median of per-step ratios, so load swing
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import statistics
 import sys
@@ -38,6 +37,9 @@ from torch import nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine import describe  # noqa: E402
+
 os.environ.setdefault("DATA_DIR", str((ROOT / ".." / "shared" / "data").resolve()))
 
 BATCH, LATENT = 512, 128
@@ -313,12 +315,7 @@ DCGAN_VARIANTS = {
 
 
 def machine() -> str:
-    flags = ""
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        line = next((ln for ln in f if ln.startswith("flags")), "")
-        flags = " ".join(x for x in line.split() if x.startswith(("avx", "fma", "amx")))
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
-    return f"load average {load}; {os.cpu_count()} CPUs, flags: {flags}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{describe()}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def dcgan_table(args) -> None:

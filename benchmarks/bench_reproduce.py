@@ -27,14 +27,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def cpu_flags() -> str:
-    try:
-        flags = next(ln for ln in Path("/proc/cpuinfo").read_text().splitlines() if ln.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "?"
-    return " ".join(f for f in ("avx2", "avx512f", "avx512_bf16", "amx_tile") if f in flags) or "no avx2"
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine import cpu_flags  # noqa: E402
 
 
 def run_case(tree: Path, args: list[str]) -> tuple[float, int]:

@@ -27,6 +27,9 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from machine import cpu_flags  # noqa: E402
+
 CASES: list[tuple[str, list[str]]] = [
     ("unknown experiment", ["train.py", "experiment=nope"]),
     ("unknown key", ["train.py", "model.foo=1"]),
@@ -48,15 +51,6 @@ def time_case(tree: Path, args: list[str], env: dict[str, str]) -> tuple[float, 
         t0 = time.perf_counter()
         p = subprocess.run([sys.executable, str(tree / args[0]), *args[1:]], cwd=tree, env=env, capture_output=True)
         return time.perf_counter() - t0, p.returncode
-
-
-def cpu_flags() -> str:
-    """The SIMD flags that decide the kernels (AVX2 / AVX-512 / bf16 / AMX), from /proc/cpuinfo."""
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "flags unknown"
-    return " ".join(f for f in flags if f.startswith(("avx", "amx", "fma")))
 
 
 def tree_env(tree: Path) -> dict[str, str]:

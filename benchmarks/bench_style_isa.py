@@ -338,7 +338,7 @@ def main() -> int:
 
     isa_line = apply_isa_cap(args.isa)  # before torch is imported
     import torch
-    from bench_style_video import check_load, cpu_model, lenet_epoch_s
+    from machine import check_load, cpu_model, lenet_epoch_s
 
     from hybridlearn.core.io import write_text_atomic
     from hybridlearn.style.cpuinfo import cpu_has_fast_bf16

@@ -36,7 +36,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 import av  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from bench_style_video import check_load, cpu_model, summarize  # noqa: E402
+from bench_style_video import summarize  # noqa: E402
+from machine import check_load, cpu_model  # noqa: E402
 from PIL import Image, ImageDraw  # noqa: E402
 
 from hybridlearn.core.io import write_text_atomic  # noqa: E402

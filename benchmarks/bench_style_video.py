@@ -52,28 +52,10 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 # absolute, so the `stylize` subprocesses (run from their own folders) find the same data
 os.environ["DATA_DIR"] = str(Path(os.environ.get("DATA_DIR") or ROOT / ".." / "shared" / "data").resolve())
+from machine import check_load, cpu_model, lenet_epoch_s  # noqa: E402
+
 CLIP = Path(os.environ["DATA_DIR"]) / "video" / "big_buck_bunny_23s.mp4"
 STYLE = "starry_night.jpg"
-
-
-def load_per_core() -> tuple[float, float]:
-    """(1-minute load average, the same per core)."""
-    load = os.getloadavg()[0]
-    return load, load / (os.cpu_count() or 1)
-
-
-def check_load(when: str) -> str:
-    load, per_core = load_per_core()
-    msg = f"load average {when}: {load:.2f} ({per_core:.2f} per core)"
-    # After the runs the 1-minute average holds the benchmark's own 2 busy threads (~1 per core):
-    # allow that much, and warn only above it.
-    limit = 0.5 if when == "before" else 1.5
-    if per_core > limit:
-        msg += f" -- WARNING: above {limit} per core, the machine is busy; compare same-run ratios only"
-    elif when == "after":
-        msg += " (includes this benchmark's own threads)"
-    print(msg, flush=True)
-    return msg
 
 
 def summarize(rs: list[dict], key: str) -> tuple[float, float]:
@@ -98,22 +80,6 @@ def run_pipeline(inp, out, backend="torch", data=None, model=None) -> dict:
     )
     res["wall_s"] = time.perf_counter() - t0
     return res
-
-
-def cpu_model() -> tuple[str, str]:
-    """(CPU model name, the SIMD flags that matter here) from /proc/cpuinfo."""
-    name, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            key, _, val = line.partition(":")
-            if key.strip() == "model name":
-                name = val.strip()
-            elif key.strip() == "flags":
-                flags = set(val.split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-    return name, " ".join(f for f in wanted if f in flags) or "-"
 
 
 def run_command(frames: int | None, out_dir: Path, max_side: int | None = None, overrides=()) -> dict:
@@ -166,21 +132,6 @@ def model_only_fps(frames: int | None, batch_size: int, max_side: int | None = N
         for i, b in enumerate(batches):
             m.predict_step(b, i)
     return n / (time.perf_counter() - t0), torch.get_num_threads()
-
-
-def lenet_epoch_s(batch_size: int = 128) -> float:
-    """One bare LeNet-5 epoch on the MNIST train split (bench_lenet.py's bare loop): a yardstick of
-    the machine's speed, so numbers from two machines can be compared."""
-    import torch
-    from bench_lenet import bare_epoch, mnist_train, settings
-    from hydra.utils import instantiate
-
-    from hybridlearn.core.loaders import tensor_loader
-
-    x, y = mnist_train(batch_size)
-    torch.manual_seed(0)
-    net = instantiate(settings(batch_size).model.net)
-    return bare_epoch(net, tensor_loader(x, y, batch_size=batch_size, shuffle=True, seed=0), 2e-3)
 
 
 def loop_clip(src: Path, dst: Path, times: int = 3) -> Path:

@@ -85,7 +85,7 @@ def test_threads_auto_leaves_the_cores_other_processes_use(monkeypatch, others, 
         torch.set_num_threads(before)
 
 
-# what the `stylize` command must not import (a fresh interpreter: the tests' fork server has Lightning
+# what the `stylize` command must not import (a fresh interpreter: this test process has Lightning
 # loaded). What Lightning itself imports (torchmetrics' optional packages, torch._dynamo) is not
 # listed: that is the run flow's business (core), not the style package's.
 NOT_ON_THE_STYLIZE_PATH = (

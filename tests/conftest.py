@@ -164,6 +164,24 @@ def run_train(tmp_path: Path) -> Callable[..., dict]:
     return _run
 
 
+def assert_refused_without_torch(args: list[str], message: str, cwd: Path) -> None:
+    """`python train.py <args>` in a fresh interpreter answers exactly `error: <message>` (exit 2),
+    without importing torch or Lightning (-X importtime lists every module) and without a run folder."""
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", str(ROOT / "train.py"), *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    lines = [ln for ln in p.stderr.splitlines() if not ln.startswith("import time:")]
+    assert p.returncode == 2 and lines == [f"error: {message}"], p.stderr[-2000:]
+    imported = {ln.split("|")[-1].strip() for ln in p.stderr.splitlines() if ln.startswith("import time:")}
+    assert "torch" not in imported and "lightning" not in imported
+    assert not any(cwd.iterdir()), "a refused run wrote a run folder"
+
+
 def train_cli(
     args: list[str], cwd: Path = ROOT, timeout: float = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:

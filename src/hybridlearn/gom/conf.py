@@ -191,17 +191,16 @@ class AutoencoderNetConfig(SigmoidNetConfig):
 
 
 @dataclass
-class SigmoidMLPConfig:
-    """The paper's sigmoid MLP regressor of (scaled) latitude, longitude: full-batch gradient descent on
-    the average instant energy E = 1/2 sum_k e_k^2, stopped once it is below `stop_energy`."""
+class EnergyDescentConfig:
+    """What the paper's two networks share: full-batch gradient descent on the average instant energy
+    E = 1/2 sum_k e_k^2, stopped once it is below `stop_energy`; the inputs follow the data."""
 
-    _target_: str = "hybridlearn.gom.models.SigmoidMLP"
-    lr: float = setting(0.01, gt=0, le=MAX_LR, help="paper grid 0.0001, 0.001, 0.01, 0.1, 0.2, 0.5, 0.9")
+    _target_: str = "???"
+    lr: float = setting(0.01, gt=0, le=MAX_LR)
     grad_reduction: str = setting(
         "mean", choices=REDUCTIONS, help="mean: gradient of the average energy (paper) | sum (authors' code)"
     )
     stop_energy: Optional[float] = setting(0.01, ge=0, help="stop once the average training energy < this; null: never")
-    net: SigmoidMLPNetConfig = setting(SigmoidMLPNetConfig())
 
     @staticmethod
     def rules(node: DictConfig, path: str, root: DictConfig) -> None:
@@ -209,20 +208,21 @@ class SigmoidMLPConfig:
 
 
 @dataclass
-class AutoencoderConfig:
-    """The paper's sigmoid autoencoder of the scaled features, trained like the MLP (gom_mlp)."""
+class SigmoidMLPConfig(EnergyDescentConfig):
+    """The paper's sigmoid MLP regressor of (scaled) latitude, longitude (EnergyDescentConfig)."""
+
+    _target_: str = "hybridlearn.gom.models.SigmoidMLP"
+    lr: float = setting(0.01, gt=0, le=MAX_LR, help="paper grid 0.0001, 0.001, 0.01, 0.1, 0.2, 0.5, 0.9")
+    net: SigmoidMLPNetConfig = setting(SigmoidMLPNetConfig())
+
+
+@dataclass
+class AutoencoderConfig(EnergyDescentConfig):
+    """The paper's sigmoid autoencoder of the scaled features, trained like the MLP (EnergyDescentConfig)."""
 
     _target_: str = "hybridlearn.gom.models.Autoencoder"
     lr: float = setting(0.1, gt=0, le=MAX_LR, help="paper grid 0.001, 0.01, 0.1")
-    grad_reduction: str = setting(
-        "mean", choices=REDUCTIONS, help="mean: gradient of the average energy (paper) | sum (authors' code)"
-    )
-    stop_energy: Optional[float] = setting(0.01, ge=0, help="stop once the average training energy < this; null: never")
     net: AutoencoderNetConfig = setting(AutoencoderNetConfig())
-
-    @staticmethod
-    def rules(node: DictConfig, path: str, root: DictConfig) -> None:
-        _inputs_follow_data(node.net, path, root)
 
 
 # ------------------------------------------------------------------------------------ hybrids

@@ -275,8 +275,11 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
     ).is_file()
     assert len((runs / "paper_seed0" / "csv" / "metrics.csv").read_text().splitlines()) > 2
     # the ensemble's second member fine-tunes its own pretraining; the first is the transfer run
-    assert (runs / "lowo_cossio_pretrain1_seed0" / "csv" / "metrics.csv").is_file()
-    assert not list(runs.glob("lowo_*_pretrain0_*"))
+    # leave-one-writer-out is core.cv's: one fold per writer group, each a fit with its checkpoints
+    assert sorted(p.name for p in (runs / "lowo_pretrain1_seed0").glob("fold_*")) == ["fold_0", "fold_1", "fold_2"]
+    assert (runs / "lowo_pretrain1_seed0" / "fold_0" / "csv" / "metrics.csv").is_file()
+    assert (runs / "lowo_transfer_seed0" / "fold_0" / "checkpoints" / "last.ckpt").is_file()
+    assert not list(runs.glob("lowo_pretrain0_*"))
     assert len(list(cache.glob("lenet5_mnist_*.pt"))) == 2  # the fixture's pretraining, reused, and seed 1's
 
 

@@ -111,7 +111,7 @@ def _assignment(output_dir: Path, groups: Sequence[Any], k: int, seed: int, grou
 
 
 def _fit_fold(
-    cfg: DictConfig, trainers: TrainerFactory, f: int, train: np.ndarray, test: np.ndarray, fold_dir: Path
+    cfg: DictConfig, trainers: TrainerFactory, f: int, train: np.ndarray, test: np.ndarray, fold_dir: Path, name: str
 ) -> dict[str, Any]:
     """Fold f: a fresh data module and model (seeded as the run), fitted on `train` (resumed from the
     fold's last.ckpt when a killed run left one), its best checkpoint tested on `test`."""
@@ -127,7 +127,7 @@ def _fit_fold(
     fold_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     write_results(fold_dir, status="running", fold=f, n_test=len(test))
-    trainer = trainers.build(fold_dir, cfg=cfg, name=f"fold_{f}")
+    trainer = trainers.build(fold_dir, cfg=cfg, name=f"{name}/fold_{f}" if name else f"fold_{f}")
     trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True if resume else None)
     # what the fit measured (its last validation): Lightning clears it when the test starts
     fitted = {k: to_number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -151,10 +151,11 @@ def _fit_fold(
     return metrics
 
 
-def cross_validate(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
+def cross_validate(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory, name: str = "") -> dict[str, Any]:
     """Run the k folds of `cfg.cv` (resuming a killed CV) and return the run's metrics: pooled test
     metrics under `cv/...`, their mean/std/interval over folds, and the per-fold table `cv/folds`;
-    cv_folds.md/.csv in the run folder."""
+    cv_folds.md/.csv in the run folder. `name`: the model's, where a study runs several CVs, so each
+    fold's Trainer is `<name>/fold_<k>` (its W&B run name and resumable id)."""
     cv = cfg.cv
     k, group_by = int(cv.folds), cv.get("group_by")
     seed = int(cv.seed if cv.get("seed") is not None else (cfg.get("seed") or 0))
@@ -173,7 +174,7 @@ def cross_validate(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) 
             log.info("cv: fold %d/%d finished earlier", f + 1, k)
         else:
             log.info("cv: fold %d/%d (%d held out)", f + 1, k, len(test))
-            metrics = _fit_fold(cfg, trainers, f, np.setdiff1d(every, test), test, fold_dir)
+            metrics = _fit_fold(cfg, trainers, f, np.setdiff1d(every, test), test, fold_dir, name)
         held = sorted({str(groups[i]) for i in test}) if group_by else []
         rows.append({"fold": f, "n_test": len(test), **({group_by: " ".join(held)} if group_by else {}), **metrics})
     write_table(rows, output_dir / "cv_folds", f"{k}-fold cross-validation")

@@ -238,10 +238,10 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     }
     trainers = TrainerFactory(cfg)  # every Trainer of this run: W&B closing, Ctrl-C
     # resumed in place: what the stopped attempt measured stays (a fit that had finished trains no
-    # further, so its train/val metrics exist only there)
+    # further, so its train/val metrics exist only there); an entry (a study) measures everything again
     earlier = (
         read_record(output_dir).get("metrics") or {}
-        if cfg.get("ckpt_path") and run_of(cfg.ckpt_path) == output_dir.resolve()
+        if cfg.get("ckpt_path") and not cfg.get("entry") and run_of(cfg.ckpt_path) == output_dir.resolve()
         else {}
     )
     metrics: dict[str, Any] = {}

@@ -34,13 +34,19 @@ RUN_MARKERS = (RESULTS, ".hydra", "reproduce_run.json")
 
 
 def run_of(ckpt: str | Path) -> Path | None:
-    """The run folder a checkpoint was written into (`<run>/checkpoints/x.ckpt`, or a fold of a
-    cross-validation: `<run>/fold_<k>/checkpoints/x.ckpt`), if it is one."""
+    """The run folder a checkpoint was written into (`<run>/checkpoints/x.ckpt`, a fold of a
+    cross-validation: `<run>/fold_<k>/checkpoints/x.ckpt`, or a fit of a study, which may be a fold too:
+    `<run>/runs/<fit>/[fold_<k>/]checkpoints/x.ckpt`), if it is one."""
     p = Path(ckpt).expanduser().resolve()
     if p.parent.name != "checkpoints":
         return None
     run = p.parent.parent
-    return run.parent if run.name.startswith("fold_") and (run.parent / RESULTS).exists() else run
+    if run.name.startswith("fold_") and (run.parent / RESULTS).exists():
+        return run.parent
+    fit = run.parent if run.name.startswith("fold_") else run
+    if fit.parent.name == "runs" and (fit.parent.parent / RESULTS).exists():
+        return fit.parent.parent
+    return run
 
 
 def read_record(run_dir: Path) -> dict[str, Any]:
@@ -77,7 +83,10 @@ def check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
         resumed = run_of(ckpt_path) if ckpt_path else None
         if resumed is None or resumed != run_dir.resolve():
             status = read_record(run_dir).get("status", "unknown")
-            folds = sorted(run_dir.glob("fold_*/checkpoints/last.ckpt"))  # a cross-validation resumes a fold
+            # a cross-validation resumes a fold, a study (runs/<fit>/fold_<k>) too
+            folds = sorted(
+                [*run_dir.glob("fold_*/checkpoints/last.ckpt"), *run_dir.glob("runs/*/fold_*/checkpoints/last.ckpt")]
+            )
             last = folds[-1] if folds else run_dir / "checkpoints" / "last.ckpt"
             raise ConfigError(
                 f"hydra.run.dir={run_dir} already holds a run (status {status}); choose a new folder, or resume "
@@ -124,7 +133,14 @@ def check_checkpoint(cfg: DictConfig) -> None:
             f"ckpt_path={cfg.ckpt_path} holds a {theirs}, not this experiment's {ours}; give a checkpoint of this experiment"
         )
     planned, epochs = info.planned_epochs, OmegaConf.select(cfg, "trainer.max_epochs", default=None)
-    if cfg.get("task", "fit") == "fit" and info.schedule_steps and planned and epochs != planned:
+    # an entry (a study) gives its fits their own trainer.max_epochs
+    if (
+        cfg.get("task", "fit") == "fit"
+        and not cfg.get("entry")
+        and info.schedule_steps
+        and planned
+        and epochs != planned
+    ):
         done = info.epoch is not None and info.epoch + 1 >= planned
         raise ConfigError(
             f"ckpt_path={cfg.ckpt_path}: its learning-rate schedule was planned for {planned} epoch(s) and cannot "

@@ -4,20 +4,27 @@ it, its per-epoch history and learning curves, and its model's test predictions.
 - `CurvesPlot`: a Lightning callback writing the train/val loss and accuracy curves (figs 12-13).
 - `fit_one`: the variant (paper, transfer, an ablation) merged onto the run's own config
   (`variant_config`) and trained; returns its history, test accuracy and probabilities.
+- `fit_writers_out`: the same, leave-one-writer-out by core.cv (one fold per writer group); returns
+  each held-out writer's test probabilities, which `FoldProbabilities` writes beside each fold.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import numpy as np
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig
+from omegaconf import DictConfig, open_dict
 
 from hybridlearn.core.checkpoint import instantiate_module
+from hybridlearn.core.cv import FOLDS_FILE, cross_validate
+from hybridlearn.core.errors import DataError
+from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.plotting import plot_curves
 from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 from hybridlearn.digits.conf import variant_config
@@ -175,6 +182,70 @@ def fit_one(
         "model": model,
         "dm": dm,
     }
+
+
+PROBABILITIES = "test_probabilities.csv"  # each fold's, beside its checkpoints
+
+
+class FoldProbabilities(L.Callback):
+    """In the Trainer's folder, after a test: `test_probabilities.csv` (each test digit: its index among
+    the sheets' digits, its label and the tested model's class probabilities as `probabilities` gives
+    them), for the study's per-writer scores, ensembles and intervals."""
+
+    TARGET = "hybridlearn.digits.fitting.FoldProbabilities"  # its `_target_` in a callbacks config
+
+    def on_test_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if not trainer.is_global_zero:
+            return
+        dm = trainer.datamodule
+        x, y = dm.tensors["test"]
+        p = probabilities(pl_module, x)
+        lines = [
+            ",".join([str(i), str(t), *(f"{v:.9g}" for v in row)])  # 9 digits: float32 exactly
+            for i, t, row in zip(dm.indices["test"].tolist(), y.tolist(), p.tolist())
+        ]
+        head = ",".join(["index", "label", *(f"p{c}" for c in range(p.shape[1]))])
+        write_text_atomic(Path(trainer.default_root_dir) / PROBABILITIES, "\n".join([head, *lines]) + "\n")
+
+
+def fit_writers_out(
+    trainers: TrainerFactory,
+    cfg: DictConfig,
+    name: str,
+    seed: int,
+    epochs: int,
+    output_dir: Path,
+    variant: DictConfig,
+    *extra: DictConfig | dict | None,
+    writers: int,
+) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Leave-one-writer-out of one study run (`variant`, then `extra`, as fit_one): core.cv's k-fold CV
+    with `cv.folds=<writers> cv.group_by=writer`, so each fold holds out one writer group, into
+    `<output_dir>/runs/<name>_seed<seed>/fold_<k>/` (a killed study resumes at its finished folds).
+    Each fold tests its final weights, as fit_one does; returns {writer: (test probabilities, labels)}."""
+    run_cfg = variant_config(cfg, variant, *extra, seed=seed)
+    with open_dict(run_cfg):
+        run_cfg.cv.folds, run_cfg.cv.group_by = writers, "writer"
+        run_cfg.trainer.max_epochs = epochs
+        run_cfg.callbacks = run_cfg.get("callbacks") or {}
+        run_cfg.callbacks.model_summary = None
+        run_cfg.callbacks.digits_fold_probabilities = {"_target_": FoldProbabilities.TARGET}
+        if run_cfg.callbacks.get("model_checkpoint"):
+            run_cfg.callbacks.model_checkpoint.monitor = None  # keep (and test) the last epoch's weights
+    out, run_name = output_dir / "runs" / f"{name}_seed{seed}", f"{name}_seed{seed}"
+    rows = cross_validate(run_cfg, out, trainers, name=run_name)["cv/folds"]
+    tests = json.loads((out / FOLDS_FILE).read_text())["test"]
+    found = {}
+    for row, test in zip(rows, tests):
+        path = out / f"fold_{row['fold']}" / PROBABILITIES
+        redo = f"delete {path.parent / 'results.json'} to train the fold again"
+        if not path.is_file():
+            raise DataError(f"{path} is missing (the fold was trained by another version); {redo}")
+        a = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+        if not np.array_equal(a[:, 0], test):
+            raise DataError(f"{path} holds other digits than the fold's test digits in {FOLDS_FILE}; {redo}")
+        found[row["writer"]] = (torch.from_numpy(a[:, 2:]).float(), torch.from_numpy(a[:, 1]).long())
+    return found
 
 
 def fit_writers(cfg: DictConfig, variant: DictConfig) -> dict[str, int]:

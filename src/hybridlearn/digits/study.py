@@ -26,7 +26,7 @@ from hybridlearn.core.report import interval, mean_std, per_seed  # one='': stud
 from hybridlearn.core.stats import expected_calibration_error, wilson_interval
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.digits.conf import study_settings
-from hybridlearn.digits.fitting import curves, fit_one, fit_writers, misclassified
+from hybridlearn.digits.fitting import curves, fit_one, fit_writers, fit_writers_out, misclassified
 from hybridlearn.digits.paper import PAPER_ACCURACY
 from hybridlearn.digits.predict import classify, preparation, read_digits
 from hybridlearn.digits.results import PageReading, PaperEpoch, PooledScore, SeedScores, StudyResult, write_study
@@ -89,7 +89,7 @@ def _run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> d
     md += paper_setup(fit, st, result, output_dir)
     md += transfer_fix(fit, st, result, variants)
     if st.lowo:
-        md += leave_one_writer_out(cfg, fit, st, result, lowo_variants)
+        md += leave_one_writer_out(cfg, fit, trainers, output_dir, st, result, lowo_variants)
     md += ["", f"Total time: {time.time() - started:.0f} s on {torch.get_num_threads()} CPU thread(s).", ""]
     write_text_atomic(output_dir / "study.md", "\n".join(md))
     write_study(output_dir / "study.json", result)
@@ -201,46 +201,40 @@ def pages_table(pages: dict[str, PageReading], seed: int) -> list[str]:
     return md
 
 
-def leave_one_writer_out(cfg: DictConfig, fit, st: DictConfig, result: StudyResult, variants: list) -> list[str]:
+def leave_one_writer_out(cfg, fit, trainers, output_dir, st: DictConfig, result: StudyResult, variants) -> list[str]:
     """3. Leave-one-writer-out: the paper setup, the MNIST model alone, the transfer fix and the
-    ablations in study.lowo_ablations, each over lowo_seeds; the CI pools the seeds' digits (the
-    same writer's digits each time) and the ensemble averages the seeds' probabilities. With
-    study.lowo_ensemble, also the transfer fix as an ensemble of one member per MNIST pretraining
-    seed (per fine-tuning seed: the mean of the members' probabilities)."""
-    seeds, transfer_v = result.lowo_seeds, st.variants.transfer
-    ens_seeds = ensemble_seeds(st)
-    ens_label = f"transfer, ensemble of MNIST pretraining seeds {ens_seeds}"
+    ablations in study.lowo_ablations, each over lowo_seeds by core.cv (one fold per writer group,
+    `runs/lowo_<variant>_seed<seed>/fold_<k>/`); the CI pools the seeds' digits (the same writer's
+    digits each time) and the ensemble averages the seeds' probabilities. With study.lowo_ensemble,
+    also the transfer fix as an ensemble of one member per MNIST pretraining seed (per fine-tuning
+    seed: the mean of the members' probabilities)."""
+    seeds, transfer_v, ens = result.lowo_seeds, st.variants.transfer, ensemble_seeds(st)
     digits = fit_writers(cfg, transfer_v)
+
+    def folds(name, variant, epochs, *extra):  # per seed: {writer: (test probabilities, labels)}
+        fit_args = (trainers, cfg, f"lowo_{name}")
+        return [fit_writers_out(*fit_args, s, epochs, output_dir, variant, *extra, writers=len(digits)) for s in seeds]
+
+    fits = {"paper": folds("paper", st.variants.paper, max(st.paper_epochs))}
+    fits.update({label: folds(name, transfer_v, st.transfer_epochs, extra) for name, label, extra in variants})
+    if ens:  # one member per pretraining seed; the transfer runs are the members of their own seed
+        own, pretrain = int(transfer_v.model.pretrain.get("seed", 0)), lambda p: {"model": {"pretrain": {"seed": p}}}
+        members = [
+            fits["transfer"] if p == own else folds(f"pretrain{p}", transfer_v, st.transfer_epochs, pretrain(p))
+            for p in ens
+        ]
+        fits[f"transfer, ensemble of MNIST pretraining seeds {ens}"] = [
+            {w: (torch.stack([m[k][w][0] for m in members]).mean(0), members[0][k][w][1]) for w in digits}
+            for k in range(len(seeds))
+        ]
     result.lowo, result.lowo_scores = {}, {}
     for w in digits:
-        held_out = {"data": {"test_writer": w}}
-        row = {"mnist_only": [fit(f"lowo_{w}_zero_shot", transfer_v, seeds[0], 0, held_out)["test_acc"]]}
-        max_ep = max(st.paper_epochs)
-        row["paper"] = [fit(f"lowo_{w}_paper", st.variants.paper, s, max_ep, held_out)["test_acc"] for s in seeds]
-        result.lowo_scores[w] = {}
-        for name, label, extra in variants:
-            runs = [fit(f"lowo_{w}_{name}", transfer_v, s, st.transfer_epochs, extra, held_out) for s in seeds]
-            if extra is None:
-                transfer_runs = runs
-            sc = scores([r["probs"] for r in runs], runs[0]["labels"])
-            row[label] = sc.acc
-            result.lowo_scores[w][label] = sc
-            log.info("LOWO %s %s: %s", w, label, sc.acc)
-        if ens_seeds:  # one member per pretraining seed; the transfer run is the member of its own seed
-            members = {int(transfer_v.model.pretrain.get("seed", 0)): transfer_runs}
-            for p in ens_seeds:
-                if p not in members:
-                    extra = {"model": {"pretrain": {"seed": p}}}
-                    members[p] = [
-                        fit(f"lowo_{w}_pretrain{p}", transfer_v, s, st.transfer_epochs, extra, held_out) for s in seeds
-                    ]
-            probs = [torch.stack([members[p][k]["probs"] for p in ens_seeds]).mean(0) for k in range(len(seeds))]
-            sc = scores(probs, transfer_runs[0]["labels"])
-            row[ens_label] = sc.acc
-            result.lowo_scores[w][ens_label] = sc
-            log.info("LOWO %s %s: %s", w, ens_label, sc.acc)
-        result.lowo[w] = row
-    return lowo_tables(result, digits, [label for _, label, _ in variants] + ([ens_label] if ens_seeds else []))
+        zero = fit(f"lowo_{w}_zero_shot", transfer_v, seeds[0], 0, {"data": {"test_writer": w}})
+        sc = {label: scores([r[w][0] for r in runs], runs[0][w][1]) for label, runs in fits.items()}
+        result.lowo[w] = {"mnist_only": [zero["test_acc"]], **{label: s.acc for label, s in sc.items()}}
+        result.lowo_scores[w] = {label: s for label, s in sc.items() if label != "paper"}
+        log.info("LOWO %s: %s", w, result.lowo[w])
+    return lowo_tables(result, digits, [label for label in fits if label != "paper"])
 
 
 def ensemble_seeds(st: DictConfig) -> list[int]:

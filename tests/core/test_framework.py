@@ -126,7 +126,8 @@ def test_seed_sweep_of_a_new_experiment_gets_a_seed_summary(toy, tmp_path):
         std = math.sqrt(sum((a - mean) ** 2 for a in accs) / 2)
         half = 4.302653 * std / math.sqrt(3)  # Student t, 2 degrees of freedom, 97.5 %
         row = next(line for line in md.splitlines() if line.startswith(f"| model.lr={lr} |"))
-        assert f"{mean:.4g} ± {std:.4g}" in row and f"[{mean - half:.4g}, {mean + half:.4g}]" in row, row
+        d = max(0, 1 - math.floor(math.log10(std)))  # to the std's second significant digit
+        assert f"{mean:.{d}f} ± {std:.{d}f} [{mean - half:.{d}f}, {mean + half:.{d}f}]" in row, row
         assert "| 3 | 0 | 0, 1, 2 |" in row
     assert (sweep / "seeds.csv").is_file() and (sweep / "seeds.png").stat().st_size > 5000
 

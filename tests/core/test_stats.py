@@ -1,4 +1,4 @@
-"""Wilson intervals and expected calibration error against hand-computed values."""
+"""Wilson intervals, expected calibration error and the spread text against hand-computed values."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from hybridlearn.core.stats import expected_calibration_error, wilson_interval
+from hybridlearn.core.stats import expected_calibration_error, spread_text, wilson_interval
 
 
 def test_wilson_interval_known_values():
@@ -34,3 +34,10 @@ def test_expected_calibration_error():
     assert expected_calibration_error([0.95, 0.95], [False, False]) == pytest.approx(0.95)
     with pytest.raises(ValueError):
         expected_calibration_error([0.5], [True, False])
+
+
+def test_spread_text_rounds_to_the_spread():
+    assert spread_text(0.99200, 0.0008276, 0.99097, 0.99303) == "0.99200 ± 0.00083 [0.99097, 0.99303]"
+    assert spread_text(3085.4, 64.2, 3005.6, 3165.1) == "3085 ± 64 [3006, 3165]"
+    assert spread_text(0.5, 0.0) == "0.5 ± 0"  # one run: no spread, no interval
+    assert spread_text(1234.5678, math.nan) == "1235 ± nan"

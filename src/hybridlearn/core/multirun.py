@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 
 from hybridlearn.core.io import atomic_output, write_text_atomic
 from hybridlearn.core.results import RESULTS, write_table
-from hybridlearn.core.stats import t_interval
+from hybridlearn.core.stats import spread_text, t_interval
 
 # metrics a user reads first (test, then val, then the rest), and never statistics of bookkeeping
 _ORDER = ("test/", "cv/", "val/", "train/")
@@ -56,10 +56,6 @@ def swept_keys(groups: list[tuple[str, ...]]) -> list[str]:
     return sorted(k for k in keys if len({m.get(k) for m in maps}) > 1)
 
 
-def _fmt(x: float) -> str:
-    return "" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.4g}"
-
-
 def summarize_seeds(sweep_dir: Path, jobs: list[dict[str, Any]]) -> list[Path]:
     """`jobs`: each job's results.json record with its folder name under "job". Writes seeds.md,
     seeds.csv and (one other swept key) seeds.png into `sweep_dir` when the sweep has seeds; returns
@@ -88,7 +84,7 @@ def summarize_seeds(sweep_dir: Path, jobs: list[dict[str, Any]]) -> list[Path]:
                 continue
             mean, std, lo, hi = t_interval(vals)
             row.update({f"{name} mean": mean, f"{name} std": std, f"{name} ci95_low": lo, f"{name} ci95_high": hi})
-            md[name] = f"{_fmt(mean)} ± {_fmt(std)}" + (f" [{_fmt(lo)}, {_fmt(hi)}]" if len(vals) > 1 else "")
+            md[name] = spread_text(mean, std, lo, hi)
         rows.append(row)
         md_rows.append(md)
     csv_path, _ = write_table(rows, sweep_dir / "seeds")

@@ -24,6 +24,19 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
     return mean, std, mean - half, mean + half
 
 
+def spread_text(mean: float, std: float, low: float = math.nan, high: float = math.nan) -> str:
+    """"m ± s [low, high]" with every number to the decimal of the std's second significant digit
+    (0.99200 ± 0.00083, not 0.992 ± 0.0008276): digits beyond the spread are noise. A zero or
+    missing std keeps 4 significant digits; a missing interval is left out."""
+    if std > 0 and math.isfinite(std):
+        d = max(0, 1 - math.floor(math.log10(std)))
+        num = f"{{:.{d}f}}".format
+    else:
+        num = "{:.4g}".format
+    text = f"{num(mean)} ± {num(std)}"
+    return text + (f" [{num(low)}, {num(high)}]" if math.isfinite(low) and math.isfinite(high) else "")
+
+
 def wilson_interval(correct: int, n: int, z: float = 1.96) -> tuple[float, float]:
     """95 % (z = 1.96) Wilson score interval of an accuracy `correct`/`n`: unlike mean ± 2 SE it
     stays inside [0, 1] and is honest near 1, where a test split of ~120 digits puts most results."""

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, ROOT, compose_cfg, train_cli
+from conftest import CONF_DIR, ROOT, compose_cfg, run_cli, train_cli
 from omegaconf import OmegaConf
 
 from hybridlearn.core.errors import ConfigError
@@ -159,3 +159,18 @@ def test_diverging_run_fails_naming_the_step_and_metric(tmp_path, data_dir):
 def test_every_experiment_config_passes_the_checks(tmp_path):
     for exp in sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml")):
         prepare(compose_cfg([f"experiment={exp}"], tmp_path), None)
+
+
+def test_help_lists_every_group_and_its_options(tmp_path):
+    """`--help` is ours: the groups' options from conf/ and the ConfigStore (Hydra's own --help builds
+    a config repository per group: seconds); a user's searchpath adds its experiments."""
+    (tmp_path / "experiment").mkdir()
+    (tmp_path / "experiment" / "mine.yaml").write_text("# @package _global_\n")
+    p = run_cli("train.py", ["--help", f"hydra.searchpath=[file://{tmp_path}]"])
+    assert p.returncode == 0 and p.stdout.startswith("usage: train.py"), p.stderr[-2000:]
+    groups = dict(ln.strip().split(": ", 1) for ln in p.stdout.splitlines() if ln.startswith("  ") and ": " in ln)
+    assert {"lenet_mnist", "gan_mnist_dcgan", "style_video", "mine"} <= set(groups["experiment"].split(", "))
+    assert {"lenet5", "mlp_gan", "gom_hybrid"} <= set(groups["model"].split(", "))  # settings dataclasses
+    assert "hydra" not in groups and "--hydra-help" in p.stdout
+    s = run_cli("stylize.py", ["--help"])
+    assert s.returncode == 0 and "stylize.py sets experiment=style_video" in s.stdout

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import hydra
+from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import HydraException
 from hydra.types import RunMode
@@ -171,6 +172,31 @@ def check_argv(args: list[str], conf: Path) -> None:
                 raise ConfigError(f"unknown {m['group']} {name!r}; {hint}")
 
 
+HELP = """usage: {prog} [-m] [group=option ...] [key=value ...]
+
+A run is conf/train.yaml with the config groups' options below, then any key set on the command
+line (model.lr=0.01). A bad key or value is refused in one line before anything runs.
+
+  {prog} experiment=lenet_mnist                      # train, then test the best checkpoint
+  {prog} -m experiment=lenet_mnist seed=0,1,2        # a multirun: one job per value, seeds.md
+  {prog} experiment=lenet_mnist --cfg job            # the composed config (every setting), nothing run
+
+Config groups (group=option):
+{groups}
+Every setting's type, range and help: src/hybridlearn/<package>/conf.py. Hydra's own flags:
+--hydra-help (--cfg, --resolve, --multirun, --info, ...)."""
+
+
+def app_help(prog: str, dirs: list[Path], preset: list[str]) -> str:
+    """`--help`: the groups and their options, read from the config folders and the ConfigStore. Hydra's
+    own --help composes a config repository per group (seconds with this many settings)."""
+    groups = {p.name for d in dirs if d.is_dir() for p in d.iterdir() if p.is_dir()}
+    groups |= {g for g, node in ConfigStore.instance().repo.items() if isinstance(node, dict)}
+    lines = [f"  {g}: {', '.join(known_options(g, dirs))}" for g in sorted(groups - {"hydra"})]
+    text = HELP.format(prog=prog, groups="\n".join(ln for ln in lines if not ln.endswith(": ")))
+    return text + (f"\n{prog} sets {' '.join(preset)} unless the command line does." if preset else "")
+
+
 @one_line_errors
 def hydra_main(preset: list[str] | None = None) -> None:
     """Run the Hydra app on sys.argv; `preset` are overrides put first unless the user gives them.
@@ -184,6 +210,9 @@ def hydra_main(preset: list[str] | None = None) -> None:
     load_settings()
     conf = conf_dir()
     check_argv(sys.argv[1:], conf)
+    if any(a in ("--help", "-h") for a in sys.argv[1:]):
+        print(app_help(Path(sys.argv[0]).name, search_dirs(sys.argv[1:], conf), preset or []))
+        return None
     # Hydra's own errors (an unknown key, a bad override) reach us instead of its multi-line report
     user_full_error = os.environ.get("HYDRA_FULL_ERROR") == "1"
     os.environ["HYDRA_FULL_ERROR"] = "1"

@@ -25,7 +25,7 @@ def t_interval(values: Sequence[float], level: float = 0.95) -> tuple[float, flo
 
 
 def spread_text(mean: float, std: float, low: float = math.nan, high: float = math.nan) -> str:
-    """"m ± s [low, high]" with every number to the decimal of the std's second significant digit
+    """ "m ± s [low, high]" with every number to the decimal of the std's second significant digit
     (0.99200 ± 0.00083, not 0.992 ± 0.0008276): digits beyond the spread are noise. A zero or
     missing std keeps 4 significant digits; a missing interval is left out."""
     if std > 0 and math.isfinite(std):

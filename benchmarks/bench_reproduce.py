@@ -35,6 +35,8 @@ def run_case(tree: Path, args: list[str]) -> tuple[float, int]:
     """One `train.py experiment=reproduce <args>` into a fresh log folder: (seconds, exit code)."""
     logs = Path(tempfile.mkdtemp(prefix="bench_reproduce_"))
     env = {**os.environ, "PYTHONPATH": str(tree / "src"), "HYBRIDLEARN_CONF": str(tree / "conf")}
+    # absolute: a git ref's tree lives in a temporary folder, where ../shared/data is another folder
+    env["DATA_DIR"] = str(Path(os.environ.get("DATA_DIR") or ROOT / "data").resolve())
     cmd = [sys.executable, str(tree / "train.py"), "experiment=reproduce", *args, f"paths.log_dir={logs}"]
     t0 = time.perf_counter()
     p = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)

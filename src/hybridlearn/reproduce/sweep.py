@@ -162,6 +162,9 @@ def log_to(path: Path) -> Iterator[None]:
         handler.close()
 
 
+MAX_SHOWN, MAX_SHOWN_CHARS = 3, 300  # failures named in the command's error line, and their length
+
+
 def fmt_s(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
@@ -261,9 +264,12 @@ def run_reproduce(
     if stopped:
         failed.insert(0, stopped)
     if failed:
+        # one line a person reads: the first few failures, each cut short (often one cause repeated)
+        shown = [f if len(f) <= MAX_SHOWN_CHARS else f[: MAX_SHOWN_CHARS - 3] + "..." for f in failed[:MAX_SHOWN]]
+        more = f" (+{len(failed) - MAX_SHOWN} more)" if len(failed) > MAX_SHOWN else ""
         raise RunsFailed(
-            f"reproduce: {len(failed)} run(s) failed: {'; '.join(failed)}; the report has the rest ({report}); "
-            "fix and run the same command again (finished runs are kept)"
+            f"reproduce: {len(failed)} run(s) failed: {'; '.join(shown)}{more}; the report has the rest "
+            f"({report}); fix and run the same command again (finished runs are kept)"
         )
     return returns
 

@@ -182,7 +182,10 @@ def main() -> int:
     if args.smoke:
         args.max_side, args.frames, args.speed_frames, args.rounds, args.img_dir, args.out = 128, 8, 8, 1, None, None
     threads = None if args.threads == "auto" else int(args.threads)
-    modes = {"per-frame": {}} | {k: MODES[k] for k in args.modes if k in MODES} | dict(map(parse_mode, args.add_mode))
+    unknown = [k for k in args.modes if k not in MODES]
+    if unknown:
+        ap.error(f"unknown --modes {', '.join(unknown)}; choose from {', '.join(MODES)} (or --add-mode key=value)")
+    modes = {"per-frame": {}} | {k: MODES[k] for k in args.modes} | dict(map(parse_mode, args.add_mode))
 
     load = check_load("before")
     name, flags = cpu_model()

@@ -40,7 +40,13 @@ CASES: list[tuple[str, list[str]]] = [
     ("predict.py --grid ten", ["predict.py", "missing.ckpt", "page.png", "--grid", "ten"]),
     (
         "stylize one frame",
-        ["stylize.py", "input=big_buck_bunny_23s.mp4", "style=starry_night.jpg", "output={out}/o.mp4", "data.max_frames=1"],
+        [
+            "stylize.py",
+            "input=big_buck_bunny_23s.mp4",
+            "style=starry_night.jpg",
+            "output={out}/o.mp4",
+            "data.max_frames=1",
+        ],
     ),
 ]
 

@@ -14,7 +14,7 @@ Speed: frames/s of predict_step (model + flow + temporal options + measuring) on
 --speed-frames frames, --rounds interleaved rounds, best and median, and the ratio to per-frame
 (medians). Run it on a quiet machine for that: it prints the load average and the CPU flags.
 A strip of a moving region per clip (rows: input and each mode; columns: consecutive frames) goes
-to docs/img/style_temporal_<clip>.png.
+to docs/img/style_temporal_<clip>.jpg.
 
     python benchmarks/bench_style_temporal.py --smoke     (tiny frames, one round, printed only)
 """
@@ -156,7 +156,7 @@ def strip(frames: torch.Tensor, outputs: dict[str, torch.Tensor], path: Path, cr
             tile = video[t0 + c, :, top : top + h, left : left + w].permute(1, 2, 0).numpy()
             canvas.paste(Image.fromarray(np.ascontiguousarray(tile)), (label_w + c * (w + gap), r * (h + gap)))
     path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
+    canvas.save(path, quality=90)  # JPEG: stylized frames are photo-like; a PNG strip is ~1.6 MB
     return f"frames {t0}-{t0 + span - 1}, region {w}x{h} at ({left}, {top})"
 
 
@@ -231,7 +231,7 @@ def main() -> int:
             f"{indep['per-frame'].get('warp_pairs', 0)} pairs).",
         ]
         if args.img_dir:
-            img = Path(args.img_dir) / f"style_temporal_{Path(clip).stem}.png"
+            img = Path(args.img_dir) / f"style_temporal_{Path(clip).stem}.jpg"
             where = strip(frames, outputs, img)
             lines.append(f"Strip: `{img.relative_to(ROOT) if img.is_relative_to(ROOT) else img}` ({where}).")
         lines.append("")

@@ -19,7 +19,7 @@ and once with the cap, on a quiet machine (the load average is printed before an
    thread's CPU time (a busy machine inflates it far less than wall time): the whole forward, each
    convolution alone on its shapes with its MACs and GMAC/s against oneDNN's best case on this core (a
    3x3 conv with 128 channels), the rest split over the other ops by kind.
-3. yardstick: one bare LeNet-5 epoch (bench_style_video.lenet_epoch_s) under the same cap, to compare
+3. yardstick: one bare LeNet-5 epoch (machine.lenet_epoch_s) under the same cap, to compare
    machines before comparing frames/s.
 Writes benchmarks/results_style_isa[_avx2].md (not with --smoke).
 """
@@ -338,7 +338,7 @@ def main() -> int:
 
     isa_line = apply_isa_cap(args.isa)  # before torch is imported
     import torch
-    from machine import check_load, cpu_model, lenet_epoch_s
+    from machine import check_load, cpu_model, yardstick_section
 
     from hybridlearn.core.io import write_text_atomic
     from hybridlearn.style.cpuinfo import cpu_has_fast_bf16
@@ -374,14 +374,7 @@ def main() -> int:
         ]
     if "yardstick" not in args.skip:
         torch.set_num_threads(threads)
-        epoch_s = lenet_epoch_s()
-        lines += [
-            "## Yardstick",
-            "",
-            f"One bare LeNet-5 epoch (MNIST train split, batch 128) under the same cap: **{epoch_s:.2f} s** "
-            f"({threads} threads).",
-            "",
-        ]
+        lines += yardstick_section(threads, " under the same cap")
     lines += [check_load("after").capitalize() + ".", ""]
     text = "\n".join(lines) + "\n"
     print(text)

@@ -52,7 +52,7 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 # absolute, so the `stylize` subprocesses (run from their own folders) find the same data
 os.environ["DATA_DIR"] = str(Path(os.environ.get("DATA_DIR") or ROOT / ".." / "shared" / "data").resolve())
-from machine import check_load, cpu_model, lenet_epoch_s  # noqa: E402
+from machine import check_load, cpu_model, yardstick_section  # noqa: E402
 
 CLIP = Path(os.environ["DATA_DIR"]) / "video" / "big_buck_bunny_23s.mp4"
 STYLE = "starry_night.jpg"
@@ -452,15 +452,7 @@ def main() -> int:
         torch.set_num_threads(threads)
 
     if "yardstick" not in args.skip:
-        epoch_s = lenet_epoch_s()
-        print(f"yardstick: one bare LeNet-5 epoch {epoch_s:.2f} s", flush=True)
-        lines += [
-            "## Yardstick of the machine",
-            "",
-            f"One bare LeNet-5 epoch (MNIST train split, batch 128, bench_lenet.py's bare loop): **{epoch_s:.2f} s** "
-            f"({torch.get_num_threads()} threads). Compare machines by this before comparing frames/s.",
-            "",
-        ]
+        lines += yardstick_section(torch.get_num_threads())
 
     lines += [check_load("after").capitalize() + ".", ""]
     text = "\n".join(lines) + "\n"

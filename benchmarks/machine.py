@@ -72,3 +72,17 @@ def lenet_epoch_s(batch_size: int = 128) -> float:
     torch.manual_seed(0)
     net = instantiate(settings(batch_size).model.net)
     return bare_epoch(net, tensor_loader(x, y, batch_size=batch_size, shuffle=True, seed=0), 2e-3)
+
+
+def yardstick_section(threads: int, where: str = "") -> list[str]:
+    """The results file's yardstick section: one bare LeNet-5 epoch measured now (`where`: e.g. "under
+    the same cap"), printed as it is measured."""
+    epoch_s = lenet_epoch_s()
+    print(f"yardstick: one bare LeNet-5 epoch {epoch_s:.2f} s", flush=True)
+    return [
+        "## Yardstick of the machine",
+        "",
+        f"One bare LeNet-5 epoch (MNIST train split, batch 128, bench_lenet.py's bare loop){where}: "
+        f"**{epoch_s:.2f} s** ({threads} threads). Compare machines by this before comparing frames/s.",
+        "",
+    ]

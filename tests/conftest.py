@@ -182,6 +182,18 @@ def assert_refused_without_torch(args: list[str], message: str, cwd: Path) -> No
     assert not any(cwd.iterdir()), "a refused run wrote a run folder"
 
 
+def assert_same_training_state(a: dict, b: dict) -> None:
+    """Two loaded checkpoints hold bit-identical weights and optimizer states (an exact resume)."""
+    import torch  # not at the top: this file sets the thread environment before torch is first imported
+
+    assert a["global_step"] == b["global_step"] and set(a["state_dict"]) == set(b["state_dict"])
+    for k, v in a["state_dict"].items():
+        assert torch.equal(v, b["state_dict"][k]), k
+    for oa, ob in zip(a["optimizer_states"], b["optimizer_states"], strict=True):
+        for i, s in oa["state"].items():
+            assert all(torch.equal(s[n], ob["state"][i][n]) for n in s), i
+
+
 def train_cli(
     args: list[str], cwd: Path = ROOT, timeout: float = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:

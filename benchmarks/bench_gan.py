@@ -155,11 +155,7 @@ def register_settings() -> None:
 
 def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = False):
     import lightning as L
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
     from hydra.utils import instantiate
-    from omegaconf import open_dict
 
     from hybridlearn.core.trainer import instantiate_group
 
@@ -186,29 +182,21 @@ def lightning_run(steps: int, warmup: int, overrides: list[str], paired: bool = 
                     self.pairs[-1] = (self.pairs[-1][0], self._bare_s)
 
     out = Path(tempfile.mkdtemp(prefix="bench_gan_"))
-    register_settings()
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "experiment=gan_mnist",
-                f"+trainer.limit_train_batches={steps}",
-                "trainer.max_epochs=1",
-                "model.fid.enabled=false",
-                "trainer.enable_progress_bar=false",
-                "+trainer.enable_model_summary=false",
-                "~callbacks.model_summary",
-                "~callbacks.progress_bar",
-                "callbacks.gan_samples.at_start=false",
-                *overrides,
-            ],
-            return_hydra_config=True,
-        )
-    HydraConfig().set_config(cfg)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(out)
-        del cfg["hydra"]
+    cfg = compose_experiment(
+        "gan_mnist",
+        [
+            f"+trainer.limit_train_batches={steps}",
+            "trainer.max_epochs=1",
+            "model.fid.enabled=false",
+            "trainer.enable_progress_bar=false",
+            "+trainer.enable_model_summary=false",
+            "~callbacks.model_summary",
+            "~callbacks.progress_bar",
+            "callbacks.gan_samples.at_start=false",
+            *overrides,
+        ],
+        out,
+    )
     L.seed_everything(0, verbose=False)
     dm = instantiate(cfg.data)
     dm.setup("fit")  # MNIST decoded before timing

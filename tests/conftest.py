@@ -28,7 +28,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 from wandb.proto import wandb_internal_pb2 as pb
 
 from hybridlearn.core.conf import register_core
-from hybridlearn.core.settings import load_settings
+from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.settings import check_settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -162,6 +163,14 @@ def run_train(tmp_path: Path) -> Callable[..., dict]:
         return results
 
     return _run
+
+
+def assert_config_refused(overrides: list[str], message: str, output_dir: Path) -> None:
+    """The composed overrides fail the settings checks with one line holding `message`."""
+    cfg = compose_cfg(overrides, output_dir)
+    with pytest.raises(ConfigError) as e:
+        check_settings(cfg)
+    assert message in str(e.value) and "\n" not in str(e.value), str(e.value)
 
 
 def assert_refused_without_torch(args: list[str], message: str, cwd: Path) -> None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import shutil
 import statistics
 import subprocess
@@ -28,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from machine import cpu_flags  # noqa: E402
+from machine import describe  # noqa: E402
 
 
 def run_case(tree: Path, args: list[str]) -> tuple[float, int]:
@@ -66,11 +65,7 @@ def main() -> None:
         tmp = tempfile.mkdtemp(prefix="bench_reproduce_tree_")
         subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", tmp, a.before], check=True)
         cases[f"before ({a.before})"] = (Path(tmp), common)
-    print(
-        f"load average at start: {os.getloadavg()[0]:.2f}; {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs ({cpu_flags()}); OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}",
-        flush=True,
-    )
+    print(f"at start: {describe()}; OMP_NUM_THREADS={os.environ.get('OMP_NUM_THREADS', 'unset')}", flush=True)
     times: dict[str, list[float]] = {c: [] for c in cases}
     codes: dict[str, set[int]] = {c: set() for c in cases}
     try:

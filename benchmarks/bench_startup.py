@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
 import subprocess
 import sys
@@ -28,7 +27,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from machine import cpu_flags  # noqa: E402
+from machine import describe  # noqa: E402
 
 CASES: list[tuple[str, list[str]]] = [
     ("unknown experiment", ["train.py", "experiment=nope"]),
@@ -79,10 +78,7 @@ def main() -> None:
             ["git", "-C", str(ROOT), "worktree", "add", "--detach", tmp, a.before], check=True, capture_output=True
         )
         trees = {"before": Path(tmp), "now": ROOT}
-    print(
-        f"load average at start: {os.getloadavg()[0]:.2f}; {platform.processor() or platform.machine()}, "
-        f"{os.cpu_count()} CPUs; {cpu_flags()}"
-    )
+    print(f"at start: {describe()}")
     times: dict[tuple[str, str], list[float]] = {}
     codes: dict[tuple[str, str], int] = {}
     try:

@@ -28,10 +28,6 @@ def cpu_model() -> tuple[str, str]:
     return name, " ".join(f for f in FLAGS if f in flags) or "-"
 
 
-def cpu_flags() -> str:
-    return cpu_model()[1]
-
-
 def describe() -> str:
     """One line: CPU, cores, flags and the load average now."""
     name, flags = cpu_model()

@@ -32,7 +32,16 @@ from hybridlearn.reproduce.stages import (
     prepare,
     run_state,
 )
-from hybridlearn.reproduce.sweep import CONSOLE, STOP, ReproduceJob, job_overrides, run_reproduce, stop_on_ctrl_c
+from hybridlearn.reproduce.sweep import (
+    CONSOLE,
+    MAX_SHOWN_CHARS,
+    STOP,
+    ReproduceJob,
+    failures_line,
+    job_overrides,
+    run_reproduce,
+    stop_on_ctrl_c,
+)
 
 # Every stage in seconds: one GOM seed on a 2x2 grid, 2-fold CV, one digits seed for 1-2 epochs,
 # the GAN for 2 epochs on 1024 images, the video for 6 frames at 64 px.
@@ -801,3 +810,14 @@ def test_a_failed_run_fails_the_command_in_one_line(tmp_path, data_dir):
     assert "Joblib.Parallel(n_jobs=" in p.stdout
     assert results(root, "style/per_frame")["status"] == "completed" and (root / "REPORT.md").is_file()
     assert results(root, "style/temporal_blend")["status"] == "failed"
+
+
+def test_many_failures_are_one_short_line_naming_the_first_three():
+    """Ten runs failing on one long cause (a wrong DATA_DIR) name the first three, each cut short."""
+    failed = [f"gom/study_seed{i}: GOM data not found in /x/gom: " + "downloads failed; " * 40 for i in range(10)]
+    line = failures_line(failed, Path("REPORT.md"))
+    assert line.startswith("reproduce: 10 run(s) failed: gom/study_seed0: GOM data not found")
+    assert "gom/study_seed2:" in line and "gom/study_seed3:" not in line and "(+7 more)" in line
+    assert len(line) < 4 * MAX_SHOWN_CHARS and "\n" not in line and "the report has the rest (REPORT.md)" in line
+    short = failures_line(["style/per_frame: input missing"], None)
+    assert "failed: style/per_frame: input missing; the report" in short and "more)" not in short

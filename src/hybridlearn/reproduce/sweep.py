@@ -264,14 +264,18 @@ def run_reproduce(
     if stopped:
         failed.insert(0, stopped)
     if failed:
-        # one line a person reads: the first few failures, each cut short (often one cause repeated)
-        shown = [f if len(f) <= MAX_SHOWN_CHARS else f[: MAX_SHOWN_CHARS - 3] + "..." for f in failed[:MAX_SHOWN]]
-        more = f" (+{len(failed) - MAX_SHOWN} more)" if len(failed) > MAX_SHOWN else ""
-        raise RunsFailed(
-            f"reproduce: {len(failed)} run(s) failed: {'; '.join(shown)}{more}; the report has the rest "
-            f"({report}); fix and run the same command again (finished runs are kept)"
-        )
+        raise RunsFailed(failures_line(failed, report))
     return returns
+
+
+def failures_line(failed: list[str], report: Path | None) -> str:
+    """The command's one error line: the first few failures, each cut short (often one cause repeated)."""
+    shown = [f if len(f) <= MAX_SHOWN_CHARS else f[: MAX_SHOWN_CHARS - 3] + "..." for f in failed[:MAX_SHOWN]]
+    more = f" (+{len(failed) - MAX_SHOWN} more)" if len(failed) > MAX_SHOWN else ""
+    return (
+        f"reproduce: {len(failed)} run(s) failed: {'; '.join(shown)}{more}; the report has the rest "
+        f"({report}); fix and run the same command again (finished runs are kept)"
+    )
 
 
 def _log_stages(

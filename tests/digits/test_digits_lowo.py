@@ -28,6 +28,7 @@ def test_writer_fold_is_the_held_out_writer_fit(data_dir, tmp_path):
             "trainer.enable_progress_bar=false",
             "study.variants.transfer.model.pretrain.epochs=1",
             "study.variants.transfer.model.pretrain.subset=2000",
+            "study.variants.transfer.model.members=1",
         ],
         tmp_path,
     )
@@ -36,7 +37,8 @@ def test_writer_fold_is_the_held_out_writer_fit(data_dir, tmp_path):
     old = fit_one(trainers, cfg, "old", SEED, EPOCHS, tmp_path, transfer, {"data": {"test_writer": WRITER}})
     folds = fit_writers_out(trainers, cfg, "lowo_transfer", SEED, EPOCHS, tmp_path, transfer, writers=3)
     assert sorted(folds) == ["JuanRengifo", "cossio", "jpossaz"]
-    probs, labels = folds[WRITER]
+    probs, labels, members = folds[WRITER]
+    assert members == []  # one network: no member files
     assert torch.equal(labels, old["labels"])
     # the same split, initialisation, batches and augmentation draws: the same weights, so the same numbers
     assert torch.equal(probs, old["probs"])
@@ -52,7 +54,7 @@ def test_writer_fold_is_the_held_out_writer_fit(data_dir, tmp_path):
     again = fit_writers_out(trainers, cfg, "lowo_transfer", SEED, EPOCHS, tmp_path, transfer, writers=3)
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # finished folds read back, not refitted
     assert json.loads((fold / "results.json").read_text())["status"] == "completed"
-    for w, (p, y) in folds.items():  # the unfinished fold resumed from its last.ckpt: the same model
+    for w, (p, y, _) in folds.items():  # the unfinished fold resumed from its last.ckpt: the same model
         assert torch.equal(again[w][0], p) and torch.equal(again[w][1], y), w
 
     # ... which `train.py experiment=digits_study hydra.run.dir=<run> ckpt_path=<a fold's last.ckpt>` does:

@@ -18,6 +18,7 @@ from hybridlearn.core.runner import run
 from hybridlearn.digits import cli, predict
 from hybridlearn.digits.conf import study_settings, variant_config
 from hybridlearn.digits.images import cell_bounds
+from hybridlearn.digits.study import ONE_NETWORK
 from hybridlearn.mnist.conf import LeNet5Config, LeNet5NetConfig, TestTimeAugmentConfig
 
 QUIET = ["logger=none", "trainer.enable_progress_bar=false", "~callbacks.model_summary"]
@@ -40,6 +41,7 @@ def digit_runs(data_dir, tmp_path_factory):
             "trainer.max_epochs=5",
             "model.pretrain.epochs=1",
             "model.pretrain.subset=6000",
+            "model.members=1",  # one network (the ensemble: test_ensemble_is_its_networks_trained_alone)
             *common,
         ],
         tmp / "transfer",
@@ -121,6 +123,71 @@ def test_predict_on_sliced_cells(digit_runs, data_dir, tmp_path, capsys):
     top = out.index(f"{digits / 'JuanRengifo.png'} grid:") + 1  # then the count line and the annotated page
     grid = [list(map(int, ln.split())) for ln in out[top : top + 10]]
     assert np.mean([d == r for r, row in enumerate(grid) for d in row]) >= 0.7
+
+
+def test_ensemble_is_its_networks_trained_alone(digit_runs, tmp_path, capsys):
+    """experiment=lenet_digits_transfer's default is an ensemble (model.members) in one checkpoint: each
+    network ends bit-identical to a single run from its own MNIST pretraining seed (the same batches and
+    augmentation draws), the checkpoint's prediction is the mean of theirs, and it loads wherever one
+    LeNet-5 checkpoint does: predict.py, task=test, task=predict."""
+    common = [
+        "experiment=lenet_digits_transfer",
+        "trainer.max_epochs=2",
+        "model.pretrain.epochs=1",
+        "model.pretrain.subset=2000",
+        f"paths.cache_dir={tmp_path / 'cache'}",
+        "seed=0",
+        *QUIET,
+    ]
+    ens = _run([*common, "model.members=2"], tmp_path / "ens")
+    alone = [_run([*common, "model.members=1", f"model.pretrain.seed={k}"], tmp_path / f"m{k}") for k in (0, 1)]
+    ckpt = ens["metrics"]["last_ckpt"]
+    sd = torch.load(ckpt, weights_only=True)["state_dict"]
+    for k, r in enumerate(alone):
+        single = torch.load(r["metrics"]["last_ckpt"], weights_only=True)["state_dict"]
+        names = [n for n in single if n.startswith("net.")]
+        assert names and all(torch.equal(single[n], sd[f"net.members.{k}.{n[4:]}"]) for n in names), k
+    # its prediction is the two networks' mean probability (with the same TTA), as predict.py --ensemble
+    model, prep = predict.load_model(ckpt)
+    members = [predict.load_model(r["metrics"]["last_ckpt"])[0] for r in alone]
+    x = torch.rand(5, 1, 28, 28)
+    with torch.no_grad():
+        want = torch.stack([torch.softmax(m.eval_logits(x), -1) for m in members]).mean(0)
+        assert torch.allclose(torch.softmax(model.eval_logits(x), -1), want, atol=1e-6)
+        assert torch.allclose(torch.softmax(predict.Ensemble(members).eval_logits(x), -1), want, atol=1e-6)
+    assert prep["size"] == 28
+    # task=test / task=predict from the checkpoint's stored config
+    tested = _run([*common, "task=test", f"ckpt_path={ckpt}"], tmp_path / "test")
+    assert tested["metrics"]["test/acc"] == pytest.approx(ens["metrics"]["test/acc"])
+    _run([*common, "task=predict", f"ckpt_path={ckpt}"], tmp_path / "pred")
+    assert (tmp_path / "pred" / "predictions.csv").read_text().startswith("index,digit,confidence")
+    # one ensemble is no single network to start from
+    with pytest.raises(ConfigError, match="is an ensemble of 2 LeNet-5s; give the checkpoint of one network"):
+        build(LeNet5Config(pretrained=ckpt)).prepare_helpers()
+
+
+def test_checkpoint_from_before_a_setting_loads_with_its_default(digit_runs, tmp_path):
+    """A checkpoint written before `model.members` existed (its stored config lacks the key) loads with
+    the declared default (core.checkpoint.with_declared_defaults), in predict.py and task=test."""
+    ck = torch.load(digit_runs["transfer"]["metrics"]["last_ckpt"], weights_only=True)
+    del ck["hybridlearn_config"]["members"]
+    old = tmp_path / "old.ckpt"
+    torch.save(ck, old)
+    model, _ = predict.load_model(str(old))
+    assert len(model.members) == 1 and model.net is model.members[0]
+    cache = digit_runs["tmp"] / "cache"
+    r = _run(
+        [
+            "experiment=lenet_digits_transfer",
+            "task=test",
+            f"ckpt_path={old}",
+            f"paths.cache_dir={cache}",
+            "seed=0",
+            *QUIET,
+        ],
+        tmp_path / "t",
+    )
+    assert r["metrics"]["test/acc"] == pytest.approx(digit_runs["transfer"]["metrics"]["test/acc"])
 
 
 def test_predict_bad_input(digit_runs, tmp_path, capsys):
@@ -241,7 +308,7 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
             "study.ablations=[no_tta]",
             "study.lowo_seeds=[0]",
             "study.lowo_ablations=[no_tta]",
-            "study.lowo_ensemble=[0,1]",
+            "study.variants.transfer.model.members=2",
             "study.pages.n_pages=1",
             "study.variants.transfer.model.pretrain.epochs=1",
             "study.variants.transfer.model.pretrain.subset=6000",
@@ -258,10 +325,11 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
     st = json.loads((tmp_path / "s" / "study.json").read_text())
     sc = st["transfer_scores"]["transfer (pretrained + augmentation)"]
     assert sc["n"] == 122 and sc["ci95"][0] <= sc["correct"] / 122 <= sc["ci95"][1] and 0 <= sc["ece"][0] <= 1
+    one = st["transfer_scores"][ONE_NETWORK]  # the ensemble's first network, scored from the same fit
+    assert one["n"] == 122 and f"| {ONE_NETWORK} |" in md
     lw = st["lowo_scores"]["cossio"]
-    ens = "transfer, ensemble of MNIST pretraining seeds [0, 1]"
-    assert set(lw) == {"transfer", "transfer, no test-time augmentation", ens} and lw["transfer"]["n"] == 310
-    assert lw[ens]["n"] == 310 and f"| {ens} | cossio |" in md
+    assert set(lw) == {"transfer", "transfer, no test-time augmentation", ONE_NETWORK} and lw["transfer"]["n"] == 310
+    assert lw[ONE_NETWORK]["n"] == 310 and f"| {ONE_NETWORK} | cossio |" in md
     assert lw["transfer"]["acc"] == st["lowo"]["cossio"]["transfer"]
     assert "| transfer, no test-time augmentation | cossio |" in md
     pages = st["pages"]["small ruled JPEG scans (18-24 px per cell)"]
@@ -274,12 +342,16 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
         runs / "no_tta_seed0" / "csv" / "metrics.csv"
     ).is_file()
     assert len((runs / "paper_seed0" / "csv" / "metrics.csv").read_text().splitlines()) > 2
-    # the ensemble's second member fine-tunes its own pretraining; the first is the transfer run
-    # leave-one-writer-out is core.cv's: one fold per writer group, each a fit with its checkpoints
-    assert sorted(p.name for p in (runs / "lowo_pretrain1_seed0").glob("fold_*")) == ["fold_0", "fold_1", "fold_2"]
-    assert (runs / "lowo_pretrain1_seed0" / "fold_0" / "csv" / "metrics.csv").is_file()
-    assert (runs / "lowo_transfer_seed0" / "fold_0" / "checkpoints" / "last.ckpt").is_file()
-    assert not list(runs.glob("lowo_pretrain0_*"))
+    # leave-one-writer-out is core.cv's: one fold per writer group, each a fit with its checkpoints, the
+    # ensemble's and each network's test probabilities
+    folds = runs / "lowo_transfer_seed0"
+    assert sorted(p.name for p in folds.glob("fold_*")) == ["fold_0", "fold_1", "fold_2"]
+    assert (folds / "fold_0" / "checkpoints" / "last.ckpt").is_file() and (folds / "fold_0" / "csv").is_dir()
+    assert sorted(p.name for p in (folds / "fold_0").glob("test_probabilities*.csv")) == [
+        "test_probabilities.csv",
+        "test_probabilities_member0.csv",
+        "test_probabilities_member1.csv",
+    ]
     assert len(list(cache.glob("lenet5_mnist_*.pt"))) == 2  # the fixture's pretraining, reused, and seed 1's
 
 

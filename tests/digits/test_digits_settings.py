@@ -34,6 +34,12 @@ BAD = [
     ("lenet_digits", "seed=null", "data.split_seed is null"),
     ("lenet_digits", "data.manifest=/no/such.yaml", "data.manifest: /no/such.yaml is not a file"),
     ("lenet_digits_transfer", "data.test_writer=nobody", "data.test_writer='nobody' is not a writer group"),
+    ("lenet_digits_transfer", "model.members=0", "model.members must be >= 1 and <= 16 (got 0)"),
+    (
+        "lenet_digits_transfer",
+        "model.pretrained=conftest.py",
+        "model.members=3 needs model.pretrained=mnist (each member from its own pretraining seed) or null",
+    ),
     ("digits_contact_sheet", "data.border=0.5", "data.border must be >= 0 and < 0.5 (got 0.5)"),
     # study=digits: its own keys, and each run it trains
     ("digits_study", "study.seeds=[-1]", "study.seeds must list one or more seeds in [0, 4294967295] (got [-1])"),
@@ -42,8 +48,6 @@ BAD = [
     ("digits_study", "study.transfer_epochs=0", "study.transfer_epochs must be >= 1"),
     ("digits_study", "study.ablations=[nope]", "study.ablations: unknown ['nope']; choose from from_scratch"),
     ("digits_study", "study.lowo_ablations=[nope]", "study.lowo_ablations: unknown ['nope']"),
-    ("digits_study", "study.lowo_ensemble=[1,1]", "study.lowo_ensemble needs two or more different seeds"),
-    ("digits_study", "study.lowo_ensemble=[0]", "study.lowo_ensemble needs two or more different seeds"),
     ("digits_study", "study.pages.n_pages=0", "study.pages.n_pages must be >= 1"),
     ("digits_study", "study.threads=0", "study.threads must be >= 1"),
     ("digits_study", "study.fast_dev_run.n_seeds=0", "study.fast_dev_run.n_seeds must be >= 1"),
@@ -64,7 +68,6 @@ BAD = [
         "study.lowo_ablations=[elastic] study.ablation_runs.elastic.model.augment.elastic=99",
         "study.ablation_runs.elastic: model.augment.elastic must be >= 0 and <= 28",
     ),
-    ("digits_study", "study.lowo_ensemble=[0,-1]", "study.lowo_ensemble must list one or more seeds"),
 ]
 
 

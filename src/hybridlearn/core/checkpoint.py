@@ -8,11 +8,14 @@ from typing import Any, TypeVar
 
 import lightning as L
 import torch
+from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.ckptfile import CLASS_KEY, CONFIG_KEY, EPOCHS_KEY, read_info
 from hybridlearn.core.config import plain
 from hybridlearn.core.errors import ConfigError, DataError
+from hybridlearn.core.settings import load_settings
 
 M = TypeVar("M", bound=L.LightningModule)
 
@@ -20,6 +23,32 @@ M = TypeVar("M", bound=L.LightningModule)
 def class_name(obj_or_cls: Any) -> str:
     cls = obj_or_cls if isinstance(obj_or_cls, type) else type(obj_or_cls)
     return f"{cls.__module__}.{cls.__qualname__}"
+
+
+def declared_model(target: str) -> dict[str, Any] | None:
+    """The declared settings (core.settings, with their defaults) of the `model` option whose
+    `_target_` is `target`, None when no option builds it."""
+    load_settings()
+    for item in ConfigStore.instance().repo.get("model", {}).values():
+        node = getattr(item, "node", None)
+        if isinstance(node, DictConfig) and node.get("_target_") == target:
+            return OmegaConf.to_container(node, resolve=False)
+    return None
+
+
+def with_declared_defaults(saved: dict[str, Any], declared: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A checkpoint's stored model config with every setting declared since it was written added at its
+    declared default (nested too; a default that reads another part of a run, ${...}, is left out),
+    so a new setting does not break the checkpoints written before it."""
+    declared = declared_model(str(saved.get("_target_"))) if declared is None else declared
+    out = dict(saved)
+    for key, default in (declared or {}).items():
+        if key not in out:
+            if not (isinstance(default, str) and "${" in default):
+                out[key] = default
+        elif isinstance(default, dict) and isinstance(out[key], dict):
+            out[key] = with_declared_defaults(out[key], default)
+    return out
 
 
 def instantiate_module(config: Any) -> Any:
@@ -86,7 +115,7 @@ def load_module(cls: type[M], path: str | Path, what: str = "checkpoint", **kwar
     check_class(ck, cls, path, what)
     try:
         if ck.get(CONFIG_KEY) and not kwargs:
-            module = instantiate_module(ck[CONFIG_KEY])
+            module = instantiate_module(with_declared_defaults(ck[CONFIG_KEY]))
             module.on_load_checkpoint(ck)  # Lightning's order: the hook first, then the weights
             module.load_state_dict(ck["state_dict"])
             return module

@@ -109,14 +109,23 @@ def curves(
 
 
 @torch.no_grad()
-def probabilities(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Class probabilities [N, classes] as predict.py computes them (with the model's TTA)."""
+def probabilities(model: torch.nn.Module, x: torch.Tensor, member: int | None = None) -> torch.Tensor:
+    """Class probabilities [N, classes] as predict.py computes them (with the model's TTA); `member`:
+    that network of an ensemble alone (LeNet5.eval_logits)."""
     was = model.training
     model.eval()
     dev = next(model.parameters()).device
-    p = torch.cat([torch.softmax(model.eval_logits(x[i : i + 1024].to(dev)), -1).cpu() for i in range(0, len(x), 1024)])
+    p = torch.cat(
+        [torch.softmax(model.eval_logits(x[i : i + 1024].to(dev), member), -1).cpu() for i in range(0, len(x), 1024)]
+    )
     model.train(was)
     return p
+
+
+def member_probabilities(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """Each network's own probabilities when the model is an ensemble (LeNet5 `members` > 1), else []."""
+    members = getattr(model, "members", [])
+    return [probabilities(model, x, k) for k in range(len(members))] if len(members) > 1 else []
 
 
 def accuracy(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor) -> float:
@@ -169,6 +178,7 @@ def fit_one(
     x_test, y_test = dm.tensors["test"]
     return {
         "probs": probabilities(model, x_test),
+        "member_probs": member_probabilities(model, x_test),
         "labels": y_test,
         "variant": name,
         "seed": seed,
@@ -185,12 +195,14 @@ def fit_one(
 
 
 PROBABILITIES = "test_probabilities.csv"  # each fold's, beside its checkpoints
+MEMBER_PROBABILITIES = "test_probabilities_member{k}.csv"  # an ensemble's networks, each alone
 
 
 class FoldProbabilities(L.Callback):
     """In the Trainer's folder, after a test: `test_probabilities.csv` (each test digit: its index among
     the sheets' digits, its label and the tested model's class probabilities as `probabilities` gives
-    them), for the study's per-writer scores, ensembles and intervals."""
+    them), for the study's per-writer scores, ensembles and intervals; for an ensemble also
+    `test_probabilities_member<k>.csv`, each network alone."""
 
     TARGET = "hybridlearn.digits.fitting.FoldProbabilities"  # its `_target_` in a callbacks config
 
@@ -199,13 +211,30 @@ class FoldProbabilities(L.Callback):
             return
         dm = trainer.datamodule
         x, y = dm.tensors["test"]
-        p = probabilities(pl_module, x)
+        out = Path(trainer.default_root_dir)
+        members = member_probabilities(pl_module, x)
+        for k, p in enumerate(members):
+            self.write(out / MEMBER_PROBABILITIES.format(k=k), dm.indices["test"], y, p)
+        self.write(out / PROBABILITIES, dm.indices["test"], y, probabilities(pl_module, x))  # last: "done"
+
+    @staticmethod
+    def write(path: Path, index: torch.Tensor, y: torch.Tensor, p: torch.Tensor) -> None:
         lines = [
             ",".join([str(i), str(t), *(f"{v:.9g}" for v in row)])  # 9 digits: float32 exactly
-            for i, t, row in zip(dm.indices["test"].tolist(), y.tolist(), p.tolist())
+            for i, t, row in zip(index.tolist(), y.tolist(), p.tolist())
         ]
         head = ",".join(["index", "label", *(f"p{c}" for c in range(p.shape[1]))])
-        write_text_atomic(Path(trainer.default_root_dir) / PROBABILITIES, "\n".join([head, *lines]) + "\n")
+        write_text_atomic(path, "\n".join([head, *lines]) + "\n")
+
+
+def read_probabilities(path: Path, test: list, redo: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(probabilities, labels) of a FoldProbabilities file, checked against the fold's test digits."""
+    if not path.is_file():
+        raise DataError(f"{path} is missing (the fold was trained by another version); {redo}")
+    a = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    if not np.array_equal(a[:, 0], test):
+        raise DataError(f"{path} holds other digits than the fold's test digits in {FOLDS_FILE}; {redo}")
+    return torch.from_numpy(a[:, 2:]).float(), torch.from_numpy(a[:, 1]).long()
 
 
 def fit_writers_out(
@@ -222,7 +251,8 @@ def fit_writers_out(
     """Leave-one-writer-out of one study run (`variant`, then `extra`, as fit_one): core.cv's k-fold CV
     with `cv.folds=<writers> cv.group_by=writer`, so each fold holds out one writer group, into
     `<output_dir>/runs/<name>_seed<seed>/fold_<k>/` (a killed study resumes at its finished folds).
-    Each fold tests its final weights, as fit_one does; returns {writer: (test probabilities, labels)}."""
+    Each fold tests its final weights, as fit_one does; returns {writer: (test probabilities, labels,
+    [each member's test probabilities when the model is an ensemble])}."""
     run_cfg = variant_config(cfg, variant, *extra, seed=seed)
     with open_dict(run_cfg):
         run_cfg.cv.folds, run_cfg.cv.group_by = writers, "writer"
@@ -235,16 +265,15 @@ def fit_writers_out(
     out, run_name = output_dir / "runs" / f"{name}_seed{seed}", f"{name}_seed{seed}"
     rows = cross_validate(run_cfg, out, trainers, name=run_name)["cv/folds"]
     tests = json.loads((out / FOLDS_FILE).read_text())["test"]
+    members = int(run_cfg.model.get("members") or 1)
     found = {}
     for row, test in zip(rows, tests):
-        path = out / f"fold_{row['fold']}" / PROBABILITIES
-        redo = f"delete {path.parent / 'results.json'} to train the fold again"
-        if not path.is_file():
-            raise DataError(f"{path} is missing (the fold was trained by another version); {redo}")
-        a = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
-        if not np.array_equal(a[:, 0], test):
-            raise DataError(f"{path} holds other digits than the fold's test digits in {FOLDS_FILE}; {redo}")
-        found[row["writer"]] = (torch.from_numpy(a[:, 2:]).float(), torch.from_numpy(a[:, 1]).long())
+        fold = out / f"fold_{row['fold']}"
+        redo = f"delete {fold / 'results.json'} to train the fold again"
+        probs, labels = read_probabilities(fold / PROBABILITIES, test, redo)
+        each = [] if members == 1 else range(members)
+        each = [read_probabilities(fold / MEMBER_PROBABILITIES.format(k=k), test, redo)[0] for k in each]
+        found[row["writer"]] = (probs, labels, each)
     return found
 
 

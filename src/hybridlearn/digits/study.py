@@ -25,7 +25,7 @@ from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.report import interval, mean_std, per_seed  # one='': study.md names its seeds
 from hybridlearn.core.stats import expected_calibration_error, wilson_interval
 from hybridlearn.core.trainer import TrainerFactory
-from hybridlearn.digits.conf import study_settings
+from hybridlearn.digits.conf import SINGLE, study_settings
 from hybridlearn.digits.fitting import curves, fit_one, fit_writers, fit_writers_out, misclassified
 from hybridlearn.digits.paper import PAPER_ACCURACY
 from hybridlearn.digits.predict import classify, preparation, read_digits
@@ -34,6 +34,7 @@ from hybridlearn.digits.synth import LOWRES_STYLES, STYLES, UNRULED_SMALL_STYLES
 from hybridlearn.mnist.data import load_mnist
 
 log = logging.getLogger(__name__)
+ONE_NETWORK = "transfer, one network (the ensemble's first)"  # its row, scored from the ensemble's fits
 
 
 def scores(probs: Sequence[torch.Tensor], y: torch.Tensor) -> SeedScores:
@@ -136,8 +137,8 @@ def transfer_fix(fit, st: DictConfig, result: StudyResult, variants: list) -> li
     """2. The fix (MNIST-pretrained LeNet-5, MNIST-like cells, handwriting augmentation) and its
     ablations over the seeds, against the paper setup; the synthetic pages; the misread digits."""
     seeds, transfer_v, max_ep = result.seeds, st.variants.transfer, max(st.paper_epochs)
-    if st.get("zero_shot", True):
-        result.zero_shot_test_acc = [fit("zero_shot", transfer_v, s, 0)["test_acc"] for s in seeds]
+    if st.get("zero_shot", True):  # the first member's MNIST network as it is
+        result.zero_shot_test_acc = [fit("zero_shot", transfer_v, s, 0, SINGLE)["test_acc"] for s in seeds]
     paper_test = result.paper_setup[max_ep].test_acc
     md = [
         "",
@@ -153,21 +154,26 @@ def transfer_fix(fit, st: DictConfig, result: StudyResult, variants: list) -> li
     if zero is not None:
         md.append(f"| MNIST-pretrained LeNet-5, no fine-tuning | {mean_std(zero, one='')} | | | {per_seed(zero)} |")
     for name, label, extra in variants:
-        accs, per_seed_scores = [], []
+        rows = {label: ([], [])}  # label: (accuracies, scores) per seed
         for s in seeds:
             r = fit(name, transfer_v, s, st.transfer_epochs, extra)
-            accs.append(r["test_acc"])
-            per_seed_scores.append(scores([r["probs"]], r["labels"]))
             log.info("%s seed %d: test %.3f", label, s, r["test_acc"])
+            if r["member_probs"]:  # an ensemble: its first network alone is the single model (ablations' baseline)
+                rows.setdefault(ONE_NETWORK, ([], []))
+                rows[ONE_NETWORK][0].append(float((r["member_probs"][0].argmax(1) == r["labels"]).float().mean()))
+                rows[ONE_NETWORK][1].append(scores([r["member_probs"][0]], r["labels"]))
+            rows[label][0].append(r["test_acc"])
+            rows[label][1].append(scores([r["probs"]], r["labels"]))
             if not extra and s == seeds[0]:
                 first = r  # the transfer model, first seed: its misread digits and its pages
                 result.transfer_errors_seed0 = misclassified(r) or None
-        sc = pooled_score(per_seed_scores)
-        result.transfer[label], result.transfer_scores[label] = accs, sc
-        md.append(
-            f"| {label} | {mean_std(accs, one='')} | {interval(sc.ci95)} | {statistics.mean(sc.ece):.3f} | "
-            f"{per_seed(accs)} |"
-        )
+        for row_label, (accs, per_seed_scores) in rows.items():
+            sc = pooled_score(per_seed_scores)
+            result.transfer[row_label], result.transfer_scores[row_label] = accs, sc
+            md.append(
+                f"| {row_label} | {mean_std(accs, one='')} | {interval(sc.ci95)} | {statistics.mean(sc.ece):.3f} | "
+                f"{per_seed(accs)} |"
+            )
     if st.get("pages"):
         result.pages = read_synthetic_pages(first["model"], first["dm"], int(st.pages.n_pages))
         md += pages_table(result.pages, seeds[0])
@@ -205,10 +211,9 @@ def leave_one_writer_out(cfg, fit, trainers, output_dir, st: DictConfig, result:
     """3. Leave-one-writer-out: the paper setup, the MNIST model alone, the transfer fix and the
     ablations in study.lowo_ablations, each over lowo_seeds by core.cv (one fold per writer group,
     `runs/lowo_<variant>_seed<seed>/fold_<k>/`); the CI pools the seeds' digits (the same writer's
-    digits each time) and the ensemble averages the seeds' probabilities. With study.lowo_ensemble,
-    also the transfer fix as an ensemble of one member per MNIST pretraining seed (per fine-tuning
-    seed: the mean of the members' probabilities)."""
-    seeds, transfer_v, ens = result.lowo_seeds, st.variants.transfer, ensemble_seeds(st)
+    digits each time) and the ensemble averages the seeds' probabilities. When the transfer model is an
+    ensemble (`model.members`), its first network alone is scored too, from the same folds."""
+    seeds, transfer_v = result.lowo_seeds, st.variants.transfer
     digits = fit_writers(cfg, transfer_v)
 
     def folds(name, variant, epochs, *extra):  # per seed: {writer: (test probabilities, labels)}
@@ -216,30 +221,18 @@ def leave_one_writer_out(cfg, fit, trainers, output_dir, st: DictConfig, result:
         return [fit_writers_out(*fit_args, s, epochs, output_dir, variant, *extra, writers=len(digits)) for s in seeds]
 
     fits = {"paper": folds("paper", st.variants.paper, max(st.paper_epochs))}
-    fits.update({label: folds(name, transfer_v, st.transfer_epochs, extra) for name, label, extra in variants})
-    if ens:  # one member per pretraining seed; the transfer runs are the members of their own seed
-        own, pretrain = int(transfer_v.model.pretrain.get("seed", 0)), lambda p: {"model": {"pretrain": {"seed": p}}}
-        members = [
-            fits["transfer"] if p == own else folds(f"pretrain{p}", transfer_v, st.transfer_epochs, pretrain(p))
-            for p in ens
-        ]
-        fits[f"transfer, ensemble of MNIST pretraining seeds {ens}"] = [
-            {w: (torch.stack([m[k][w][0] for m in members]).mean(0), members[0][k][w][1]) for w in digits}
-            for k in range(len(seeds))
-        ]
+    for name, label, extra in variants:
+        fits[label] = folds(name, transfer_v, st.transfer_epochs, extra)
+        if all(f[w][2] for f in fits[label] for w in digits):  # an ensemble: its first network alone
+            fits[ONE_NETWORK] = [{w: (f[w][2][0], f[w][1], []) for w in digits} for f in fits[label]]
     result.lowo, result.lowo_scores = {}, {}
     for w in digits:
-        zero = fit(f"lowo_{w}_zero_shot", transfer_v, seeds[0], 0, {"data": {"test_writer": w}})
+        zero = fit(f"lowo_{w}_zero_shot", transfer_v, seeds[0], 0, SINGLE, {"data": {"test_writer": w}})
         sc = {label: scores([r[w][0] for r in runs], runs[0][w][1]) for label, runs in fits.items()}
         result.lowo[w] = {"mnist_only": [zero["test_acc"]], **{label: s.acc for label, s in sc.items()}}
         result.lowo_scores[w] = {label: s for label, s in sc.items() if label != "paper"}
         log.info("LOWO %s: %s", w, result.lowo[w])
     return lowo_tables(result, digits, [label for label in fits if label != "paper"])
-
-
-def ensemble_seeds(st: DictConfig) -> list[int]:
-    """`study.lowo_ensemble`: null, or two or more MNIST pretraining seeds (checked by hybridlearn.digits.conf)."""
-    return list(st.get("lowo_ensemble") or [])
 
 
 def lowo_tables(result: StudyResult, digits: dict[str, int], labels: list[str]) -> list[str]:

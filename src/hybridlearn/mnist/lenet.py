@@ -4,9 +4,11 @@ the training choices (optimizer, schedule, initialisation, pretrained weights, a
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import logging
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,7 +30,7 @@ from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.plotting import save_figure
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.mnist.augment import HandwritingAugment, TestTimeAugment
-from hybridlearn.mnist.conf import LeNet5NetConfig, feature_side
+from hybridlearn.mnist.conf import LeNet5NetConfig, MNISTPretrainConfig, feature_side
 from hybridlearn.mnist.pretrain import pretrained_lenet
 
 log = logging.getLogger(__name__)
@@ -92,6 +94,32 @@ class LeNet5Net(nn.Module):
         return self.head(self.embed(x))
 
 
+class LeNet5Ensemble(nn.Module):
+    """Several LeNet5Nets of one shape read as one network: `forward` gives the log of the members'
+    mean softmax, so softmax, argmax and cross-entropy of it are the averaged prediction (predict.py,
+    task=test and TTA read it like one network's logits). Trained member by member (LeNet5 sums the
+    members' own losses of `member_logits`, so each learns as if alone: a deep ensemble,
+    Lakshminarayanan et al. 2017); the members differ by their start (their MNIST pretraining seeds)."""
+
+    def __init__(self, members: list[LeNet5Net]):
+        super().__init__()
+        self.members = nn.ModuleList(members)
+        first = members[0]  # what the ensemble reads and predicts: its members' (predict.py prepares cells to it)
+        self.in_size, self.in_channels, self.num_classes = first.in_size, first.in_channels, first.num_classes
+
+    def member_logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Each member's logits, [members, N, classes]."""
+        return torch.stack([m(x) for m in self.members])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return mean_of_softmax(self.member_logits(x))
+
+
+def mean_of_softmax(logits: torch.Tensor) -> torch.Tensor:
+    """log(mean_k softmax(logits[k])), computed in log space: logits of the averaged probabilities."""
+    return torch.logsumexp(F.log_softmax(logits, -1), 0) - math.log(len(logits))
+
+
 def build_net(settings: Mapping[str, Any] | None = None) -> LeNet5Net:
     """The LeNet5Net of `settings` (a `model.net` mapping; the missing keys take their declared defaults)."""
     return instantiate(OmegaConf.merge(OmegaConf.structured(LeNet5NetConfig), settings or {}))
@@ -115,10 +143,16 @@ def read_lenet(path: str | Path, what: str = "model.pretrained") -> tuple[dict[s
     one checkpoint loader (weights_only=True; one line for a non-checkpoint or another model's)."""
     ck = read_checkpoint(path, what)
     check_class(ck, LeNet5, path, what)
+    config = ck.get(CONFIG_KEY)
+    members = config.get("members", 1) if isinstance(config, dict) else 1
+    if members > 1:
+        raise ConfigError(
+            f"{what}={path} is an ensemble of {members} LeNet-5s; give the checkpoint of one network "
+            "(a run with model.members=1)"
+        )
     sd = ck["state_dict"]
     if any(k.startswith("net.") for k in sd):
         sd = {k[4:]: v for k, v in sd.items() if k.startswith("net.")}
-    config = ck.get(CONFIG_KEY)
     if isinstance(config, dict) and isinstance(config.get("net"), dict):
         arch = dict(config["net"])
     else:
@@ -145,6 +179,7 @@ class LeNet5(L.LightningModule):
     def __init__(
         self,
         net: LeNet5Net,
+        members: int,
         optimizer: str,
         lr: float,
         weight_decay: float,
@@ -157,7 +192,9 @@ class LeNet5(L.LightningModule):
         augment: HandwritingAugment | None,
         tta: TestTimeAugment | None,
     ):
-        """`net` is trained in place. `init`: torch (PyTorch defaults) | keras (Glorot-uniform weights,
+        """`net` is trained in place; `members` > 1 makes it the first of an ensemble (LeNet5Ensemble)
+        of that many copies, each re-initialised, and (`pretrained: mnist`) each loaded from its own
+        pretraining seed, `pretrain.seed + k`. `init`: torch (PyTorch defaults) | keras (Glorot-uniform weights,
         zero biases, as the paper's Keras models). `pretrained`: a Lightning .ckpt or cached .pt of a
         LeNet-5 of the same network, or "mnist" for one trained on MNIST with the `pretrain` settings
         (hybridlearn.mnist.pretrain); loaded by `prepare_helpers`, and not at all when a checkpoint's
@@ -169,14 +206,25 @@ class LeNet5(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "pretrained", "pretrain", "augment", "tta"])
         if init == "keras":
             keras_init_(net)
-        if freeze:
-            for m in [net.features] + ([net.classifier] if freeze == "all_but_head" else []):
-                m.requires_grad_(False)
-        self.net, self.augment, self.tta = net, augment, tta
+        nets = [net] + [copy.deepcopy(net) for _ in range(members - 1)]
+        with torch.random.fork_rng(devices=[]):  # RNG-neutral: member k trains on the batches a single run would
+            for m in nets[1:]:  # a copy starts elsewhere (with pretrained weights: its own pretraining)
+                for layer in m.modules():
+                    if hasattr(layer, "reset_parameters"):
+                        layer.reset_parameters()
+                if init == "keras":
+                    keras_init_(m)
+        for m in nets:
+            if freeze:
+                for part in [m.features] + ([m.classifier] if freeze == "all_but_head" else []):
+                    part.requires_grad_(False)
+        self.members = nets  # the LeNet5Nets trained, each on its own loss (one: the network itself)
+        self.net = net if members == 1 else LeNet5Ensemble(nets)
+        self.augment, self.tta = augment, tta
         # weights to load before training (prepare_helpers): a constructor reads no file and trains nothing
         self.pending_weights = (pretrained, dict(plain(pretrain))) if pretrained else None
         self.compiled = False
-        n = net.head.out_features
+        n = net.num_classes
         self.acc = nn.ModuleDict(
             {s: MulticlassAccuracy(n, average="micro", validate_args=False) for s in ("val_", "test_")}
         )
@@ -194,11 +242,13 @@ class LeNet5(L.LightningModule):
         if self.pending_weights is None:
             return
         pretrained, settings = self.pending_weights
-        if pretrained == "mnist":
-            sd, _ = pretrained_lenet(self.net, trainers, **settings)
-        else:
-            sd = read_lenet(pretrained)[0]
-        load_weights_(self.net, sd, pretrained)
+        for k, member in enumerate(self.members):
+            if pretrained == "mnist":
+                seed = settings.get("seed", MNISTPretrainConfig.seed) + k
+                sd, _ = pretrained_lenet(member, trainers, **{**settings, "seed": seed})
+            else:  # one file: one network (hybridlearn.mnist.conf refuses it for an ensemble)
+                sd = read_lenet(pretrained)[0]
+            load_weights_(member, sd, pretrained)
         self.pending_weights = None
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -207,23 +257,32 @@ class LeNet5(L.LightningModule):
     def setup(self, stage: str) -> None:
         self.prepare_helpers()
         if self.hparams.compile and not self.compiled:  # after the pretrained weights: they load into the plain network
-            self.net.compile()  # in place: the weights keep their names, so checkpoints load either way
+            for m in self.members:  # in place: the weights keep their names, so checkpoints load either way
+                m.compile()
             self.compiled = True
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
 
-    def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
+    def eval_logits(self, x: torch.Tensor, member: int | None = None) -> torch.Tensor:
         """Logits for evaluation. With `tta`, the log of the mean softmax over its views: argmax,
-        softmax and cross-entropy of these are those of the averaged prediction."""
+        softmax and cross-entropy of these are those of the averaged prediction. `member`: that
+        member of an ensemble alone (the study scores the single networks from the same fit)."""
+        net = self.net if member is None else self.members[member]
         if self.tta is None:
-            return self(x)
-        return self.tta(self.net, x).clamp_min(1e-12).log()
+            return net(x)
+        return self.tta(net, x).clamp_min(1e-12).log()
 
     def _step(self, batch, stage: str, batch_idx: int = 0) -> torch.Tensor:
         x, y = batch
-        logits = self(x) if stage == "train" else self.eval_logits(x)
-        loss = F.cross_entropy(logits, y)
+        if stage == "train":
+            # each member learns from its own loss (their sum: the members' gradients are their own)
+            member_logits = [m(x) for m in self.members]
+            loss = sum(F.cross_entropy(lg, y) for lg in member_logits)
+            logits = member_logits[0] if len(member_logits) == 1 else mean_of_softmax(torch.stack(member_logits))
+        else:
+            logits = self.eval_logits(x)
+            loss = F.cross_entropy(logits, y)
         if stage == "train":
             # Each self.log call costs ~0.5 ms in Lightning (bench_lenet): count correct answers
             # here and log the epoch's accuracy once, at its last batch (so callbacks see it).

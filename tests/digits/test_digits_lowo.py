@@ -28,7 +28,7 @@ def test_writer_fold_is_the_held_out_writer_fit(data_dir, tmp_path):
             "trainer.enable_progress_bar=false",
             "study.variants.transfer.model.pretrain.epochs=1",
             "study.variants.transfer.model.pretrain.subset=2000",
-            "study.variants.transfer.model.members=1",
+            "study.variants.transfer.model.ensemble=1",
         ],
         tmp_path,
     )

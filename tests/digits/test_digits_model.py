@@ -41,7 +41,7 @@ def digit_runs(data_dir, tmp_path_factory):
             "trainer.max_epochs=5",
             "model.pretrain.epochs=1",
             "model.pretrain.subset=6000",
-            "model.members=1",  # one network (the ensemble: test_ensemble_is_its_networks_trained_alone)
+            "model.ensemble=1",  # one network (the ensemble: test_ensemble_is_its_networks_trained_alone)
             *common,
         ],
         tmp / "transfer",
@@ -126,7 +126,7 @@ def test_predict_on_sliced_cells(digit_runs, data_dir, tmp_path, capsys):
 
 
 def test_ensemble_is_its_networks_trained_alone(digit_runs, tmp_path, capsys):
-    """experiment=lenet_digits_transfer's default is an ensemble (model.members) in one checkpoint: each
+    """experiment=lenet_digits_transfer's default is an ensemble (model.ensemble) in one checkpoint: each
     network ends bit-identical to a single run from its own MNIST pretraining seed (the same batches and
     augmentation draws), the checkpoint's prediction is the mean of theirs, and it loads wherever one
     LeNet-5 checkpoint does: predict.py, task=test, task=predict."""
@@ -139,8 +139,8 @@ def test_ensemble_is_its_networks_trained_alone(digit_runs, tmp_path, capsys):
         "seed=0",
         *QUIET,
     ]
-    ens = _run([*common, "model.members=2"], tmp_path / "ens")
-    alone = [_run([*common, "model.members=1", f"model.pretrain.seed={k}"], tmp_path / f"m{k}") for k in (0, 1)]
+    ens = _run([*common, "model.ensemble=2"], tmp_path / "ens")
+    alone = [_run([*common, "model.ensemble=1", f"model.pretrain.seed={k}"], tmp_path / f"m{k}") for k in (0, 1)]
     ckpt = ens["metrics"]["last_ckpt"]
     sd = torch.load(ckpt, weights_only=True)["state_dict"]
     for k, r in enumerate(alone):
@@ -167,10 +167,10 @@ def test_ensemble_is_its_networks_trained_alone(digit_runs, tmp_path, capsys):
 
 
 def test_checkpoint_from_before_a_setting_loads_with_its_default(digit_runs, tmp_path):
-    """A checkpoint written before `model.members` existed (its stored config lacks the key) loads with
+    """A checkpoint written before `model.ensemble` existed (its stored config lacks the key) loads with
     the declared default (core.checkpoint.with_declared_defaults), in predict.py and task=test."""
     ck = torch.load(digit_runs["transfer"]["metrics"]["last_ckpt"], weights_only=True)
-    del ck["hybridlearn_config"]["members"]
+    del ck["hybridlearn_config"]["ensemble"]
     old = tmp_path / "old.ckpt"
     torch.save(ck, old)
     model, _ = predict.load_model(str(old))
@@ -308,7 +308,7 @@ def test_study_entry_writes_tables(digit_runs, tmp_path):
             "study.ablations=[no_tta]",
             "study.lowo_seeds=[0]",
             "study.lowo_ablations=[no_tta]",
-            "study.variants.transfer.model.members=2",
+            "study.variants.transfer.model.ensemble=2",
             "study.pages.n_pages=1",
             "study.variants.transfer.model.pretrain.epochs=1",
             "study.variants.transfer.model.pretrain.subset=6000",

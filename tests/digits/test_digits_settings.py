@@ -34,11 +34,11 @@ BAD = [
     ("lenet_digits", "seed=null", "data.split_seed is null"),
     ("lenet_digits", "data.manifest=/no/such.yaml", "data.manifest: /no/such.yaml is not a file"),
     ("lenet_digits_transfer", "data.test_writer=nobody", "data.test_writer='nobody' is not a writer group"),
-    ("lenet_digits_transfer", "model.members=0", "model.members must be >= 1 and <= 16 (got 0)"),
+    ("lenet_digits_transfer", "model.ensemble=0", "model.ensemble must be >= 1 and <= 16 (got 0)"),
     (
         "lenet_digits_transfer",
         "model.pretrained=conftest.py",
-        "model.members=3 needs model.pretrained=mnist (each member from its own pretraining seed) or null",
+        "model.ensemble=3 needs model.pretrained=mnist (each member from its own pretraining seed) or null",
     ),
     ("digits_contact_sheet", "data.border=0.5", "data.border must be >= 0 and < 0.5 (got 0.5)"),
     # study=digits: its own keys, and each run it trains

@@ -182,7 +182,7 @@ TRANSFER = StudyVariantConfig(  # the fix: MNIST-pretrained, MNIST-like cells, a
         "optimizer": "adam",
         "lr": 0.001,
         "scheduler": "onecycle",
-        "members": 3,
+        "ensemble": 3,
         "pretrained": "mnist",
         "pretrain": {
             "epochs": 20,
@@ -199,7 +199,7 @@ TRANSFER = StudyVariantConfig(  # the fix: MNIST-pretrained, MNIST-like cells, a
 
 # One network of the transfer recipe: an ablation changes one thing of it, and its baseline row is the
 # ensemble's first network (the same fit, scored alone), at a third of an ensemble's cost.
-SINGLE = {"members": 1}
+SINGLE = {"ensemble": 1}
 
 
 def _ablation(label: str, data: dict | None = None, model: dict | None = None) -> StudyAblationConfig:

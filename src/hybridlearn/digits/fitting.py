@@ -123,7 +123,7 @@ def probabilities(model: torch.nn.Module, x: torch.Tensor, member: int | None = 
 
 
 def member_probabilities(model: torch.nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
-    """Each network's own probabilities when the model is an ensemble (LeNet5 `members` > 1), else []."""
+    """Each network's own probabilities when the model is an ensemble (LeNet5 `ensemble` > 1), else []."""
     members = getattr(model, "members", [])
     return [probabilities(model, x, k) for k in range(len(members))] if len(members) > 1 else []
 
@@ -265,7 +265,7 @@ def fit_writers_out(
     out, run_name = output_dir / "runs" / f"{name}_seed{seed}", f"{name}_seed{seed}"
     rows = cross_validate(run_cfg, out, trainers, name=run_name)["cv/folds"]
     tests = json.loads((out / FOLDS_FILE).read_text())["test"]
-    members = int(run_cfg.model.get("members") or 1)
+    members = int(run_cfg.model.get("ensemble") or 1)
     found = {}
     for row, test in zip(rows, tests):
         fold = out / f"fold_{row['fold']}"

@@ -212,7 +212,7 @@ def leave_one_writer_out(cfg, fit, trainers, output_dir, st: DictConfig, result:
     ablations in study.lowo_ablations, each over lowo_seeds by core.cv (one fold per writer group,
     `runs/lowo_<variant>_seed<seed>/fold_<k>/`); the CI pools the seeds' digits (the same writer's
     digits each time) and the ensemble averages the seeds' probabilities. When the transfer model is an
-    ensemble (`model.members`), its first network alone is scored too, from the same folds."""
+    ensemble (`model.ensemble` > 1), its first network alone is scored too, from the same folds."""
     seeds, transfer_v = result.lowo_seeds, st.variants.transfer
     digits = fit_writers(cfg, transfer_v)
 

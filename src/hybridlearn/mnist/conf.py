@@ -187,7 +187,7 @@ class LeNet5Config:
 
     _target_: str = "hybridlearn.mnist.lenet.LeNet5"
     net: LeNet5NetConfig = setting(LeNet5NetConfig())
-    members: int = setting(
+    ensemble: int = setting(
         1, ge=1, le=16, help="> 1: an ensemble of that many networks in one checkpoint (each its own pretraining seed)"
     )
     optimizer: str = setting("adam", choices=("adam", "sgd"), help="sgd: momentum 0.9")
@@ -215,9 +215,9 @@ class LeNet5Config:
                 f"trainer.max_steps), or {path}.scheduler=null"
             )
         pretrained = node.pretrained
-        if node.members > 1 and pretrained and pretrained != "mnist":
+        if node.ensemble > 1 and pretrained and pretrained != "mnist":
             raise ConfigError(
-                f"{path}.members={node.members} needs {path}.pretrained=mnist (each member from its own "
+                f"{path}.ensemble={node.ensemble} needs {path}.pretrained=mnist (each member from its own "
                 f"pretraining seed) or null (from scratch): one file would start every member alike"
             )
         if pretrained and pretrained != "mnist" and not Path(pretrained).expanduser().is_file():

@@ -144,11 +144,11 @@ def read_lenet(path: str | Path, what: str = "model.pretrained") -> tuple[dict[s
     ck = read_checkpoint(path, what)
     check_class(ck, LeNet5, path, what)
     config = ck.get(CONFIG_KEY)
-    members = config.get("members", 1) if isinstance(config, dict) else 1
+    members = config.get("ensemble", 1) if isinstance(config, dict) else 1
     if members > 1:
         raise ConfigError(
             f"{what}={path} is an ensemble of {members} LeNet-5s; give the checkpoint of one network "
-            "(a run with model.members=1)"
+            "(a run with model.ensemble=1)"
         )
     sd = ck["state_dict"]
     if any(k.startswith("net.") for k in sd):
@@ -179,7 +179,7 @@ class LeNet5(L.LightningModule):
     def __init__(
         self,
         net: LeNet5Net,
-        members: int,
+        ensemble: int,
         optimizer: str,
         lr: float,
         weight_decay: float,
@@ -192,7 +192,7 @@ class LeNet5(L.LightningModule):
         augment: HandwritingAugment | None,
         tta: TestTimeAugment | None,
     ):
-        """`net` is trained in place; `members` > 1 makes it the first of an ensemble (LeNet5Ensemble)
+        """`net` is trained in place; `ensemble` > 1 makes it the first of an ensemble (LeNet5Ensemble)
         of that many copies, each re-initialised, and (`pretrained: mnist`) each loaded from its own
         pretraining seed, `pretrain.seed + k`. `init`: torch (PyTorch defaults) | keras (Glorot-uniform weights,
         zero biases, as the paper's Keras models). `pretrained`: a Lightning .ckpt or cached .pt of a
@@ -206,7 +206,7 @@ class LeNet5(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "pretrained", "pretrain", "augment", "tta"])
         if init == "keras":
             keras_init_(net)
-        nets = [net] + [copy.deepcopy(net) for _ in range(members - 1)]
+        nets = [net] + [copy.deepcopy(net) for _ in range(ensemble - 1)]
         with torch.random.fork_rng(devices=[]):  # RNG-neutral: member k trains on the batches a single run would
             for m in nets[1:]:  # a copy starts elsewhere (with pretrained weights: its own pretraining)
                 for layer in m.modules():
@@ -219,7 +219,7 @@ class LeNet5(L.LightningModule):
                 for part in [m.features] + ([m.classifier] if freeze == "all_but_head" else []):
                     part.requires_grad_(False)
         self.members = nets  # the LeNet5Nets trained, each on its own loss (one: the network itself)
-        self.net = net if members == 1 else LeNet5Ensemble(nets)
+        self.net = net if ensemble == 1 else LeNet5Ensemble(nets)
         self.augment, self.tta = augment, tta
         # weights to load before training (prepare_helpers): a constructor reads no file and trains nothing
         self.pending_weights = (pretrained, dict(plain(pretrain))) if pretrained else None

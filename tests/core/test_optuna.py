@@ -6,6 +6,7 @@ import csv
 import json
 from pathlib import Path
 
+import optuna
 import pytest
 import yaml
 from conftest import train_cli
@@ -55,6 +56,23 @@ def test_optuna_search_runs_three_trials(tmp_path, data_dir):
     assert best["best_value"] == pytest.approx(max(accs))
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [r["status"] for r in rows] == ["completed"] * 3
+
+
+def test_optuna_search_resumes_from_its_study_database(tmp_path, data_dir):
+    """The study lives in a sqlite file beside the task's sweeps (hydra.sweeper.storage): the same
+    command again, in a new sweep folder, continues it; the best is over every trial of the study."""
+    first, again = tmp_path / "sweeps" / "first", tmp_path / "sweeps" / "again"
+    assert train_cli([*SEARCH, "hydra.sweeper.n_trials=2", f"hydra.sweep.dir={first}"]).returncode == 0
+    assert (tmp_path / "sweeps" / "optuna.db").is_file()
+    p = train_cli([*SEARCH, "hydra.sweeper.n_trials=1", f"hydra.sweep.dir={again}"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    study = optuna.load_study(study_name="lenet_mnist", storage=f"sqlite:///{tmp_path / 'sweeps' / 'optuna.db'}")
+    assert [t.number for t in study.trials] == [0, 1, 2] and {t.state.name for t in study.trials} == {"COMPLETE"}
+    values = [t["metrics"]["val/acc"] for sweep in (first, again) for t in _trials(sweep).values()]
+    assert sorted(t.value for t in study.trials) == pytest.approx(sorted(values))
+    best = yaml.safe_load((again / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(values))  # the first sweep's trials count too
+    assert sorted(_trials(first)) == ["0", "1"] and sorted(_trials(again)) == ["0"]  # nothing overwritten
 
 
 def test_optuna_failed_trial_is_recorded_and_search_goes_on(tmp_path, data_dir):

@@ -158,6 +158,9 @@ def _fail(e: Exception) -> None:
     raise SystemExit(report_error(e)) from None
 
 
+SQLITE = "sqlite:///"  # an Optuna study in a file (hparams_search configs: beside the task's sweeps)
+
+
 class RunGuard(Callback):
     """Hydra callback: `prepare` the config before Hydra makes the run folder and imports the run."""
 
@@ -178,5 +181,11 @@ class RunGuard(Callback):
                 raise ConfigError(f"hydra.sweep.dir={sweep} is a file; give a folder")
             if any(sweep.glob(f"*/{RESULTS}")):
                 raise ConfigError(f"hydra.sweep.dir={sweep} already holds a sweep's runs; choose a new folder")
+            # a search's sqlite study (hydra.sweeper.storage) opens before Hydra makes any folder
+            storage = str(OmegaConf.select(config, "hydra.sweeper.storage", default="") or "")
+            if storage.startswith(SQLITE):
+                Path(storage.removeprefix(SQLITE)).parent.mkdir(parents=True, exist_ok=True)
         except ConfigError as e:
             _fail(e)
+        except OSError as e:
+            _fail(ConfigError(f"hydra.sweeper.storage={storage}: cannot make its folder ({e.strerror})"))

@@ -98,8 +98,8 @@ class LeNet5Ensemble(nn.Module):
     """Several LeNet5Nets of one shape read as one network: `forward` gives the log of the members'
     mean softmax, so softmax, argmax and cross-entropy of it are the averaged prediction (predict.py,
     task=test and TTA read it like one network's logits). Trained member by member (LeNet5 sums the
-    members' own losses of `member_logits`, so each learns as if alone: a deep ensemble,
-    Lakshminarayanan et al. 2017); the members differ by their start (their MNIST pretraining seeds)."""
+    members' own cross-entropies, so each learns as if alone: a deep ensemble, Lakshminarayanan et
+    al. 2017); the members differ by their start (their MNIST pretraining seeds)."""
 
     def __init__(self, members: list[LeNet5Net]):
         super().__init__()

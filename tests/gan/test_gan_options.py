@@ -333,3 +333,6 @@ def test_reproduce_plans_and_reports_the_dcgan(tmp_path, data_dir):
     assert "| dcgan | 2 | 30 | 50.00 (2) | 52.50 ± 0.50 | 9 / 10 |" in md
     assert "modern" not in md.split("|---|")[1]  # not run: no row
     assert (figs / "gan_dcgan_fid_curve.png").is_file() and (figs / "gan_dcgan_epoch_002.png").is_file()
+    # the finished models' last grids side by side (the same latent vectors)
+    assert "| paper's model, after epoch 2 | dcgan, after epoch 2 |" in md
+    assert "(figures/gan_epoch_002.png)" in md and "(figures/gan_dcgan_epoch_002.png)" in md

@@ -286,11 +286,14 @@ def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
     floor = results["dcgan"]["metrics"].get("fid_floor")
     name = plot_fid(curves, floor, figs / "gan_dcgan_fid_curve.png", "LeNet-FID per epoch: MLP GANs and the DCGAN")
     L += ["", f"![LeNet-FID per epoch, MLP GANs and the DCGAN]({FIG_DIR}/{name.name})", ""]
-    last = max(curves["dcgan"]) if curves["dcgan"] else None
-    if last is not None:
-        f = copy_png(runs["dcgan"] / "samples" / f"epoch_{last:04d}.png", figs / f"gan_dcgan_epoch_{last:03d}.png")
-        L += picture_row([(f"dcgan, after epoch {last}", f)] if f else [])
-    return L
+    # each finished model's last grid side by side: the same 64 latent vectors (model.fixed_seed, latent 128)
+    cells = []
+    for n, cv in curves.items():
+        if cv:
+            last, d = max(cv), runs[n]
+            f = copy_png(d / "samples" / f"epoch_{last:04d}.png", figs / f"{d.parent.name}_epoch_{last:03d}.png")
+            cells += [(f"{n}, after epoch {last}", f)] if f else []
+    return L + picture_row(cells)
 
 
 # ------------------------------------------------------------------------------- differences

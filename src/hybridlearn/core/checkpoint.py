@@ -51,6 +51,11 @@ def with_declared_defaults(saved: dict[str, Any], declared: dict[str, Any] | Non
     return out
 
 
+def rebuild_module(saved: dict[str, Any]) -> Any:
+    """The module a checkpoint's stored config describes, settings declared since taking their defaults."""
+    return instantiate_module(with_declared_defaults(saved))
+
+
 def instantiate_module(config: Any) -> Any:
     """The LightningModule (or network) a config describes, built by Hydra, with the config kept on it
     (`hybridlearn_config`) so its checkpoints can rebuild it: networks handed to a module are objects,
@@ -115,7 +120,7 @@ def load_module(cls: type[M], path: str | Path, what: str = "checkpoint", **kwar
     check_class(ck, cls, path, what)
     try:
         if ck.get(CONFIG_KEY) and not kwargs:
-            module = instantiate_module(with_declared_defaults(ck[CONFIG_KEY]))
+            module = rebuild_module(ck[CONFIG_KEY])
             module.on_load_checkpoint(ck)  # Lightning's order: the hook first, then the weights
             module.load_state_dict(ck["state_dict"])
             return module

@@ -19,7 +19,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig, OmegaConf
 
-from hybridlearn.core.checkpoint import check_fits, instantiate_module, with_declared_defaults
+from hybridlearn.core.checkpoint import check_fits, instantiate_module, rebuild_module
 from hybridlearn.core.ckptfile import read_info
 from hybridlearn.core.cli import is_multirun, load_entry, overrides
 from hybridlearn.core.cv import cross_validate
@@ -68,7 +68,7 @@ def model_from_checkpoint(ckpt_path: str, saved: dict[str, Any]) -> L.LightningM
     """The module a checkpoint's stored config describes; one line when that config no longer builds
     (a checkpoint of an older version of the code)."""
     try:
-        return instantiate_module(with_declared_defaults(saved))
+        return rebuild_module(saved)
     except Exception as e:  # noqa: BLE001 - Hydra wraps whatever the constructor raised
         cause = root_error(e)
         first = (str(cause.__cause__ or cause).splitlines() or [""])[0][:160]

@@ -247,7 +247,7 @@ def fit_writers_out(
     variant: DictConfig,
     *extra: DictConfig | dict | None,
     writers: int,
-) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+) -> dict[str, tuple[torch.Tensor, torch.Tensor, list[torch.Tensor]]]:
     """Leave-one-writer-out of one study run (`variant`, then `extra`, as fit_one): core.cv's k-fold CV
     with `cv.folds=<writers> cv.group_by=writer`, so each fold holds out one writer group, into
     `<output_dir>/runs/<name>_seed<seed>/fold_<k>/` (a killed study resumes at its finished folds).

@@ -21,7 +21,7 @@ from hybridlearn.digits.cli import ANNOTATED
 from hybridlearn.digits.images import IMAGE_SUFFIXES, cell_bounds, dark_ink, load_grey, preprocess_cell, slice_grid
 from hybridlearn.digits.reader import NoDigitError, read_page
 from hybridlearn.mnist.data import to_range
-from hybridlearn.mnist.lenet import LeNet5
+from hybridlearn.mnist.lenet import LeNet5, mean_of_softmax
 
 LOW_CONFIDENCE = 0.9  # cells read with less confidence are framed in amber on the annotated page
 DIGIT_PX = 40  # the annotated page is enlarged until its median digit is at least this tall (pixels)
@@ -64,7 +64,7 @@ class Ensemble(torch.nn.Module):
 
     @torch.no_grad()
     def eval_logits(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.stack([torch.softmax(m.eval_logits(x), -1) for m in self.members]).mean(0).log()
+        return mean_of_softmax(torch.stack([m.eval_logits(x) for m in self.members]))
 
 
 def load_models(ckpts: list[str]):

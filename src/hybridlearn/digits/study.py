@@ -154,21 +154,19 @@ def transfer_fix(fit, st: DictConfig, result: StudyResult, variants: list) -> li
     if zero is not None:
         md.append(f"| MNIST-pretrained LeNet-5, no fine-tuning | {mean_std(zero, one='')} | | | {per_seed(zero)} |")
     for name, label, extra in variants:
-        rows = {label: ([], [])}  # label: (accuracies, scores) per seed
+        rows: dict[str, list[tuple[float, SeedScores]]] = {label: []}  # per seed: (accuracy, scores)
         for s in seeds:
             r = fit(name, transfer_v, s, st.transfer_epochs, extra)
             log.info("%s seed %d: test %.3f", label, s, r["test_acc"])
+            rows[label].append((r["test_acc"], scores([r["probs"]], r["labels"])))
             if r["member_probs"]:  # an ensemble: its first network alone is the single model (ablations' baseline)
-                rows.setdefault(ONE_NETWORK, ([], []))
-                rows[ONE_NETWORK][0].append(float((r["member_probs"][0].argmax(1) == r["labels"]).float().mean()))
-                rows[ONE_NETWORK][1].append(scores([r["member_probs"][0]], r["labels"]))
-            rows[label][0].append(r["test_acc"])
-            rows[label][1].append(scores([r["probs"]], r["labels"]))
+                one = scores([r["member_probs"][0]], r["labels"])
+                rows.setdefault(ONE_NETWORK, []).append((one.acc[0], one))
             if not extra and s == seeds[0]:
                 first = r  # the transfer model, first seed: its misread digits and its pages
                 result.transfer_errors_seed0 = misclassified(r) or None
-        for row_label, (accs, per_seed_scores) in rows.items():
-            sc = pooled_score(per_seed_scores)
+        for row_label, runs in rows.items():
+            accs, sc = [a for a, _ in runs], pooled_score([one for _, one in runs])
             result.transfer[row_label], result.transfer_scores[row_label] = accs, sc
             md.append(
                 f"| {row_label} | {mean_std(accs, one='')} | {interval(sc.ci95)} | {statistics.mean(sc.ece):.3f} | "

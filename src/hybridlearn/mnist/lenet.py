@@ -144,10 +144,10 @@ def read_lenet(path: str | Path, what: str = "model.pretrained") -> tuple[dict[s
     ck = read_checkpoint(path, what)
     check_class(ck, LeNet5, path, what)
     config = ck.get(CONFIG_KEY)
-    members = config.get("ensemble", 1) if isinstance(config, dict) else 1
-    if members > 1:
+    networks = config.get("ensemble", 1) if isinstance(config, dict) else 1
+    if networks > 1:
         raise ConfigError(
-            f"{what}={path} is an ensemble of {members} LeNet-5s; give the checkpoint of one network "
+            f"{what}={path} is an ensemble of {networks} LeNet-5s; give the checkpoint of one network "
             "(a run with model.ensemble=1)"
         )
     sd = ck["state_dict"]
@@ -218,7 +218,6 @@ class LeNet5(L.LightningModule):
             if freeze:
                 for part in [m.features] + ([m.classifier] if freeze == "all_but_head" else []):
                     part.requires_grad_(False)
-        self.members = nets  # the LeNet5Nets trained, each on its own loss (one: the network itself)
         self.net = net if ensemble == 1 else LeNet5Ensemble(nets)
         self.augment, self.tta = augment, tta
         # weights to load before training (prepare_helpers): a constructor reads no file and trains nothing
@@ -230,6 +229,11 @@ class LeNet5(L.LightningModule):
         )
         # test confusion matrix; metric states are not saved, so checkpoints keep their keys
         self.confmat = MulticlassConfusionMatrix(n, validate_args=False)
+
+    @property
+    def members(self) -> list[LeNet5Net]:
+        """The LeNet5Nets trained, each on its own loss (one network: the network itself)."""
+        return list(self.net.members) if isinstance(self.net, LeNet5Ensemble) else [self.net]
 
     def data_signature(self) -> dict[str, Any]:
         """What data the network takes (core.runner checks it against the data module's)."""

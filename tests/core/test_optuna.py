@@ -136,3 +136,25 @@ def test_gom_search_scores_inner_validation_only(tmp_path, data_dir):
     assert best["best_value"] == pytest.approx(min(vals))
     tests = [t["metrics"]["cv/km"] for t in trials.values()]
     assert tests[0] != pytest.approx(vals[0])  # the test folds' km is a different number
+
+
+def test_optuna_search_whose_every_trial_failed_says_so_in_one_line(tmp_path, data_dir):
+    """Optuna's sweeper asks its study for the best trial after the trials: with none completed it
+    raises; the answer is the jobs' table and the first job's error, not a composition error."""
+    sweep = tmp_path / "search"
+    p = train_cli(
+        [
+            *SEARCH,
+            "hydra.sweeper.n_trials=2",
+            "hydra.sweeper.params=null",
+            "model.lr=choice(-1.0,-2.0)",
+            f"hydra.sweep.dir={sweep}",
+        ]
+    )
+    assert p.returncode == 2, p.stderr[-3000:]
+    last = p.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: the sweep ended without a result"), last
+    assert "2 of 2 jobs failed" in last and "job 0: " in last and "model.lr must be > 0" in last, last
+    assert str(sweep / "summary.md") in last
+    rows = list(csv.DictReader((sweep / "summary.csv").open()))
+    assert [r["status"] for r in rows] == ["failed", "failed"]

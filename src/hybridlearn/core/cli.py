@@ -32,7 +32,8 @@ from omegaconf.errors import OmegaConfBaseException
 
 from hybridlearn.core.conf import register_core
 from hybridlearn.core.config import conf_dir
-from hybridlearn.core.errors import ConfigError, one_line_errors
+from hybridlearn.core.errors import ConfigError, RunsFailed, one_line_errors
+from hybridlearn.core.multirun import job_records, summarize
 from hybridlearn.core.results import to_number
 from hybridlearn.core.settings import group_options, load_settings
 
@@ -94,8 +95,14 @@ def load_entry(spec: str) -> Callable[..., Any]:
         raise ConfigError(f"entry {spec!r} cannot be loaded: {e}") from e
 
 
+# The sweep folder of the last job this process ran: a sweeper's own error after its jobs names it.
+_sweep_dirs: dict[str, Path] = {}
+
+
 def objective(cfg: DictConfig) -> float | None:
     """The Hydra task function: run the job; return `optimized_metric` for sweepers (Optuna)."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        _sweep_dirs["last"] = Path(HydraConfig.get().sweep.dir)
     metrics = load_entry(RUNNER)(cfg)
     key = cfg.get("optimized_metric")
     if not key:
@@ -228,6 +235,8 @@ def hydra_main(preset: list[str] | None = None) -> None:
         # overrides', one line; an exception from the run itself keeps its traceback (a bug)
         if user_full_error or _inside_task(e):
             raise
+        if (failed := _sweep_without_result(e)) is not None:
+            raise failed from None
         raise ConfigError(
             f"the overrides could not be composed ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}); set a null setting's keys "
             "through its config group (e.g. +model/tta=rotations) or check the override's form"
@@ -235,6 +244,25 @@ def hydra_main(preset: list[str] | None = None) -> None:
     finally:
         if not user_full_error:
             os.environ.pop("HYDRA_FULL_ERROR", None)
+
+
+def _sweep_without_result(e: BaseException) -> RunsFailed | None:
+    """A sweeper's error after its jobs ran (Optuna's sweeper asks its study for the best trial, and
+    raises when every trial failed): the jobs' table is written and the error names the first job's
+    error, instead of a composition error. None when the exception did not come from a sweep."""
+    sweep_dir = _sweep_dirs.pop("last", None)
+    if sweep_dir is None or not any(f.name == "sweep" for f in traceback.extract_tb(e.__traceback__)):
+        return None
+    records = job_records(sweep_dir) if sweep_dir.is_dir() else []
+    if not records:
+        return None
+    rows, _, md_path = summarize(sweep_dir, records)
+    failed = [r for r in rows if r["status"] != "completed"]
+    first = f"; job {failed[0]['job']}: {failed[0].get('error', failed[0]['status'])}" if failed else ""
+    return RunsFailed(
+        f"the sweep ended without a result ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}): "
+        f"{len(failed)} of {len(rows)} jobs failed, see {md_path}{first}"
+    )
 
 
 def _inside_task(e: BaseException) -> bool:

@@ -3,6 +3,7 @@ checked checkpoints, weights_only everywhere, Ctrl-C recorded, and the user-faci
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import signal
@@ -240,6 +241,33 @@ def test_print_config_and_learning_curves(tmp_path, data_dir):
     assert tb and any(b"learning_curves" in f.read_bytes() for f in tb)
     metrics = (run_dir / "csv" / "metrics.csv").read_text().splitlines()[0]
     assert "lr-Adam" in metrics  # LearningRateMonitor in the default callbacks
+
+
+def test_epoch_time_logs_each_epochs_training_throughput(tmp_path, data_dir):
+    """callbacks.epoch_time (default): per epoch time/train_s and time/samples_per_s, whose product is
+    the epoch's training samples (limit_train_batches full batches), in metrics.csv and results.json."""
+    run_dir = tmp_path / "run"
+    p = train_cli(
+        [
+            *QUICK,
+            "trainer.max_epochs=2",
+            "trainer.limit_train_batches=3",
+            "trainer.limit_val_batches=1",
+            "data.batch_size=32",
+            "logger=csv",
+            f"hydra.run.dir={run_dir}",
+        ]
+    )
+    assert p.returncode == 0, p.stderr[-2000:]
+    with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+        rows = [r for r in csv.DictReader(f) if r.get("time/train_s")]
+    assert len(rows) == 2, rows
+    for r in rows:
+        seconds, rate = float(r["time/train_s"]), float(r["time/samples_per_s"])
+        assert seconds > 0 and rate * seconds == pytest.approx(3 * 32, rel=1e-4)
+        assert float(r["time/epoch_s"]) > seconds  # the previous epoch's validation (or the fit's start) too
+    m = json.loads((run_dir / "results.json").read_text())["metrics"]
+    assert m["time/samples_per_s"] * m["time/train_s"] == pytest.approx(96, rel=1e-4)
 
 
 @pytest.mark.parametrize(

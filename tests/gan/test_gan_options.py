@@ -309,30 +309,57 @@ def test_optuna_search_two_trials(tmp_path, fid_cache):  # noqa: F811
 
 # ------------------------------------------------------------------------------------------ reproduce
 def test_reproduce_plans_and_reports_the_dcgan(tmp_path, data_dir):
-    """reproduce.stages=[gan_dcgan]: one resumable run of experiment=gan_mnist_dcgan; its section
-    puts it beside the MLP runs that finished (epochs, wall time, best FID, test FID +- std)."""
+    """reproduce.stages=[gan_dcgan]: one resumable run of experiment=gan_mnist_dcgan per training seed;
+    its section puts the models that finished side by side over their seeds (epochs, wall time from
+    the epochs' times, images/s, epochs to FID <= 10, best FID, test FID mean ± std over seeds and
+    each seed's spread over draws, class coverage), computed here by hand from fake runs."""
     plan = make_plan(compose_cfg(["experiment=reproduce", "reproduce.stages=[gan,gan_dcgan]"], tmp_path / "cfg"))
     run = plan.runs["gan_dcgan"][0]
     assert run.rel == "gan_dcgan/mnist" and run.resumable and run.args[0] == "experiment=gan_mnist_dcgan"
+    assert [r.args[-1] for r in plan.runs["gan_dcgan"]] == ["seed=0", "seed=1", "seed=2"]
     figs = tmp_path / "figures"
     figs.mkdir()
     assert "reproduce.stages=[gan_dcgan]" in "\n".join(gan_dcgan_section(tmp_path, figs))
-    for stage, rows, metrics, minutes in (
-        ("gan", "0,900.0\n1,300.0\n", {"test/fid": 310.0}, 40),
-        ("gan_dcgan", "0,200.0\n1,50.0\n", {"test/fid": 52.5, "test/fid_std": 0.5, "test/classes_balanced": 9}, 30),
+    for stage, name, seed, rows, metrics, minutes in (
+        ("gan", "mnist", 0, "epoch,fid\n0,900.0\n1,300.0\n", {"test/fid": 310.0}, 40),
+        (
+            "gan_dcgan",
+            "mnist",
+            0,
+            "epoch,fid,time/epoch_s,time/samples_per_s\n0,200.0,600,1000\n1,8.0,600,3000\n",
+            {"test/fid": 52.5, "test/fid_std": 0.5, "test/classes_balanced": 9},
+            99,  # the epochs' times count (20 min), not the last attempt's duration
+        ),
+        (
+            "gan_dcgan",
+            "mnist_seed1",
+            1,
+            "epoch,fid,time/epoch_s,time/samples_per_s\n0,9.5,900,1000\n1,12.0,900,1000\n",
+            {"test/fid": 47.5, "test/fid_std": 0.25, "test/classes_balanced": 10},
+            99,
+        ),
     ):
-        d = tmp_path / stage / "mnist"
+        d = tmp_path / stage / name
         (d / "csv").mkdir(parents=True)
-        (d / "csv" / "metrics.csv").write_text("epoch,fid\n" + rows)
+        (d / "csv" / "metrics.csv").write_text(rows)
         (d / "samples").mkdir()
         Image.new("RGB", (20, 20)).save(d / "samples" / "epoch_0002.png")
-        res = {"status": "completed", "duration_s": minutes * 60, "metrics": {"fid_floor": 0.8, **metrics}}
+        res = {
+            "status": "completed",
+            "seed": seed,
+            "duration_s": minutes * 60,
+            "metrics": {"fid_floor": 0.8, **metrics},
+        }
         (d / "results.json").write_text(json.dumps(res))
     md = "\n".join(gan_dcgan_section(tmp_path, figs))
-    assert "| paper's model | 2 | 40 | 300.00 (2) | 310.00 |  |" in md
-    assert "| dcgan | 2 | 30 | 50.00 (2) | 52.50 ± 0.50 | 9 / 10 |" in md
-    assert "modern" not in md.split("|---|")[1]  # not run: no row
+    assert "| paper's model | 0 | 2 | 40 | n/a | never | 300.00 | **310.00** | 310.00 | n/a |" in md
+    # minutes 20 and 30, images/s 2000 and 1000, FID <= 10 at epochs 2 and 1, best 8.0 and 9.5
+    assert (
+        "| dcgan | 0, 1 | 2, 2 | 25 ± 7 | 1500 ± 707 | 2, 1 | 8.75 ± 1.06 | **50.00 ± 3.54** | 52.50 ± 0.50, 47.50 ± 0.25 | 9, 10 |"
+        in md
+    )
+    assert "| modern |" not in md  # not run: no row
     assert (figs / "gan_dcgan_fid_curve.png").is_file() and (figs / "gan_dcgan_epoch_002.png").is_file()
-    # the finished models' last grids side by side (the same latent vectors)
+    # the finished models' last grids side by side (the same latent vectors; the first seed's)
     assert "| paper's model, after epoch 2 | dcgan, after epoch 2 |" in md
     assert "(figures/gan_epoch_002.png)" in md and "(figures/gan_dcgan_epoch_002.png)" in md

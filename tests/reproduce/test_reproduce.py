@@ -115,12 +115,15 @@ def test_the_registry_is_the_composed_reproduce_modules(tmp_path):
 def test_plan_quick_and_paper(tmp_path, data_dir):
     paper = make_plan(compose_cfg(["experiment=reproduce"], tmp_path))
     assert [r.name for r in paper.runs["gom"]][:5] == [f"study_seed{s}" for s in range(5)]  # >= 5 seeds
-    assert [r.rel for r in paper.runs["gan"]] == ["gan/mnist"] and paper.runs["gan"][0].resumable
+    # the GAN stages: one resumable run per training seed, the first one the report's grids
+    assert [r.rel for r in paper.runs["gan"]] == ["gan/mnist", "gan/mnist_seed1", "gan/mnist_seed2"]
+    assert all(r.resumable and r.args[-1] == f"seed={s}" for s, r in enumerate(paper.runs["gan"]))
     assert not any("max_epochs" in a for a in paper.runs["gan"][0].args)  # the paper's 200 epochs
     quick = make_plan(
         compose_cfg(["experiment=reproduce", "reproduce.quick=true", "reproduce.stages=[gan,style]"], tmp_path)
     )
     assert list(quick.runs) == ["gan", "style"]
+    assert [r.rel for r in quick.runs["gan"]] == ["gan/mnist"]  # one seed
     assert "trainer.max_epochs=5" in quick.runs["gan"][0].args
     assert {r.name for r in quick.runs["style"]} == {"per_frame", "temporal_blend"}
     assert "model.temporal_blend=0.6" in next(r for r in quick.runs["style"] if r.name == "temporal_blend").args
@@ -194,7 +197,7 @@ def test_a_changed_default_behind_the_same_args_makes_a_run_stale(tmp_path):
 # --------------------------------------------------------------------------------- order, folders
 def test_runs_start_longest_first(tmp_path):
     """Each stage's expected time is shared out over its runs by their cost; the runs start longest
-    first, so the GAN's one long run starts at once and the short ones fill the end: on 2 workers
+    first, so the GAN's long runs (one per seed) start at once and the short ones fill the end: on 2 workers
     within one GOM study of the lower bound (half of all the work), well before the plan's own order."""
     cfg = compose_cfg(["experiment=reproduce"], tmp_path)
     plan = make_plan(cfg, check=False)
@@ -205,12 +208,12 @@ def test_runs_start_longest_first(tmp_path):
     study, cv = sec["gom/study_seed0"], sec["gom/cv_default_seed0"]
     assert cv == pytest.approx(5 * study) and 10 * study + 6 * cv == pytest.approx(expected["gom"])
     order = [r.rel for r in longest_first(plan.all, sec)]
-    assert order[:2] == ["gan/mnist", "digits/study"]
+    assert order[:4] == ["gan/mnist", "gan/mnist_seed1", "gan/mnist_seed2", "digits/study"]
     cvs = [f"gom/cv_{f}_seed{s}" for f in ("default", "chromatic") for s in (0, 1, 2)]
-    assert order[2:8] == cvs and order[-1] == "digits/contact_sheet"  # among equals, the plan's order
+    assert order[4:10] == cvs and order[-1] == "digits/contact_sheet"  # among equals, the plan's order
     lpt = makespan([sec[r] for r in order], 2)
     assert sum(sec.values()) / 2 <= lpt <= sum(sec.values()) / 2 + study
-    assert lpt <= 101 * 60 < makespan([sec[r.rel] for r in plan.all], 2)  # in plan order the GAN starts last
+    assert lpt <= 195 * 60 < makespan([sec[r.rel] for r in plan.all], 2)  # in plan order the GAN starts last
     assert makespan([3, 3, 2, 2, 2], 2) == 7 and makespan([5, 1, 1], 1) == 7  # each run to the first free worker
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -99,6 +100,45 @@ class FiniteLoss(L.Callback):
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val/") and "loss" in key:
                 self._check(key, value, trainer)
+
+
+def batch_len(batch: Any) -> int:
+    """The number of samples in a batch: the first dimension of its first tensor (a tensor, or a
+    tuple / list / dict of them, as data loaders yield); 0 when it holds none."""
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.ndim else 1
+    items = batch.values() if isinstance(batch, dict) else batch if isinstance(batch, (list, tuple)) else ()
+    return next((n for n in map(batch_len, items) if n), 0)
+
+
+class EpochTime(L.Callback):
+    """Per training epoch, in the loggers and results.json:
+    - `time/train_s`: from the epoch's start to its last training batch (steps and data loading);
+    - `time/samples_per_s`: this process's training samples over that time (a run's frames/s);
+    - `time/epoch_s`: wall time since the previous epoch's training ended (its evaluation and
+      checkpoints, then this epoch's training); their sum over epochs is the fit's wall time but the
+      last evaluation, and stays right for a run resumed from a checkpoint (one row per epoch)."""
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.mark = time.perf_counter()
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self.start, self.end, self.samples = time.perf_counter(), None, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs, batch, batch_idx) -> None:
+        self.samples += batch_len(batch)
+        self.end = time.perf_counter()
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        now = time.perf_counter()
+        pl_module.log("time/epoch_s", now - self.mark, on_epoch=True)
+        self.mark = now
+        if self.end is None:
+            return
+        seconds = self.end - self.start
+        pl_module.log("time/train_s", seconds, on_epoch=True)
+        if self.samples and seconds > 0:
+            pl_module.log("time/samples_per_s", self.samples / seconds, on_epoch=True)
 
 
 class LearningCurves(L.Callback):

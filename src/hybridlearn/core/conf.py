@@ -291,6 +291,13 @@ class LearningCurvesConfig:
     _target_: str = "hybridlearn.core.callbacks.LearningCurves"
 
 
+@dataclass
+class EpochTimeConfig:
+    """Per epoch, time/train_s, time/samples_per_s (training throughput) and time/epoch_s in the logs and results.json."""
+
+    _target_: str = "hybridlearn.core.callbacks.EpochTime"
+
+
 # -------------------------------------------------------------------------------- loggers
 @dataclass
 class CSVLoggerConfig:
@@ -366,6 +373,7 @@ def register_core() -> None:
         "rng_state": RNGStateConfig,
         "finite_loss": FiniteLossConfig,
         "learning_curves": LearningCurvesConfig,
+        "epoch_time": EpochTimeConfig,
     }.items():
         register("callbacks", name, {name: node})
     for name, node in {

@@ -6,23 +6,45 @@ and results.json."""
 from __future__ import annotations
 
 import csv
+import re
+import statistics
 from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.plotting import plt, save_figure
-from hybridlearn.core.report import FIG_DIR, completed, copy_gif, copy_png, picture_row, run_config
+from hybridlearn.core.report import FIG_DIR, completed, copy_gif, copy_png, mean_std, per_seed, picture_row, run_config
 from hybridlearn.core.reproduce import PlanContext, ReportContext, Run, flatten
 
 # the paper's GAN; the same with the modern options on; the DCGAN (the last two off by default)
 STAGES = ("gan", "gan_modern", "gan_dcgan")
 
 
+FID_TARGET = 10.0  # "epochs to reach LeNet-FID <= 10" in the comparison over seeds
+MAIN = "mnist"  # a stage's first seed: the run whose grids, GIF and curves the report shows
+
+
+def run_name(i: int, seed: int) -> str:
+    """`mnist` for the stage's first seed, `mnist_seed<s>` for the others."""
+    return MAIN if i == 0 else f"{MAIN}_seed{seed}"
+
+
 def plan(stage: str, s: DictConfig, ctx: PlanContext) -> list[Run]:
-    return [
-        Run(stage, "mnist", [f"experiment={s.experiment}", *ctx.common, *flatten(s.get("set") or {})], resumable=True)
-    ]
+    """One resumable run per training seed of the stage (`seeds`)."""
+    base = [f"experiment={s.experiment}", *ctx.common, *flatten(s.get("set") or {})]
+    seeds = list(s.get("seeds") or [0])
+    return [Run(stage, run_name(i, seed), [*base, f"seed={seed}"], resumable=True) for i, seed in enumerate(seeds)]
+
+
+def seed_runs(root: Path, stage: str) -> dict[int, tuple[Path, dict[str, Any]]]:
+    """The stage's finished runs by training seed, the main run first."""
+    dirs = [d for d in root.glob(f"{stage}/{MAIN}*") if re.fullmatch(rf"{MAIN}(_seed\d+)?", d.name)]
+    out = {}
+    for d in sorted(dirs, key=lambda d: (d.name != MAIN, len(d.name), d.name)):
+        if r := completed(d):
+            out[int(r.get("seed") or 0)] = (d, r)
+    return out
 
 
 def section(stage: str, ctx: ReportContext) -> list[str]:
@@ -41,26 +63,40 @@ def test_fid(m: dict[str, Any]) -> str | None:
     return f"{fid:.2f} ± {std:.2f}" if isinstance(std, (int, float)) else f"{fid:.2f}"
 
 
-def fid_curve(run: Path, metrics: dict[str, Any]) -> dict[int, dict[str, Any]]:
-    """{epoch (1-based): {fid, modes, confidence, class_hist}}: the CSV logs of every attempt (a
-    resumed run starts a new metrics.csv; the earlier ones are kept in resumed/), then the run's own
-    fid_history. Built from per-epoch files only, so a resumed run reports the same curve."""
-    curve: dict[int, dict[str, Any]] = {}
+def csv_rows(run: Path) -> list[dict[str, str]]:
+    """The rows of every attempt's CSV log: a resumed run starts a new metrics.csv, the earlier ones
+    are kept in resumed/."""
+    rows: list[dict[str, str]] = []
     for f in [*sorted((run / "resumed").glob("metrics_*.csv")), run / "csv" / "metrics.csv"]:
-        if not f.is_file():
+        if f.is_file():
+            with open(f, newline="") as fh:
+                rows += list(csv.DictReader(fh))
+    return rows
+
+
+def images_per_s(run: Path) -> float | None:
+    """Training images per second, the mean over the run's epochs (callbacks.epoch_time)."""
+    rates = {
+        int(float(r["epoch"])): float(r["time/samples_per_s"]) for r in csv_rows(run) if r.get("time/samples_per_s")
+    }
+    return statistics.mean(rates.values()) if rates else None
+
+
+def fid_curve(run: Path, metrics: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """{epoch (1-based): {fid, modes, confidence, class_hist}}: the CSV logs of every attempt, then
+    the run's own fid_history. Built from per-epoch files only, so a resumed run reports the same curve."""
+    curve: dict[int, dict[str, Any]] = {}
+    for row in csv_rows(run):
+        if not (row.get("fid") and row.get("epoch")):
             continue
-        with open(f, newline="") as fh:
-            for row in csv.DictReader(fh):
-                if not (row.get("fid") and row.get("epoch")):
-                    continue
-                c = curve.setdefault(int(float(row["epoch"])) + 1, {})
-                c["fid"] = float(row["fid"])
-                if row.get("gen/modes_covered"):
-                    c["modes"] = int(float(row["gen/modes_covered"]))
-                if row.get("gen/confidence"):
-                    c["confidence"] = float(row["gen/confidence"])
-                if all(row.get(f"gen/class_{i}") for i in range(10)):
-                    c["class_hist"] = [round(float(row[f"gen/class_{i}"]), 3) for i in range(10)]
+        c = curve.setdefault(int(float(row["epoch"])) + 1, {})
+        c["fid"] = float(row["fid"])
+        if row.get("gen/modes_covered"):
+            c["modes"] = int(float(row["gen/modes_covered"]))
+        if row.get("gen/confidence"):
+            c["confidence"] = float(row["gen/confidence"])
+        if all(row.get(f"gen/class_{i}") for i in range(10)):
+            c["class_hist"] = [round(float(row[f"gen/class_{i}"]), 3) for i in range(10)]
     for e, v in metrics.get("fid_history") or []:
         curve.setdefault(int(e), {})["fid"] = float(v)
     return dict(sorted(curve.items()))
@@ -95,9 +131,18 @@ def plot_fid(curves: dict[str, dict[int, dict[str, Any]]], floor: float | None, 
     return save_figure(fig, path)
 
 
+def over_seeds(root: Path, stage: str) -> str | None:
+    """The stage's test LeNet-FID, mean ± std over its finished training seeds (None for one)."""
+    runs = seed_runs(root, stage)
+    if len(runs) < 2:
+        return None
+    fids = [r["metrics"].get("test/fid") for _, r in runs.values()]
+    return f"{mean_std(fids, '.2f', '')} (seeds {', '.join(map(str, runs))})"
+
+
 def gan_section(root: Path, figs: Path, gif_max_mb: float) -> list[str]:
     L = ["## 3. MLP GAN on MNIST (paper fig. 14)", ""]
-    run = root / "gan" / "mnist"
+    run = root / "gan" / MAIN
     r = completed(run)
     if not r:
         return L + ["Not run (or not finished): `experiment=gan_mnist`.", ""]
@@ -159,6 +204,7 @@ def _fid_table(run: Path, figs: Path, m: dict[str, Any], c: Any) -> list[str]:
         ("LeNet-FID, best epoch", f"{best[1]['fid']:.2f} (epoch {best[0]})" if best else None),
         ("real-vs-real floor", floor),
         ("test: best checkpoint vs test images", test_fid(m)),
+        ("test: mean ± std over training seeds", over_seeds(run.parent.parent, run.parent.name)),
         ("test: floor (train vs test images)", m.get("test/fid_floor")),
         ("digits covered (>= 2.5% of samples), last epoch", last.get("modes")),
         ("class histogram of the samples, last epoch (0-9)", last.get("class_hist")),
@@ -184,7 +230,7 @@ def _fid_table(run: Path, figs: Path, m: dict[str, Any], c: Any) -> list[str]:
 def gan_modern_section(root: Path, figs: Path) -> list[str]:
     """Beyond the paper: the same GAN with label smoothing + spectral norm, step for step beside it."""
     L = ["### Beyond the paper: label smoothing and spectral norm in D (`experiment=gan_mnist_modern`)", ""]
-    runs = {"paper's model": root / "gan" / "mnist", "modern": root / "gan_modern" / "mnist"}
+    runs = {"paper's model": root / "gan" / MAIN, "modern": root / "gan_modern" / MAIN}
     results = {n: res for n, d in runs.items() if (res := completed(d))}
     if "modern" not in results:
         return L + ["Not run (or not finished): `make reproduce ARGS='reproduce.stages=[gan_modern]'`.", ""]
@@ -231,6 +277,9 @@ def gan_modern_section(root: Path, figs: Path) -> list[str]:
     tests = [test_fid(results[n]["metrics"]) for n in names]
     if all(t is not None for t in tests):
         L.append("| test: best checkpoint vs test images | " + " | ".join(tests) + " |" + " |" * len(names))
+    over = [over_seeds(root, stage) for stage in ("gan", "gan_modern")]
+    if all(over):
+        L.append("| test: mean ± std over training seeds | " + " | ".join(over) + " |" + " |" * len(names))
     return L + _modern_figures(runs, curves, results["modern"]["metrics"].get("fid_floor"), figs)
 
 
@@ -253,39 +302,79 @@ def _modern_figures(runs: dict[str, Path], curves: dict[str, dict], floor: float
     return L + picture_row([(cap, f) for cap, f in cells if f])
 
 
-def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
-    """Beyond the paper: the DCGAN, sized to the paper's GAN's wall time, beside the MLP runs that finished."""
-    L = ["### Beyond the paper: a DCGAN in the paper's GAN's time (`experiment=gan_mnist_dcgan`)", ""]
-    runs = {
-        "paper's model": root / "gan" / "mnist",
-        "modern": root / "gan_modern" / "mnist",
-        "dcgan": root / "gan_dcgan" / "mnist",
+MODELS = {"paper's model": "gan", "modern": "gan_modern", "dcgan": "gan_dcgan"}  # name -> stage
+
+
+def seed_row(run: Path, r: dict[str, Any]) -> dict[str, Any]:
+    """One training seed's numbers for the comparison over seeds."""
+    m, cv = r["metrics"], fid_curve(run, r["metrics"])
+    epoch_s = {int(float(x["epoch"])): float(x["time/epoch_s"]) for x in csv_rows(run) if x.get("time/epoch_s")}
+    minutes = sum(epoch_s.values()) / 60 if epoch_s else r.get("duration_s", 0) / 60 or None
+    return {
+        "epochs": max(cv) if cv else None,
+        "minutes": minutes,
+        "rate": images_per_s(run),
+        "reach": next((e for e, c in cv.items() if c["fid"] <= FID_TARGET), None),
+        "best": min(c["fid"] for c in cv.values()) if cv else None,
+        "test": m.get("test/fid"),
+        "draws": m.get("test/fid_std"),
+        "balanced": m.get("test/classes_balanced"),
     }
+
+
+def seeds_table(root: Path) -> list[str]:
+    """The models over their training seeds: wall time, throughput, epochs to LeNet-FID <= 10, best
+    epoch, test LeNet-FID (mean ± std over seeds; per seed its own spread over sample draws), and
+    class coverage."""
+    L = [
+        f"| model | seeds | epochs | wall time per run (min) | training images/s | epochs to LeNet-FID <= {FID_TARGET:g} "
+        "(per seed) | best LeNet-FID vs train | **test LeNet-FID** | test per seed (± over sample draws) | "
+        "digits within 10 ± 3 % (per seed) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, stage in MODELS.items():
+        runs = seed_runs(root, stage)
+        if not runs:
+            continue
+        rows = [seed_row(d, r) for d, r in runs.values()]
+        col = {k: [x[k] for x in rows] for k in rows[0]}
+        per = ", ".join(
+            f"{x['test']:.2f} ± {x['draws']:.2f}" if isinstance(x["draws"], float) else f"{x['test']:.2f}"
+            for x in rows
+            if isinstance(x["test"], (int, float))
+        )
+        reach = ", ".join("never" if e is None else str(e) for e in col["reach"])
+        balanced = per_seed([None if b is None else int(b) for b in col["balanced"]])
+        L.append(
+            f"| {name} | {', '.join(map(str, runs))} | {per_seed(col['epochs'])} | {mean_std(col['minutes'], '.0f', '')} | "
+            f"{mean_std(col['rate'], '.0f', '')} | {reach} | {mean_std(col['best'], '.2f', '')} | "
+            f"**{mean_std(col['test'], '.2f', '')}** | {per} | {balanced} |"
+        )
+    return L
+
+
+def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
+    """Beyond the paper: the DCGAN sized to the paper's GAN's wall time, the three models over their
+    training seeds, and each one's last grid side by side."""
+    L = ["### Beyond the paper: a DCGAN in the paper's GAN's time (`experiment=gan_mnist_dcgan`)", ""]
+    runs = {n: root / stage / MAIN for n, stage in MODELS.items()}
     results = {n: res for n, d in runs.items() if (res := completed(d))}
     if "dcgan" not in results:
         return L + ["Not run (or not finished): `make reproduce ARGS='reproduce.stages=[gan_dcgan]'`.", ""]
     L += [
-        "The same data, batches, optimizers and seed; convolutional networks (model=dcgan) with "
-        "spectral norm in D and an EMA generator, trained for fewer epochs so the whole run takes no "
-        "longer than the paper's 200-epoch MLP GAN (benchmarks/bench_gan.py --dcgan). Each model's best "
-        "epoch is chosen by its FID against training images; the test FID is the mean ± std over sample "
-        "draws of that checkpoint against the test images (one training seed each).",
+        "The same data, batches and manual-optimization step; convolutional networks (model=dcgan) trained "
+        "for fewer epochs so a run takes no longer than the paper's 200-epoch MLP GAN. Each run's best epoch "
+        "is chosen by its LeNet-FID against training images; its test LeNet-FID is the mean over sample "
+        "draws of that checkpoint against the test images. Mean ± std over the training seeds that finished; "
+        "wall time is the sum of the epochs' (training and evaluation, callbacks.epoch_time), so it holds "
+        "for a resumed run too.",
         "",
-        "| model | epochs | wall time (min) | best LeNet-FID (epoch) | test LeNet-FID | digits within 10 ± 3 % |",
-        "|---|---|---|---|---|---|",
+        *seeds_table(root),
     ]
     curves = {n: fid_curve(runs[n], res["metrics"]) for n, res in results.items()}
-    for n, res in results.items():
-        m, cv = res["metrics"], curves[n]
-        e, best = min(cv.items(), key=lambda kv: kv[1]["fid"]) if cv else (None, {})
-        minutes = f"{res['duration_s'] / 60:.0f}" if isinstance(res.get("duration_s"), (int, float)) else ""
-        bal = m.get("test/classes_balanced")
-        best_fid = f"{best['fid']:.2f} ({e})" if cv else ""
-        balanced = "" if bal is None else f"{int(bal)} / 10"
-        L.append(f"| {n} | {max(cv) if cv else ''} | {minutes} | {best_fid} | {test_fid(m) or ''} | {balanced} |")
     floor = results["dcgan"]["metrics"].get("fid_floor")
     name = plot_fid(curves, floor, figs / "gan_dcgan_fid_curve.png", "LeNet-FID per epoch: MLP GANs and the DCGAN")
-    L += ["", f"![LeNet-FID per epoch, MLP GANs and the DCGAN]({FIG_DIR}/{name.name})", ""]
+    L += ["", f"![LeNet-FID per epoch, MLP GANs and the DCGAN (first seed)]({FIG_DIR}/{name.name})", ""]
     # each finished model's last grid side by side: the same 64 latent vectors (model.fixed_seed, latent 128)
     cells = []
     for n, cv in curves.items():
@@ -300,10 +389,10 @@ def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
 def modern_gan_note(root: Path, pap: dict[int, dict[str, Any]]) -> str:
     """What the modern options (beyond the paper) reach after the same steps as the paper's curve `pap`,
     when they were run."""
-    r = completed(root / "gan_modern" / "mnist")
+    r = completed(root / "gan_modern" / MAIN)
     if not r:
         return ""
-    mod = fid_curve(root / "gan_modern" / "mnist", r["metrics"])
+    mod = fid_curve(root / "gan_modern" / MAIN, r["metrics"])
     e = max(set(mod) & set(pap), default=None)
     if e is None:
         return ""
@@ -317,9 +406,9 @@ def modern_gan_note(root: Path, pap: dict[int, dict[str, Any]]) -> str:
 def differences(ctx: ReportContext) -> list[str]:
     """Where the GAN's numbers differ from the paper's (the paper shows grids only)."""
     D = []
-    g = completed(ctx.root / "gan" / "mnist")
+    g = completed(ctx.root / "gan" / MAIN)
     if g:
-        curve = fid_curve(ctx.root / "gan" / "mnist", g["metrics"])
+        curve = fid_curve(ctx.root / "gan" / MAIN, g["metrics"])
         fid, floor = curve[max(curve)].get("fid") if curve else None, g["metrics"].get("fid_floor")
         if isinstance(fid, (int, float)) and isinstance(floor, (int, float)) and fid > 10 * floor:
             D.append(

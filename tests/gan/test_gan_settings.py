@@ -52,7 +52,11 @@ REFUSED = [
     ("gan_mnist", "data.batch_size=0", "data.batch_size must be >= 1 and <= 60000 (got 0)"),
     # rules between keys
     ("gan_mnist", "model.loss=hinge model.label_smoothing=0.1", "with model.loss=hinge set it to 0"),
-    ("gan_mnist_modern", "model.loss=hinge", "model.label_smoothing=0.1 sets BCE targets"),
+    (
+        "gan_mnist_modern",
+        "model.label_smoothing=0.1",
+        "model.label_smoothing=0.1 sets BCE targets; with model.loss=hinge",
+    ),
     ("gan_mnist", "model.discriminator.img_shape=[1,32,32]", "model.discriminator.img_shape=[1, 32, 32] but model.gen"),
     ("gan_mnist", "model.generator.img_shape=[3,28,28]", "model.fid measures 28x28 grey digits"),
     ("gan_mnist_dcgan", "model.generator.channels=[8,8,8]", "divisible by 8 (got 28x28)"),

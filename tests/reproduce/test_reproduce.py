@@ -659,7 +659,10 @@ def test_report_puts_the_modern_gan_beside_the_papers_step_for_step(tmp_path):
     (d / "csv").mkdir(parents=True)
     (d / "samples").mkdir()
     (d / ".hydra").mkdir()
-    (d / ".hydra" / "config.yaml").write_text("model: {label_smoothing: 0.1, spectral_norm: true}\n")
+    (d / ".hydra" / "config.yaml").write_text(
+        "model: {loss: nonsaturating, g_lr: 0.0002, d_lr: 0.0002, b1: 0.5, b2: 0.999, d_steps: 1,\n"
+        "        label_smoothing: 0.1, spectral_norm: true, ema_decay: 0.999}\n"
+    )
     (d / "csv" / "metrics.csv").write_text(
         "epoch,fid,gen/modes_covered,step\n0,800.0,2,10\n1,200.0,9,20\n2,150.5,10,30\n3,120.0,10,40\n"
     )
@@ -676,7 +679,10 @@ def test_report_puts_the_modern_gan_beside_the_papers_step_for_step(tmp_path):
     assert "4" not in by_epoch
     assert by_epoch["best"][1:3] == ["300.00 (epoch 3)", "150.50 (epoch 3)"]  # not epoch 4's 120: same steps
     assert by_epoch["test: best checkpoint vs test images"][1:3] == ["310.00", "140.00"]
-    assert "label smoothing 0.1 (D's real targets 0.9)" in md
+    assert (
+        "trained with the nonsaturating loss, Adam lr G 0.0002 / D 0.0002, betas (0.5, 0.999), 1 D step(s) per G step, "
+        "one-sided label smoothing 0.1 (D's real targets 0.9), spectral norm in D, an EMA generator (decay 0.999): "
+    ) in md
     assert (tmp_path / "figures" / "gan_modern_fid_curve.png").is_file()
     # without its run the section says how to run it
     shutil.rmtree(tmp_path / "gan_modern")

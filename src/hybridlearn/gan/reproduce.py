@@ -227,27 +227,38 @@ def _fid_table(run: Path, figs: Path, m: dict[str, Any], c: Any) -> list[str]:
     return L + [""]
 
 
+def modern_training(c: Any) -> str:
+    """What a run's config changes from the paper's GAN training, in words (its loss, Adam settings,
+    D:G ratio, label smoothing, spectral norm, EMA)."""
+    if c is None:
+        return "its own settings (its config is missing)"
+
+    def get(key: str, default: Any = None) -> Any:
+        v = OmegaConf.select(c, f"model.{key}")
+        return default if v is None else v
+
+    ls, ema = float(get("label_smoothing", 0)), get("ema_decay")
+    sn = get("discriminator.spectral_norm", get("spectral_norm", False))  # a key of model before the network configs
+    parts = [f"the {get('loss', 'nonsaturating')} loss"]
+    if None not in (lrs := [get(k) for k in ("g_lr", "d_lr", "b1", "b2")]):
+        parts.append("Adam lr G {:g} / D {:g}, betas ({:g}, {:g})".format(*lrs))
+    parts.append(f"{get('d_steps', 1)} D step(s) per G step")
+    parts += [f"one-sided label smoothing {ls:g} (D's real targets {1 - ls:g})"] if ls else []
+    parts += ["spectral norm in D"] if sn else []
+    parts += [f"an EMA generator (decay {ema:g})" if ema else "no EMA generator"]
+    return ", ".join(parts)
+
+
 def gan_modern_section(root: Path, figs: Path) -> list[str]:
-    """Beyond the paper: the same GAN with label smoothing + spectral norm, step for step beside it."""
-    L = ["### Beyond the paper: label smoothing and spectral norm in D (`experiment=gan_mnist_modern`)", ""]
+    """Beyond the paper: the paper's networks with modern training, step for step beside its model."""
+    L = ["### Beyond the paper: the MLP GAN with modern training (`experiment=gan_mnist_modern`)", ""]
     runs = {"paper's model": root / "gan" / MAIN, "modern": root / "gan_modern" / MAIN}
     results = {n: res for n, d in runs.items() if (res := completed(d))}
     if "modern" not in results:
         return L + ["Not run (or not finished): `make reproduce ARGS='reproduce.stages=[gan_modern]'`.", ""]
     curves = {n: fid_curve(runs[n], res["metrics"]) for n, res in results.items()}
-    c = run_config(runs["modern"])
-    ls = OmegaConf.select(c, "model.label_smoothing") if c is not None else None
-    # model.discriminator.spectral_norm since the networks are configs of their own; model.spectral_norm before
-    sn = (
-        (OmegaConf.select(c, "model.discriminator.spectral_norm") or OmegaConf.select(c, "model.spectral_norm"))
-        if c is not None
-        else None
-    )
-    ema = OmegaConf.select(c, "model.ema_decay") if c is not None else None
     L += [
-        f"The paper's networks, data, batches, optimizers and seed, with one-sided label smoothing {ls} "
-        f"(D's real targets {1 - float(ls or 0):g}), spectral_norm={sn} in D's linear layers and "
-        f"{f'an EMA generator (decay {ema})' if ema is not None else 'no EMA generator'}: "
+        f"The paper's networks, data, batches and seed, trained with {modern_training(run_config(runs['modern']))}: "
         "the same number of steps per epoch, so each row compares the two models after the same steps.",
         "",
     ]

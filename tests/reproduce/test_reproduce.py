@@ -31,6 +31,7 @@ from hybridlearn.reproduce.stages import (
     makespan,
     prepare,
     run_state,
+    stage_seconds,
 )
 from hybridlearn.reproduce.sweep import (
     CONSOLE,
@@ -203,10 +204,15 @@ def test_runs_start_longest_first(tmp_path):
     plan = make_plan(cfg, check=False)
     expected = dict(cfg.reproduce.expected_s)
     sec = expected_seconds(plan, expected)
-    for stage, runs in plan.runs.items():
-        assert sum(sec[r.rel] for r in runs) == pytest.approx(expected[stage])
+    for stage, runs in plan.runs.items():  # a run: its cost times its stage's seconds per cost unit
+        assert all(sec[r.rel] == pytest.approx(r.cost * expected[stage]) for r in runs)
     study, cv = sec["gom/study_seed0"], sec["gom/cv_default_seed0"]
-    assert cv == pytest.approx(5 * study) and 10 * study + 6 * cv == pytest.approx(expected["gom"])
+    assert cv == pytest.approx(5 * study) and 10 * study + 6 * cv == pytest.approx(40 * expected["gom"])
+    # the estimate follows the plan's seeds: one GAN seed is a third of three
+    one = make_plan(compose_cfg(["experiment=reproduce", "reproduce.scale.paper.gan.seeds=[0]"], tmp_path), check=False)
+    assert stage_seconds(one, expected_seconds(one, expected))["gan"] == pytest.approx(
+        stage_seconds(plan, sec)["gan"] / 3
+    )
     order = [r.rel for r in longest_first(plan.all, sec)]
     assert order[:4] == ["gan/mnist", "gan/mnist_seed1", "gan/mnist_seed2", "digits/study"]
     cvs = [f"gom/cv_{f}_seed{s}" for f in ("default", "chromatic") for s in (0, 1, 2)]

@@ -1,5 +1,6 @@
 """The GAN stages of `make reproduce`: the paper's MLP GAN (fig. 14) and, beyond the paper, the same
-run with label smoothing + spectral norm in D + an EMA generator (`gan_modern`) and the DCGAN sized
+run with the training chosen on validation (hinge loss, its learning rates, spectral norm in D, an
+EMA generator: `gan_modern`) and the DCGAN sized
 to the paper's GAN's wall time (`gan_dcgan`); their report sections read from the runs' CSV logs
 and results.json."""
 
@@ -408,7 +409,7 @@ def modern_gan_note(root: Path, pap: dict[int, dict[str, Any]]) -> str:
     if e is None:
         return ""
     return (
-        f" With one-sided label smoothing and spectral norm in D (`experiment=gan_mnist_modern`, beyond the "
+        f" With the modern training (`experiment=gan_mnist_modern`, beyond the "
         f"paper) the same {e} epochs end at {mod[e]['fid']:.1f} (paper's model {pap[e]['fid']:.1f}); see the "
         "comparison above."
     )

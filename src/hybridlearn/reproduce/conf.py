@@ -37,17 +37,18 @@ class ReproduceConfig:
         "${paths.log_dir}/reproduce/${if:${reproduce.quick},quick,paper}",
         help="the reproduce folder, one per scale; stable, so a second run finds the first's results",
     )
-    # paper-scale durations (s) of each stage, measured on 2 CPU cores with one thread per run (2026-12-06,
-    # benchmarks/RESULTS.md: one GAN run 96 min beside GOM + digits + style; alone on two threads ~47 min;
-    # the GAN stages train 3 seeds each). Shared out over a stage's runs by their `cost`, they order the
-    # runs longest first.
+    # paper-scale seconds of one run of each stage (of `cost` 1; a GOM CV costs 5 studies), measured on
+    # 2 CPU cores with one thread per run (2026-12-06, benchmarks/RESULTS.md: a GAN run 96 min beside
+    # GOM + digits + style, ~47 min alone on two threads). A run's expected time is its cost times its
+    # stage's value, so the estimates follow the seeds and folds a plan has; they order the runs
+    # longest first.
     expected_s: dict[str, float] = setting(
-        {"gom": 5100, "digits": 840, "gan": 17280, "gan_modern": 17700, "gan_dcgan": 17280, "style": 50},
-        help="expected seconds of each stage at the paper's scale (one thread per run)",
+        {"gom": 127.5, "digits": 832, "gan": 5760, "gan_modern": 5900, "gan_dcgan": 5760, "style": 25},
+        help="expected seconds of a run of cost 1 of each stage at the paper's scale (one thread per run)",
     )
     expected_quick_s: dict[str, float] = setting(
-        {"gom": 300, "digits": 30, "gan": 40, "gan_modern": 45, "gan_dcgan": 45, "style": 12},
-        help="expected seconds of each stage with reproduce.quick",
+        {"gom": 21.4, "digits": 29.7, "gan": 40, "gan_modern": 45, "gan_dcgan": 45, "style": 6},
+        help="expected seconds of a run of cost 1 of each stage with reproduce.quick",
     )
     gif_max_mb: float = setting(2.0, gt=0, le=100, help="largest animated GIF the report keeps")
     video_frames: int = setting(4, ge=1, le=64, help="stylized frames shown in the report (from the per-frame video)")

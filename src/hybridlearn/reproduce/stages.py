@@ -98,12 +98,13 @@ def config_hash(cfg: DictConfig) -> str:
 
 
 def expected_seconds(plan: Plan, expected: dict[str, float]) -> dict[str, float]:
-    """{stage/run: seconds}: each stage's expected time shared out over its runs by their cost."""
-    out = {}
-    for stage, runs in plan.runs.items():
-        total = sum(r.cost for r in runs) or 1.0
-        out.update({r.rel: float(expected.get(stage, 0)) * r.cost / total for r in runs})
-    return out
+    """{stage/run: seconds}: a run's cost times its stage's expected seconds per cost unit."""
+    return {r.rel: float(expected.get(stage, 0)) * r.cost for stage, runs in plan.runs.items() for r in runs}
+
+
+def stage_seconds(plan: Plan, seconds: dict[str, float]) -> dict[str, float]:
+    """{stage: its runs' expected seconds, summed}."""
+    return {stage: sum(seconds[r.rel] for r in runs) for stage, runs in plan.runs.items()}
 
 
 def longest_first(runs: list[Run], seconds: dict[str, float]) -> list[Run]:

@@ -49,6 +49,7 @@ from hybridlearn.reproduce.stages import (
     outcome,
     prepare,
     resume_args,
+    stage_seconds,
 )
 
 log = logging.getLogger(__name__)
@@ -255,7 +256,7 @@ def run_reproduce(
             root,
             quick=bool(rp.quick),
             stages=list(plan.runs),
-            expected=expected,
+            expected=stage_seconds(plan, seconds),
             gif_max_mb=float(rp.gif_max_mb),
             video_frames_n=int(rp.video_frames),
             modules=list(rp.modules),

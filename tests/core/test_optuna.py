@@ -154,7 +154,7 @@ def test_optuna_search_whose_every_trial_failed_says_so_in_one_line(tmp_path, da
     assert p.returncode == 2, p.stderr[-3000:]
     last = p.stderr.strip().splitlines()[-1]
     assert last.startswith("error: the sweep ended without a result"), last
-    assert "2 of 2 jobs failed" in last and "job 0: " in last and "model.lr must be > 0" in last, last
+    assert "all 2 jobs failed" in last and "job 0: " in last and "model.lr must be > 0" in last, last
     assert str(sweep / "summary.md") in last
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [r["status"] for r in rows] == ["failed", "failed"]

@@ -247,21 +247,22 @@ def hydra_main(preset: list[str] | None = None) -> None:
 
 
 def _sweep_without_result(e: BaseException) -> RunsFailed | None:
-    """A sweeper's error after its jobs ran (Optuna's sweeper asks its study for the best trial, and
-    raises when every trial failed): the jobs' table is written and the error names the first job's
-    error, instead of a composition error. None when the exception did not come from a sweep."""
+    """A sweeper's error after its jobs ran and every one failed (Optuna's sweeper asks its study for
+    the best trial, and raises): the jobs' table is written and the error names the first job's
+    error, instead of a composition error. None when the exception did not come from such a sweep."""
     sweep_dir = _sweep_dirs.pop("last", None)
     if sweep_dir is None or not any(f.name == "sweep" for f in traceback.extract_tb(e.__traceback__)):
         return None
     records = job_records(sweep_dir) if sweep_dir.is_dir() else []
     if not records:
         return None
+    if any(r.get("status") == "completed" for r in records):
+        return None  # a job ran: the error is another one's (its composition)
     rows, _, md_path = summarize(sweep_dir, records)
-    failed = [r for r in rows if r["status"] != "completed"]
-    first = f"; job {failed[0]['job']}: {failed[0].get('error', failed[0]['status'])}" if failed else ""
+    first = rows[0].get("error", rows[0]["status"])
     return RunsFailed(
         f"the sweep ended without a result ({type(e).__name__}: {(str(e).splitlines() or [''])[0]}): "
-        f"{len(failed)} of {len(rows)} jobs failed, see {md_path}{first}"
+        f"all {len(rows)} jobs failed, see {md_path}; job {rows[0]['job']}: {first}"
     )
 
 

@@ -327,7 +327,7 @@ def test_reproduce_plans_and_reports_the_dcgan(tmp_path, data_dir):
             "mnist",
             0,
             "epoch,fid,time/epoch_s,time/samples_per_s\n0,200.0,600,1000\n1,8.0,600,3000\n",
-            {"test/fid": 52.5, "test/fid_std": 0.5, "test/classes_balanced": 9},
+            {"test/fid": 52.5, "test/fid_std": 0.5, "test/classes_balanced": 9, "test/class_hist": [0.1] * 10},
             99,  # the epochs' times count (20 min), not the last attempt's duration
         ),
         (
@@ -360,6 +360,7 @@ def test_reproduce_plans_and_reports_the_dcgan(tmp_path, data_dir):
     )
     assert "| modern |" not in md  # not run: no row
     assert (figs / "gan_dcgan_fid_curve.png").is_file() and (figs / "gan_dcgan_epoch_002.png").is_file()
+    assert "(figures/gan_class_hist.png)" in md and (figs / "gan_class_hist.png").is_file()  # the runs that have one
     # the finished models' last grids side by side (the same latent vectors; the first seed's)
     assert "| paper's model, after epoch 2 | dcgan, after epoch 2 |" in md
     assert "(figures/gan_epoch_002.png)" in md and "(figures/gan_dcgan_epoch_002.png)" in md

@@ -365,6 +365,25 @@ def seeds_table(root: Path) -> list[str]:
     return L
 
 
+def plot_class_hist(hists: dict[str, list[float]], path: Path) -> Path:
+    """The share of each digit among a model's test samples (grouped bars), with the 10 ± 3 % band
+    the class coverage counts."""
+    fig, ax = plt.subplots(figsize=(7, 3))
+    width = 0.8 / max(len(hists), 1)
+    for i, (label, hist) in enumerate(hists.items()):
+        ax.bar([d + (i - (len(hists) - 1) / 2) * width for d in range(10)], [100 * h for h in hist], width, label=label)
+    ax.axhspan(7, 13, color="k", alpha=0.08, label="10 ± 3 %")
+    ax.axhline(10, color="k", lw=0.8, ls="--")
+    ax.set(
+        xlabel="digit (LeNet-5's reading)",
+        ylabel="% of samples",
+        xticks=range(10),
+        title="Class histogram of the samples",
+    )
+    ax.legend(fontsize=7, ncol=len(hists) + 1, loc="upper center", bbox_to_anchor=(0.5, -0.2), frameon=False)
+    return save_figure(fig, path)
+
+
 def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
     """Beyond the paper: the DCGAN sized to the paper's GAN's wall time, the three models over their
     training seeds, and each one's last grid side by side."""
@@ -387,6 +406,10 @@ def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
     floor = results["dcgan"]["metrics"].get("fid_floor")
     name = plot_fid(curves, floor, figs / "gan_dcgan_fid_curve.png", "LeNet-FID per epoch: MLP GANs and the DCGAN")
     L += ["", f"![LeNet-FID per epoch, MLP GANs and the DCGAN (first seed)]({FIG_DIR}/{name.name})", ""]
+    hists = {n: h for n, res in results.items() if (h := res["metrics"].get("test/class_hist"))}
+    if hists:
+        name = plot_class_hist(hists, figs / "gan_class_hist.png")
+        L += [f"![class histogram of each model's test samples (first seed)]({FIG_DIR}/{name.name})", ""]
     # each finished model's last grid side by side: the same 64 latent vectors (model.fixed_seed, latent 128)
     cells = []
     for n, cv in curves.items():

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ from conftest import CONF_DIR, ROOT, compose_cfg, run_cli, train_cli
 from omegaconf import OmegaConf
 
 from hybridlearn.core.errors import ConfigError
-from hybridlearn.core.runs import newest_last_ckpt, prepare
+from hybridlearn.core.runs import check_run_dir, newest_last_ckpt, prepare, running_elsewhere
 
 ALIASES = {
     "gan": "gan_mnist",
@@ -101,6 +102,31 @@ def test_a_finished_run_folder_is_never_written_over(tmp_path, lenet_run: Path):
     line = one_line(train_cli(["experiment=lenet_mnist", "debug=fdr", f"hydra.run.dir={lenet_run}"]))
     assert "already holds a run (status completed)" in line and "ckpt_path=" in line
     assert before == {p: p.stat().st_mtime_ns for p in lenet_run.rglob("*") if p.is_file()}
+
+
+def test_a_run_folder_in_use_by_a_live_process_is_not_resumed_twice(tmp_path):
+    """results.json says `running` with the pid and host of a process that is alive: resuming that
+    folder in place (two processes writing one run) is refused in one line; once it is gone, or for
+    another machine's record (a cluster node), resuming goes ahead."""
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    last = run_dir / "checkpoints" / "last.ckpt"
+    last.write_bytes(b"x")
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        record = {"status": "running", "pid": other.pid, "host": socket.gethostname()}
+        (run_dir / "results.json").write_text(json.dumps(record))
+        assert running_elsewhere(record) == other.pid
+        with pytest.raises(ConfigError, match=rf"is in use: its run is running in process {other.pid}; wait"):
+            check_run_dir(run_dir, str(last))
+        assert running_elsewhere({**record, "host": "another-node"}) is None
+        assert running_elsewhere({**record, "pid": os.getpid()}) is None  # this process: its own record
+        assert running_elsewhere({**record, "status": "interrupted"}) is None
+    finally:
+        other.kill()
+        other.wait()
+    assert running_elsewhere(record) is None
+    check_run_dir(run_dir, str(last))  # an interrupted run: resumed in place
 
 
 def test_ckpt_path_last_picks_the_newest_run(tmp_path):

@@ -9,6 +9,7 @@ import os
 import re
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 from pathlib import Path
@@ -176,6 +177,33 @@ def test_run_state(tmp_path):
     (d / "results.json").write_text(json.dumps({"status": "completed"}))
     assert run_state(d, run) == "done"
     assert run_state(d, Run("gan", "mnist", [*run.args, "trainer.max_epochs=3"], resumable=True)) == "stale"
+
+
+def test_a_run_running_in_another_process_is_left_to_it(tmp_path, caplog):
+    """A second `make reproduce` on the same folder: a run whose record says `running` with a live
+    pid on this machine is neither resumed a second time nor moved aside; a dead pid or another
+    machine's record is the usual interrupted run (resume)."""
+    run = Run("gan", "mnist", ["experiment=gan_mnist"], resumable=True)
+    d = tmp_path / "gan" / "mnist"
+    (d / "checkpoints").mkdir(parents=True)
+    (d / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (d / MARKER).write_text(json.dumps({"args": run.args}))
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        record = {"status": "running", "pid": other.pid, "host": socket.gethostname()}
+        (d / "results.json").write_text(json.dumps(record))
+        assert run_state(d, run) == "running"
+        with caplog.at_level("INFO"):
+            assert prepare(run, tmp_path) == "running"
+        assert f"gan/mnist is running in another process (pid {other.pid})" in caplog.text
+        assert sorted(p.name for p in (tmp_path / "gan").iterdir()) == ["mnist"]  # nothing moved aside
+        (d / "results.json").write_text(json.dumps({**record, "host": "another-node"}))
+        assert run_state(d, run) == "resume"  # a cluster node's process cannot be asked
+        (d / "results.json").write_text(json.dumps(record))
+    finally:
+        other.kill()
+        other.wait()
+    assert run_state(d, run) == "resume"  # killed: its pid is gone
 
 
 def test_a_changed_default_behind_the_same_args_makes_a_run_stale(tmp_path):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 import sys
 import time
 import traceback
@@ -200,7 +201,7 @@ def _fail(output_dir: Path, e: BaseException, started: float, record: dict[str, 
 
 
 def _start(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> None:
-    """Before any work: the checks of a job, the `running` record (with the pid), the seed."""
+    """Before any work: the checks of a job, the `running` record (with the pid and host), the seed."""
     prepare(cfg, None)  # checked already for a single run (RunGuard); here for each job of a sweep
     if OmegaConf.select(cfg, "logger.wandb.id"):
         record["wandb_id"] = cfg.logger.wandb.id  # a resumed run continues this W&B run
@@ -211,7 +212,7 @@ def _start(cfg: DictConfig, output_dir: Path, record: dict[str, Any]) -> None:
             "a local multirun cannot start DDP ranks; use SLURM (hydra.launcher.tasks_per_node) or a single run"
         )
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_results_rank0(output_dir, status="running", pid=os.getpid(), **record)
+    write_results_rank0(output_dir, status="running", pid=os.getpid(), host=socket.gethostname(), **record)
     keep_freed_memory(cfg.get("malloc_keep_mb"))  # before the run's tensors (core/memory.py)
     if cfg.get("print_config"):
         print(OmegaConf.to_yaml(cfg, resolve=False), end="", flush=True)

@@ -12,7 +12,9 @@ Every refusal is one line on stderr and exit 2, before the run folder is made.
 from __future__ import annotations
 
 import json
+import os
 import secrets
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +58,24 @@ def read_record(run_dir: Path) -> dict[str, Any]:
         return {}
 
 
+def running_elsewhere(record: dict[str, Any]) -> int | None:
+    """The pid of the live process on this machine that a `running` record names (another process
+    is writing that run's folder), else None. A record of another machine (a cluster node) or of
+    this very process is not checked."""
+    pid = record.get("pid")
+    if record.get("status") != "running" or not isinstance(pid, int) or pid == os.getpid():
+        return None
+    if record.get("host") != socket.gethostname():
+        return None
+    try:
+        os.kill(pid, 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        return pid  # alive, another user's
+    return pid
+
+
 def newest_last_ckpt(log_dir: str | Path, task_name: str) -> Path:
     """`checkpoints/last.ckpt` of the newest run of `task_name` (run folders are named by start time)."""
     runs = Path(log_dir) / task_name / "runs"
@@ -78,6 +98,11 @@ def check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
     if run_dir.is_dir() and any(run_dir.iterdir()) and not any((run_dir / m).exists() for m in RUN_MARKERS):
         raise ConfigError(
             f"hydra.run.dir={run_dir} holds files that are not a run of this project; choose a new or empty folder"
+        )
+    if pid := running_elsewhere(read_record(run_dir)):
+        raise ConfigError(
+            f"hydra.run.dir={run_dir} is in use: its run is running in process {pid}; wait for it to end "
+            "(or stop it) before resuming it, or choose a new folder"
         )
     if (run_dir / RESULTS).exists() or (run_dir / "checkpoints").is_dir():
         resumed = run_of(ckpt_path) if ckpt_path else None

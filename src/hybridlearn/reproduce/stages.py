@@ -30,6 +30,7 @@ from hybridlearn.core.config import check_choice, conf_dir
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic
 from hybridlearn.core.reproduce import PlanContext, Run, override_value
+from hybridlearn.core.runs import read_record, running_elsewhere
 from hybridlearn.reproduce.registry import registry
 
 log = logging.getLogger(__name__)
@@ -124,7 +125,7 @@ def makespan(seconds: list[float], n: int) -> float:
 
 # ----------------------------------------------------------------------------------------- state
 def run_state(run_dir: Path, run: Run) -> str:
-    """new | done | resume | rerun | stale (started with other arguments)."""
+    """new | done | running (in another process) | resume | rerun | stale (started with other arguments)."""
     marker = run_dir / MARKER
     if not run_dir.exists():
         return "new"
@@ -135,9 +136,11 @@ def run_state(run_dir: Path, run: Run) -> str:
         return "stale"
     if run.config and m.get("config") and m["config"] != run.config:  # a YAML default changed under the args
         return "stale"
-    res = run_dir / "results.json"
-    if res.exists() and json.loads(res.read_text()).get("status") == "completed":
+    record = read_record(run_dir)
+    if record.get("status") == "completed":
         return "done"
+    if running_elsewhere(record):
+        return "running"  # another command's job (a second `make reproduce` on the same folder)
     if run.resumable and (run_dir / "checkpoints" / "last.ckpt").is_file():
         return "resume"
     return "rerun"
@@ -168,6 +171,10 @@ def prepare(run: Run, root: Path) -> str:
     state = run_state(run_dir, run)
     if state == "done":
         return "done"
+    if state == "running":
+        pid = running_elsewhere(read_record(run_dir))
+        log.info("reproduce: %s is running in another process (pid %s); left to it", run.rel, pid)
+        return "running"
     if state == "stale":
         log.info("reproduce: %s was run with other settings; moved to %s", run.rel, _move_aside(run_dir).name)
     elif state == "rerun" and ((run_dir / "results.json").exists() or (run_dir / "checkpoints").is_dir()):

@@ -213,13 +213,15 @@ def run_reproduce(
     job.stop.unlink(missing_ok=True)
     with log_to(root / "reproduce.log"):
         states = {r.rel: prepare(r, root) for r in plan.all}
-        todo = longest_first([r for r in plan.all if states[r.rel] != "done"], seconds)
+        todo = longest_first([r for r in plan.all if states[r.rel] not in ("done", "running")], seconds)
         n = parallel_runs(config)
         wall = f", ~{fmt_s(makespan([seconds[r.rel] for r in todo], n))} with {n} at once" if n else ""
+        busy = sum(st == "running" for st in states.values())
         log.info(
-            "reproduce: %d run(s) to do, %d finished already; expected %s of runs%s; into %s",
+            "reproduce: %d run(s) to do, %d finished already%s; expected %s of runs%s; into %s",
             len(todo),
-            len(plan.all) - len(todo),
+            sum(st == "done" for st in states.values()),
+            f", {busy} running in another process" if busy else "",
             fmt_s(sum(seconds[r.rel] for r in todo)),
             wall,
             root,
@@ -286,7 +288,8 @@ def _log_stages(
     that fail the command (`stage/run: error`), the optional runs' only logged."""
     fatal = []
     for stage, stage_runs in runs.items():
-        said = ["skipped" if states[r.rel] == "done" else outcomes[r.rel]["status"] for r in stage_runs]
+        left = {"done": "skipped", "running": "running in another process"}
+        said = [left.get(states[r.rel]) or outcomes[r.rel]["status"] for r in stage_runs]
         took = sum(outcomes[r.rel]["seconds"] for r in stage_runs if r.rel in outcomes)
         counts = ", ".join(f"{said.count(s)} {s}" for s in dict.fromkeys(said))
         log.info("reproduce: %s: %s (%s of runs)", stage, counts, fmt_s(took))

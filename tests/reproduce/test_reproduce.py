@@ -718,6 +718,21 @@ def test_report_puts_the_modern_gan_beside_the_papers_step_for_step(tmp_path):
         "one-sided label smoothing 0.1 (D's real targets 0.9), spectral norm in D, an EMA generator (decay 0.999): "
     ) in md
     assert (tmp_path / "figures" / "gan_modern_fid_curve.png").is_file()
+    # a second training seed of both models: their test FIDs over seeds, beside the first seed's
+    assert "over training seeds" not in md  # one seed each: no such row
+    for stage, fid in (("gan", 330.0), ("gan_modern", 160.0)):
+        seed1 = tmp_path / stage / "mnist_seed1"
+        seed1.mkdir()
+        (seed1 / "results.json").write_text(
+            json.dumps({"status": "completed", "seed": 1, "metrics": {"test/fid": fid}})
+        )
+    md = write_report(tmp_path, quick=False, stages=["gan", "gan_modern"]).read_text()
+    by_epoch = {r[0]: r for r in table(md, "### Beyond the paper")}
+    assert by_epoch["test: mean ± std over training seeds"][1:3] == [
+        "320.00 ± 14.14 (seeds 0, 1)",
+        "150.00 ± 14.14 (seeds 0, 1)",
+    ]
+    assert "| test: mean ± std over training seeds | 320.00 ± 14.14 (seeds 0, 1) |" in md  # the paper's section too
     # without its run the section says how to run it
     shutil.rmtree(tmp_path / "gan_modern")
     assert "reproduce.stages=[gan_modern]" in write_report(tmp_path, quick=False, stages=["gan_modern"]).read_text()

@@ -75,12 +75,9 @@ def csv_rows(run: Path) -> list[dict[str, str]]:
     return rows
 
 
-def images_per_s(run: Path) -> float | None:
-    """Training images per second, the mean over the run's epochs (callbacks.epoch_time)."""
-    rates = {
-        int(float(r["epoch"])): float(r["time/samples_per_s"]) for r in csv_rows(run) if r.get("time/samples_per_s")
-    }
-    return statistics.mean(rates.values()) if rates else None
+def per_epoch(rows: list[dict[str, str]], key: str) -> dict[int, float]:
+    """{epoch: value} of a per-epoch metric in a run's CSV rows (a resumed epoch: its last value)."""
+    return {int(float(r["epoch"])): float(r[key]) for r in rows if r.get(key)}
 
 
 def fid_curve(run: Path, metrics: dict[str, Any]) -> dict[int, dict[str, Any]]:
@@ -319,17 +316,17 @@ MODELS = {"paper's model": "gan", "modern": "gan_modern", "dcgan": "gan_dcgan"} 
 
 def seed_row(run: Path, r: dict[str, Any]) -> dict[str, Any]:
     """One training seed's numbers for the comparison over seeds."""
-    m, cv = r["metrics"], fid_curve(run, r["metrics"])
-    epoch_s = {int(float(x["epoch"])): float(x["time/epoch_s"]) for x in csv_rows(run) if x.get("time/epoch_s")}
+    m, cv, rows = r["metrics"], fid_curve(run, r["metrics"]), csv_rows(run)
+    epoch_s, rates = per_epoch(rows, "time/epoch_s"), per_epoch(rows, "time/samples_per_s")  # callbacks.epoch_time
     minutes = sum(epoch_s.values()) / 60 if epoch_s else r.get("duration_s", 0) / 60 or None
     return {
         "epochs": max(cv) if cv else None,
         "minutes": minutes,
-        "rate": images_per_s(run),
+        "rate": statistics.mean(rates.values()) if rates else None,  # training images/s, mean over epochs
         "reach": next((e for e, c in cv.items() if c["fid"] <= FID_TARGET), None),
         "best": min(c["fid"] for c in cv.values()) if cv else None,
         "test": m.get("test/fid"),
-        "draws": m.get("test/fid_std"),
+        "test_draws": test_fid(m),  # with its spread over sample draws
         "balanced": m.get("test/classes_balanced"),
     }
 
@@ -350,11 +347,7 @@ def seeds_table(root: Path) -> list[str]:
             continue
         rows = [seed_row(d, r) for d, r in runs.values()]
         col = {k: [x[k] for x in rows] for k in rows[0]}
-        per = ", ".join(
-            f"{x['test']:.2f} ± {x['draws']:.2f}" if isinstance(x["draws"], float) else f"{x['test']:.2f}"
-            for x in rows
-            if isinstance(x["test"], (int, float))
-        )
+        per = ", ".join(t for t in col["test_draws"] if t)
         reach = ", ".join("never" if e is None else str(e) for e in col["reach"])
         balanced = per_seed([None if b is None else int(b) for b in col["balanced"]])
         L.append(

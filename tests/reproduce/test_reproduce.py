@@ -870,6 +870,16 @@ def test_a_failed_run_fails_the_command_in_one_line(tmp_path, data_dir):
     assert results(root, "style/temporal_blend")["status"] == "failed"
 
 
+def test_the_launchers_settings_are_given_on_the_command_line(tmp_path, data_dir):
+    """`hydra.launcher.n_jobs=1` (README: one run after another) sets the launcher that experiment=reproduce
+    chose; each job is composed again with it, and its own experiment has no such launcher of its own."""
+    root = tmp_path / "quick"
+    p, log = reproduce_cli(root, *TINY_STYLE, "hydra.launcher.n_jobs=1", timeout=300)
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "with 1 at once" in log and "reproduce: style: 2 completed" in log
+    assert "Joblib.Parallel(n_jobs=1," in p.stdout
+
+
 def test_many_failures_are_one_short_line_naming_the_first_three():
     """Ten runs failing on one long cause (a wrong DATA_DIR) name the first three, each cut short."""
     failed = [f"gom/study_seed{i}: GOM data not found in /x/gom: " + "downloads failed; " * 40 for i in range(10)]
@@ -879,3 +889,6 @@ def test_many_failures_are_one_short_line_naming_the_first_three():
     assert len(line) < 4 * MAX_SHOWN_CHARS and "\n" not in line and "the report has the rest (REPORT.md)" in line
     short = failures_line(["style/per_frame: input missing"], None)
     assert "failed: style/per_frame: input missing; the report" in short and "more)" not in short
+    # the launcher stopped before the runs (a bad launcher override): its cause first, the runs counted once
+    stopped = failures_line(["gan/mnist: not started"] * 3, None, "the launcher stopped: X: " + "y" * 400)
+    assert stopped.startswith("reproduce: the launcher stopped: X: yyy") and "...; 3 run(s) failed:" in stopped

@@ -170,16 +170,28 @@ def fmt_s(s: float) -> str:
     return f"{s:.0f} s" if s < 120 else f"{s / 60:.1f} min"
 
 
-def job_overrides(run: Run, root: Path, resume: bool) -> list[str]:
+def job_overrides(run: Run, root: Path, resume: bool, launcher: Sequence[str] = ()) -> list[str]:
     """A run as a job: its train.py overrides, in its own folder `<root>/<stage>/<run>`; in MULTIRUN
-    mode, so a failed run is recorded and the others go on (core.runner)."""
+    mode, so a failed run is recorded and the others go on (core.runner); `launcher` from
+    `launcher_override`."""
     return [
         *run.args,
         *(resume_args(run, root) if resume else []),
+        *launcher,
         "hydra.mode=MULTIRUN",
         f"hydra.sweep.dir={override_value(str(root))}",
         f"hydra.sweep.subdir={override_value(run.rel)}",
     ]
+
+
+def launcher_override(config: DictConfig) -> list[str]:
+    """`hydra/launcher=<choice>` for every job where experiment=reproduce, not the command line, chose the
+    launcher: Hydra composes each job again with the command line's hydra overrides, so without it
+    `hydra.launcher.n_jobs=1` fails in every job ("Could not override"), whose experiment has none."""
+    given = OverridesParser.create().parse_overrides(list(config.hydra.overrides.hydra))
+    if any(o.key_or_group == "hydra/launcher" for o in given):
+        return []  # carried into the jobs by Hydra already
+    return [f"hydra/launcher={config.hydra.runtime.choices['hydra/launcher']}"]
 
 
 def check_arguments(arguments: Sequence[str]) -> None:
@@ -233,6 +245,7 @@ def run_reproduce(
                 " (resumed)" if states[r.rel] == "resume" else "",
                 fmt_s(seconds[r.rel]),
             )
+        carried = launcher_override(config)
         t0 = time.time()
         returns: list[JobReturn] = []
         stopped = None
@@ -240,7 +253,7 @@ def run_reproduce(
             with stop_on_ctrl_c(job):
                 try:
                     returns = list(
-                        launcher.launch([job_overrides(r, root, states[r.rel] == "resume") for r in todo], 0)
+                        launcher.launch([job_overrides(r, root, states[r.rel] == "resume", carried) for r in todo], 0)
                     )
                 except Exception as e:  # noqa: BLE001 - a worker killed (out of memory), a job lost: reported below
                     stopped = f"the launcher stopped: {type(e).__name__}: {str(e).strip().splitlines()[0]}"
@@ -264,19 +277,23 @@ def run_reproduce(
             modules=list(rp.modules),
         )
         log.info("reproduce: report %s", report)
-    if stopped:
-        failed.insert(0, stopped)
-    if failed:
-        raise RunsFailed(failures_line(failed, report))
+    if stopped or failed:
+        raise RunsFailed(failures_line(failed, report, stopped))
     return returns
 
 
-def failures_line(failed: list[str], report: Path | None) -> str:
-    """The command's one error line: the first few failures, each cut short (often one cause repeated)."""
-    shown = [f if len(f) <= MAX_SHOWN_CHARS else f[: MAX_SHOWN_CHARS - 3] + "..." for f in failed[:MAX_SHOWN]]
+def failures_line(failed: list[str], report: Path | None, stopped: str | None = None) -> str:
+    """The command's one error line: why the launcher stopped (if it did), then the first few failed
+    runs, each cut short (often one cause repeated)."""
+
+    def short(text: str) -> str:
+        return text if len(text) <= MAX_SHOWN_CHARS else text[: MAX_SHOWN_CHARS - 3] + "..."
+
+    shown = [short(f) for f in failed[:MAX_SHOWN]]
     more = f" (+{len(failed) - MAX_SHOWN} more)" if len(failed) > MAX_SHOWN else ""
+    cause = f"{short(stopped)}; " if stopped else ""
     return (
-        f"reproduce: {len(failed)} run(s) failed: {'; '.join(shown)}{more}; the report has the rest "
+        f"reproduce: {cause}{len(failed)} run(s) failed: {'; '.join(shown)}{more}; the report has the rest "
         f"({report}); fix and run the same command again (finished runs are kept)"
     )
 

@@ -42,6 +42,7 @@ from hybridlearn.reproduce.sweep import (
     failures_line,
     job_overrides,
     run_reproduce,
+    stop_file,
     stop_on_ctrl_c,
 )
 
@@ -324,7 +325,7 @@ def sweep_setup(tmp_path, monkeypatch):
         ["experiment=reproduce", "reproduce.quick=true", "reproduce.stages=[gan,style]", f"reproduce.dir={root}"],
         tmp_path / "c",
     )
-    return cfg, ReproduceJob(None, root / STOP), reports
+    return cfg, ReproduceJob(None, stop_file(cfg)), reports
 
 
 def test_the_sweep_launches_what_is_left_longest_first_then_reports(sweep_setup):
@@ -342,6 +343,23 @@ def test_the_sweep_launches_what_is_left_longest_first_then_reports(sweep_setup)
     assert len(launcher.batches) == 1 and len(reports) == 2
     with pytest.raises(ConfigError, match=r"reproduce.stages=gan,style: .* not a sweep"):
         run_reproduce(cfg, launcher, job, ["reproduce.stages=gan,style"])
+
+
+def test_a_second_command_on_the_folder_keeps_to_its_own_ctrl_c(sweep_setup, monkeypatch):
+    """Two `make reproduce` on one folder (the second leaves the first's running run to it): the first's
+    Ctrl-C (its stop file) neither stops the second's queue nor is cleared by the second's end."""
+    cfg, job, reports = sweep_setup
+    root = Path(cfg.reproduce.dir)
+    root.mkdir(parents=True)
+    with monkeypatch.context() as m:
+        m.setattr(os, "getpid", lambda: 4_000_000)  # the other command's process, stopping on Ctrl-C
+        other = stop_file(cfg)
+    other.touch()
+    assert job.stop.parent == root == other.parent
+    launcher = InProcessLauncher(job, lambda d: record(d, "completed"))
+    run_reproduce(cfg, launcher, job, [])
+    assert all(results(root, r.rel)["status"] == "completed" for r in make_plan(cfg, check=False).all)
+    assert other.exists() and not job.stop.exists()
 
 
 def test_a_failed_run_fails_the_sweep_after_the_report(sweep_setup):

@@ -53,7 +53,7 @@ from hybridlearn.reproduce.stages import (
 )
 
 log = logging.getLogger(__name__)
-STOP = ".interrupted"  # in the reproduce folder while a Ctrl-C stops the sweep
+STOP = ".interrupted"  # in the reproduce folder while a Ctrl-C stops the sweep (stop_file)
 CONSOLE = "stage.log"  # a run's console output, in its folder
 
 
@@ -64,6 +64,12 @@ def reproduce_dir(config: DictConfig) -> Path:
             "hydra/sweeper=reproduce runs the plan of experiment=reproduce: python train.py experiment=reproduce"
         )
     return Path(str(rp)).resolve()
+
+
+def stop_file(config: DictConfig) -> Path:
+    """This command's stop file, named by its process: a second `make reproduce` on the same folder (the
+    runs the first is running left to it) neither sees the first's Ctrl-C nor clears it."""
+    return reproduce_dir(config) / f"{STOP}-{os.getpid()}"
 
 
 @contextlib.contextmanager
@@ -188,10 +194,11 @@ def launcher_override(config: DictConfig) -> list[str]:
     """`hydra/launcher=<choice>` for every job where experiment=reproduce, not the command line, chose the
     launcher: Hydra composes each job again with the command line's hydra overrides, so without it
     `hydra.launcher.n_jobs=1` fails in every job ("Could not override"), whose experiment has none."""
-    given = OverridesParser.create().parse_overrides(list(config.hydra.overrides.hydra))
-    if any(o.key_or_group == "hydra/launcher" for o in given):
-        return []  # carried into the jobs by Hydra already
-    return [f"hydra/launcher={config.hydra.runtime.choices['hydra/launcher']}"]
+    choices = OmegaConf.select(config, "hydra.runtime.choices", default=None) or {}
+    given = OverridesParser.create().parse_overrides(list(OmegaConf.select(config, "hydra.overrides.hydra") or []))
+    if "hydra/launcher" not in choices or any(o.key_or_group == "hydra/launcher" for o in given):
+        return []  # carried into the jobs by Hydra already (or no Hydra run: a composed config)
+    return [f"hydra/launcher={choices['hydra/launcher']}"]
 
 
 def check_arguments(arguments: Sequence[str]) -> None:

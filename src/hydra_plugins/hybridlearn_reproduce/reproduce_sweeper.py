@@ -12,7 +12,7 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig
 
-from hybridlearn.reproduce.sweep import STOP, ReproduceJob, reproduce_dir, run_reproduce
+from hybridlearn.reproduce.sweep import ReproduceJob, run_reproduce, stop_file
 
 
 class ReproduceSweeper(Sweeper):
@@ -27,7 +27,7 @@ class ReproduceSweeper(Sweeper):
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config = hydra_context, config
-        self.job = ReproduceJob(task_function, reproduce_dir(config) / STOP)
+        self.job = ReproduceJob(task_function, stop_file(config))
         # as Hydra's BasicSweeper does, with the reproduce job around train.py's task function
         self.launcher = Plugins.instance().instantiate_launcher(
             hydra_context=hydra_context, task_function=self.job, config=config

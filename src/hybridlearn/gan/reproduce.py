@@ -319,12 +319,16 @@ def seed_row(run: Path, r: dict[str, Any]) -> dict[str, Any]:
     m, cv, rows = r["metrics"], fid_curve(run, r["metrics"]), csv_rows(run)
     epoch_s, rates = per_epoch(rows, "time/epoch_s"), per_epoch(rows, "time/samples_per_s")  # callbacks.epoch_time
     minutes = sum(epoch_s.values()) / 60 if epoch_s else r.get("duration_s", 0) / 60 or None
+    best = min(cv, key=lambda e: cv[e]["fid"]) if cv else None  # the tested checkpoint's epoch (1-based)
     return {
         "epochs": max(cv) if cv else None,
         "minutes": minutes,
         "rate": statistics.mean(rates.values()) if rates else None,  # training images/s, mean over epochs
         "reach": next((e for e, c in cv.items() if c["fid"] <= FID_TARGET), None),
-        "best": min(c["fid"] for c in cv.values()) if cv else None,
+        "best": cv[best]["fid"] if best else None,
+        "best_epoch": best,
+        # wall time into the run when the tested checkpoint was saved (epochs 0 .. best - 1 of the CSV)
+        "best_minutes": sum(t for e, t in epoch_s.items() if e < best) / 60 if best and epoch_s else None,
         "test": m.get("test/fid"),
         "test_draws": test_fid(m),  # with its spread over sample draws
         "balanced": m.get("test/classes_balanced"),
@@ -337,25 +341,51 @@ def seeds_table(root: Path) -> list[str]:
     class coverage."""
     L = [
         f"| model | seeds | epochs | wall time per run (min) | training images/s | epochs to LeNet-FID <= {FID_TARGET:g} "
-        "(per seed) | best LeNet-FID vs train | **test LeNet-FID** | test per seed (± over sample draws) | "
-        "digits within 10 ± 3 % (per seed) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "(per seed) | best LeNet-FID vs train | tested checkpoint: epoch (min into the run) | **test LeNet-FID** | "
+        "test per seed (± over sample draws) | digits within 10 ± 3 % (per seed) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
+    cols = {}
     for name, stage in MODELS.items():
         runs = seed_runs(root, stage)
         if not runs:
             continue
         rows = [seed_row(d, r) for d, r in runs.values()]
-        col = {k: [x[k] for x in rows] for k in rows[0]}
+        col = cols[name] = {k: [x[k] for x in rows] for k in rows[0]}
         per = ", ".join(t for t in col["test_draws"] if t)
         reach = ", ".join("never" if e is None else str(e) for e in col["reach"])
+        tested = ", ".join(
+            f"{e} ({m:.0f})" if m is not None else str(e) for e, m in zip(col["best_epoch"], col["best_minutes"])
+        )
         balanced = per_seed([None if b is None else int(b) for b in col["balanced"]])
         L.append(
             f"| {name} | {', '.join(map(str, runs))} | {per_seed(col['epochs'])} | {mean_std(col['minutes'], '.0f', '')} | "
-            f"{mean_std(col['rate'], '.0f', '')} | {reach} | {mean_std(col['best'], '.2f', '')} | "
+            f"{mean_std(col['rate'], '.0f', '')} | {reach} | {mean_std(col['best'], '.2f', '')} | {tested} | "
             f"**{mean_std(col['test'], '.2f', '')}** | {per} | {balanced} |"
         )
-    return L
+    return L + budget_lines(cols)
+
+
+def budget_lines(cols: dict[str, dict[str, list[Any]]]) -> list[str]:
+    """Each model's time against the paper's model's (its mean wall time over seeds): the run's, and when
+    its tested checkpoints were saved. A checkpoint saved within that time is the one a run stopped
+    there would test (the best epoch so far is the best of the whole run)."""
+    budget = [m for m in cols.get("paper's model", {}).get("minutes", []) if m]
+    if not budget:
+        return []
+    b = statistics.mean(budget)
+    L = [""]
+    for name, col in cols.items():
+        runs, at = [m for m in col["minutes"] if m], [m for m in col["best_minutes"] if m is not None]
+        if name == "paper's model" or not runs or not at:
+            continue
+        within = sum(m <= b for m in at)
+        L.append(
+            f"- {name}: a run takes {statistics.mean(runs) / b:.2f}x the paper's model's {b:.0f} min; its tested "
+            f"checkpoints were saved {min(at):.0f}-{max(at):.0f} min into the run, {within} of {len(at)} within "
+            "the paper's model's time (a run stopped there would test the same checkpoint)."
+        )
+    return L if len(L) > 1 else []
 
 
 def plot_class_hist(hists: dict[str, list[float]], path: Path) -> Path:

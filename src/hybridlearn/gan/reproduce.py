@@ -383,7 +383,7 @@ def budget_lines(cols: dict[str, dict[str, list[Any]]]) -> list[str]:
         L.append(
             f"- {name}: a run takes {statistics.mean(runs) / b:.2f}x the paper's model's {b:.0f} min; its tested "
             f"checkpoints were saved {min(at):.0f}-{max(at):.0f} min into the run, {within} of {len(at)} within "
-            "the paper's model's time (a run stopped there would test the same checkpoint)."
+            "the paper's model's time (for those, a run stopped there would test the same checkpoint)."
         )
     return L if len(L) > 1 else []
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 from conftest import compose_cfg, train_cli
-from omegaconf import OmegaConf
+from omegaconf import OmegaConf, open_dict
 from PIL import Image
 
 import hybridlearn.reproduce.sweep as sweep_mod
@@ -343,6 +343,13 @@ def test_the_sweep_launches_what_is_left_longest_first_then_reports(sweep_setup)
     assert len(launcher.batches) == 1 and len(reports) == 2
     with pytest.raises(ConfigError, match=r"reproduce.stages=gan,style: .* not a sweep"):
         run_reproduce(cfg, launcher, job, ["reproduce.stages=gan,style"])
+    for bad in (0, "two"):  # joblib's own error would come only after the plan, from inside the launcher
+        odd = cfg.copy()
+        with open_dict(odd):
+            odd.hydra = {"launcher": {"n_jobs": bad}}
+        with pytest.raises(ConfigError, match=rf"hydra.launcher.n_jobs={bad}: the runs at once must be"):
+            run_reproduce(odd, launcher, job, [])
+    assert len(launcher.batches) == 1
 
 
 def test_a_second_command_on_the_folder_keeps_to_its_own_ctrl_c(sweep_setup, monkeypatch):

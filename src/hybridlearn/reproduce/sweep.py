@@ -212,8 +212,13 @@ def check_arguments(arguments: Sequence[str]) -> None:
 
 
 def parallel_runs(config: DictConfig) -> int | None:
-    """How many runs the launcher runs at once, where its config says (joblib's n_jobs)."""
+    """How many runs the launcher runs at once, where its config says (joblib's n_jobs; negative: joblib's
+    cores + 1 + n_jobs, not estimated here). A value joblib refuses is named before any run starts."""
     n = OmegaConf.select(config, "hydra.launcher.n_jobs", default=None)
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n == 0):
+        raise ConfigError(
+            f"hydra.launcher.n_jobs={n}: the runs at once must be a whole number >= 1 (or -1: one per core)"
+        )
     return n if isinstance(n, int) and n >= 1 else None
 
 
@@ -223,6 +228,7 @@ def run_reproduce(
     """The sweep: plan, launch what is left, report (see the module's docstring)."""
     check_arguments(arguments)
     validate(config)
+    n = parallel_runs(config)
     rp = config.reproduce
     root = reproduce_dir(config)
     plan = make_plan(config)
@@ -233,7 +239,6 @@ def run_reproduce(
     with log_to(root / "reproduce.log"):
         states = {r.rel: prepare(r, root) for r in plan.all}
         todo = longest_first([r for r in plan.all if states[r.rel] not in ("done", "running")], seconds)
-        n = parallel_runs(config)
         wall = f", ~{fmt_s(makespan([seconds[r.rel] for r in todo], n))} with {n} at once" if n else ""
         busy = sum(st == "running" for st in states.values())
         log.info(

@@ -163,6 +163,28 @@ def test_plan_refuses_unknown_stage_and_keys(tmp_path, data_dir):
         )
 
 
+def test_plan_refuses_a_seed_given_twice(tmp_path, data_dir):
+    """GOM's code_seeds [3, 1, 3] would be two jobs into gom/code_seed3 at once; the GAN's seeds [0, 0]
+    the same run trained twice (gan_modern shares gan's seeds)."""
+    for stage, setting, shown in (
+        ("gom", "gom.code_seeds=[3,1,3]", "gom.code_seeds=[3, 1, 3]: seed 3 given twice"),
+        ("gan_modern", "gan.seeds=[0,2,0]", "gan_modern.seeds=[0, 2, 0]: seed 0 given twice"),
+    ):
+        cfg = compose_cfg(
+            ["experiment=reproduce", f"reproduce.stages=[{stage}]", f"reproduce.scale.paper.{setting}"],
+            tmp_path / stage,
+        )
+        with pytest.raises(ConfigError, match=re.escape(f"reproduce.scale.paper.{shown}")):
+            make_plan(cfg, check=False)
+    # any other value twice that makes two runs of one folder
+    cfg = compose_cfg(
+        ["experiment=reproduce", "reproduce.stages=[gom]", "reproduce.scale.paper.gom.cv_features=[default,default]"],
+        tmp_path / "cv",
+    )
+    with pytest.raises(ConfigError, match=r"reproduce.scale.paper.gom: plans gom/cv_default_seed0, .* more than once"):
+        make_plan(cfg, check=False)
+
+
 def test_run_state(tmp_path):
     run = Run("gan", "mnist", ["experiment=gan_mnist"], resumable=True)
     d = tmp_path / "gan" / "mnist"

@@ -66,6 +66,19 @@ def scale_settings(cfg: DictConfig) -> DictConfig:
     return rp.scale.quick if rp.quick else rp.scale.paper
 
 
+def check_seeds(key: str, settings: DictConfig) -> None:
+    """A stage's lists of seeds (`seeds`, `code_seeds`, `cv_seeds`, ...) name each seed once: a seed
+    twice would train the same run twice (or two jobs into one folder)."""
+    for name, v in (settings or {}).items():
+        if str(name).endswith("seeds") and OmegaConf.is_list(v):
+            seeds = list(v)
+            twice = sorted({x for x in seeds if seeds.count(x) > 1}, key=str)
+            if twice:
+                raise ConfigError(
+                    f"{key}.{name}={seeds}: seed {', '.join(map(str, twice))} given twice; list each seed once"
+                )
+
+
 def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
     """The runs of every selected stage. With `check`, each run's overrides are composed first, so
     a typo fails in a second instead of after an hour."""
@@ -84,7 +97,12 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
     for stage, module in reg.stage_modules.items():
         if stage not in stages:
             continue
+        key = f"reproduce.scale.{'quick' if rp.quick else 'paper'}.{stage}"
+        check_seeds(key, sc[stage])
         runs = module.plan(stage, sc[stage], ctx)
+        if len({r.rel for r in runs}) < len(runs):  # two jobs would write one folder at once
+            twice = sorted({r.rel for r in runs if [x.rel for x in runs].count(r.rel) > 1})
+            raise ConfigError(f"{key}: plans {', '.join(twice)} more than once; list each value of its lists once")
         if check:
             for r in runs:
                 r.config = config_hash(_compose(r.args))

@@ -61,9 +61,9 @@ def _compose(overrides: list[str]) -> DictConfig:
 
 
 # ------------------------------------------------------------------------------------------ plan
-def scale_settings(cfg: DictConfig) -> DictConfig:
-    rp = cfg.reproduce
-    return rp.scale.quick if rp.quick else rp.scale.paper
+def scale_key(cfg: DictConfig) -> str:
+    """`reproduce.scale.<quick|paper>`: what each stage runs at the selected scale."""
+    return f"reproduce.scale.{'quick' if cfg.reproduce.quick else 'paper'}"
 
 
 def check_seeds(key: str, settings: DictConfig) -> None:
@@ -87,7 +87,8 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
     stages = list(rp.stages)
     for i, s in enumerate(stages):
         check_choice(f"reproduce.stages[{i}]", s, reg.stages)
-    sc = scale_settings(cfg)
+    scale = scale_key(cfg)
+    sc = OmegaConf.select(cfg, scale)
     common = [
         f"paths.data_dir={override_value(str(Path(cfg.paths.data_dir).resolve()))}",
         f"paths.cache_dir={override_value(str(Path(cfg.paths.cache_dir).expanduser().resolve()))}",
@@ -97,7 +98,7 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
     for stage, module in reg.stage_modules.items():
         if stage not in stages:
             continue
-        key = f"reproduce.scale.{'quick' if rp.quick else 'paper'}.{stage}"
+        key = f"{scale}.{stage}"
         check_seeds(key, sc[stage])
         runs = module.plan(stage, sc[stage], ctx)
         if len({r.rel for r in runs}) < len(runs):  # two jobs would write one folder at once

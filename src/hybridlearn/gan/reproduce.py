@@ -83,8 +83,13 @@ def per_epoch(rows: list[dict[str, str]], key: str) -> dict[int, float]:
 def fid_curve(run: Path, metrics: dict[str, Any]) -> dict[int, dict[str, Any]]:
     """{epoch (1-based): {fid, modes, confidence, class_hist}}: the CSV logs of every attempt, then
     the run's own fid_history. Built from per-epoch files only, so a resumed run reports the same curve."""
+    return curve_of(csv_rows(run), metrics)
+
+
+def curve_of(rows: list[dict[str, str]], metrics: dict[str, Any]) -> dict[int, dict[str, Any]]:
+    """fid_curve of a run's CSV rows already read (csv_rows)."""
     curve: dict[int, dict[str, Any]] = {}
-    for row in csv_rows(run):
+    for row in rows:
         if not (row.get("fid") and row.get("epoch")):
             continue
         c = curve.setdefault(int(float(row["epoch"])) + 1, {})
@@ -316,7 +321,8 @@ MODELS = {"paper's model": "gan", "modern": "gan_modern", "dcgan": "gan_dcgan"} 
 
 def seed_row(run: Path, r: dict[str, Any]) -> dict[str, Any]:
     """One training seed's numbers for the comparison over seeds."""
-    m, cv, rows = r["metrics"], fid_curve(run, r["metrics"]), csv_rows(run)
+    m, rows = r["metrics"], csv_rows(run)  # the run's CSV read once: its curve, epoch times and rates
+    cv = curve_of(rows, m)
     epoch_s, rates = per_epoch(rows, "time/epoch_s"), per_epoch(rows, "time/samples_per_s")  # callbacks.epoch_time
     minutes = sum(epoch_s.values()) / 60 if epoch_s else r.get("duration_s", 0) / 60 or None
     best = min(cv, key=lambda e: cv[e]["fid"]) if cv else None  # the tested checkpoint's epoch (1-based)

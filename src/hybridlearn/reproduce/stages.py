@@ -66,14 +66,18 @@ def scale_key(cfg: DictConfig) -> str:
     return f"reproduce.scale.{'quick' if cfg.reproduce.quick else 'paper'}"
 
 
+def repeated(items: list[Any]) -> list[Any]:
+    """The items given more than once, each once, in a stable order."""
+    return sorted({x for x in items if items.count(x) > 1}, key=str)
+
+
 def check_seeds(key: str, settings: DictConfig) -> None:
     """A stage's lists of seeds (`seeds`, `code_seeds`, `cv_seeds`, ...) name each seed once: a seed
     twice would train the same run twice (or two jobs into one folder)."""
     for name, v in (settings or {}).items():
         if str(name).endswith("seeds") and OmegaConf.is_list(v):
             seeds = list(v)
-            twice = sorted({x for x in seeds if seeds.count(x) > 1}, key=str)
-            if twice:
+            if twice := repeated(seeds):
                 raise ConfigError(
                     f"{key}.{name}={seeds}: seed {', '.join(map(str, twice))} given twice; list each seed once"
                 )
@@ -101,8 +105,7 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
         key = f"{scale}.{stage}"
         check_seeds(key, sc[stage])
         runs = module.plan(stage, sc[stage], ctx)
-        if len({r.rel for r in runs}) < len(runs):  # two jobs would write one folder at once
-            twice = sorted({r.rel for r in runs if [x.rel for x in runs].count(r.rel) > 1})
+        if twice := repeated([r.rel for r in runs]):  # two jobs would write one folder at once
             raise ConfigError(f"{key}: plans {', '.join(twice)} more than once; list each value of its lists once")
         if check:
             for r in runs:

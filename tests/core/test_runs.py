@@ -83,6 +83,20 @@ def _final_state(run_dir: Path) -> dict:
     return torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True, map_location="cpu")["state_dict"]
 
 
+def test_last_ckpt_is_the_last_epoch_even_when_the_monitor_did_not_improve(run_train, data_dir):
+    # monitor the epoch number, lowest best: epoch 0 stays the best and no later epoch improves it.
+    # Lightning's own save_last would leave last.ckpt at epoch 0, and a resume would redo epochs 1-2
+    monitor = ["callbacks.model_checkpoint.monitor=epoch", "callbacks.model_checkpoint.mode=min"]
+    res = run_train([*QUICK, "data.train_subset=1000", "data.test_subset=200", *monitor, "trainer.max_epochs=3"])
+    ckpts = Path(res["_dir"]) / "checkpoints"
+    assert sorted(p.name for p in ckpts.iterdir()) == ["epoch_000.ckpt", "last.ckpt"]
+    last = torch.load(ckpts / "last.ckpt", weights_only=True, map_location="cpu")
+    best = torch.load(ckpts / "epoch_000.ckpt", weights_only=True, map_location="cpu")
+    assert (best["epoch"], last["epoch"]) == (0, 2) and last["global_step"] == 3 * best["global_step"]
+    assert res["metrics"]["last_ckpt"] == str(ckpts / "last.ckpt")
+    assert res["metrics"]["best_ckpt"] == str(ckpts / "epoch_000.ckpt")
+
+
 def test_resume_after_sigkill_with_ckpt_path_last_matches_uninterrupted(tmp_path, data_dir):
     args = [
         *QUICK,

@@ -20,6 +20,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig, OmegaConf
 
+from hybridlearn.core.callbacks import last_checkpoint
 from hybridlearn.core.checkpoint import check_fits, instantiate_module, rebuild_module
 from hybridlearn.core.ckptfile import read_info
 from hybridlearn.core.cli import is_multirun, load_entry, overrides
@@ -135,7 +136,7 @@ def _standard_flow(
             metrics.update(
                 best_ckpt=ckpt_cb.best_model_path,
                 best_score=ckpt_cb.best_model_score,
-                last_ckpt=ckpt_cb.last_model_path,
+                last_ckpt=last_checkpoint(trainer),
             )
         if cfg.get("test", True) and trainer.state.status.value == "finished":
             best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
@@ -169,8 +170,7 @@ def _interrupted(trainers: list[L.Trainer]) -> dict[str, Any] | None:
     """{"last_ckpt": ...} when Ctrl-C stopped one of the run's Trainers (Lightning turns it into exit 1)."""
     for tr in reversed(trainers):
         if tr.interrupted:
-            cb = tr.checkpoint_callback
-            return {"last_ckpt": (getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "")) or None}
+            return {"last_ckpt": last_checkpoint(tr) or None}
     return None
 
 

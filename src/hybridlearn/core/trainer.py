@@ -13,11 +13,12 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from hydra.utils import instantiate
-from lightning.pytorch.callbacks import LearningRateMonitor, ModelSummary, ProgressBar
+from hydra.utils import get_class, instantiate
+from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
+from hybridlearn.core.callbacks import LastCheckpoint
 from hybridlearn.core.checkpoint import ClassTagCallback
 
 
@@ -26,6 +27,21 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
     return [instantiate(v) for v in group.values() if isinstance(v, DictConfig) and "_target_" in v]
+
+
+def instantiate_callbacks(group: DictConfig | None) -> list[Any]:
+    """The callbacks group, where a ModelCheckpoint's `save_last: true` means a `last.ckpt` at each
+    of its save points (core.callbacks.LastCheckpoint), not only at those that save a new best."""
+    out = []
+    for v in group.values() if group else ():
+        if not (isinstance(v, DictConfig) and "_target_" in v):
+            continue
+        if v.get("save_last") is True and issubclass(get_class(v._target_), ModelCheckpoint):
+            keys = ("every_n_epochs", "every_n_train_steps", "train_time_interval", "save_on_train_epoch_end")
+            out += [instantiate(v, save_last=False), LastCheckpoint(v.get("dirpath"), **{k: v.get(k) for k in keys})]
+        else:
+            out.append(instantiate(v))
+    return out
 
 
 def rooted(cfg: DictConfig, output_dir: str | Path, name: str = "") -> DictConfig:
@@ -72,7 +88,11 @@ def build_trainer(
     sub = rooted(cfg, output_dir, name)
     if name:  # one fit of many: the study shows one bar over its fits (core.progress), not one per fit
         trainer_overrides.setdefault("enable_progress_bar", False)
-    cbs = [*(instantiate_group(sub.get("callbacks")) if use_config_callbacks else []), *callbacks, ClassTagCallback()]
+    cbs = [
+        *(instantiate_callbacks(sub.get("callbacks")) if use_config_callbacks else []),
+        *callbacks,
+        ClassTagCallback(),
+    ]
     loggers = instantiate_group(sub.get("logger"))
     # Callbacks that Lightning refuses in some settings are dropped there instead of failing the run.
     settings = {**OmegaConf.to_container(sub.trainer, resolve=True), **trainer_overrides}

@@ -31,6 +31,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
+from hybridlearn.core.callbacks import last_checkpoint
 from hybridlearn.core.errors import ConfigError, HybridlearnError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.core.loaders import tensor_loader
@@ -235,8 +236,7 @@ class GAN(L.LightningModule):
         where, keep = "", "no checkpoint had been saved yet"
         if self.attached():
             where = f" at epoch {self.current_epoch} batch {self.trainer.fit_loop.epoch_loop.batch_idx}"
-            ckpt = self.trainer.checkpoint_callback
-            last = getattr(ckpt, "last_model_path", "") or getattr(ckpt, "best_model_path", "") if ckpt else ""
+            last = last_checkpoint(self.trainer)
             keep = f"the last good checkpoint is {last}; resume from it with ckpt_path={last}" if last else keep
         raise NonFiniteLossError(
             f"non-finite GAN loss {name}={loss.item()}{where}; training stopped before this update "

@@ -13,7 +13,11 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, read_wandb_records, run_process, train_cli
+from conftest import ROOT, compose_cfg, read_wandb_records, run_process, train_cli
+from lightning.pytorch.callbacks import ModelCheckpoint
+
+from hybridlearn.core.callbacks import LastCheckpoint
+from hybridlearn.core.trainer import instantiate_callbacks
 
 QUICK = [
     "experiment=lenet_mnist",
@@ -95,6 +99,22 @@ def test_last_ckpt_is_the_last_epoch_even_when_the_monitor_did_not_improve(run_t
     assert (best["epoch"], last["epoch"]) == (0, 2) and last["global_step"] == 3 * best["global_step"]
     assert res["metrics"]["last_ckpt"] == str(ckpts / "last.ckpt")
     assert res["metrics"]["best_ckpt"] == str(ckpts / "epoch_000.ckpt")
+
+
+def test_save_last_follows_the_checkpoint_schedule(tmp_path):
+    def checkpoints(*overrides):
+        cfg = compose_cfg(["experiment=lenet_mnist", *overrides], tmp_path)
+        return [cb for cb in instantiate_callbacks(cfg.callbacks) if isinstance(cb, ModelCheckpoint)]
+
+    monitored, last = checkpoints("callbacks.model_checkpoint.every_n_epochs=3")
+    assert type(last) is LastCheckpoint and monitored.save_last is False and monitored.monitor == "val/acc"
+    assert last.dirpath == monitored.dirpath and last.monitor is None
+    assert last.state_key != monitored.state_key
+    assert (last.every_n_epochs, last.save_top_k) == (3, 1)  # the same save points; one file kept
+    (only,) = checkpoints("callbacks.model_checkpoint.every_n_epochs=0")  # no epoch saves: Lightning's last at the end
+    assert only.save_last is True
+    (only,) = checkpoints("callbacks.model_checkpoint.save_last=false")
+    assert type(only) is ModelCheckpoint and not only.save_last
 
 
 def test_resume_after_sigkill_with_ckpt_path_last_matches_uninterrupted(tmp_path, data_dir):

@@ -36,7 +36,8 @@ def instantiate_callbacks(group: DictConfig | None) -> list[Any]:
     for v in group.values() if group else ():
         if not (isinstance(v, DictConfig) and "_target_" in v):
             continue
-        if v.get("save_last") is True and issubclass(get_class(v._target_), ModelCheckpoint):
+        scheduled = v.get("every_n_epochs") != 0 or v.get("every_n_train_steps")  # 0: Lightning's last at the end
+        if v.get("save_last") is True and scheduled and issubclass(get_class(v._target_), ModelCheckpoint):
             keys = ("every_n_epochs", "every_n_train_steps", "train_time_interval", "save_on_train_epoch_end")
             out += [instantiate(v, save_last=False), LastCheckpoint(v.get("dirpath"), **{k: v.get(k) for k in keys})]
         else:

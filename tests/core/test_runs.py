@@ -16,7 +16,7 @@ import torch
 from conftest import ROOT, compose_cfg, read_wandb_records, run_process, train_cli
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from hybridlearn.core.callbacks import LastCheckpoint
+from hybridlearn.core.checkpoint import LastCheckpoint
 from hybridlearn.core.trainer import instantiate_callbacks
 
 QUICK = [
@@ -111,8 +111,6 @@ def test_save_last_follows_the_checkpoint_schedule(tmp_path):
     assert last.dirpath == monitored.dirpath and last.monitor is None
     assert last.state_key != monitored.state_key
     assert (last.every_n_epochs, last.save_top_k) == (3, 1)  # the same save points; one file kept
-    (only,) = checkpoints("callbacks.model_checkpoint.every_n_epochs=0")  # no epoch saves: Lightning's last at the end
-    assert only.save_last is True
     (only,) = checkpoints("callbacks.model_checkpoint.save_last=false")
     assert type(only) is ModelCheckpoint and not only.save_last
 

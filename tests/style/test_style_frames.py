@@ -71,18 +71,18 @@ def test_threads_auto_leaves_the_cores_other_processes_use(monkeypatch, others, 
     this process's and the previous run's own work for a minute)."""
 
     class Fake:
-        device, backend, threads, _cpu_since = torch.device("cpu"), "torch", "auto", None
+        device, backend, threads, _cpu_since, _threads_before = torch.device("cpu"), "torch", "auto", None, None
 
     monkeypatch.setattr(style_model, "_DEFAULT_THREADS", 2)
     monkeypatch.setattr(style_model.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(style_model.cpuload, "others_busy_cores", lambda since: others)
     monkeypatch.setattr(style_model.os, "getloadavg", lambda: (9.0, 9.0, 9.0))  # not asked
-    before = torch.get_num_threads()
-    try:
-        style_model.StyleTransfer._set_threads(Fake())
-        assert torch.get_num_threads() == threads
-    finally:
-        torch.set_num_threads(before)
+    torch.set_num_threads(3)  # the caller's own setting
+    fake = Fake()
+    style_model.StyleTransfer._set_threads(fake)
+    assert torch.get_num_threads() == threads
+    style_model.StyleTransfer._restore_threads(fake)  # at on_predict_end
+    assert torch.get_num_threads() == 3
 
 
 # what the `stylize` command must not import (a fresh interpreter: this test process has Lightning

@@ -11,7 +11,6 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.loggers import TensorBoardLogger, WandbLogger
 from PIL import Image
 
@@ -101,52 +100,6 @@ class FiniteLoss(L.Callback):
         for key, value in trainer.callback_metrics.items():
             if key.startswith("val/") and "loss" in key:
                 self._check(key, value, trainer)
-
-
-class LastCheckpoint(ModelCheckpoint):
-    """`<dirpath>/last.ckpt` at every save point of the run's checkpoint callback, improved or not:
-    the resume point. Lightning 2.6's own `save_last` rewrites `last.ckpt` only when a top-k
-    checkpoint is saved, so a run killed after epochs without a new best would resume from its
-    last improvement. `callbacks.model_checkpoint.save_last: true` builds this beside the monitored
-    callback (`core.trainer`); with no monitor and one file kept, its one file is the newest."""
-
-    def __init__(
-        self,
-        dirpath: str | Path | None,
-        every_n_epochs: int | None = None,
-        every_n_train_steps: int | None = None,
-        train_time_interval: Any = None,
-        save_on_train_epoch_end: bool | None = None,
-    ) -> None:
-        super().__init__(
-            dirpath=dirpath,
-            filename=self.CHECKPOINT_NAME_LAST,
-            monitor=None,
-            save_top_k=1,
-            save_last=False,
-            every_n_epochs=every_n_epochs,
-            every_n_train_steps=every_n_train_steps,
-            train_time_interval=train_time_interval,
-            save_on_train_epoch_end=save_on_train_epoch_end,
-            enable_version_counter=False,  # a resumed run rewrites its last.ckpt, never last-v1.ckpt
-        )
-
-    @property
-    def state_key(self) -> str:
-        # the monitored callback of a run without a monitor would share ModelCheckpoint's key
-        return f"{type(self).__qualname__}[{self.dirpath}]"
-
-    @property
-    def path(self) -> str:
-        return self.best_model_path
-
-
-def last_checkpoint(trainer: L.Trainer) -> str:
-    """The newest checkpoint a fit wrote (to resume from): its LastCheckpoint's file, else the
-    checkpoint callback's last or best one; "" when none."""
-    last = next((cb.path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint) and cb.path), "")
-    cb = trainer.checkpoint_callback
-    return last or (getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "") if cb else "")
 
 
 def batch_len(batch: Any) -> int:

@@ -1,5 +1,6 @@
 """The one checkpoint loader: `weights_only=True` always, and one-line errors for a file that is not
-a checkpoint or that holds another model."""
+a checkpoint or that holds another model; and what the checkpoints of a fit carry and where its
+newest one is (ClassTagCallback, LastCheckpoint)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import lightning as L
 import torch
 from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.ckptfile import CLASS_KEY, CONFIG_KEY, EPOCHS_KEY, read_info
@@ -76,6 +78,59 @@ class ClassTagCallback(L.Callback):
         config = getattr(pl_module, "hybridlearn_config", None)
         if config is not None:
             checkpoint[CONFIG_KEY] = config
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """`<dirpath>/last.ckpt` at every save point of the run's checkpoint callback, improved or not:
+    the resume point. Lightning 2.6's own `save_last` rewrites `last.ckpt` only when a top-k
+    checkpoint is saved, so a run killed after epochs without a new best would resume from its
+    last improvement. `callbacks.model_checkpoint.save_last: true` builds this beside the monitored
+    callback (`core.trainer`); with no monitor and one file kept, its one file is the newest."""
+
+    def __init__(
+        self,
+        dirpath: str | Path | None,
+        every_n_epochs: int | None = None,
+        every_n_train_steps: int | None = None,
+        train_time_interval: Any = None,
+        save_on_train_epoch_end: bool | None = None,
+    ) -> None:
+        super().__init__(
+            dirpath=dirpath,
+            filename=self.CHECKPOINT_NAME_LAST,
+            monitor=None,
+            save_top_k=1,
+            save_last=False,
+            every_n_epochs=every_n_epochs,
+            every_n_train_steps=every_n_train_steps,
+            train_time_interval=train_time_interval,
+            save_on_train_epoch_end=save_on_train_epoch_end,
+            enable_version_counter=False,  # a resumed run rewrites its last.ckpt, never last-v1.ckpt
+        )
+
+    def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # as Lightning's save_last: a fit that reached no save point (no validation ran) ends with one
+        super().on_train_end(trainer, pl_module)
+        if not self.best_model_path and self.dirpath and not trainer.fast_dev_run:
+            self.best_model_path = self.format_checkpoint_name({})
+            trainer.save_checkpoint(self.best_model_path)
+
+    @property
+    def state_key(self) -> str:
+        # the monitored callback of a run without a monitor would share ModelCheckpoint's key
+        return f"{type(self).__qualname__}[{self.dirpath}]"
+
+    @property
+    def path(self) -> str:
+        return self.best_model_path
+
+
+def last_checkpoint(trainer: L.Trainer) -> str:
+    """The newest checkpoint a fit wrote (to resume from): its LastCheckpoint's file, else the
+    checkpoint callback's last or best one; "" when none."""
+    last = next((cb.path for cb in trainer.callbacks if isinstance(cb, LastCheckpoint) and cb.path), "")
+    cb = trainer.checkpoint_callback
+    return last or (getattr(cb, "last_model_path", "") or getattr(cb, "best_model_path", "") if cb else "")
 
 
 def read_checkpoint(path: str | Path, what: str = "checkpoint") -> dict[str, Any]:

@@ -227,7 +227,7 @@ class ModelCheckpointConfig:
     filename: Optional[str] = "epoch_{epoch:03d}"
     monitor: Optional[str] = "val/acc"
     mode: str = setting("max", choices=("min", "max"))
-    # true: checkpoints/last.ckpt at each save point, improved or not (core.callbacks.LastCheckpoint)
+    # true: checkpoints/last.ckpt at each save point, improved or not (core.checkpoint.LastCheckpoint)
     save_last: Optional[bool] = True
     save_top_k: int = setting(1, ge=-1)
     auto_insert_metric_name: bool = False

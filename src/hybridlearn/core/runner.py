@@ -20,8 +20,7 @@ from lightning.fabric.utilities.rank_zero import rank_zero_only
 from lightning.pytorch.callbacks import BasePredictionWriter
 from omegaconf import DictConfig, OmegaConf
 
-from hybridlearn.core.callbacks import last_checkpoint
-from hybridlearn.core.checkpoint import check_fits, instantiate_module, rebuild_module
+from hybridlearn.core.checkpoint import check_fits, instantiate_module, last_checkpoint, rebuild_module
 from hybridlearn.core.ckptfile import read_info
 from hybridlearn.core.cli import is_multirun, load_entry, overrides
 from hybridlearn.core.cv import cross_validate

@@ -18,8 +18,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, Mo
 from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hybridlearn.core.callbacks import LastCheckpoint
-from hybridlearn.core.checkpoint import ClassTagCallback
+from hybridlearn.core.checkpoint import ClassTagCallback, LastCheckpoint
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -31,13 +30,12 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
 
 def instantiate_callbacks(group: DictConfig | None) -> list[Any]:
     """The callbacks group, where a ModelCheckpoint's `save_last: true` means a `last.ckpt` at each
-    of its save points (core.callbacks.LastCheckpoint), not only at those that save a new best."""
+    of its save points (core.checkpoint.LastCheckpoint), not only at those that save a new best."""
     out = []
     for v in group.values() if group else ():
         if not (isinstance(v, DictConfig) and "_target_" in v):
             continue
-        scheduled = v.get("every_n_epochs") != 0 or v.get("every_n_train_steps")  # 0: Lightning's last at the end
-        if v.get("save_last") is True and scheduled and issubclass(get_class(v._target_), ModelCheckpoint):
+        if v.get("save_last") is True and issubclass(get_class(v._target_), ModelCheckpoint):
             keys = ("every_n_epochs", "every_n_train_steps", "train_time_interval", "save_on_train_epoch_end")
             out += [instantiate(v, save_last=False), LastCheckpoint(v.get("dirpath"), **{k: v.get(k) for k in keys})]
         else:

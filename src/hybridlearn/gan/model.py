@@ -31,7 +31,7 @@ from omegaconf import OmegaConf
 from torch import nn
 from torch.utils.data import DataLoader
 
-from hybridlearn.core.callbacks import last_checkpoint
+from hybridlearn.core.checkpoint import last_checkpoint
 from hybridlearn.core.errors import ConfigError, HybridlearnError
 from hybridlearn.core.io import atomic_output
 from hybridlearn.core.loaders import tensor_loader

@@ -178,6 +178,7 @@ class StyleTransfer(L.LightningModule):
         self.extra_results: dict[str, Any] = {}
         self._reset_stream()
         self._cpu_since = cpuload.sample()  # threads=auto: what other processes use from now to the stream
+        self._threads_before: int | None = None
 
     # --- backends
     def _build_torch(self, weights, cache_dir) -> None:
@@ -285,6 +286,7 @@ class StyleTransfer(L.LightningModule):
         (580-980 vs 200 ms per 384x384 frame)."""
         if self.device.type != "cpu" or self.backend != "torch":
             return
+        self._threads_before = torch.get_num_threads()  # the process's setting, back at on_predict_end
         if self.threads not in (None, "auto"):
             torch.set_num_threads(int(self.threads))
             return
@@ -367,7 +369,14 @@ class StyleTransfer(L.LightningModule):
         self.compute_s += time.perf_counter() - t0
         return StylizedBatch(y, batch["pts"], batch["index"], frames)
 
+    def _restore_threads(self) -> None:
+        """The process's thread count from before _set_threads: a Python caller's is not changed for good."""
+        if self._threads_before is not None:
+            torch.set_num_threads(self._threads_before)
+            self._threads_before = None
+
     def on_predict_end(self) -> None:
+        self._restore_threads()
         res = {
             "frames": self.n_frames,
             "backend": self.backend,

@@ -16,8 +16,8 @@ import torch
 from conftest import ROOT, compose_cfg, read_wandb_records, run_process, train_cli
 from lightning.pytorch.callbacks import ModelCheckpoint
 
-from hybridlearn.core.checkpoint import LastCheckpoint
-from hybridlearn.core.trainer import instantiate_callbacks
+from hybridlearn.core.checkpoint import AtomicCheckpointIO, LastCheckpoint
+from hybridlearn.core.trainer import build_trainer, instantiate_callbacks
 
 QUICK = [
     "experiment=lenet_mnist",
@@ -113,6 +113,23 @@ def test_save_last_follows_the_checkpoint_schedule(tmp_path):
     assert (last.every_n_epochs, last.save_top_k) == (3, 1)  # the same save points; one file kept
     (only,) = checkpoints("callbacks.model_checkpoint.save_last=false")
     assert type(only) is ModelCheckpoint and not only.save_last
+
+
+def test_checkpoints_are_written_whole_then_renamed_over_the_old_one(tmp_path, monkeypatch):
+    trainer = build_trainer(compose_cfg(["experiment=lenet_mnist"], tmp_path), tmp_path)
+    assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)  # every Trainer of a run
+    io, target = AtomicCheckpointIO(), tmp_path / "checkpoints" / "last.ckpt"
+    io.save_checkpoint({"epoch": 0}, target)
+    seen, rename = [], os.replace
+
+    def replace(src, dst):  # at the rename: the new file complete, the old one untouched
+        seen.append((torch.load(src, weights_only=True)["epoch"], torch.load(dst, weights_only=True)["epoch"]))
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", replace)
+    io.save_checkpoint({"epoch": 1}, target)
+    assert seen == [(1, 0)] and torch.load(target, weights_only=True)["epoch"] == 1
+    assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
 
 
 def test_resume_after_sigkill_with_ckpt_path_last_matches_uninterrupted(tmp_path, data_dir):

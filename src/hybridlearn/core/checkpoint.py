@@ -4,6 +4,7 @@ newest one is (ClassTagCallback, LastCheckpoint)."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -12,6 +13,7 @@ import torch
 from hydra.core.config_store import ConfigStore
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.plugins import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.ckptfile import CLASS_KEY, CONFIG_KEY, EPOCHS_KEY, read_info
@@ -78,6 +80,19 @@ class ClassTagCallback(L.Callback):
         config = getattr(pl_module, "hybridlearn_config", None)
         if config is not None:
             checkpoint[CONFIG_KEY] = config
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """Each checkpoint written whole beside its target (`<file>.partial`), then renamed over it:
+    a run killed while saving keeps its previous last.ckpt (Lightning writes the file in place).
+    core.trainer gives it to every Trainer whose strategy would use TorchCheckpointIO."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path: Any, storage_options: Any = None) -> None:
+        if "://" in str(path):  # a remote store keeps its own semantics
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        partial = f"{path}.partial"
+        super().save_checkpoint(checkpoint, partial, storage_options)
+        os.replace(partial, path)
 
 
 class LastCheckpoint(ModelCheckpoint):

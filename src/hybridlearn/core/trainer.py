@@ -16,9 +16,10 @@ import lightning as L
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.plugins import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hybridlearn.core.checkpoint import ClassTagCallback, LastCheckpoint
+from hybridlearn.core.checkpoint import AtomicCheckpointIO, ClassTagCallback, LastCheckpoint
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -105,6 +106,8 @@ def build_trainer(
     trainer: L.Trainer = instantiate(
         sub.trainer, callbacks=cbs, logger=loggers or False, default_root_dir=str(output_dir), **trainer_overrides
     )
+    if type(trainer.strategy.checkpoint_io) is TorchCheckpointIO:  # not XLA's, nor one the config chose
+        trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     for lg in trainer.loggers:  # fast_dev_run swaps the loggers for dummies: start no real run then
         lg.log_hyperparams(OmegaConf.to_container(sub, resolve=True, throw_on_missing=False))
     return trainer

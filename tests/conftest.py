@@ -104,13 +104,16 @@ def run_process(
     )
 
 
+TORCH_THREADS = torch.get_num_threads()  # the process's default, before any test
+
+
 @pytest.fixture(autouse=True)
 def _torch_threads() -> Iterator[None]:
-    """Each test starts with the process's torch thread count: a study or the style model sets its
-    own, and float sums differ with the thread count (an exact-resume comparison would fail)."""
-    before = torch.get_num_threads()
+    """Each test starts with torch's default thread count, whatever a test or a module's fixture set
+    before it: float sums differ with the thread count (an exact-resume comparison would fail)."""
+    torch.set_num_threads(TORCH_THREADS)
     yield
-    torch.set_num_threads(before)
+    torch.set_num_threads(TORCH_THREADS)
 
 
 @pytest.fixture(scope="session")

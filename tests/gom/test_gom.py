@@ -569,3 +569,21 @@ def test_multirun_report(tmp_path):
     rows = md.read_text().splitlines()
     assert rows[4].startswith("| 0.1 |") and len(rows) == 7
     assert (tmp_path / "mlp_worst_curves.png").exists()
+
+
+def test_a_study_sets_its_threads_for_its_run_only(run_train):
+    # grid.threads is the study's; an in-process caller (a notebook, the next test) keeps its own count
+    torch.set_num_threads(3)
+    r = run_train(
+        [
+            "experiment=gom_mlp_grid",
+            "grid.depths=[1]",
+            "grid.widths=[2]",
+            "grid.mlp_lrs=[0.1]",
+            "grid.epochs=2",
+            "grid.threads=1",
+            "logger=none",
+        ]
+    )
+    assert r["status"] == "completed", r.get("error")
+    assert r["metrics"]["threads"] == 1 and torch.get_num_threads() == 3

@@ -225,7 +225,16 @@ def run(cfg: DictConfig) -> dict[str, Any] | None:
     """Run one job described by `cfg`; write `<output_dir>/results.json`; return its metrics. An
     entry is called as `fn(cfg, output_dir, trainers)`, `trainers` the run's TrainerFactory.
 
-    results.json says `running` (with the pid) from the start, so a killed run is visible as such."""
+    results.json says `running` (with the pid) from the start, so a killed run is visible as such.
+    A study may set torch's thread count (`grid.threads`, `study.threads`): the caller gets its own back."""
+    threads = torch.get_num_threads()
+    try:
+        return _run(cfg)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: DictConfig) -> dict[str, Any] | None:
     route_library_logs()  # Lightning's notices and warnings: train.log only (once Hydra's logging is set up)
     output_dir = Path(cfg.paths.output_dir)
     started = time.time()

@@ -57,12 +57,9 @@ def scores(probs: Sequence[torch.Tensor], y: torch.Tensor) -> SeedScores:
 
 def run_study(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[str, Any]:
     """Entry `hybridlearn.digits.study:run_study` (experiment=digits_study)."""
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(int(cfg.study.get("threads") or threads))
-        return _run_study(cfg, output_dir, trainers)
-    finally:
-        torch.set_num_threads(threads)
+    if cfg.study.get("threads"):  # for this run (core.runner gives the process its count back)
+        torch.set_num_threads(int(cfg.study.threads))
+    return _run_study(cfg, output_dir, trainers)
 
 
 def ablation_variants(st: DictConfig, key: str, first: tuple[str, str]) -> list[tuple[str, str, Any]]:

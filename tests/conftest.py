@@ -21,7 +21,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -42,6 +41,8 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     # spin-wait against the other worker (set before torch is first imported)
     os.environ.setdefault("OMP_NUM_THREADS", "1")
 DATA_DIR = Path(os.environ["DATA_DIR"]).resolve()
+
+import torch  # noqa: E402  (after OMP_NUM_THREADS: its default thread count is read once, at import)
 
 
 @contextlib.contextmanager
@@ -104,7 +105,7 @@ def run_process(
     )
 
 
-TORCH_THREADS = torch.get_num_threads()  # the process's default, before any test
+TORCH_THREADS = torch.get_num_threads()  # the process's default (the commands a test starts have it too)
 
 
 @pytest.fixture(autouse=True)

@@ -4,6 +4,7 @@ basic, joblib and submitit_local launchers (every run a real train.py job, secon
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -21,6 +22,7 @@ from PIL import Image
 
 import hybridlearn.reproduce.sweep as sweep_mod
 from hybridlearn.core.errors import ConfigError, DataError, RunsFailed
+from hybridlearn.core.report import wall_time
 from hybridlearn.core.reproduce import Run, flatten, override_value
 from hybridlearn.gom.results import ResultsError
 from hybridlearn.reproduce.report import write_report
@@ -707,6 +709,29 @@ def test_report_filled_from_the_runs_files(tmp_path):
     assert "Not run" in write_report(empty, quick=False, stages=["gom"]).read_text()
 
 
+def _epoch_csv(path: Path, seconds: dict[int, float]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rows = ["epoch,step,time/epoch_s,train/loss"] + [f"{e},{e * 10 + 9},{s},0.5" for e, s in seconds.items()]
+    path.write_text("\n".join([*rows, f"{max(seconds)},99,,0.4"]) + "\n")  # a step row without the epoch's time
+
+
+def test_a_resumed_runs_wall_time_adds_its_earlier_attempts_epochs(tmp_path):
+    run = tmp_path / "gan" / "mnist"
+    # attempt 1 finished epochs 0-2 and was killed in epoch 3; attempt 2 was killed before its first
+    # epoch (the reproduce stage copied the same file again); attempt 3 trained epochs 2-4 once more
+    _epoch_csv(run / "resumed" / "metrics_000.csv", {0: 10.0, 1: 11.0, 2: 12.0})
+    shutil.copy2(run / "resumed" / "metrics_000.csv", run / "resumed" / "metrics_001.csv")
+    _epoch_csv(run / "csv" / "metrics.csv", {2: 13.0, 3: 14.0, 4: 15.0})
+    assert wall_time(run, {"duration_s": 50.0}) == (50.0 + 10.0 + 11.0, 3)
+    # the last attempt killed before its first epoch: csv/ still holds attempt 1's file, all of it counts
+    _epoch_csv(run / "csv" / "metrics.csv", {0: 10.0, 1: 11.0, 2: 12.0})
+    assert wall_time(run, {"duration_s": 4.0}) == (4.0 + 33.0, 3)
+    # a run never resumed: its record; a run with no duration: none
+    fresh = tmp_path / "gan" / "mnist_seed1"
+    _epoch_csv(fresh / "csv" / "metrics.csv", {0: 10.0})
+    assert wall_time(fresh, {"duration_s": 12.5}) == (12.5, 1) and wall_time(run, {"status": "running"}) == (None, 3)
+
+
 def test_report_fails_on_a_renamed_result_key(tmp_path):
     """A key the GOM section reads, renamed in a run's results.json, names itself instead of "n/a"."""
     _fake_runs(tmp_path)
@@ -885,6 +910,12 @@ def test_second_run_skips_and_killed_runs_resume(tiny):
     new = (root / "REPORT.md").read_text()
     # the same numbers; only the wall-time table may move
     assert new.split("## Runs")[0] == md.split("## Runs")[0]
+    # its wall time: this attempt's, plus the first attempt's epochs (it trained none again)
+    with open(gan / "metrics_before.csv", newline="") as fh:
+        first = {r["epoch"]: float(r["time/epoch_s"]) for r in csv.DictReader(fh) if r.get("time/epoch_s")}
+    assert len(first) == 2  # TINY trains 2 epochs
+    runs = {(row[0], row[1]): row[3] for row in table(new, "| stage | run |")}
+    assert runs["gan", "mnist"] == f"{r['duration_s'] + sum(first.values()):.0f} s (2 attempts)"
 
 
 def test_submitit_local_runs_the_same_plan(tmp_path, data_dir):

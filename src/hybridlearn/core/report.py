@@ -1,9 +1,10 @@
 """Helpers every experiment's report section uses (`<package>/reproduce.py`): reading a run
-folder's own files, a machine-free error line, mean ± std over seeds, and figures copied into the
+folder's own files (its CSV logs over resumed attempts, its wall time), a machine-free error line, mean ± std over seeds, and figures copied into the
 report's `figures/` (small PNGs, GIFs under a size limit)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 import re
@@ -18,6 +19,7 @@ from PIL import Image
 from hybridlearn.core.io import atomic_output, save_gif
 
 FIG_DIR = "figures"
+RESUMED = "resumed"  # <run>/resumed/metrics_<n>.csv: the CSV logs of a resumed run's earlier attempts
 
 
 # ------------------------------------------------------------------------------------- reading
@@ -37,6 +39,45 @@ def completed(run_dir: Path) -> dict[str, Any] | None:
 def run_config(run_dir: Path) -> Any:
     f = run_dir / ".hydra" / "config.yaml"
     return OmegaConf.load(f) if f.is_file() else None
+
+
+def csv_rows(run: Path) -> list[dict[str, str]]:
+    """The rows of every attempt's CSV log: a resumed run starts a new metrics.csv, the earlier ones
+    are kept in resumed/ (the reproduce stages copy them there before each resume)."""
+    return _rows([*sorted((run / RESUMED).glob("metrics_*.csv")), run / "csv" / "metrics.csv"])
+
+
+def _rows(files: Sequence[Path]) -> list[dict[str, str]]:
+    rows: list[dict[str, str]] = []
+    for f in files:
+        if f.is_file():
+            with open(f, newline="") as fh:
+                rows += list(csv.DictReader(fh))
+    return rows
+
+
+def per_epoch(rows: list[dict[str, str]], key: str) -> dict[int, float]:
+    """{epoch: value} of a per-epoch metric in a run's CSV rows (a resumed epoch: its last value)."""
+    return {int(float(r["epoch"])): float(r[key]) for r in rows if r.get(key) and r.get("epoch")}
+
+
+def wall_time(run_dir: Path, record: dict[str, Any]) -> tuple[float | None, int]:
+    """(seconds, attempts) of a run. results.json's duration_s is its last attempt's alone: a run
+    resumed from its checkpoint adds the epochs its earlier attempts finished (their time/epoch_s,
+    callbacks.epoch_time, in resumed/) that the last one did not train again. An epoch cut off by a
+    kill left no row and is not counted."""
+    d = record.get("duration_s")
+    d = float(d) if isinstance(d, (int, float)) else None
+    earlier = sorted((run_dir / RESUMED).glob("metrics_*.csv"))
+    if not earlier or d is None:
+        return d, 1 + len(earlier)
+    # an attempt killed before its first epoch's row leaves the previous attempt's file in csv/
+    copied = per_epoch(_rows(earlier[-1:]), "time/epoch_s")
+    last = {
+        e for e, s in per_epoch(_rows([run_dir / "csv" / "metrics.csv"]), "time/epoch_s").items() if copied.get(e) != s
+    }
+    before = {e: s for e, s in per_epoch(_rows(earlier), "time/epoch_s").items() if e not in last}
+    return d + sum(before.values()), 1 + len(earlier)
 
 
 def run_error(run_dir: Path) -> str:

@@ -6,7 +6,6 @@ and results.json."""
 
 from __future__ import annotations
 
-import csv
 import re
 import statistics
 from pathlib import Path
@@ -15,7 +14,18 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.plotting import plt, save_figure
-from hybridlearn.core.report import FIG_DIR, completed, copy_gif, copy_png, mean_std, per_seed, picture_row, run_config
+from hybridlearn.core.report import (
+    FIG_DIR,
+    completed,
+    copy_gif,
+    copy_png,
+    csv_rows,
+    mean_std,
+    per_epoch,
+    per_seed,
+    picture_row,
+    run_config,
+)
 from hybridlearn.core.reproduce import PlanContext, ReportContext, Run, flatten
 
 # the paper's GAN; the same with the modern options on; the DCGAN (the last two off by default)
@@ -62,22 +72,6 @@ def test_fid(m: dict[str, Any]) -> str | None:
     if not isinstance(fid, (int, float)):
         return None
     return f"{fid:.2f} ± {std:.2f}" if isinstance(std, (int, float)) else f"{fid:.2f}"
-
-
-def csv_rows(run: Path) -> list[dict[str, str]]:
-    """The rows of every attempt's CSV log: a resumed run starts a new metrics.csv, the earlier ones
-    are kept in resumed/."""
-    rows: list[dict[str, str]] = []
-    for f in [*sorted((run / "resumed").glob("metrics_*.csv")), run / "csv" / "metrics.csv"]:
-        if f.is_file():
-            with open(f, newline="") as fh:
-                rows += list(csv.DictReader(fh))
-    return rows
-
-
-def per_epoch(rows: list[dict[str, str]], key: str) -> dict[int, float]:
-    """{epoch: value} of a per-epoch metric in a run's CSV rows (a resumed epoch: its last value)."""
-    return {int(float(r["epoch"])): float(r[key]) for r in rows if r.get(key)}
 
 
 def fid_curve(run: Path, metrics: dict[str, Any]) -> dict[int, dict[str, Any]]:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from hybridlearn.core.io import write_text_atomic
-from hybridlearn.core.report import FIG_DIR, read_json, run_error
+from hybridlearn.core.report import FIG_DIR, read_json, run_error, wall_time
 from hybridlearn.core.reproduce import ReportContext
 from hybridlearn.reproduce.registry import Registry, registry
 
@@ -38,7 +38,8 @@ def runs_table(
     L = [
         "## Runs",
         "",
-        "Every number above comes from these runs' own files (results.json, study.json, csv/).",
+        "Every number above comes from these runs' own files (results.json, study.json, csv/). A resumed run's "
+        "wall time is its last attempt's plus the epochs its earlier attempts finished (their CSV logs in resumed/).",
         "",
         "| stage | run | status | wall time | error |",
         "|---|---|---|---|---|",
@@ -47,13 +48,12 @@ def runs_table(
         total, n = 0.0, 0
         for p in sorted(x for x in (root / s).glob("*") if x.is_dir() and ".stale-" not in x.name):
             r = read_json(p / "results.json") or {}
-            d = r.get("duration_s")
-            if isinstance(d, (int, float)):
+            d, attempts = wall_time(p, r)
+            if d is not None:
                 total, n = total + d, n + 1
+            took = "" if d is None else f"{d:.0f} s" + (f" ({attempts} attempts)" if attempts > 1 else "")
             L.append(
-                f"| {s} | {p.name} | {r.get('status', 'not finished')} | "
-                f"{f'{d:.0f} s' if isinstance(d, (int, float)) else ''} | "
-                f"{run_error(p).replace('|', '/')[:200]} |"
+                f"| {s} | {p.name} | {r.get('status', 'not finished')} | {took} | {run_error(p).replace('|', '/')[:200]} |"
             )
         if n:
             L.append(

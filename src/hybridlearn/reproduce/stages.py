@@ -29,6 +29,7 @@ from omegaconf.errors import OmegaConfBaseException
 from hybridlearn.core.config import check_choice, conf_dir
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic
+from hybridlearn.core.report import RESUMED
 from hybridlearn.core.reproduce import PlanContext, Run, override_value
 from hybridlearn.core.runs import read_record, running_elsewhere
 from hybridlearn.reproduce.registry import registry
@@ -181,7 +182,7 @@ def _keep_epochs(run_dir: Path) -> None:
     the report as resumed/metrics_<n>.csv."""
     csv = run_dir / "csv" / "metrics.csv"
     if csv.is_file():
-        hist = run_dir / "resumed"
+        hist = run_dir / RESUMED
         hist.mkdir(exist_ok=True)
         shutil.copy2(csv, hist / f"metrics_{len(list(hist.glob('metrics_*.csv'))):03d}.csv")
 

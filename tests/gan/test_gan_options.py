@@ -367,6 +367,8 @@ def test_reproduce_plans_and_reports_the_dcgan(tmp_path, data_dir):
     assert "| modern |" not in md  # not run: no row
     assert (figs / "gan_dcgan_fid_curve.png").is_file() and (figs / "gan_dcgan_epoch_002.png").is_file()
     assert "(figures/gan_class_hist.png)" in md and (figs / "gan_class_hist.png").is_file()  # the runs that have one
+    # the DCGAN has two seeds: every seed's curve, a panel per model
+    assert "(figures/gan_seed_curves.png)" in md and (figs / "gan_seed_curves.png").is_file()
     # the finished models' last grids side by side (the same latent vectors; the first seed's)
     assert "| paper's model, after epoch 2 | dcgan, after epoch 2 |" in md
     assert "(figures/gan_epoch_002.png)" in md and "(figures/gan_dcgan_epoch_002.png)" in md

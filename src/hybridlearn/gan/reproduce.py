@@ -407,6 +407,24 @@ def plot_class_hist(hists: dict[str, list[float]], path: Path) -> Path:
     return save_figure(fig, path)
 
 
+def plot_seed_curves(curves: dict[str, dict[int, dict[int, dict[str, Any]]]], floor: float | None, path: Path) -> Path:
+    """LeNet-FID per epoch against training images, one panel per model (name -> {seed: curve}), one
+    line per training seed, on one log scale: the spread over seeds, epoch by epoch."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(3.6 * len(curves), 3.4), sharey=True, squeeze=False)
+    for ax, (name, seeds) in zip(axes[0], curves.items()):
+        for i, (seed, curve) in enumerate(seeds.items()):
+            ax.plot(list(curve), [c["fid"] for c in curve.values()], color=f"C{i}", lw=1.2, label=f"seed {seed}")
+        if floor is not None:
+            ax.axhline(floor, color="k", ls="--", lw=1, label=f"floor {floor:.2f}")
+        ax.axhline(FID_TARGET, color="k", ls=":", lw=0.8, label=f"LeNet-FID {FID_TARGET:g}")
+        ax.set(title=name, xlabel="epoch", yscale="log")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    axes[0][0].set_ylabel("LeNet-FID vs training images (log)")
+    fig.suptitle("LeNet-FID per epoch over training seeds", y=1.03)
+    return save_figure(fig, path)
+
+
 def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
     """Beyond the paper: the DCGAN sized to the paper's GAN's wall time, the three models over their
     training seeds, and each one's last grid side by side."""
@@ -425,6 +443,16 @@ def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
         "",
         *seeds_table(root),
     ]
+    per_seed_curves = {
+        n: {s: fid_curve(d, r["metrics"]) for s, (d, r) in seed_runs(root, stage).items()}
+        for n, stage in MODELS.items()
+    }
+    per_seed_curves = {n: c for n, c in per_seed_curves.items() if c}
+    if any(len(c) > 1 for c in per_seed_curves.values()):
+        name = plot_seed_curves(
+            per_seed_curves, results["dcgan"]["metrics"].get("fid_floor"), figs / "gan_seed_curves.png"
+        )
+        L += ["", f"![LeNet-FID per epoch of each training seed, by model]({FIG_DIR}/{name.name})"]
     curves = {n: fid_curve(runs[n], res["metrics"]) for n, res in results.items()}
     floor = results["dcgan"]["metrics"].get("fid_floor")
     name = plot_fid(curves, floor, figs / "gan_dcgan_fid_curve.png", "LeNet-FID per epoch: MLP GANs and the DCGAN")

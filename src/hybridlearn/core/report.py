@@ -1,6 +1,7 @@
 """Helpers every experiment's report section uses (`<package>/reproduce.py`): reading a run
-folder's own files (its CSV logs over resumed attempts, its wall time), a machine-free error line, mean ± std over seeds, and figures copied into the
-report's `figures/` (small PNGs, GIFs under a size limit)."""
+folder's own files (its CSV logs over resumed attempts, its wall time), a machine-free error line,
+mean ± std over seeds, and figures copied into the report's `figures/` (small PNGs, GIFs under a
+size limit)."""
 
 from __future__ import annotations
 

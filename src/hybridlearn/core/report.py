@@ -72,13 +72,11 @@ def wall_time(run_dir: Path, record: dict[str, Any]) -> tuple[float | None, int]
     earlier = sorted((run_dir / RESUMED).glob("metrics_*.csv"))
     if not earlier or d is None:
         return d, 1 + len(earlier)
+    attempts = [per_epoch(_rows([f]), "time/epoch_s") for f in [*earlier, run_dir / "csv" / "metrics.csv"]]
     # an attempt killed before its first epoch's row leaves the previous attempt's file in csv/
-    copied = per_epoch(_rows(earlier[-1:]), "time/epoch_s")
-    last = {
-        e for e, s in per_epoch(_rows([run_dir / "csv" / "metrics.csv"]), "time/epoch_s").items() if copied.get(e) != s
-    }
-    before = {e: s for e, s in per_epoch(_rows(earlier), "time/epoch_s").items() if e not in last}
-    return d + sum(before.values()), 1 + len(earlier)
+    last = {e for e, s in attempts[-1].items() if attempts[-2].get(e) != s}
+    before = {e: s for a in attempts[:-1] for e, s in a.items() if e not in last}  # a resumed epoch: its last time
+    return d + sum(before.values()), len(attempts)
 
 
 def run_error(run_dir: Path) -> str:

@@ -443,18 +443,16 @@ def gan_dcgan_section(root: Path, figs: Path) -> list[str]:
         "",
         *seeds_table(root),
     ]
+    floor = results["dcgan"]["metrics"].get("fid_floor")
     per_seed_curves = {
         n: {s: fid_curve(d, r["metrics"]) for s, (d, r) in seed_runs(root, stage).items()}
         for n, stage in MODELS.items()
     }
     per_seed_curves = {n: c for n, c in per_seed_curves.items() if c}
     if any(len(c) > 1 for c in per_seed_curves.values()):
-        name = plot_seed_curves(
-            per_seed_curves, results["dcgan"]["metrics"].get("fid_floor"), figs / "gan_seed_curves.png"
-        )
+        name = plot_seed_curves(per_seed_curves, floor, figs / "gan_seed_curves.png")
         L += ["", f"![LeNet-FID per epoch of each training seed, by model]({FIG_DIR}/{name.name})"]
     curves = {n: fid_curve(runs[n], res["metrics"]) for n, res in results.items()}
-    floor = results["dcgan"]["metrics"].get("fid_floor")
     name = plot_fid(curves, floor, figs / "gan_dcgan_fid_curve.png", "LeNet-FID per epoch: MLP GANs and the DCGAN")
     L += ["", f"![LeNet-FID per epoch, MLP GANs and the DCGAN (first seed)]({FIG_DIR}/{name.name})", ""]
     hists = {n: h for n, res in results.items() if (h := res["metrics"].get("test/class_hist"))}

@@ -165,7 +165,7 @@ class GANConfig:
     """The GAN LightningModule (hybridlearn.gan.model.GAN): its training, for any generator and
     discriminator. Per batch one D step on real + fake, then a G step through the frozen D (Adam both).
     Options beyond the paper, their defaults = the paper's model: loss, d_steps, label_smoothing,
-    ema_decay, the networks' spectral_norm."""
+    r1_gamma / r1_every, ema_decay, the networks' spectral_norm."""
 
     _target_: str = "hybridlearn.gan.model.GAN"
     _convert_: str = "all"  # plain lists/dicts in hparams, so checkpoints load with weights_only=True
@@ -184,6 +184,12 @@ class GANConfig:
     d_steps: int = setting(1, ge=1, le=100, help="D:G update ratio: a G step after every d_steps-th D step")
     label_smoothing: float = setting(
         0.0, ge=0, le=0.5, help="one-sided: D's real targets are 1 - this (e.g. 0.1); fakes stay 0 (BCE only)"
+    )
+    r1_gamma: float = setting(
+        0.0, ge=0, le=1_000_000, help="R1 penalty gamma/2 E||grad D(x)||^2 on real images in D's loss (0: off)"
+    )
+    r1_every: int = setting(
+        1, ge=1, le=1_000_000, help="lazy R1: the penalty, times this, on every n-th D step only (StyleGAN2: 16)"
     )
     ema_decay: Optional[float] = setting(
         None, ge=0, lt=1, help="e.g. 0.999: samples, FID, best checkpoint, predict, generate.py use an EMA of G"

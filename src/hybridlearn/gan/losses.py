@@ -7,6 +7,8 @@ nonsaturating (the paper's: Keras' binary cross-entropy, Goodfellow et al. 2014)
 hinge (Lim & Ye 2017; Miyato et al. 2018):
     D: mean relu(1 - l_real) + mean relu(1 + l_fake);
     G: -mean l_fake.
+R1 (Mescheder et al. 2018, `model.r1_gamma`): gamma/2 * mean ||grad_x D(x)||^2 over real images,
+    added to either D loss; it pulls D's gradient at the data to zero, so D cannot slowly win.
 """
 
 from __future__ import annotations
@@ -27,3 +29,10 @@ def g_loss(loss: str, logits_fake: torch.Tensor) -> torch.Tensor:
     if loss == "hinge":
         return -logits_fake.mean()
     return F.binary_cross_entropy_with_logits(logits_fake, torch.ones_like(logits_fake))
+
+
+def r1_penalty(logits_real: torch.Tensor, real: torch.Tensor) -> torch.Tensor:
+    """mean over the batch of ||d logit / d x||^2 (real must require grad and feed logits_real). The
+    graph is kept (create_graph) so the penalty trains D."""
+    (grad,) = torch.autograd.grad(logits_real.sum(), real, create_graph=True)
+    return grad.pow(2).flatten(1).sum(1).mean()

@@ -39,7 +39,7 @@ from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.gan.callbacks import save_png, to_grid
 from hybridlearn.gan.conf import MAX_GRID, MLPGANConfig
 from hybridlearn.gan.ema import EMA
-from hybridlearn.gan.losses import d_loss, g_loss
+from hybridlearn.gan.losses import d_loss, g_loss, r1_penalty
 from hybridlearn.gan.metrics import GANEvaluator, collect_images, fid_settings
 from hybridlearn.gan.nets import GenDropout, build_net
 
@@ -99,6 +99,8 @@ class GAN(L.LightningModule):
         loss: str,
         d_steps: int,
         label_smoothing: float,
+        r1_gamma: float,
+        r1_every: int,
         ema_decay: float | None,
         optimizer_impl: str,
         reuse_fake: bool,
@@ -243,14 +245,22 @@ class GAN(L.LightningModule):
             f"({keep}); try lower model.g_lr / model.d_lr"
         )
 
-    def d_step(self, real: torch.Tensor, opt_d: torch.optim.Optimizer, z: torch.Tensor | None = None):
-        """Discriminator update on real + fake (one forward of both). Returns (loss, fake, D(x), D(G(z)))."""
+    def d_step(
+        self, real: torch.Tensor, opt_d: torch.optim.Optimizer, z: torch.Tensor | None = None, batch_idx: int = 0
+    ):
+        """Discriminator update on real + fake (one forward of both), with R1 on the reals on every
+        `r1_every`-th batch of the epoch. Returns (loss, fake, D(x), D(G(z)))."""
         b, hp = real.shape[0], self.hparams
         z = self.noise(b).to(real.dtype) if z is None else z
         with contextlib.nullcontext() if hp.reuse_fake else torch.no_grad():
             fake = self.generator(z)
+        r1 = hp.r1_gamma > 0 and batch_idx % hp.r1_every == 0
+        if r1:
+            real = real.detach().requires_grad_(True)
         logits = self.discriminator.logits(torch.cat([real, fake.detach()]))
         loss = d_loss(hp.loss, logits[:b], logits[b:], 1.0 - hp.label_smoothing)  # one-sided: fakes stay 0
+        if r1:  # lazy: every r1_every-th step, scaled by r1_every so the mean pull is the same
+            loss = loss + 0.5 * hp.r1_gamma * hp.r1_every * r1_penalty(logits[:b], real)
         self.check_finite("d_loss", loss)
         opt_d.zero_grad(set_to_none=True)
         self.backward_(loss)
@@ -277,7 +287,7 @@ class GAN(L.LightningModule):
         """One D step per batch; a G step after every `d_steps`-th (the batch index within the epoch)."""
         real = batch[0] if isinstance(batch, (tuple, list)) else batch
         opt_g, opt_d = self.optimizers()
-        d_loss_, fake, d_real, d_fake = self.d_step(real, opt_d)
+        d_loss_, fake, d_real, d_fake = self.d_step(real, opt_d, batch_idx=batch_idx)
         losses = {"train/d_loss": d_loss_}
         if (batch_idx + 1) % self.hparams.d_steps == 0:
             losses["train/g_loss"] = self.g_step(real.shape[0], opt_g, fake if self.hparams.reuse_fake else None)

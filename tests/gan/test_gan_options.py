@@ -1,5 +1,5 @@
 """The GAN beyond the paper: networks handed to the module, the EMA generator, the hinge loss, the
-D:G ratio, the DCGAN, the validation FID against held-out training images, the FID's spread over
+R1 penalty, the D:G ratio, the DCGAN, the validation FID against held-out training images, the FID's spread over
 sample draws, and the Optuna search. Runs are tiny (256 MNIST images, batch 64)."""
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from hybridlearn.gan.conf import (
     MLPGeneratorConfig,
 )
 from hybridlearn.gan.ema import EMA, ema_factor
-from hybridlearn.gan.losses import d_loss, g_loss
+from hybridlearn.gan.losses import d_loss, g_loss, r1_penalty
 from hybridlearn.gan.metrics import GANEvaluator
 from hybridlearn.gan.model import GAN
 from hybridlearn.gan.nets import DCGenerator
@@ -129,9 +129,10 @@ def test_ema_is_what_the_fid_evaluates(tmp_path, fid_cache, monkeypatch):  # noq
 
 
 def test_resume_is_exact_with_ema_on(tmp_path, fid_cache):  # noqa: F811
-    """The DCGAN with EMA (BatchNorm buffers copied), spectral norm and d_steps=2: 1 + 1 epochs
-    end bit-identical to 2 epochs, raw generator, EMA and both Adam states."""
+    """The DCGAN with EMA (BatchNorm buffers copied), spectral norm, d_steps=2 and lazy R1: 1 + 1
+    epochs end bit-identical to 2 epochs, raw generator, EMA and both Adam states."""
     over = ["experiment=gan_mnist_dcgan", "test=false", "model.d_steps=2", "callbacks.gan_samples.gif=false"]
+    over += ["model.r1_gamma=10", "model.r1_every=3"]
     full = run_gan(tmp_path / "full", over, fid_cache)
     first = run_gan(tmp_path / "first", [*over, "trainer.max_epochs=1"], fid_cache)
     resumed = run_gan(tmp_path / "resumed", [*over, f"ckpt_path={first['metrics']['last_ckpt']}"], fid_cache)
@@ -196,6 +197,43 @@ def test_hinge_and_bce_losses_match_hand_computation():
         logits = m.discriminator.logits(torch.cat([x, m.generator(z)]))
     want = F.relu(1 - logits[:6]).mean() + F.relu(1 + logits[6:]).mean()
     assert float(m.d_step(x, opt_d, z)[0]) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_r1_penalty_is_the_mean_squared_gradient_norm_at_the_real_images():
+    """R1 = mean over images of ||d D(x) / dx||^2: for a linear D that is ||w||^2 exactly, for an MLP
+    each image's gradient taken alone (torch.func, no batch sum). The model's D step adds
+    gamma/2 * r1_every * R1 on every r1_every-th batch only (lazy), and the penalty changes D's update."""
+    torch.manual_seed(0)
+    x = (torch.rand(5, 1, 28, 28) * 2 - 1).requires_grad_(True)
+    w = torch.randn(784)
+    assert float(r1_penalty(x.flatten(1) @ w + 0.3, x)) == pytest.approx(float(w @ w), rel=1e-5)
+    m = small_gan(loss="hinge", r1_gamma=4.0, r1_every=2)
+    d = m.discriminator
+
+    def one_grad_sq(img: torch.Tensor) -> torch.Tensor:
+        return torch.func.grad(lambda i: d.logits(i.unsqueeze(0)).squeeze())(img).pow(2).sum()
+
+    want = torch.stack([one_grad_sq(img) for img in x.detach()]).mean()
+    assert float(r1_penalty(d.logits(x), x)) == pytest.approx(float(want), rel=1e-5)
+
+    z = torch.randn(5, 16)
+    with torch.no_grad():
+        logits = d.logits(torch.cat([x.detach(), m.generator(z)]))
+    hinge = float(F.relu(1 - logits[:5]).mean() + F.relu(1 + logits[5:]).mean())
+    opt_g, opt_d = m.configure_optimizers()
+    state0 = {k: v.clone() for k, v in d.state_dict().items()}
+    assert float(m.d_step(x.detach(), opt_d, z, batch_idx=1)[0]) == pytest.approx(hinge, rel=1e-6)  # not this batch
+    d.load_state_dict(state0)
+    opt_g, opt_d = m.configure_optimizers()
+    loss = float(m.d_step(x.detach(), opt_d, z, batch_idx=2)[0])
+    assert loss == pytest.approx(hinge + 0.5 * 4.0 * 2 * float(want), rel=1e-5)
+    with_r1 = {k: v.clone() for k, v in d.state_dict().items()}
+    plain = small_gan(loss="hinge")
+    plain.discriminator.load_state_dict(state0)
+    plain.generator.load_state_dict(m.generator.state_dict())
+    plain.d_step(x.detach(), plain.configure_optimizers()[1], z, batch_idx=2)
+    assert plain.hparams.r1_gamma == 0.0  # off by default: the paper's D loss
+    assert any(not torch.equal(with_r1[k], v) for k, v in plain.discriminator.state_dict().items())
 
 
 def test_d_steps_counts_generator_updates(tmp_path, fid_cache):  # noqa: F811

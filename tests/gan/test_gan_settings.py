@@ -21,6 +21,8 @@ REFUSED = [
     ("gan_mnist", "model.b2=-0.1", "model.b2 must be >= 0 and < 1 (got -0.1)"),
     ("gan_mnist", "model.ema_decay=1", "model.ema_decay must be >= 0 and < 1 (got 1.0)"),
     ("gan_mnist", "model.d_steps=0", "model.d_steps must be >= 1 and <= 100 (got 0)"),
+    ("gan_mnist", "model.r1_gamma=-1", "model.r1_gamma must be >= 0 and <= 1000000 (got -1.0)"),
+    ("gan_mnist", "model.r1_every=0", "model.r1_every must be >= 1 and <= 1000000 (got 0)"),
     ("gan_mnist", "model.label_smoothing=0.7", "model.label_smoothing must be >= 0 and <= 0.5 (got 0.7)"),
     ("gan_mnist", "model.loss=wgan", "model.loss must be one of nonsaturating, hinge (got 'wgan')"),
     ("gan_mnist", "model.optimizer_impl=sgd", "model.optimizer_impl must be one of fused, foreach, forloop"),

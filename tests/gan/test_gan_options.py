@@ -30,7 +30,7 @@ from hybridlearn.gan.losses import d_loss, g_loss, r1_penalty
 from hybridlearn.gan.metrics import GANEvaluator
 from hybridlearn.gan.model import GAN
 from hybridlearn.gan.nets import DCGenerator
-from hybridlearn.gan.reproduce import gan_dcgan_section
+from hybridlearn.gan.reproduce import gan_dcgan_section, modern_training
 from hybridlearn.gan.sampling import load_generator
 from hybridlearn.gan.search import label_smoothing_for_bce
 from hybridlearn.reproduce.stages import make_plan
@@ -234,6 +234,18 @@ def test_r1_penalty_is_the_mean_squared_gradient_norm_at_the_real_images():
     plain.d_step(x.detach(), plain.configure_optimizers()[1], z, batch_idx=2)
     assert plain.hparams.r1_gamma == 0.0  # off by default: the paper's D loss
     assert any(not torch.equal(with_r1[k], v) for k, v in plain.discriminator.state_dict().items())
+
+
+def test_the_reports_training_line_names_r1_only_when_on(tmp_path):
+    def line(*over: str) -> str:
+        return modern_training(compose_cfg(list(over), tmp_path))
+
+    assert "R1" not in line("experiment=gan_mnist") and "R1" not in line(
+        "experiment=gan_mnist_modern", "model.r1_gamma=0"
+    )
+    lazy = line("experiment=gan_mnist_modern", "model.r1_gamma=2.5", "model.r1_every=16")
+    assert lazy.startswith("the hinge loss") and "R1 penalty gamma 2.5 on D (lazy, every 16th batch)" in lazy
+    assert "R1 penalty gamma 3 on D, no EMA generator" in line("experiment=gan_mnist", "model.r1_gamma=3")
 
 
 def test_d_steps_counts_generator_updates(tmp_path, fid_cache):  # noqa: F811

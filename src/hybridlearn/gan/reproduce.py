@@ -226,7 +226,7 @@ def _fid_table(run: Path, figs: Path, m: dict[str, Any], c: Any) -> list[str]:
 
 def modern_training(c: Any) -> str:
     """What a run's config changes from the paper's GAN training, in words (its loss, Adam settings,
-    D:G ratio, label smoothing, spectral norm, EMA)."""
+    D:G ratio, label smoothing, spectral norm, R1, EMA)."""
     if c is None:
         return "its own settings (its config is missing)"
 
@@ -242,6 +242,9 @@ def modern_training(c: Any) -> str:
     parts.append(f"{get('d_steps', 1)} D step(s) per G step")
     parts += [f"one-sided label smoothing {ls:g} (D's real targets {1 - ls:g})"] if ls else []
     parts += ["spectral norm in D"] if sn else []
+    if r1 := float(get("r1_gamma", 0)):
+        every = int(get("r1_every", 1))
+        parts.append(f"R1 penalty gamma {r1:g} on D" + (f" (lazy, every {every}th batch)" if every > 1 else ""))
     parts += [f"an EMA generator (decay {ema:g})" if ema else "no EMA generator"]
     return ", ".join(parts)
 

@@ -1,6 +1,7 @@
 """Framework features any experiment gets without code of its own: a user's tiny experiment (data
 module + model + YAML, in a temporary folder on Hydra's search path) gets seed summaries from
-`-m seed=0,1,2` and k-fold cross-validation from `cv.folds=3`, resumable fold by fold."""
+`-m seed=0,1,2`, one run over several seeds from `repeat.seeds=[3,5,7]` and k-fold cross-validation
+from `cv.folds=3`, both resumable fold by fold or seed by seed."""
 
 from __future__ import annotations
 
@@ -170,3 +171,48 @@ def test_grouped_folds_keep_each_group_in_one_fold(toy, tmp_path):
 def test_cv_needs_a_data_module_that_lists_its_samples(toy, tmp_path):
     p = run_cli("train.py", [*toy, "cv.folds=3", "data._target_=toyexp.NoFolds", f"hydra.run.dir={tmp_path / 'x'}"])
     assert p.returncode == 2 and "NoFolds cannot list its samples" in p.stderr, p.stderr[-2000:]
+
+
+def test_one_run_over_several_seeds_reports_their_mean_and_resumes_seed_by_seed(toy, tmp_path):
+    """repeat.seeds=[3,5,7]: each seed is the same fit a plain run of that seed makes (same numbers),
+    the run's metrics are their mean (what a sweeper optimizes) with `_seed_std`, and a killed run
+    resumes in place: finished seeds read back, the unfinished one trained again."""
+    run = tmp_path / "rep"
+    p = run_cli("train.py", [*toy, "repeat.seeds=[3,5,7]", "optimized_metric=val/acc", f"hydra.run.dir={run}"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    seeds = {s: json.loads((run / f"seed_{s}" / "results.json").read_text())["metrics"] for s in (3, 5, 7)}
+    plain = run_cli("train.py", [*toy, "seed=5", f"hydra.run.dir={tmp_path / 'plain5'}"])
+    assert plain.returncode == 0, plain.stderr[-3000:]
+    alone = json.loads((tmp_path / "plain5" / "results.json").read_text())["metrics"]
+    assert seeds[5]["test/acc"] == alone["test/acc"] and seeds[5]["val/loss"] == alone["val/loss"]
+    m = json.loads((run / "results.json").read_text())["metrics"]
+    for key in ("test/acc", "val/loss"):
+        vals = [seeds[s][key] for s in (3, 5, 7)]
+        mean = sum(vals) / 3
+        assert m[key] == pytest.approx(mean)
+        assert m[f"{key}_seed_std"] == pytest.approx(math.sqrt(sum((v - mean) ** 2 for v in vals) / 2))
+    assert [r["seed"] for r in m["repeat/seeds"]] == [3, 5, 7]
+    assert "| 5 |" in (run / "seeds.md").read_text() and "val/acc" in p.stderr + p.stdout
+    # a kill during seed 7: seeds 3 and 5 are read back (their files untouched), seed 7 trained again
+    first = (run / "seed_3" / "results.json").stat().st_mtime_ns
+    (run / "seed_7" / "results.json").write_text(json.dumps({"status": "running"}))
+    resume = [*toy, "repeat.seeds=[3,5,7]", f"hydra.run.dir={run}", f"ckpt_path={run}/seed_7/checkpoints/last.ckpt"]
+    r2 = run_cli("train.py", resume)
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert (run / "seed_3" / "results.json").stat().st_mtime_ns == first
+    again = json.loads((run / "results.json").read_text())["metrics"]
+    assert json.loads((run / "seed_7" / "results.json").read_text())["status"] == "completed"
+    assert again["test/acc"] == pytest.approx(m["test/acc"])
+
+
+@pytest.mark.parametrize(
+    "over, message",
+    [
+        (["repeat.seeds=[1,1]"], "repeat.seeds must list each seed once"),
+        (["repeat.seeds=[1,2]", "cv.folds=2"], "repeat.seeds and cv.folds cannot be combined"),
+        (["repeat.seeds=[-1]"], "repeat.seeds must hold seeds in [0,"),
+    ],
+)
+def test_repeat_refuses_what_it_cannot_do(toy, tmp_path, over, message):
+    p = run_cli("train.py", [*toy, *over, f"hydra.run.dir={tmp_path / 'x'}"])
+    assert p.returncode == 2 and message in p.stderr, p.stderr[-2000:]

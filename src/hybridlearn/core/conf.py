@@ -52,6 +52,35 @@ class CVConfig:
             raise ConfigError(f"{path}.group_by={node.group_by} needs {path}.folds (e.g. the number of groups)")
 
 
+def _seed_list(v: Any) -> Optional[str]:
+    if any(not 0 <= s <= SEED_MAX for s in v):
+        return f"must hold seeds in [0, {SEED_MAX}]"
+    return "must list each seed once" if len(set(v)) < len(v) else None
+
+
+@dataclass
+class RepeatConfig:
+    """One run over several training seeds of any experiment (core.repeat): each seed a fit into
+    seed_<s>/, the run's metrics their mean (a sweeper scores a trial on it), `<metric>_seed_std` their spread."""
+
+    seeds: list[int] = setting([], check=_seed_list, help="training seeds, e.g. [10,11,12]; []: one fit of `seed`")
+
+    @staticmethod
+    def rules(node: DictConfig, path: str, root: DictConfig) -> None:
+        if not node.seeds:
+            return
+        if root.get("task", "fit") != "fit":
+            raise ConfigError(f"{path}.seeds trains a model per seed: it needs task=fit (got task={root.task})")
+        if OmegaConf.select(root, "cv.folds", default=0):
+            raise ConfigError(f"{path}.seeds and cv.folds cannot be combined; give one of them")
+        ckpt = root.get("ckpt_path")
+        if ckpt and not Path(ckpt).expanduser().resolve().parent.parent.name.startswith("seed_"):
+            raise ConfigError(
+                f"{path}.seeds trains each seed from scratch: ckpt_path={ckpt} can only resume a killed run of "
+                "these seeds in place (ckpt_path=<run>/seed_<s>/checkpoints/last.ckpt, hydra.run.dir=<run>)"
+            )
+
+
 @dataclass
 class RunConfig:
     """The top-level keys of every run (conf/train.yaml sets the groups)."""
@@ -70,6 +99,7 @@ class RunConfig:
     )
     matmul_precision: str = setting("high", choices=("highest", "high", "medium"), help="CUDA float32 matmuls")
     cv: CVConfig = setting(CVConfig(), help="k-fold cross-validation")
+    repeat: RepeatConfig = setting(RepeatConfig(), help="one run over several training seeds")
     # the config groups (each checked against its own settings)
     data: Any = None
     model: Any = None

@@ -27,6 +27,7 @@ from hybridlearn.core.cv import cross_validate
 from hybridlearn.core.errors import ConfigError, HybridlearnError, TrainingError, report_error, root_error
 from hybridlearn.core.logs import route_library_logs
 from hybridlearn.core.memory import keep_freed_memory
+from hybridlearn.core.repeat import repeat_seeds
 from hybridlearn.core.results import to_number, write_results
 from hybridlearn.core.runs import prepare, read_record, run_of
 from hybridlearn.core.trainer import TrainerFactory, finish_loggers
@@ -104,10 +105,13 @@ def _test(trainer: L.Trainer, model: L.LightningModule, datamodule: L.LightningD
 
 
 def _standard_flow(
-    cfg: DictConfig, output_dir: Path, trainers: TrainerFactory, metrics: dict[str, Any]
+    cfg: DictConfig, output_dir: Path, trainers: TrainerFactory, metrics: dict[str, Any], name: str = ""
 ) -> dict[str, Any]:
     """fit (then test the best checkpoint), test or predict; `metrics` (the caller's) fills as it goes,
-    so a Ctrl-C during the final test still records what the fit measured."""
+    so a Ctrl-C during the final test still records what the fit measured. `name`: one fit of several
+    (a seed of `repeat.seeds`), its Trainer's name."""
+    if OmegaConf.select(cfg, "repeat.seeds", default=None):
+        return repeat_seeds(cfg, output_dir, trainers, _standard_flow)
     if OmegaConf.select(cfg, "cv.folds", default=0):
         return cross_validate(cfg, output_dir, trainers)
     ckpt_path = cfg.get("ckpt_path")
@@ -123,7 +127,7 @@ def _standard_flow(
     check_data_fits(model, datamodule, ckpt_path)
     if hasattr(model, "prepare_helpers"):  # models it needs (an FID classifier), before its own Trainer
         model.prepare_helpers(trainers)
-    trainer = trainers.build(output_dir)
+    trainer = trainers.build(output_dir, cfg=cfg, name=name) if name else trainers.build(output_dir)
     _check_task(cfg, model, trainer)
     weights_only = True if ckpt_path else None  # nothing in a checkpoint can run code
 

@@ -37,13 +37,13 @@ RUN_MARKERS = (RESULTS, ".hydra", "reproduce_run.json")
 
 def run_of(ckpt: str | Path) -> Path | None:
     """The run folder a checkpoint was written into (`<run>/checkpoints/x.ckpt`, a fold of a
-    cross-validation: `<run>/fold_<k>/checkpoints/x.ckpt`, or a fit of a study, which may be a fold too:
+    cross-validation: `<run>/fold_<k>/checkpoints/x.ckpt`, a seed of `repeat.seeds`: `<run>/seed_<s>/...`, or a fit of a study, which may be a fold too:
     `<run>/runs/<fit>/[fold_<k>/]checkpoints/x.ckpt`), if it is one."""
     p = Path(ckpt).expanduser().resolve()
     if p.parent.name != "checkpoints":
         return None
     run = p.parent.parent
-    if run.name.startswith("fold_") and (run.parent / RESULTS).exists():
+    if run.name.startswith(("fold_", "seed_")) and (run.parent / RESULTS).exists():  # core.cv, core.repeat
         return run.parent
     fit = run.parent if run.name.startswith("fold_") else run
     if fit.parent.name == "runs" and (fit.parent.parent / RESULTS).exists():
@@ -108,9 +108,13 @@ def check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
         resumed = run_of(ckpt_path) if ckpt_path else None
         if resumed is None or resumed != run_dir.resolve():
             status = read_record(run_dir).get("status", "unknown")
-            # a cross-validation resumes a fold, a study (runs/<fit>/fold_<k>) too
+            # a cross-validation resumes a fold, a repeat run a seed, a study (runs/<fit>/fold_<k>) too
             folds = sorted(
-                [*run_dir.glob("fold_*/checkpoints/last.ckpt"), *run_dir.glob("runs/*/fold_*/checkpoints/last.ckpt")]
+                [
+                    *run_dir.glob("fold_*/checkpoints/last.ckpt"),
+                    *run_dir.glob("seed_*/checkpoints/last.ckpt"),
+                    *run_dir.glob("runs/*/fold_*/checkpoints/last.ckpt"),
+                ]
             )
             last = folds[-1] if folds else run_dir / "checkpoints" / "last.ckpt"
             raise ConfigError(

@@ -92,7 +92,7 @@ def repeat_seeds(cfg: DictConfig, output_dir: Path, trainers: Any, flow: Flow) -
     summary = over_seeds(rows)
     table = [{"seed": r["seed"], **{k: r.get(k) for k in summary if not k.endswith("_seed_std")}} for r in rows]
     write_table(table, output_dir / "seeds", f"{len(seeds)} training seeds")
-    shown = [k for k in (cfg.get("optimized_metric"), "val/fid", "test/fid", "test/acc") if k and k in summary]
+    shown = [k for k in dict.fromkeys((cfg.get("optimized_metric"), "test/acc", "test/fid")) if k and k in summary]
     if shown:
         log.info("repeat: %s", ", ".join(f"{k} {summary[k]:.4g} ± {summary[k + '_seed_std']:.2g}" for k in shown))
     return {**summary, "repeat/seeds": rows}

@@ -158,3 +158,21 @@ def test_optuna_search_whose_every_trial_failed_says_so_in_one_line(tmp_path, da
     assert str(sweep / "summary.md") in last
     rows = list(csv.DictReader((sweep / "summary.csv").open()))
     assert [r["status"] for r in rows] == ["failed", "failed"]
+
+
+def test_a_trial_over_several_seeds_is_scored_on_their_mean(tmp_path, data_dir):
+    """repeat.seeds inside a search: each trial fits every seed, and the value the sweeper saw is the
+    mean of the seeds' val/acc (read back from each seed's own results.json)."""
+    sweep = tmp_path / "search"
+    p = train_cli([*SEARCH, "hydra.sweeper.n_trials=2", "repeat.seeds=[1,2]", f"hydra.sweep.dir={sweep}"])
+    assert p.returncode == 0, p.stderr[-3000:]
+    means = []
+    for trial in ("0", "1"):
+        seeds = [json.loads((sweep / trial / f"seed_{s}" / "results.json").read_text()) for s in (1, 2)]
+        accs = [r["metrics"]["val/acc"] for r in seeds]
+        assert accs[0] != accs[1]  # two different fits
+        mean = sum(accs) / 2
+        assert json.loads((sweep / trial / "results.json").read_text())["metrics"]["val/acc"] == pytest.approx(mean)
+        means.append(mean)
+    best = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
+    assert best["best_value"] == pytest.approx(max(means))

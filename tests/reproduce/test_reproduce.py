@@ -248,6 +248,34 @@ def test_a_changed_default_behind_the_same_args_makes_a_run_stale(tmp_path):
     assert run_state(d, run) == "done"
 
 
+def test_a_setting_added_since_at_its_default_keeps_a_finished_run(tmp_path):
+    """The marker keeps the run's settings: a key the run did not have, now at its declared default
+    (a new option), changes nothing; the same key at another value, a changed value or a removed
+    key makes the run stale. The real marker of prepare() holds exactly the plan's settings."""
+    plan = make_plan(compose_cfg(["experiment=reproduce", "reproduce.stages=[gan]"], tmp_path / "c"))
+    run = plan.runs["gan"][0]
+    assert run.settings["model.r1_gamma"] == run.defaults["model.r1_gamma"] == 0.0
+    assert prepare(run, tmp_path) == "start"
+    d = tmp_path / "gan" / run.name
+    marker = json.loads((d / MARKER).read_text())
+    assert marker["settings"] == json.loads(json.dumps(run.settings)) and marker["config"] == run.config
+    (d / "results.json").write_text(json.dumps({"status": "completed"}))
+    older = {k: v for k, v in marker["settings"].items() if not k.startswith(("model.r1_", "repeat."))}
+
+    def state(settings: dict, config: str = "0123456789abcdef") -> str:
+        (d / MARKER).write_text(json.dumps({"args": run.args, "config": config, "settings": settings}))
+        return run_state(d, run)
+
+    assert state(marker["settings"], run.config) == "done"
+    assert state(older) == "done"  # made before R1 and repeat existed: both at their defaults now
+    assert state(marker["settings"]) == "done"  # another hash, the same settings
+    assert state({**older, "model.g_lr": 0.1}) == "stale"  # a value changed under the args
+    assert state({k: v for k, v in older.items() if k != "data.batch_size"}) == "stale"  # lacked, not at default...
+    assert state({**marker["settings"], "model.old_option": 1}) == "stale"  # ...or one that is gone
+    run.settings = {**run.settings, "model.r1_gamma": 1.0}  # a new option that the YAML turns on
+    assert state(older) == "stale"
+
+
 # --------------------------------------------------------------------------------- order, folders
 def test_runs_start_longest_first(tmp_path):
     """Each stage's expected time is shared out over its runs by their cost; the runs start longest

@@ -11,6 +11,8 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
+from hybridlearn.core.settings import flat
+
 
 @dataclass
 class Run:
@@ -27,6 +29,10 @@ class Run:
     # hash of the composed config the args stand for (make_plan fills it): a changed YAML default
     # behind the same args makes a finished run stale; None: not known (older markers)
     config: str | None = None
+    # that config as {dotted key: value} and the declared defaults of its settings (make_plan fills
+    # both): a setting added since the run was made, at its default, does not make the run stale
+    settings: dict[str, Any] | None = None
+    defaults: dict[str, Any] | None = None
 
     @property
     def rel(self) -> str:
@@ -74,10 +80,6 @@ def flatten(node: Any, prefix: str = "") -> list[str]:
     """{a: {b: 1, c: [2]}} -> ["a.b=1", "a.c=[2]"]: a nested mapping as key=value overrides."""
     if isinstance(node, DictConfig):
         node = OmegaConf.to_container(node, resolve=True)
-    if not isinstance(node, Mapping):
-        return [f"{prefix}={override_value(node)}"]
-    out: list[str] = []
-    for k, v in node.items():
-        key = f"{prefix}.{k}" if prefix else str(k)
-        out += flatten(v, key) if isinstance(v, Mapping) and v else [f"{key}={override_value(v)}"]
-    return out
+    if isinstance(node, Mapping) and not node:
+        return []
+    return [f"{k}={override_value(v)}" for k, v in flat(node, prefix).items()]

@@ -171,6 +171,41 @@ def check_settings(node: Any, path: str = "", root: Any = None) -> None:
         raise ConfigError(f"{path} must be a finite number (got {node})")
 
 
+def flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    """A plain nested dict as {dotted key: leaf}; lists and other values are leaves."""
+    if isinstance(tree, Mapping) and tree:
+        return {k: v for key, sub in tree.items() for k, v in flat(sub, _join(prefix, key)).items()}
+    return {prefix: tree}
+
+
+def declared_defaults(node: Any, path: str = "") -> dict[str, Any]:
+    """{dotted key: the default its dataclass declares} for every setting under a composed config's
+    nodes that were built from dataclasses (unresolved, as the config holds them)."""
+    out: dict[str, Any] = {}
+    if not isinstance(node, DictConfig):
+        return out
+    schema = OmegaConf.get_type(node)
+    if dataclasses.is_dataclass(schema):
+        for f in dataclasses.fields(schema):
+            if f.default is not dataclasses.MISSING:
+                default = f.default
+            elif f.default_factory is not dataclasses.MISSING:
+                default = f.default_factory()
+            else:
+                continue
+            if dataclasses.is_dataclass(default):
+                default = OmegaConf.to_container(OmegaConf.structured(default), resolve=False)
+            out.update(flat(default, _join(path, f.name)))
+    for key in node.keys():
+        if path or key != "hydra":
+            try:
+                child = _child(node, key, _join(path, key))
+            except ConfigError:  # `???`: no default to find under it
+                continue
+            out.update(declared_defaults(child, _join(path, key)))  # a node's own type has the last word
+    return out
+
+
 # ------------------------------------------------------------------------ checks a type cannot say
 def positive_int_or(*words: str) -> Callable[[Any], str | None]:
     """`check=` of a setting that is a positive int or one of `words` (e.g. devices: 2 or "auto")."""

@@ -7,7 +7,8 @@ started with): a second invocation skips a run whose results.json says completed
 arguments, resumes an unfinished resumable one (the GAN) from `checkpoints/last.ckpt`, starts the
 others again, and moves aside a folder whose run had other arguments or another composed config
 (a changed YAML default; `<run>.stale-N`), so a changed setting never reuses an old result and a
-folder is never written over.
+folder is never written over. The marker keeps the run's settings too: a setting added to the code
+since, left at its declared default, is no change (finished runs survive a new option).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from hybridlearn.core.io import write_json_atomic
 from hybridlearn.core.report import RESUMED
 from hybridlearn.core.reproduce import PlanContext, Run, override_value
 from hybridlearn.core.runs import read_record, running_elsewhere
+from hybridlearn.core.settings import declared_defaults, flat
 from hybridlearn.reproduce.registry import registry
 
 log = logging.getLogger(__name__)
@@ -110,9 +112,25 @@ def make_plan(cfg: DictConfig, check: bool = True) -> Plan:
             raise ConfigError(f"{key}: plans {', '.join(twice)} more than once; list each value of its lists once")
         if check:
             for r in runs:
-                r.config = config_hash(_compose(r.args))
+                composed = _compose(r.args)
+                r.config = config_hash(composed)
+                r.settings = flat(OmegaConf.to_container(composed, resolve=False))
+                r.defaults = declared_defaults(composed)
         plan.runs[stage] = runs
     return plan
+
+
+def changed_settings(marker: dict[str, Any], run: Run) -> list[str]:
+    """The settings of a run's marker that the plan's config no longer has as they were: changed,
+    removed, or added since with a value other than their declared default (a new option, left at
+    its default, changes nothing the run did). A marker without its settings: everything is changed."""
+    old, new = marker.get("settings"), run.settings
+    if old is None or new is None:
+        return ["(settings not recorded)"]
+    defaults = run.defaults or {}
+    changed = [k for k in old if k not in new or new[k] != old[k]]
+    changed += [k for k in new if k not in old and (k not in defaults or defaults[k] != new[k])]
+    return sorted(changed)
 
 
 def config_hash(cfg: DictConfig) -> str:
@@ -157,8 +175,8 @@ def run_state(run_dir: Path, run: Run) -> str:
     m = json.loads(marker.read_text())
     if m.get("args") != run.args:
         return "stale"
-    if run.config and m.get("config") and m["config"] != run.config:  # a YAML default changed under the args
-        return "stale"
+    if run.config and m.get("config") and m["config"] != run.config and changed_settings(m, run):
+        return "stale"  # a default changed under the same args
     record = read_record(run_dir)
     if record.get("status") == "completed":
         return "done"
@@ -205,7 +223,7 @@ def prepare(run: Run, root: Path) -> str:
     run_dir.mkdir(parents=True, exist_ok=True)
     if state == "resume":
         _keep_epochs(run_dir)
-    write_json_atomic(run_dir / MARKER, {"args": run.args, "config": run.config})
+    write_json_atomic(run_dir / MARKER, {"args": run.args, "config": run.config, "settings": run.settings})
     return "resume" if state == "resume" else "start"
 
 

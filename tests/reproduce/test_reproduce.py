@@ -309,7 +309,7 @@ def test_prepare_skips_resumes_and_never_writes_over_a_folder(tmp_path):
     gan = Run("gan", "mnist", ["experiment=gan_mnist"], resumable=True, config="abc")
     d = root / "gan" / "mnist"
     assert prepare(gan, root) == "start"
-    assert json.loads((d / MARKER).read_text()) == {"args": gan.args, "config": "abc"}
+    assert json.loads((d / MARKER).read_text()) == {"args": gan.args, "config": "abc", "settings": None}
     # killed after an epoch: resumed in place from its last.ckpt, the first attempt's epochs kept for the report
     (d / "checkpoints").mkdir()
     (d / "checkpoints" / "last.ckpt").write_bytes(b"x")

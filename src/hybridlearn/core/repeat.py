@@ -24,6 +24,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hybridlearn.core.results import RESULTS, to_number, write_results, write_table
+from hybridlearn.core.trainer import TrainerFactory
 
 log = logging.getLogger(__name__)
 Flow = Callable[..., dict[str, Any]]  # core.runner's standard flow: (cfg, output_dir, trainers, metrics, name)
@@ -51,18 +52,18 @@ def numbers(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
-def over_seeds(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """For each number every seed has: the mean under its name, the sample std as `<name>_seed_std`."""
-    common = set.intersection(*(set(numbers(r)) for r in rows)) - {"seed"}
+def over_seeds(rows: list[dict[str, float]]) -> dict[str, float]:
+    """For each number every seed's row has: the mean under its name, the sample std as `<name>_seed_std`."""
+    common = set.intersection(*(set(r) for r in rows)) - {"seed"}
     out = {}
     for k in sorted(common):
-        vals = np.array([numbers(r)[k] for r in rows])
+        vals = np.array([r[k] for r in rows])
         out[k] = float(vals.mean())
         out[f"{k}_seed_std"] = float(vals.std(ddof=1)) if len(vals) > 1 else 0.0
     return out
 
 
-def repeat_seeds(cfg: DictConfig, output_dir: Path, trainers: Any, flow: Flow) -> dict[str, Any]:
+def repeat_seeds(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory, flow: Flow) -> dict[str, Any]:
     """Run `flow` once per seed of `cfg.repeat.seeds` into `seed_<s>/` (finished seeds read back) and
     return the mean over seeds of each metric, its `_seed_std`, and the per-seed table `repeat/seeds`."""
     seeds = [int(s) for s in cfg.repeat.seeds]

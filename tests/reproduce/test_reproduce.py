@@ -35,6 +35,7 @@ from hybridlearn.reproduce.stages import (
     prepare,
     run_state,
     stage_seconds,
+    stale_reason,
 )
 from hybridlearn.reproduce.sweep import (
     CONSOLE,
@@ -274,6 +275,9 @@ def test_a_setting_added_since_at_its_default_keeps_a_finished_run(tmp_path):
     assert state({**marker["settings"], "model.old_option": 1}) == "stale"  # ...or one that is gone
     run.settings = {**run.settings, "model.r1_gamma": 1.0}  # a new option that the YAML turns on
     assert state(older) == "stale"
+    assert stale_reason(d, run) == "other settings (model.r1_gamma)"  # what the log line names
+    assert state({**older, "model.g_lr": 0.1}) == "stale"
+    assert stale_reason(d, run) == "other settings (model.g_lr, model.r1_gamma)"
 
 
 # --------------------------------------------------------------------------------- order, folders

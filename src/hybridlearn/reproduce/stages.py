@@ -187,6 +187,18 @@ def run_state(run_dir: Path, run: Run) -> str:
     return "rerun"
 
 
+def stale_reason(run_dir: Path, run: Run) -> str:
+    """What differs in a stale run, in words: other arguments, or the settings that changed."""
+    try:
+        m = json.loads((run_dir / MARKER).read_text())
+    except (OSError, ValueError):
+        return "no record of its settings"
+    if m.get("args") != run.args:
+        return "other arguments"
+    keys = changed_settings(m, run)
+    return f"other settings ({', '.join(keys[:5])}{', ...' if len(keys) > 5 else ''})"
+
+
 def _move_aside(run_dir: Path) -> Path:
     n = 1
     while (aside := run_dir.with_name(f"{run_dir.name}.stale-{n}")).exists():
@@ -217,7 +229,8 @@ def prepare(run: Run, root: Path) -> str:
         log.info("reproduce: %s is running in another process (pid %s); left to it", run.rel, pid)
         return "running"
     if state == "stale":
-        log.info("reproduce: %s was run with other settings; moved to %s", run.rel, _move_aside(run_dir).name)
+        why = stale_reason(run_dir, run)
+        log.info("reproduce: %s was run with %s; moved to %s", run.rel, why, _move_aside(run_dir).name)
     elif state == "rerun" and ((run_dir / "results.json").exists() or (run_dir / "checkpoints").is_dir()):
         log.info("reproduce: %s did not finish; moved to %s, starting again", run.rel, _move_aside(run_dir).name)
     run_dir.mkdir(parents=True, exist_ok=True)

@@ -31,7 +31,8 @@ from omegaconf import DictConfig
 from hybridlearn.core.checkpoint import instantiate_module
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic
-from hybridlearn.core.results import RESULTS, to_number, write_results, write_table
+from hybridlearn.core.results import to_number, write_results, write_table
+from hybridlearn.core.runs import read_record
 from hybridlearn.core.stats import t_interval
 from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 
@@ -165,10 +166,7 @@ def cross_validate(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory, 
     rows = []
     for f, test in enumerate(folds):
         fold_dir = output_dir / f"fold_{f}"
-        try:
-            record = json.loads((fold_dir / RESULTS).read_text())
-        except (OSError, ValueError):
-            record = {}
+        record = read_record(fold_dir)
         if record.get("status") == "completed":
             metrics = record["metrics"]
             log.info("cv: fold %d/%d finished earlier", f + 1, k)

@@ -11,7 +11,6 @@ finished seeds are read back, each unfinished one resumes from its own last.ckpt
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import time
@@ -23,7 +22,8 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hybridlearn.core.results import RESULTS, to_number, write_results, write_table
+from hybridlearn.core.results import to_number, write_results, write_table
+from hybridlearn.core.runs import read_record
 from hybridlearn.core.trainer import TrainerFactory
 
 log = logging.getLogger(__name__)
@@ -70,10 +70,7 @@ def repeat_seeds(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory, fl
     rows = []
     for i, s in enumerate(seeds):
         seed_dir = output_dir / f"seed_{s}"
-        try:
-            record = json.loads((seed_dir / RESULTS).read_text())
-        except (OSError, ValueError):
-            record = {}
+        record = read_record(seed_dir)
         if record.get("status") == "completed":
             metrics = record["metrics"]
             log.info("repeat: seed %d (%d/%d) finished earlier", s, i + 1, len(seeds))

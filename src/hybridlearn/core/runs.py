@@ -37,7 +37,8 @@ RUN_MARKERS = (RESULTS, ".hydra", "reproduce_run.json")
 
 def run_of(ckpt: str | Path) -> Path | None:
     """The run folder a checkpoint was written into (`<run>/checkpoints/x.ckpt`, a fold of a
-    cross-validation: `<run>/fold_<k>/checkpoints/x.ckpt`, a seed of `repeat.seeds`: `<run>/seed_<s>/...`, or a fit of a study, which may be a fold too:
+    cross-validation: `<run>/fold_<k>/checkpoints/x.ckpt`, a seed of `repeat.seeds`:
+    `<run>/seed_<s>/checkpoints/x.ckpt`, or a fit of a study, which may be a fold too:
     `<run>/runs/<fit>/[fold_<k>/]checkpoints/x.ckpt`), if it is one."""
     p = Path(ckpt).expanduser().resolve()
     if p.parent.name != "checkpoints":

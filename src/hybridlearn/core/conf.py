@@ -10,6 +10,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig, OmegaConf
 
 from hybridlearn.core.errors import ConfigError
+from hybridlearn.core.results import SEED
 from hybridlearn.core.settings import SEED_MAX, positive_int_or, register, setting
 
 TASKS = ("fit", "test", "predict")
@@ -74,7 +75,7 @@ class RepeatConfig:
         if OmegaConf.select(root, "cv.folds", default=0):
             raise ConfigError(f"{path}.seeds and cv.folds cannot be combined; give one of them")
         ckpt = root.get("ckpt_path")
-        if ckpt and not Path(ckpt).expanduser().resolve().parent.parent.name.startswith("seed_"):
+        if ckpt and not Path(ckpt).expanduser().resolve().parent.parent.name.startswith(SEED):
             raise ConfigError(
                 f"{path}.seeds trains each seed from scratch: ckpt_path={ckpt} can only resume a killed run of "
                 "these seeds in place (ckpt_path=<run>/seed_<s>/checkpoints/last.ckpt, hydra.run.dir=<run>)"

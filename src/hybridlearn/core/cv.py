@@ -31,7 +31,7 @@ from omegaconf import DictConfig
 from hybridlearn.core.checkpoint import instantiate_module
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic
-from hybridlearn.core.results import to_number, write_results, write_table
+from hybridlearn.core.results import FOLD, to_number, write_results, write_table
 from hybridlearn.core.runs import read_record
 from hybridlearn.core.stats import t_interval
 from hybridlearn.core.trainer import TrainerFactory, finish_loggers
@@ -128,7 +128,7 @@ def _fit_fold(
     fold_dir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     write_results(fold_dir, status="running", fold=f, n_test=len(test))
-    trainer = trainers.build(fold_dir, cfg=cfg, name=f"{name}/fold_{f}" if name else f"fold_{f}")
+    trainer = trainers.build(fold_dir, cfg=cfg, name=f"{name}/{fold_dir.name}" if name else fold_dir.name)
     trainer.fit(model, datamodule=dm, ckpt_path=resume, weights_only=True if resume else None)
     # what the fit measured (its last validation): Lightning clears it when the test starts
     fitted = {k: to_number(v) for k, v in trainer.callback_metrics.items() if k.startswith("val/")}
@@ -165,7 +165,7 @@ def cross_validate(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory, 
     every = np.arange(len(groups))
     rows = []
     for f, test in enumerate(folds):
-        fold_dir = output_dir / f"fold_{f}"
+        fold_dir = output_dir / f"{FOLD}{f}"
         record = read_record(fold_dir)
         if record.get("status") == "completed":
             metrics = record["metrics"]

@@ -22,7 +22,7 @@ import lightning as L
 import numpy as np
 from omegaconf import DictConfig, OmegaConf, open_dict
 
-from hybridlearn.core.results import to_number, write_results, write_table
+from hybridlearn.core.results import SEED, to_number, write_results, write_table
 from hybridlearn.core.runs import read_record
 from hybridlearn.core.trainer import TrainerFactory
 
@@ -69,7 +69,7 @@ def repeat_seeds(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory, fl
     seeds = [int(s) for s in cfg.repeat.seeds]
     rows = []
     for i, s in enumerate(seeds):
-        seed_dir = output_dir / f"seed_{s}"
+        seed_dir = output_dir / f"{SEED}{s}"
         record = read_record(seed_dir)
         if record.get("status") == "completed":
             metrics = record["metrics"]
@@ -81,7 +81,7 @@ def repeat_seeds(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory, fl
             seed_dir.mkdir(parents=True, exist_ok=True)
             started = time.time()
             write_results(seed_dir, status="running", seed=s)
-            measured = flow(sub, seed_dir, trainers, {}, name=f"seed_{s}")
+            measured = flow(sub, seed_dir, trainers, {}, name=seed_dir.name)
             metrics = {k: to_number(v) for k, v in measured.items()}
             write_results(
                 seed_dir, status="completed", seed=s, metrics=metrics, duration_s=round(time.time() - started, 3)

@@ -13,6 +13,9 @@ from hybridlearn.core.io import write_json_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 RESULTS = "results.json"
+# A run's sub-runs, each a fit with a results.json of its own: <run>/fold_<k>/ (cross-validation,
+# core.cv and the studies) and <run>/seed_<s>/ (repeat.seeds, core.repeat).
+FOLD, SEED = "fold_", "seed_"
 
 
 def to_number(v: Any) -> Any:

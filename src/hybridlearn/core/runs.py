@@ -27,7 +27,7 @@ from hybridlearn.core.conf import check_task_name
 from hybridlearn.core.config import validate
 from hybridlearn.core.errors import ConfigError, HybridlearnError, report_error
 from hybridlearn.core.logs import is_worker_process
-from hybridlearn.core.results import RESULTS
+from hybridlearn.core.results import FOLD, RESULTS, SEED
 
 LAST = "last"
 # what makes a folder a run of ours (or one `make reproduce` prepared): any other non-empty folder is
@@ -44,9 +44,9 @@ def run_of(ckpt: str | Path) -> Path | None:
     if p.parent.name != "checkpoints":
         return None
     run = p.parent.parent
-    if run.name.startswith(("fold_", "seed_")) and (run.parent / RESULTS).exists():  # core.cv, core.repeat
+    if run.name.startswith((FOLD, SEED)) and (run.parent / RESULTS).exists():  # core.cv, core.repeat
         return run.parent
-    fit = run.parent if run.name.startswith("fold_") else run
+    fit = run.parent if run.name.startswith(FOLD) else run
     if fit.parent.name == "runs" and (fit.parent.parent / RESULTS).exists():
         return fit.parent.parent
     return run
@@ -81,7 +81,7 @@ def newest_last_ckpt(log_dir: str | Path, task_name: str) -> Path:
     """`checkpoints/last.ckpt` of the newest run of `task_name` (run folders are named by start time)."""
     runs = Path(log_dir) / task_name / "runs"
     found = sorted(
-        [*runs.glob("*/checkpoints/last.ckpt"), *runs.glob("*/fold_*/checkpoints/last.ckpt")],
+        [*runs.glob("*/checkpoints/last.ckpt"), *runs.glob(f"*/{FOLD}*/checkpoints/last.ckpt")],
         key=lambda p: (run_of(p).name, p.stat().st_mtime),
     )
     if not found:
@@ -112,9 +112,9 @@ def check_run_dir(run_dir: Path, ckpt_path: str | None) -> None:
             # a cross-validation resumes a fold, a repeat run a seed, a study (runs/<fit>/fold_<k>) too
             folds = sorted(
                 [
-                    *run_dir.glob("fold_*/checkpoints/last.ckpt"),
-                    *run_dir.glob("seed_*/checkpoints/last.ckpt"),
-                    *run_dir.glob("runs/*/fold_*/checkpoints/last.ckpt"),
+                    *run_dir.glob(f"{FOLD}*/checkpoints/last.ckpt"),
+                    *run_dir.glob(f"{SEED}*/checkpoints/last.ckpt"),
+                    *run_dir.glob(f"runs/*/{FOLD}*/checkpoints/last.ckpt"),
                 ]
             )
             last = folds[-1] if folds else run_dir / "checkpoints" / "last.ckpt"

@@ -26,6 +26,7 @@ from hybridlearn.core.cv import FOLDS_FILE, cross_validate
 from hybridlearn.core.errors import DataError
 from hybridlearn.core.io import write_text_atomic
 from hybridlearn.core.plotting import plot_curves
+from hybridlearn.core.results import FOLD
 from hybridlearn.core.trainer import TrainerFactory, finish_loggers
 from hybridlearn.digits.conf import variant_config
 from hybridlearn.digits.results import Misread
@@ -268,7 +269,7 @@ def fit_writers_out(
     members = int(run_cfg.model.get("ensemble") or 1)
     found = {}
     for row, test in zip(rows, tests):
-        fold = out / f"fold_{row['fold']}"
+        fold = out / f"{FOLD}{row['fold']}"
         redo = f"delete {fold / 'results.json'} to train the fold again"
         probs, labels = read_probabilities(fold / PROBABILITIES, test, redo)
         each = [] if members == 1 else range(members)

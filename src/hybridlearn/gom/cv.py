@@ -22,7 +22,7 @@ from omegaconf import DictConfig, open_dict
 from hybridlearn.core.cv import FOLDS_FILE, cross_validate, pooled
 from hybridlearn.core.errors import DataError
 from hybridlearn.core.io import write_text_atomic
-from hybridlearn.core.results import write_table
+from hybridlearn.core.results import FOLD, write_table
 from hybridlearn.core.trainer import TrainerFactory
 from hybridlearn.gom.data import GomData
 from hybridlearn.gom.metrics import baseline_predictions, forest_predict, haversine_km
@@ -90,7 +90,7 @@ def run_cv(cfg: DictConfig, output_dir: Path, trainers: TrainerFactory) -> dict[
     assignment = json.loads((out / FOLDS_FILE).read_text())
     rows, every, km = metrics["cv/folds"], np.arange(assignment["n"]), {}
     for row, test in zip(rows, assignment["test"]):
-        fold_dir, dm = out / f"fold_{row['fold']}", datamodule(cfg)
+        fold_dir, dm = out / f"{FOLD}{row['fold']}", datamodule(cfg)
         dm.use_fold(np.setdiff1d(every, test).tolist(), test)
         dm.setup()
         preds = {"model": model_predictions(fold_dir, dm.data.idx_test)}

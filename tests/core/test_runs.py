@@ -17,6 +17,7 @@ from conftest import ROOT, compose_cfg, read_wandb_records, run_process, train_c
 from lightning.pytorch.callbacks import ModelCheckpoint
 
 from hybridlearn.core.checkpoint import AtomicCheckpointIO, LastCheckpoint
+from hybridlearn.core.report import csv_rows
 from hybridlearn.core.trainer import build_trainer, instantiate_callbacks
 
 QUICK = [
@@ -99,6 +100,24 @@ def test_last_ckpt_is_the_last_epoch_even_when_the_monitor_did_not_improve(run_t
     assert (best["epoch"], last["epoch"]) == (0, 2) and last["global_step"] == 3 * best["global_step"]
     assert res["metrics"]["last_ckpt"] == str(ckpts / "last.ckpt")
     assert res["metrics"]["best_ckpt"] == str(ckpts / "epoch_000.ckpt")
+
+
+def test_a_run_resumed_in_place_keeps_every_epoch_of_its_csv_log(run_train, data_dir):
+    # Lightning's CSVLogger deletes the metrics.csv it finds: the earlier attempt's epochs would be lost
+    quick = [*QUICK, "data.train_subset=1000", "data.test_subset=200", "test=false", "model.scheduler=null"]
+    first = run_train([*quick, "trainer.max_epochs=2"])
+    run = Path(first["_dir"])
+    before = (run / "csv" / "metrics.csv").read_text()
+    again = run_train([*quick, "trainer.max_epochs=3", f"ckpt_path={run / 'checkpoints' / 'last.ckpt'}"])
+    assert again["_dir"] == first["_dir"] and again["status"] == "completed"
+    assert (run / "resumed" / "metrics_000.csv").read_text() == before  # moved whole, before the new log
+
+    def val_epochs(rows):
+        return [int(r["epoch"]) for r in rows if r.get("val/acc")]
+
+    assert val_epochs(csv.DictReader(open(run / "resumed" / "metrics_000.csv"))) == [0, 1]
+    assert val_epochs(csv.DictReader(open(run / "csv" / "metrics.csv"))) == [2]
+    assert val_epochs(csv_rows(run)) == [0, 1, 2]  # what the reports read
 
 
 def test_save_last_follows_the_checkpoint_schedule(tmp_path):

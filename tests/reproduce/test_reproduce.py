@@ -314,14 +314,12 @@ def test_prepare_skips_resumes_and_never_writes_over_a_folder(tmp_path):
     d = root / "gan" / "mnist"
     assert prepare(gan, root) == "start"
     assert json.loads((d / MARKER).read_text()) == {"args": gan.args, "config": "abc", "settings": None}
-    # killed after an epoch: resumed in place from its last.ckpt, the first attempt's epochs kept for the report
+    # killed after an epoch: resumed in place from its last.ckpt (its Trainer keeps the first attempt's
+    # CSV log in resumed/: core.results.keep_earlier_log, tested in tests/core/test_runs.py)
     (d / "checkpoints").mkdir()
     (d / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    (d / "csv").mkdir()
-    (d / "csv" / "metrics.csv").write_text("epoch,fid\n0,900\n")
     (d / "results.json").write_text(json.dumps({"status": "interrupted"}))
     assert prepare(gan, root) == "resume"
-    assert (d / "resumed" / "metrics_000.csv").read_text() == "epoch,fid\n0,900\n"
     assert job_overrides(gan, root, resume=True) == [
         "experiment=gan_mnist",
         f"ckpt_path={override_value(str(d / 'checkpoints' / 'last.ckpt'))}",

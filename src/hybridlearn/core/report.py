@@ -18,9 +18,9 @@ from omegaconf import OmegaConf
 from PIL import Image
 
 from hybridlearn.core.io import atomic_output, save_gif
+from hybridlearn.core.results import RESUMED
 
 FIG_DIR = "figures"
-RESUMED = "resumed"  # <run>/resumed/metrics_<n>.csv: the CSV logs of a resumed run's earlier attempts
 
 
 # ------------------------------------------------------------------------------------- reading
@@ -44,7 +44,7 @@ def run_config(run_dir: Path) -> Any:
 
 def csv_rows(run: Path) -> list[dict[str, str]]:
     """The rows of every attempt's CSV log: a resumed run starts a new metrics.csv, the earlier ones
-    are kept in resumed/ (the reproduce stages copy them there before each resume)."""
+    are kept in resumed/ (core.results.keep_earlier_log, when a Trainer is built for the resumed run)."""
     return _rows([*sorted((run / RESUMED).glob("metrics_*.csv")), run / "csv" / "metrics.csv"])
 
 

@@ -6,6 +6,7 @@ import csv
 import io
 import logging
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ RESULTS = "results.json"
 # A run's sub-runs, each a fit with a results.json of its own: <run>/fold_<k>/ (cross-validation,
 # core.cv and the studies) and <run>/seed_<s>/ (repeat.seeds, core.repeat).
 FOLD, SEED = "fold_", "seed_"
+RESUMED = "resumed"  # <run>/resumed/metrics_<n>.csv: the CSV logs of a resumed run's earlier attempts
 
 
 def to_number(v: Any) -> Any:
@@ -33,6 +35,16 @@ def to_number(v: Any) -> Any:
 def write_results(run_dir: Path, **fields: Any) -> Path:
     fields["metrics"] = {k: to_number(v) for k, v in sorted((fields.get("metrics") or {}).items())}
     return write_json_atomic(Path(run_dir) / RESULTS, fields)
+
+
+def keep_earlier_log(run_dir: Path, metrics: Path) -> None:
+    """Before a Trainer logs into a run resumed in place: Lightning's CSVLogger starts `metrics` afresh
+    (it deletes the old file), so the earlier attempt's log moves to <run>/resumed/metrics_<n>.csv,
+    where the report's readers (core.report.csv_rows) find every epoch."""
+    if metrics.is_file():
+        kept = Path(run_dir) / RESUMED
+        kept.mkdir(exist_ok=True)
+        os.replace(metrics, kept / f"metrics_{len(list(kept.glob('metrics_*.csv'))):03d}.csv")
 
 
 def _cell(v: Any, digits: int) -> str:

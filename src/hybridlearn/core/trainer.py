@@ -15,11 +15,12 @@ from typing import Any
 import lightning as L
 from hydra.utils import get_class, instantiate
 from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint, ModelSummary, ProgressBar
-from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.loggers import CSVLogger, WandbLogger
 from lightning.pytorch.plugins import TorchCheckpointIO
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from hybridlearn.core.checkpoint import AtomicCheckpointIO, ClassTagCallback, LastCheckpoint
+from hybridlearn.core.results import keep_earlier_log
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:
@@ -94,6 +95,9 @@ def build_trainer(
         ClassTagCallback(),
     ]
     loggers = instantiate_group(sub.get("logger"))
+    for lg in loggers:  # a run resumed in place keeps its earlier attempts' CSV logs
+        if isinstance(lg, CSVLogger):
+            keep_earlier_log(Path(output_dir), Path(lg.log_dir) / "metrics.csv")
     # Callbacks that Lightning refuses in some settings are dropped there instead of failing the run.
     settings = {**OmegaConf.to_container(sub.trainer, resolve=True), **trainer_overrides}
     if "enable_model_summary" not in settings and not any(isinstance(cb, ModelSummary) for cb in cbs):

@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +29,6 @@ from omegaconf.errors import OmegaConfBaseException
 from hybridlearn.core.config import check_choice, conf_dir
 from hybridlearn.core.errors import ConfigError
 from hybridlearn.core.io import write_json_atomic
-from hybridlearn.core.report import RESUMED
 from hybridlearn.core.reproduce import PlanContext, Run, override_value
 from hybridlearn.core.runs import read_record, running_elsewhere
 from hybridlearn.core.settings import declared_defaults, flat
@@ -207,16 +205,6 @@ def _move_aside(run_dir: Path) -> Path:
     return aside
 
 
-def _keep_epochs(run_dir: Path) -> None:
-    """Before a resume: the CSV logger starts a new metrics.csv, so the earlier epochs are kept for
-    the report as resumed/metrics_<n>.csv."""
-    csv = run_dir / "csv" / "metrics.csv"
-    if csv.is_file():
-        hist = run_dir / RESUMED
-        hist.mkdir(exist_ok=True)
-        shutil.copy2(csv, hist / f"metrics_{len(list(hist.glob('metrics_*.csv'))):03d}.csv")
-
-
 def prepare(run: Run, root: Path) -> str:
     """Make a run's folder ready for its job: done (skip it), resume (from its last.ckpt) or start.
     A folder of other settings, or of an attempt that did not finish, is moved aside, never written over."""
@@ -234,8 +222,6 @@ def prepare(run: Run, root: Path) -> str:
     elif state == "rerun" and ((run_dir / "results.json").exists() or (run_dir / "checkpoints").is_dir()):
         log.info("reproduce: %s did not finish; moved to %s, starting again", run.rel, _move_aside(run_dir).name)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if state == "resume":
-        _keep_epochs(run_dir)
     write_json_atomic(run_dir / MARKER, {"args": run.args, "config": run.config, "settings": run.settings})
     return "resume" if state == "resume" else "start"
 

@@ -73,7 +73,7 @@ def wall_time(run_dir: Path, record: dict[str, Any]) -> tuple[float | None, int]
     if not earlier or d is None:
         return d, 1 + len(earlier)
     attempts = [per_epoch(_rows([f]), "time/epoch_s") for f in [*earlier, run_dir / "csv" / "metrics.csv"]]
-    # an attempt killed before its first epoch's row leaves the previous attempt's file in csv/
+    # the same rows in two files (runs resumed when the reproduce stages copied the log, not moved it)
     last = {e for e, s in attempts[-1].items() if attempts[-2].get(e) != s}
     before = {e: s for a in attempts[:-1] for e, s in a.items() if e not in last}  # a resumed epoch: its last time
     return d + sum(before.values()), len(attempts)

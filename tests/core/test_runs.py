@@ -118,6 +118,11 @@ def test_a_run_resumed_in_place_keeps_every_epoch_of_its_csv_log(run_train, data
     assert val_epochs(csv.DictReader(open(run / "resumed" / "metrics_000.csv"))) == [0, 1]
     assert val_epochs(csv.DictReader(open(run / "csv" / "metrics.csv"))) == [2]
     assert val_epochs(csv_rows(run)) == [0, 1, 2]  # what the reports read
+    # learning_curves.png draws the three epochs too: the callback's history travels in the checkpoint
+    kept = torch.load(run / "checkpoints" / "last.ckpt", weights_only=True)["callbacks"]["LearningCurves"]
+    assert kept["history"]["acc"]["val"] == pytest.approx(
+        [float(r["val/acc"]) for r in csv_rows(run) if r.get("val/acc")]
+    )
 
 
 def test_save_last_follows_the_checkpoint_schedule(tmp_path):

@@ -160,6 +160,13 @@ class LearningCurves(L.Callback):
         for (name, split), v in epoch.items():
             self.history.setdefault(name, {}).setdefault(split, []).append(v)
 
+    # kept in checkpoints, so a resumed run draws every epoch, not only those since the resume
+    def state_dict(self) -> dict[str, Any]:
+        return {"history": self.history}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.history = state_dict["history"]
+
     def on_fit_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # loss and accuracy first, then the rest; train before val in every panel; at most 4 panels
         first = {"loss": 0, "acc": 1}

@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")  # files only: no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
 
 from hybridlearn.core.io import atomic_output  # noqa: E402
 
@@ -49,6 +50,7 @@ def plot_curves(
                 xs, ys = zip(*pts)
                 ax.scatter(xs, ys, marker="x", zorder=5, label=label)
         ax.set(title=panel, xlabel=xlabel, ylabel=(ylabels or {}).get(panel, ""))
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # epochs are whole numbers
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title + (f" (mean of {n_runs} runs, band = min-max)" if n_runs > 1 else ""))
